@@ -1,0 +1,9 @@
+"""Subcommands of `agent`: each module has `register(subparsers, common)`.
+
+Modules keep heavy imports inside their functions so that `agent --help` and the daemon's start
+stay fast.
+"""
+
+from agent.commands import config_cmd, db, services
+
+COMMAND_MODULES = (db, services, config_cmd)

@@ -1,0 +1,233 @@
+"""Loading the configuration: INI file, then command-line overrides, validated against
+`agent.options`.
+
+Every problem raises `ConfigError` with one line naming the file (and line), section, key and
+value, and what was expected. The result is an immutable `Config`; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from agent.errors import ConfigError
+from agent.options import OPTIONS, SECTIONS, Opt, Resolved
+
+DEFAULT_CONFIG_FILE = "/etc/compute-agent/agent.conf"
+
+_SECTION_RE = re.compile(r"^\[(?P<name>[^\]]*)\]\s*$")
+_KEY_RE = re.compile(r"^(?P<key>[A-Za-z0-9_.-]+)\s*[=:]\s*(?P<value>.*)$")
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+@dataclass(frozen=True)
+class RawValue:
+    """A value as written, with where it was written (for error messages)."""
+
+    text: str
+    origin: str  # "agent.conf:12" or "--host"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved option values. `conf.report_interval` reads [DEFAULT]; `conf.database.connection`
+    reads a section. `warnings` holds adjustments made while loading, logged once logging is up.
+    """
+
+    values: Mapping[tuple[str, str], Any]
+    files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    def get(self, section: str, name: str) -> Any:
+        return self.values[(section, name)]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SECTIONS and name != "DEFAULT":
+            return _Section(self, name)
+        try:
+            return self.values[("DEFAULT", name)]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, **defaults: Any) -> "Config":
+        """A copy with some [DEFAULT] values replaced (already typed), e.g. a fleet agent's host."""
+        values = dict(self.values)
+        for name, value in defaults.items():
+            if ("DEFAULT", name) not in values:
+                raise KeyError(name)
+            values[("DEFAULT", name)] = value
+        return Config(MappingProxyType(values), self.files, self.warnings)
+
+
+class _Section:
+    def __init__(self, conf: Config, section: str):
+        self._conf = conf
+        self._section = section
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._conf.values[(self._section, name)]
+        except KeyError:
+            raise AttributeError(f"[{self._section}] {name}") from None
+
+
+def read_ini(path: str) -> dict[tuple[str, str], RawValue]:
+    """Parse an INI file into {(section, key): RawValue}; structural problems are ConfigErrors."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    raw: dict[tuple[str, str], RawValue] = {}
+    section: str | None = None
+    for number, line in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        match = _SECTION_RE.match(stripped)
+        if match:
+            section = match.group("name").strip()
+            if section not in SECTIONS:
+                raise ConfigError(f"{where}: unknown section [{section}]{_suggest(section, SECTIONS)}"
+                                  f"; known sections: {', '.join(SECTIONS)}")
+            continue
+        if line[:1].isspace():
+            raise ConfigError(f"{where}: indented line {stripped!r}: continuation lines are not "
+                              "supported; write the value on one line")
+        match = _KEY_RE.match(stripped)
+        if not match:
+            raise ConfigError(f"{where}: cannot parse {stripped!r}: expected 'key = value' or "
+                              "'[section]'")
+        if section is None:
+            raise ConfigError(f"{where}: {match.group('key')!r} comes before any [section] "
+                              "header; put it under [DEFAULT]")
+        key = match.group("key")
+        if (section, key) in raw:
+            raise ConfigError(f"{where}: [{section}] {key} is set twice (first at "
+                              f"{raw[(section, key)].origin})")
+        raw[(section, key)] = RawValue(match.group("value").strip(), where)
+    return raw
+
+
+def load_config(path: str | None = None,
+                overrides: Mapping[tuple[str, str], str] | None = None) -> Config:
+    """Load `path` (or the default file if it exists) and apply `overrides`, whose values are
+    strings as typed on the command line, keyed by (section, name)."""
+    files: tuple[str, ...] = ()
+    raw: dict[tuple[str, str], RawValue] = {}
+    if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        raw = read_ini(path)
+        files = (path,)
+    for (section, name), text in (overrides or {}).items():
+        raw[(section, name)] = RawValue(text, "--" + name.replace("_", "-")
+                                        if section == "DEFAULT" else f"--{section}-{name}")
+    return resolve(raw, files)
+
+
+def resolve(raw: Mapping[tuple[str, str], RawValue], files: Iterable[str] = ()) -> Config:
+    known = {opt.key: opt for opt in OPTIONS}
+    for (section, name), value in raw.items():
+        if (section, name) not in known:
+            names = [o.name for o in OPTIONS if o.section == section]
+            raise ConfigError(f"{value.origin}: unknown key {name!r} in [{section}]"
+                              f"{_suggest(name, names)}")
+    values: dict[tuple[str, str], Any] = {}
+    for opt in OPTIONS:
+        if opt.key in raw:
+            values[opt.key] = parse_value(opt, raw[opt.key])
+        elif opt.derive is not None:
+            values[opt.key] = opt.derive(Resolved(values))
+        else:
+            values[opt.key] = opt.default
+    warnings = []
+    interval = values[("DEFAULT", "report_interval")]
+    down_time = values[("DEFAULT", "service_down_time")]
+    if down_time <= interval:
+        raised = int(2.5 * interval)
+        warnings.append(f"service_down_time ({down_time} s) is not larger than report_interval "
+                        f"({interval} s): using {raised} s so that one late beat does not show "
+                        "the service down")
+        values[("DEFAULT", "service_down_time")] = raised
+    return Config(MappingProxyType(values), tuple(files), tuple(warnings))
+
+
+def parse_value(opt: Opt, raw: RawValue) -> Any:
+    """Convert one raw value to the option's type, enforcing range and choices."""
+    text = raw.text
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{raw.origin}: [{opt.section}] {opt.name} = {display(opt, text)!r}: "
+                           f"expected {expected}")
+
+    if text == "" and (opt.optional or (opt.type in ("str", "list") and not opt.choices)):
+        return None if opt.optional else ([] if opt.type == "list" else "")
+    if opt.type == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise bad("true or false")
+    if opt.type in ("int", "float"):
+        try:
+            value: Any = int(text) if opt.type == "int" else float(text)
+        except ValueError:
+            raise bad("an integer" if opt.type == "int" else "a number") from None
+        if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
+            raise bad(f"a value {_range(opt)}")
+        return value
+    if opt.type == "list":
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if opt.type == "path":
+        if not text:
+            raise bad("a path")
+        return os.path.abspath(os.path.expanduser(text))
+    if opt.choices is not None and text not in opt.choices:
+        raise bad("one of " + ", ".join(opt.choices) + _suggest(text, opt.choices))
+    return text
+
+
+def display(opt: Opt | None, value: Any) -> str:
+    """A value as it may be printed: secrets (passwords in URLs) masked."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(value)
+    text = str(value)
+    if opt is not None and opt.secret:
+        return mask_password(text)
+    return text
+
+
+def mask_password(text: str) -> str:
+    """Hide the password of a URL: 'postgresql://u:secret@h/db' -> 'postgresql://u:***@h/db'."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+def _range(opt: Opt) -> str:
+    unit = f" {opt.unit}" if opt.unit else ""
+    if opt.min is not None and opt.max is not None:
+        return f"from {_num(opt.min)} to {_num(opt.max)}{unit}"
+    if opt.min is not None:
+        return f"of at least {_num(opt.min)}{unit}"
+    return f"of at most {_num(opt.max)}{unit}"
+
+
+def _num(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,87 @@
+"""One engine and one session factory per process, built from the configuration.
+
+SQLite (the embedded default) gets WAL and a busy timeout so the heartbeat thread and the
+start-up work can share the file; server databases get a bounded connect timeout and pre-ping so
+an outage is noticed at the next statement rather than hanging it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.config import mask_password
+from agent.errors import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @property
+    def url(self) -> str:
+        """The URL with its password masked: safe to log or print."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> Database:
+    """Build the engine and session factory for `url`; a bad URL is a ConfigError naming it
+    (password masked). No connection is opened here."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"[database] connection = {mask_password(url)!r}: not a database URL; "
+                          "expected e.g. sqlite:///PATH or postgresql+psycopg://USER@HOST/DB") from None
+    backend = parsed.get_backend_name()
+    kwargs: dict = {"future": True}
+    if backend == "sqlite":
+        path = parsed.database
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                  "check_same_thread": False}
+    elif backend == "postgresql":
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                      connect_args={"connect_timeout": connect_timeout})
+    elif backend in ("mysql", "mariadb"):
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                      pool_recycle=3600,
+                      connect_args={"connect_timeout": connect_timeout,
+                                    "read_timeout": max(30, connect_timeout),
+                                    "write_timeout": max(30, connect_timeout)})
+    else:
+        raise ConfigError(f"[database] connection = {mask_password(url)!r}: unsupported backend "
+                          f"{backend!r}; expected sqlite, postgresql or mysql")
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise ConfigError(f"[database] connection = {mask_password(url)!r}: database driver "
+                          f"missing ({exc}); install compute-agent[postgresql] or "
+                          "compute-agent[mysql]") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+    return Database(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def database_from_conf(conf) -> Database:
+    return make_database(conf.database.connection, pool_size=conf.database.pool_size,
+                         connect_timeout=conf.database.connect_timeout)
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,165 @@
+"""SQLAlchemy 2.0 typed models of the four shared tables (nova's names and meanings).
+
+Times are UTC, without time zone, and every time the agent writes for liveness comes from the
+database server's clock (`utcnow()`), never the host's. Soft-deleted rows carry `deleted_at` and
+`deleted` = their id, so (host, binary, deleted) stays unique while a deleted host can register
+again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid as uuid_lib
+
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import FunctionElement
+
+# Microsecond precision everywhere (MySQL/MariaDB DATETIME defaults to whole seconds).
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+class utcnow(FunctionElement):  # noqa: N801 - reads like the SQL function it renders
+    """The database server's current UTC time, with sub-second precision where available."""
+
+    type = Timestamp
+    inherit_cache = True
+
+
+@compiles(utcnow)
+def _utcnow_default(element, compiler, **kw):  # pragma: no cover - other dialects
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(utcnow, "postgresql")
+def _utcnow_postgresql(element, compiler, **kw):
+    # statement_timestamp(): the time of this statement, not of the transaction's start.
+    return "(statement_timestamp() AT TIME ZONE 'UTC')"
+
+
+@compiles(utcnow, "mysql")
+@compiles(utcnow, "mariadb")
+def _utcnow_mysql(element, compiler, **kw):
+    return "UTC_TIMESTAMP(6)"
+
+
+@compiles(utcnow, "sqlite")
+def _utcnow_sqlite(element, compiler, **kw):
+    return "STRFTIME('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def new_uuid() -> str:
+    return str(uuid_lib.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TimestampMixin:
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=utcnow())
+    updated_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, onupdate=utcnow())
+
+
+class SoftDeleteMixin:
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    deleted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Service(TimestampMixin, SoftDeleteMixin, Base):
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("host", "binary", "deleted",
+                                       name="uniq_services0host0binary0deleted"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), default=new_uuid, unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    binary: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str | None] = mapped_column(String(255))
+    report_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    forced_down: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Set from the database clock by every beat: the liveness timestamp.
+    last_seen_up: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # The host's own clock at that beat; host clock offset = this - last_seen_up.
+    last_seen_host_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class ComputeNode(TimestampMixin, SoftDeleteMixin, Base):
+    __tablename__ = "compute_nodes"
+    __table_args__ = (Index("compute_nodes_host_idx", "host"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), default=new_uuid, unique=True)
+    service_id: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    hypervisor_hostname: Mapped[str] = mapped_column(String(255))
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    local_gb: Mapped[int] = mapped_column(Integer, default=0)
+    vcpus_used: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb_used: Mapped[int] = mapped_column(Integer, default=0)
+    local_gb_used: Mapped[int] = mapped_column(Integer, default=0)
+    free_ram_mb: Mapped[int | None] = mapped_column(Integer)
+    free_disk_gb: Mapped[int | None] = mapped_column(Integer)
+    disk_available_least: Mapped[int | None] = mapped_column(Integer)
+    current_workload: Mapped[int | None] = mapped_column(Integer)
+    running_vms: Mapped[int | None] = mapped_column(Integer)
+    hypervisor_type: Mapped[str] = mapped_column(String(255), default="")
+    hypervisor_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    cpu_info: Mapped[str] = mapped_column(Text, default="")
+    stats: Mapped[str | None] = mapped_column(Text)  # JSON object of str -> str
+    host_ip: Mapped[str | None] = mapped_column(String(64))
+    cpu_allocation_ratio: Mapped[float | None] = mapped_column(Float)
+    ram_allocation_ratio: Mapped[float | None] = mapped_column(Float)
+    disk_allocation_ratio: Mapped[float | None] = mapped_column(Float)
+
+
+class Instance(TimestampMixin, SoftDeleteMixin, Base):
+    __tablename__ = "instances"
+    __table_args__ = (Index("instances_host_idx", "host"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), default=new_uuid, unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(255))
+    node: Mapped[str | None] = mapped_column(String(255))
+    vm_state: Mapped[str | None] = mapped_column(String(255))
+    task_state: Mapped[str | None] = mapped_column(String(255))
+    power_state: Mapped[int | None] = mapped_column(Integer)
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    root_gb: Mapped[int] = mapped_column(Integer, default=0)
+    ephemeral_gb: Mapped[int] = mapped_column(Integer, default=0)
+    swap: Mapped[int] = mapped_column(Integer, default=0)  # MiB, as nova
+    network_info: Mapped[str | None] = mapped_column(Text)  # JSON list of VIFs
+    project_id: Mapped[str | None] = mapped_column(String(255))
+    os_type: Mapped[str | None] = mapped_column(String(255))
+    # vm_state before a resize began (nova keeps it in system_metadata): a revert powers the
+    # guest on unless it was stopped.
+    old_vm_state: Mapped[str | None] = mapped_column(String(255))
+    # Flavors of an in-progress resize, JSON {vcpus, memory_mb, root_gb, ephemeral_gb, swap}.
+    old_flavor: Mapped[str | None] = mapped_column(Text)
+    new_flavor: Mapped[str | None] = mapped_column(Text)
+
+
+class Migration(TimestampMixin, SoftDeleteMixin, Base):
+    __tablename__ = "migrations"
+    __table_args__ = (Index("migrations_source_compute_idx", "source_compute", "status"),
+                      Index("migrations_dest_compute_idx", "dest_compute", "status"),
+                      Index("migrations_instance_uuid_idx", "instance_uuid"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), default=new_uuid, unique=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36))
+    source_compute: Mapped[str | None] = mapped_column(String(255))
+    dest_compute: Mapped[str | None] = mapped_column(String(255))
+    source_node: Mapped[str | None] = mapped_column(String(255))
+    dest_node: Mapped[str | None] = mapped_column(String(255))
+    migration_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))

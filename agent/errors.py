@@ -1,0 +1,56 @@
+"""The agent's error hierarchy.
+
+Library code raises these; only the CLI turns them into an exit status and one line on stderr.
+"""
+
+
+class AgentError(Exception):
+    """Base of every error the agent reports to its user."""
+
+    exit_code = 1
+
+
+class ConfigError(AgentError):
+    """Bad configuration: a file, section, key or value. Stops the agent with exit status 2."""
+
+    exit_code = 2
+
+
+class DatabaseError(AgentError):
+    """The database cannot be reached, or its schema is missing or out of date."""
+
+
+class ServiceError(AgentError):
+    """An operator request on the service registry that cannot be honoured."""
+
+
+class ServiceNotFound(ServiceError):
+    """No service row for the given host and binary."""
+
+
+class DriverError(AgentError):
+    """The virt driver failed in a way that stops the current operation."""
+
+
+class HypervisorVersionError(DriverError):
+    """The hypervisor or its management library is older than the supported floor."""
+
+
+class InstanceNotFound(DriverError):
+    """The hypervisor has no guest for the given instance."""
+
+    def __init__(self, instance_uuid: str):
+        super().__init__(f"instance {instance_uuid} not found on the hypervisor")
+        self.instance_uuid = instance_uuid
+
+
+class ScenarioError(ConfigError):
+    """A fakevirt scenario file is malformed."""
+
+
+class StartupError(AgentError):
+    """A start-up step failed; the agent stops without destroying anything."""
+
+
+class FirewallError(AgentError):
+    """Applying firewall rules failed; the previous rules stay in place."""

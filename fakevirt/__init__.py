@@ -1,0 +1,1 @@
+"""fakevirt: an in-memory hypervisor implementing the ComputeDriver interface."""

@@ -1,0 +1,122 @@
+"""Shared fixtures: test tiers and databases.
+
+A tier whose real part is missing (a PostgreSQL server, libvirtd, root for a network namespace)
+is skipped with the reason; under CI (CI=true) a missing tier fails instead, so CI cannot go
+green on skipped tests.
+
+Database URLs for the server tiers come from AGENT_TEST_POSTGRESQL_URL and AGENT_TEST_MYSQL_URL
+(`.ci/run` sets both). Each test gets empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import text
+
+from agent.db.engine import Database, make_database
+
+IN_CI = os.environ.get("CI") == "true"
+
+SERVER_URL_ENV = {
+    "postgresql": "AGENT_TEST_POSTGRESQL_URL",
+    "mysql": "AGENT_TEST_MYSQL_URL",
+}
+
+
+def require_tier(tier: str, available: bool, reason: str) -> None:
+    """Skip (or, under CI, fail) the calling test when its real part is missing."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"required test tier '{tier}' is unavailable under CI: {reason}",
+                    pytrace=False)
+    pytest.skip(f"tier '{tier}' unavailable: {reason}")
+
+
+def server_url(backend: str) -> str:
+    env = SERVER_URL_ENV[backend]
+    url = os.environ.get(env)
+    require_tier(backend, bool(url), f"{env} is not set")
+    return url
+
+
+def _create_schema(db: Database) -> None:
+    from agent.db import migrate
+
+    migrate.upgrade(db)
+
+
+def _empty_tables(db: Database) -> None:
+    from agent.db.models import Base
+
+    with db.engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture(scope="session")
+def _server_databases():
+    created: dict[str, Database] = {}
+    yield created
+    for db in created.values():
+        db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def any_db_url(request, tmp_path, _server_databases) -> str:
+    """A URL of an empty, migrated database on each backend in turn."""
+    backend = request.param
+    if backend != "sqlite":
+        request.applymarker(getattr(pytest.mark, backend))
+    return _prepare_url(backend, tmp_path, _server_databases)
+
+
+@pytest.fixture
+def any_db(any_db_url) -> Database:
+    db = make_database(any_db_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path}/agent.sqlite"
+    db = make_database(url)
+    _create_schema(db)
+    db.dispose()
+    return url
+
+
+@pytest.fixture
+def sqlite_db(sqlite_url) -> Database:
+    db = make_database(sqlite_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def postgresql_url(_server_databases) -> str:
+    return _prepare_url("postgresql", None, _server_databases)
+
+
+def _prepare_url(backend: str, tmp_path, cache: dict[str, Database]) -> str:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/agent.sqlite"
+        db = make_database(url)
+        _create_schema(db)
+        db.dispose()
+        return url
+    url = server_url(backend)
+    if backend not in cache:
+        db = make_database(url)
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means the tier is missing
+            require_tier(backend, False, f"cannot connect: {exc}")
+        _create_schema(db)
+        cache[backend] = db
+    _empty_tables(cache[backend])
+    return url
