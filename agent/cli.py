@@ -72,11 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[tuple[str, str], str]:
-    overrides = {key: str(getattr(args, dest)) for dest, key in OVERRIDES.items()
-                 if getattr(args, dest, None) is not None}
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    from agent.config import RawValue
+
+    overrides = {key: RawValue(str(getattr(args, dest)), "--" + dest.replace("_", "-"))
+                 for dest, key in OVERRIDES.items() if getattr(args, dest, None) is not None}
     if getattr(args, "debug", False):
-        overrides[("DEFAULT", "debug")] = "true"
+        overrides[("DEFAULT", "debug")] = RawValue("true", "--debug")
     return overrides
 
 

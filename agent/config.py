@@ -118,9 +118,9 @@ def read_ini(path: str) -> dict[tuple[str, str], RawValue]:
 
 
 def load_config(path: str | None = None,
-                overrides: Mapping[tuple[str, str], str] | None = None) -> Config:
-    """Load `path` (or the default file if it exists) and apply `overrides`, whose values are
-    strings as typed on the command line, keyed by (section, name)."""
+                overrides: Mapping[tuple[str, str], str | RawValue] | None = None) -> Config:
+    """Load `path` (or the default file if it exists) and apply `overrides`, keyed by
+    (section, name): strings as typed, or RawValues that name the flag they came from."""
     files: tuple[str, ...] = ()
     raw: dict[tuple[str, str], RawValue] = {}
     if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
@@ -128,9 +128,10 @@ def load_config(path: str | None = None,
     if path is not None:
         raw = read_ini(path)
         files = (path,)
-    for (section, name), text in (overrides or {}).items():
-        raw[(section, name)] = RawValue(text, "--" + name.replace("_", "-")
-                                        if section == "DEFAULT" else f"--{section}-{name}")
+    for (section, name), value in (overrides or {}).items():
+        if not isinstance(value, RawValue):
+            value = RawValue(value, f"override [{section}] {name}")
+        raw[(section, name)] = value
     return resolve(raw, files)
 
 
