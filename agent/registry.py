@@ -1,0 +1,163 @@
+"""The service registry as the agent itself uses it: load or create this host's service row, and
+the automatic disable/enable that the agent may apply to it.
+
+Every change the agent makes on its own is one conditional UPDATE whose WHERE clause states the
+condition, so the agent can never override or clear a disable that an operator set: an automatic
+reason always starts with ``AUTO: `` and is only lifted when the row still carries exactly it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent.db.models import Service
+
+LOG = logging.getLogger(__name__)
+
+COMPUTE_BINARY = "compute-agent"
+COMPUTE_TOPIC = "compute"
+AUTO_PREFIX = "AUTO: "
+AUTO_STARTING = AUTO_PREFIX + "starting"
+NEW_SERVICE_DISABLED = "New service disabled by enable_new_services = false"
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """One service row, as the agent needs it."""
+
+    id: int
+    uuid: str
+    host: str
+    binary: str
+    disabled: bool
+    disabled_reason: str | None
+    forced_down: bool
+
+
+def _record(row: Service) -> ServiceRecord:
+    return ServiceRecord(id=row.id, uuid=row.uuid, host=row.host, binary=row.binary,
+                         disabled=bool(row.disabled), disabled_reason=row.disabled_reason,
+                         forced_down=bool(row.forced_down))
+
+
+def load_service(db, host: str, binary: str = COMPUTE_BINARY) -> ServiceRecord | None:
+    """The live (not soft-deleted) row for (host, binary), or None."""
+    with db.sessions() as session:
+        row = session.scalars(select(Service).where(Service.host == host,
+                                                    Service.binary == binary,
+                                                    Service.deleted == 0)).one_or_none()
+        return _record(row) if row is not None else None
+
+
+def load_service_by_id(db, service_id: int) -> ServiceRecord | None:
+    with db.sessions() as session:
+        row = session.get(Service, service_id)
+        if row is None or row.deleted:
+            return None
+        return _record(row)
+
+
+def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str = COMPUTE_TOPIC,
+                     enable_new: bool = True, starting: bool = True) -> ServiceRecord:
+    """Load this host's service row, or create it (report_count 0).
+
+    Two processes registering the same (host, binary) at once end with one row: the loser of
+    the insert race hits the unique constraint and reads the winner's row. A new row is created
+    disabled when `enable_new` is false. With `starting`, an enabled row is disabled with reason
+    AUTO_STARTING until `finish_starting`; a row that is already disabled (by an operator or by
+    enable_new_services) is left exactly as it is.
+    """
+    record = load_service(db, host, binary)
+    if record is None:
+        record = _create_service(db, host, binary, topic, enable_new, starting)
+    if starting and not record.disabled:
+        auto_disable(db, record.id, AUTO_STARTING)
+        record = load_service_by_id(db, record.id) or record
+    return record
+
+
+def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,
+                    starting: bool) -> ServiceRecord:
+    if not enable_new:
+        disabled, reason = True, NEW_SERVICE_DISABLED
+    elif starting:
+        disabled, reason = True, AUTO_STARTING
+    else:
+        disabled, reason = False, None
+    try:
+        with db.sessions.begin() as session:
+            row = Service(host=host, binary=binary, topic=topic, report_count=0,
+                          disabled=disabled, disabled_reason=reason, forced_down=False,
+                          deleted=0)
+            session.add(row)
+            session.flush()
+            record = _record(row)
+    except IntegrityError:
+        # Another process created the row between our read and our insert: use theirs.
+        record = load_service(db, host, binary)
+        if record is None:  # pragma: no cover - the winner deleted it in between
+            raise
+        LOG.info("Service row for host %s binary %s was created concurrently (id %s); using it",
+                 host, binary, record.id)
+        return record
+    if not enable_new:
+        LOG.warning("Registered new service host %s binary %s (id %s) DISABLED: "
+                    "enable_new_services = false; enable it with 'agent services enable "
+                    "--host %s'", host, binary, record.id, host)
+    else:
+        LOG.info("Registered new service host %s binary %s (id %s)", host, binary, record.id)
+    return record
+
+
+def finish_starting(db, service_id: int) -> bool:
+    """Re-enable the service if, and only if, it is still disabled with reason AUTO_STARTING.
+    Returns whether it did."""
+    return auto_enable(db, service_id, AUTO_STARTING)
+
+
+def auto_disable(db, service_id: int, reason: str) -> bool:
+    """Disable the service with an automatic `reason` (which must start with 'AUTO: '), only
+    if it is currently enabled. Returns whether it did."""
+    _check_auto_reason(reason)
+    stmt = (update(Service)
+            .where(Service.id == service_id, Service.deleted == 0,
+                   Service.disabled.is_(False))
+            .values(disabled=True, disabled_reason=reason))
+    changed = _execute(db, stmt)
+    if changed:
+        LOG.info("Service id %s disabled automatically: %s", service_id, reason)
+    else:
+        LOG.debug("Service id %s not auto-disabled (%s): already disabled or gone",
+                  service_id, reason)
+    return changed
+
+
+def auto_enable(db, service_id: int, reason: str) -> bool:
+    """Enable the service only if it is disabled with exactly the automatic `reason`: an
+    operator's disable (any other reason, or none) is never cleared. Returns whether it did."""
+    _check_auto_reason(reason)
+    stmt = (update(Service)
+            .where(Service.id == service_id, Service.deleted == 0,
+                   Service.disabled.is_(True), Service.disabled_reason == reason)
+            .values(disabled=False, disabled_reason=None))
+    changed = _execute(db, stmt)
+    if changed:
+        LOG.info("Service id %s enabled again (was disabled: %s)", service_id, reason)
+    else:
+        LOG.info("Service id %s left as it is: not disabled with reason %r (an operator's "
+                 "disable is kept)", service_id, reason)
+    return changed
+
+
+def _check_auto_reason(reason: str) -> None:
+    if not reason.startswith(AUTO_PREFIX):
+        raise ValueError(f"automatic disable reason {reason!r} must start with {AUTO_PREFIX!r}")
+
+
+def _execute(db, stmt) -> bool:
+    with db.engine.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
