@@ -114,6 +114,10 @@ OPTIONS: tuple[Opt, ...] = (
         "Upper bound of the random delay before the first periodic job runs, so that many "
         "hosts started together do not audit in lockstep. 0 disables the delay.",
         unit="seconds", min=0, max=3600),
+    Opt("DEFAULT", "graceful_shutdown_timeout", "int", 60,
+        "At SIGTERM/SIGINT, the longest wait for a running periodic job and for the host work "
+        "to stop; after it the agent exits anyway. Keep it below systemd's TimeoutStopSec.",
+        unit="seconds", min=1, max=3600),
     # -- resources ----------------------------------------------------------------------------
     Opt("DEFAULT", "reserved_host_memory_mb", "int", 512,
         "Memory kept for the host; counted as used.", unit="MiB", min=0),
