@@ -1,0 +1,90 @@
+"""Instance vm_state and task_state strings, as nova spells them, and the groups of them that
+start-up, the power-state sync and the resource tracker reason about."""
+
+from __future__ import annotations
+
+# -- vm_state ---------------------------------------------------------------------------------
+ACTIVE = "active"
+BUILDING = "building"
+PAUSED = "paused"
+SUSPENDED = "suspended"
+STOPPED = "stopped"
+RESCUED = "rescued"
+RESIZED = "resized"
+SOFT_DELETED = "soft-delete"
+DELETED = "deleted"
+ERROR = "error"
+SHELVED = "shelved"
+SHELVED_OFFLOADED = "shelved_offloaded"
+
+# -- task_state -------------------------------------------------------------------------------
+SCHEDULING = "scheduling"
+BLOCK_DEVICE_MAPPING = "block_device_mapping"
+NETWORKING = "networking"
+SPAWNING = "spawning"
+
+IMAGE_SNAPSHOT = "image_snapshot"
+IMAGE_SNAPSHOT_PENDING = "image_snapshot_pending"
+IMAGE_PENDING_UPLOAD = "image_pending_upload"
+IMAGE_UPLOADING = "image_uploading"
+IMAGE_BACKUP = "image_backup"
+
+REBUILDING = "rebuilding"
+REBUILD_BLOCK_DEVICE_MAPPING = "rebuild_block_device_mapping"
+REBUILD_SPAWNING = "rebuild_spawning"
+
+REBOOTING = "rebooting"
+REBOOT_PENDING = "reboot_pending"
+REBOOT_STARTED = "reboot_started"
+REBOOTING_HARD = "rebooting_hard"
+REBOOT_PENDING_HARD = "reboot_pending_hard"
+REBOOT_STARTED_HARD = "reboot_started_hard"
+
+PAUSING = "pausing"
+UNPAUSING = "unpausing"
+SUSPENDING = "suspending"
+RESUMING = "resuming"
+POWERING_OFF = "powering-off"
+POWERING_ON = "powering-on"
+RESCUING = "rescuing"
+UNSHELVING = "unshelving"
+
+RESIZE_PREP = "resize_prep"
+RESIZE_MIGRATING = "resize_migrating"
+RESIZE_MIGRATED = "resize_migrated"
+RESIZE_FINISH = "resize_finish"
+RESIZE_REVERTING = "resize_reverting"
+RESIZE_CONFIRMING = "resize_confirming"
+
+MIGRATING = "migrating"
+DELETING = "deleting"
+
+# -- groups -----------------------------------------------------------------------------------
+BUILD_TASKS = frozenset({SCHEDULING, BLOCK_DEVICE_MAPPING, NETWORKING, SPAWNING})
+REBUILD_TASKS = frozenset({REBUILDING, REBUILD_BLOCK_DEVICE_MAPPING, REBUILD_SPAWNING})
+# image_backup is deliberately absent: nova leaves it alone at start-up.
+SNAPSHOT_TASKS = frozenset({IMAGE_SNAPSHOT, IMAGE_SNAPSHOT_PENDING, IMAGE_PENDING_UPLOAD,
+                            IMAGE_UPLOADING})
+SOFT_REBOOT_TASKS = frozenset({REBOOT_PENDING, REBOOT_STARTED, REBOOTING})
+HARD_REBOOT_TASKS = frozenset({REBOOT_PENDING_HARD, REBOOT_STARTED_HARD, REBOOTING_HARD})
+REBOOT_IN_FLIGHT_TASKS = frozenset({REBOOTING, REBOOTING_HARD, REBOOT_STARTED,
+                                    REBOOT_STARTED_HARD})
+# A guest found running with one of these tasks finished it: the task is just cleared.
+CLEARED_WHEN_RUNNING_TASKS = REBOOT_IN_FLIGHT_TASKS | {PAUSING, UNPAUSING}
+REBOOT_PENDING_HARD_VM_STATES = frozenset({ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR})
+
+RESIZE_TASKS = frozenset({RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH,
+                          RESIZE_REVERTING, RESIZE_CONFIRMING})
+# Tasks that make heavy disk or network I/O on the host (stats io_workload).
+IO_TASKS = frozenset({RESIZE_MIGRATING, REBUILDING, RESIZE_PREP, IMAGE_SNAPSHOT, IMAGE_BACKUP,
+                      RESCUING, UNSHELVING})
+
+# -- migrations -------------------------------------------------------------------------------
+EVACUATION = "evacuation"
+LIVE_MIGRATION = "live-migration"
+# An evacuation whose destination has taken over: the source's guest must go.
+EVACUATION_CLEANUP_STATUSES = ("accepted", "pre-migrating", "done")
+# Statuses after which a migration no longer holds resources.
+FINISHED_MIGRATION_STATUSES = ("confirmed", "reverted", "failed", "completed", "cancelled",
+                               "done", "error")
+LIVE_MIGRATION_ACTIVE_STATUSES = frozenset({"queued", "preparing", "running"})
