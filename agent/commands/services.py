@@ -1,11 +1,221 @@
-"""`agent services ...`: the operator's view of the service registry."""
+"""`agent services ...`: the operator's view of the service registry (nova's os-services).
+
+`list` says for every service whether it is up and, when it is down, why; the other actions
+change one service and print one line saying what changed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+COMPUTE_BINARY = "compute-agent"  # agent.registry.COMPUTE_BINARY, without importing SQLAlchemy
+
+COLUMNS = ("ID", "Binary", "Host", "Status", "State", "Updated At", "Last Seen Up",
+           "Disabled Reason", "Forced Down", "Clock Offset", "Down Reason")
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("services", help="list and manage registered services",
                                    parents=[common])
-    parser.add_subparsers(dest="services_command", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="services_command", metavar="ACTION", required=True)
+
+    # --host comes from the common options (it names the host whose service is meant).
+    listing = actions.add_parser("list", parents=[common],
+                                 help="list services, up or down, and why a service is down",
+                                 description="List services; --host H shows only host H's.")
+    listing.add_argument("--binary", dest="service_binary", metavar="B",
+                         help="only services of this binary")
+    listing.add_argument("--format", dest="output_format", choices=("table", "json"),
+                         default="table", help="output format (default: table)")
+    listing.set_defaults(func=run_list)
+
+    def target(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, parents=[common], help=help_text,
+                                 description=f"{help_text[0].upper()}{help_text[1:]}. "
+                                             "--host H (required) names its host.")
+        sub.add_argument("--binary", dest="service_binary", metavar="B",
+                         default=COMPUTE_BINARY,
+                         help=f"the service's binary (default: {COMPUTE_BINARY})")
+        sub.set_defaults(func=func)
+        return sub
+
+    target("enable", "enable a service (new instances may be scheduled to it)", run_enable)
+    disable = target("disable", "disable a service (no new instances are scheduled to it)",
+                     run_disable)
+    disable.add_argument("--reason", metavar="TEXT",
+                         help="why it is disabled (at most 255 characters), shown in the list")
+    force = target("force-down", "mark a service down at once (e.g. before evacuating its "
+                                 "instances); --unset lifts it", run_force_down)
+    force.add_argument("--unset", action="store_true",
+                       help="lift forced down (refused while evacuations from the host are "
+                            "in status 'done')")
+    target("delete", "delete a service that has no instances and no migrations in progress",
+           run_delete)
+
+
+def _target_host(args) -> str | None:
+    """The --host given on the command line (not the configured host: an operator names the
+    service explicitly)."""
+    return getattr(args, "host", None)
+
+
+def _required_host(args) -> str:
+    host = _target_host(args)
+    if not host:
+        from agent.errors import ServiceError
+
+        raise ServiceError(f"services {args.services_command}: --host is required (the host "
+                           "whose service to change)")
+    return host
+
+
+def _database(conf):
+    from agent.db.engine import database_from_conf
+
+    return database_from_conf(conf)
+
+
+def _session_errors(func):
+    """Turn an unreachable database or a missing schema into one AgentError line."""
+    def wrapper(args, conf) -> int:
+        from sqlalchemy.exc import DBAPIError
+
+        from agent.config import mask_password
+        from agent.errors import DatabaseError
+
+        db = _database(conf)
+        try:
+            return func(args, conf, db)
+        except DBAPIError as exc:
+            detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+            raise DatabaseError(f"database {db.url}: "
+                                f"{mask_password(detail[0] if detail else type(exc).__name__)}"
+                                " (is the schema created? run 'agent db sync')") from None
+        finally:
+            db.dispose()
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+@_session_errors
+def run_list(args, conf, db) -> int:
+    from agent.db.service_queries import list_services
+    from agent.liveness import clock_warning
+
+    db_now, rows = list_services(db, _target_host(args), args.service_binary)
+    entries = [_entry(row, db_now, conf.service_down_time) for row in rows]
+    if args.output_format == "json":
+        print(json.dumps({"services": entries, "db_now": _iso(db_now),
+                          "service_down_time": conf.service_down_time}, indent=2))
+    else:
+        _print_table(entries)
+    for entry in entries:
+        warning = clock_warning(entry["host"], entry["clock_offset_seconds"])
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _entry(row, db_now, service_down_time) -> dict:
+    from agent.liveness import service_state
+
+    state = service_state(row.forced_down, row.last_seen_up, row.created_at,
+                          row.last_seen_host_time, db_now, service_down_time)
+    return {
+        "id": row.id, "uuid": row.uuid, "binary": row.binary, "host": row.host,
+        "topic": row.topic, "status": "disabled" if row.disabled else "enabled",
+        "state": "up" if state.up else "down", "updated_at": _iso(row.updated_at),
+        "last_seen_up": _iso(row.last_seen_up), "disabled_reason": row.disabled_reason,
+        "forced_down": row.forced_down, "report_count": row.report_count,
+        "clock_offset_seconds": (round(state.clock_offset_seconds, 3)
+                                 if state.clock_offset_seconds is not None else None),
+        "age_seconds": (round(state.age_seconds, 3) if state.age_seconds is not None
+                        else None),
+        "down_reason": state.reason,
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _print_table(entries: list[dict]) -> None:
+    if not entries:
+        print("No services registered (that match).")
+        return
+    lines = [COLUMNS]
+    for e in entries:
+        offset = e["clock_offset_seconds"]
+        lines.append((str(e["id"]), e["binary"], e["host"], e["status"], e["state"],
+                      _short(e["updated_at"]), _short(e["last_seen_up"]),
+                      e["disabled_reason"] or "-", "yes" if e["forced_down"] else "no",
+                      f"{offset:+.1f} s" if offset is not None else "-",
+                      e["down_reason"] or "-"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def _short(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else "-"
+
+
+def _describe(row) -> str:
+    return f"service {row.binary} on host {row.host} (id {row.id})"
+
+
+@_session_errors
+def run_enable(args, conf, db) -> int:
+    from agent.db.service_queries import set_disabled
+
+    before, after = set_disabled(db, _required_host(args), args.service_binary, False)
+    if before.disabled:
+        was = f" (was disabled: {before.disabled_reason})" if before.disabled_reason else ""
+        print(f"{_describe(after)}: enabled{was}")
+    else:
+        print(f"{_describe(after)}: already enabled, nothing changed")
+    return 0
+
+
+@_session_errors
+def run_disable(args, conf, db) -> int:
+    from agent.db.service_queries import set_disabled
+
+    before, after = set_disabled(db, _required_host(args), args.service_binary, True,
+                                 args.reason)
+    if before.disabled:
+        now = repr(after.disabled_reason) if after.disabled_reason else "none"
+        print(f"{_describe(after)}: already disabled; reason changed from "
+              f"{before.disabled_reason!r} to {now}")
+    else:
+        reason = f" (reason: {after.disabled_reason})" if after.disabled_reason else ""
+        print(f"{_describe(after)}: disabled{reason}")
+    return 0
+
+
+@_session_errors
+def run_force_down(args, conf, db) -> int:
+    from agent.db.service_queries import set_forced_down
+
+    before, after = set_forced_down(db, _required_host(args), args.service_binary,
+                                    not args.unset)
+    if before.forced_down == after.forced_down:
+        print(f"{_describe(after)}: forced_down already {'set' if after.forced_down else 'unset'}"
+              ", nothing changed")
+    elif after.forced_down:
+        print(f"{_describe(after)}: forced down (shown down until 'force-down --unset')")
+    else:
+        print(f"{_describe(after)}: forced_down unset (up again once it reports)")
+    return 0
+
+
+@_session_errors
+def run_delete(args, conf, db) -> int:
+    from agent.db.service_queries import delete_service
+
+    row = delete_service(db, _required_host(args), args.service_binary)
+    print(f"{_describe(row)}: deleted (with the host's compute nodes); a restarted agent on "
+          "the host registers again")
+    return 0

@@ -1,0 +1,60 @@
+"""Is a service up? Pure functions over one service row and the database's current time.
+
+Both times in the verdict come from the database server's clock (`last_seen_up` is written with
+it, `db_now` is read with it), so a host whose own clock is off cannot change the verdict. The
+host's clock offset is measured anyway, from `last_seen_host_time`, and shown to the operator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+# An offset beyond this is worth a warning: logs and certificates on that host are misleading,
+# even though liveness is unaffected.
+CLOCK_OFFSET_WARNING_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    up: bool
+    reason: str | None  # why the service is down, in words; None when up
+    age_seconds: float | None  # db_now - (last_seen_up or created_at)
+    clock_offset_seconds: float | None  # host clock minus database clock at the last beat
+
+
+def service_state(forced_down: bool, last_seen_up: dt.datetime | None,
+                  created_at: dt.datetime | None, last_seen_host_time: dt.datetime | None,
+                  db_now: dt.datetime, service_down_time: float) -> ServiceState:
+    """The verdict for one service: up iff not forced down and
+    (db_now - (last_seen_up or created_at)) <= service_down_time."""
+    offset = clock_offset(last_seen_up, last_seen_host_time)
+    reference = last_seen_up or created_at
+    age = (db_now - reference).total_seconds() if reference is not None else None
+    if forced_down:
+        return ServiceState(False, "forced down", age, offset)
+    if age is not None and age <= service_down_time:
+        return ServiceState(True, None, age, offset)
+    if last_seen_up is None:
+        registered = f"registered {age:.0f} s ago" if age is not None else "no creation time"
+        return ServiceState(False, f"never reported ({registered})", age, offset)
+    return ServiceState(False, f"last seen {age:.0f} s ago (service_down_time "
+                               f"{service_down_time:g} s)", age, offset)
+
+
+def clock_offset(last_seen_up: dt.datetime | None,
+                 last_seen_host_time: dt.datetime | None) -> float | None:
+    """Host clock minus database clock at the last beat, in seconds (positive: host ahead)."""
+    if last_seen_up is None or last_seen_host_time is None:
+        return None
+    return (last_seen_host_time - last_seen_up).total_seconds()
+
+
+def clock_warning(host: str, offset: float | None,
+                  threshold: float = CLOCK_OFFSET_WARNING_SECONDS) -> str | None:
+    """A sentence for the operator when a host's clock is far from the database's."""
+    if offset is None or abs(offset) <= threshold:
+        return None
+    direction = "ahead of" if offset > 0 else "behind"
+    return (f"host {host}: clock is {abs(offset):.0f} s {direction} the database clock "
+            "(liveness is unaffected; check NTP on that host)")
