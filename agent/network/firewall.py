@@ -1,0 +1,210 @@
+"""Firewall drivers: per-instance packet filtering built from the instances' VIFs.
+
+`IptablesFirewall` gives every VIF of an instance one chain per address family:
+established/related traffic is accepted, then the VIF's security-group rules, then everything else
+is dropped. Our top-level chain `<prefix>-fwd`, jumped to first from FORWARD, sends traffic to
+each fixed IP into its VIF's chain. `NoopFirewall` has the same API and filters nothing; it needs
+no privileges, which is why it is the embedded default.
+
+Callers wrap start-up in `defer_apply()` so that all instances cost one restore per family.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+from typing import Any, Iterable, Iterator, Sequence
+
+from agent.errors import ConfigError
+from agent.network.executor import Executor, SubprocessExecutor
+from agent.network.iptables import IptablesManager
+from agent.network.network_info import validate_name, validate_uuid, validate_vifs, \
+    NetworkInfoError
+from agent.virt.types import VIF, SecurityGroupRule
+
+LOG = logging.getLogger(__name__)
+
+TOP_CHAIN = "fwd"
+ACCEPT_RETURN_TRAFFIC = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+DROP_INVALID = "-m conntrack --ctstate INVALID -j DROP"
+
+
+class FirewallDriver(abc.ABC):
+    """What the compute manager calls; every method may be called at any time."""
+
+    @abc.abstractmethod
+    def prepare_instance(self, instance_uuid: str, name: str, vifs: Sequence[VIF]) -> None:
+        """Called when an instance runs here (at start-up for each running instance): (re)build
+        its filtering. Raises NetworkInfoError (a ValueError) naming the instance and field when
+        a value may not reach a rule; the instance's previous rules are then left as they were.
+        """
+
+    @abc.abstractmethod
+    def remove_instance(self, instance_uuid: str) -> None:
+        """Called when an instance stops running here: drop its filtering."""
+
+    @abc.abstractmethod
+    def retain_only(self, instance_uuids: Iterable[str]) -> None:
+        """Drop the filtering of every instance not listed."""
+
+    @abc.abstractmethod
+    def defer_apply(self) -> contextlib.AbstractContextManager[None]:
+        """Inside the block, changes are collected; they are applied once when it exits."""
+
+    @abc.abstractmethod
+    def apply(self) -> None:
+        """Apply now (no-op while deferred). Raises FirewallError; the old rules then stay."""
+
+
+class NoopFirewall(FirewallDriver):
+    """No filtering at all."""
+
+    def prepare_instance(self, instance_uuid: str, name: str, vifs: Sequence[VIF]) -> None:
+        LOG.debug("noop firewall: nothing to prepare for %s", instance_uuid)
+
+    def remove_instance(self, instance_uuid: str) -> None:
+        pass
+
+    def retain_only(self, instance_uuids: Iterable[str]) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def defer_apply(self) -> Iterator[None]:
+        yield
+
+    def apply(self) -> None:
+        pass
+
+
+def rule_spec(rule: SecurityGroupRule) -> str:
+    """One security-group rule as an iptables rule spec, in the order iptables-save prints it
+    (so an unchanged table compares equal and is not restored again)."""
+    parts = []
+    if rule.source_cidr:
+        parts.append(f"-s {rule.source_cidr}")
+    if rule.protocol in ("tcp", "udp"):
+        parts.append(f"-p {rule.protocol} -m {rule.protocol}")
+        # The full range is no port match at all; iptables-save prints it without --dport.
+        if rule.port_min is not None and (rule.port_min, rule.port_max) != (0, 65535):
+            ports = (str(rule.port_min) if rule.port_max in (None, rule.port_min)
+                     else f"{rule.port_min}:{rule.port_max}")
+            parts.append(f"--dport {ports}")
+    elif rule.protocol == "icmp":
+        v6 = rule.ethertype == 6
+        parts.append("-p ipv6-icmp" if v6 else "-p icmp")
+        if rule.port_min is not None:
+            icmp_type = str(rule.port_min) if rule.port_max is None \
+                else f"{rule.port_min}/{rule.port_max}"
+            parts.append(f"-m icmp6 --icmpv6-type {icmp_type}" if v6
+                         else f"-m icmp --icmp-type {icmp_type}")
+    parts.append("-j ACCEPT")
+    return " ".join(parts)
+
+
+def vif_rules(vif: VIF, family: int) -> list[str]:
+    """The rules of a VIF's chain for one family."""
+    return ([ACCEPT_RETURN_TRAFFIC, DROP_INVALID]
+            + [rule_spec(rule) for rule in vif.rules if rule.ethertype == family]
+            + ["-j DROP"])
+
+
+def destination(address: str, family: int) -> str:
+    return f"{address}/{32 if family == 4 else 128}"
+
+
+class IptablesFirewall(FirewallDriver):
+    """Per-VIF chains in the filter table, through an IptablesManager."""
+
+    def __init__(self, manager: IptablesManager):
+        self.manager = manager
+        # instance uuid -> family -> [(chain, [fixed IPs])]
+        self._instances: dict[str, dict[int, list[tuple[str, list[str]]]]] = {}
+        self._top_dirty = True
+        self._top = manager.chain_name(TOP_CHAIN)
+        manager.register_pre_apply(self._refresh_top)
+
+    def prepare_instance(self, instance_uuid: str, name: str, vifs: Sequence[VIF]) -> None:
+        try:
+            uuid = validate_uuid(instance_uuid)
+        except ValueError as exc:
+            raise NetworkInfoError(repr(instance_uuid), "instance uuid", str(exc)) from None
+        validate_name(uuid, name)
+        vifs = validate_vifs(uuid, vifs)
+        wanted: dict[int, list[tuple[str, list[str]]]] = {}
+        rules: dict[tuple[int, str], list[str]] = {}
+        for vif in vifs:
+            chain = self.manager.hashed_chain_name(f"{uuid}/{vif.id}")
+            for family in self.manager.families:
+                ips = [ip.address for ip in vif.fixed_ips if ip.version == family]
+                if ips:
+                    wanted.setdefault(family, []).append((chain, ips))
+                    rules[(family, chain)] = vif_rules(vif, family)
+        with self.manager.defer_apply():
+            self._drop_chains(uuid, keep=set(rules))
+            for (family, chain), specs in rules.items():
+                self.manager.set_rules(family, chain, specs)
+            self._instances[uuid] = wanted
+            self._top_dirty = True
+        LOG.debug("firewall prepared for instance %s (%s): %d chains", uuid, name, len(rules))
+
+    def remove_instance(self, instance_uuid: str) -> None:
+        uuid = instance_uuid.lower()
+        if uuid not in self._instances:
+            return
+        with self.manager.defer_apply():
+            self._drop_chains(uuid, keep=set())
+            del self._instances[uuid]
+            self._top_dirty = True
+
+    def retain_only(self, instance_uuids: Iterable[str]) -> None:
+        keep = {uuid.lower() for uuid in instance_uuids}
+        gone = [uuid for uuid in self._instances if uuid not in keep]
+        with self.manager.defer_apply():
+            for uuid in gone:
+                self.remove_instance(uuid)
+        if gone:
+            LOG.info("firewall: removed the chains of %d instances no longer here", len(gone))
+
+    def defer_apply(self) -> contextlib.AbstractContextManager[None]:
+        return self.manager.defer_apply()
+
+    def apply(self) -> None:
+        self._top_dirty = True
+        self.manager.apply()
+
+    def _drop_chains(self, uuid: str, keep: set[tuple[int, str]]) -> None:
+        for family, entries in self._instances.get(uuid, {}).items():
+            for chain, _ips in entries:
+                if (family, chain) not in keep:
+                    self.manager.remove_chain(family, chain)
+
+    def _refresh_top(self) -> None:
+        # Rendered once per apply rather than once per instance: start-up stays linear.
+        if not self._top_dirty:
+            return
+        for family in self.manager.families:
+            specs = [f"-d {destination(ip, family)} -j {chain}"
+                     for uuid in sorted(self._instances)
+                     for chain, ips in self._instances[uuid].get(family, ())
+                     for ip in ips]
+            self.manager.set_rules(family, self._top, specs)
+            self.manager.ensure_jump(family, "FORWARD", self._top)
+        self._top_dirty = False
+
+
+def load_firewall(conf: Any, executor: Executor | None = None, *,
+                  dry_run: bool = False) -> FirewallDriver:
+    """The firewall driver named by conf.firewall_driver ('noop' or 'iptables')."""
+    driver = conf.firewall_driver
+    if driver == "noop":
+        return NoopFirewall()
+    if driver == "iptables":
+        try:
+            manager = IptablesManager(conf.iptables_chain_prefix,
+                                      executor or SubprocessExecutor(), dry_run=dry_run)
+        except ValueError as exc:
+            raise ConfigError(f"[DEFAULT] iptables_chain_prefix: {exc}") from None
+        return IptablesFirewall(manager)
+    raise ConfigError(f"[DEFAULT] firewall_driver: unknown driver {driver!r} "
+                      f"(choose 'noop' or 'iptables')")

@@ -1,0 +1,409 @@
+"""The iptables manager: our chains of the filter table, modelled in memory, applied atomically.
+
+The model holds, per address family, the chains the agent owns (every name starts with
+`<prefix>-`) and the jumps from built-in chains into them. Changes only touch the model; `apply()`
+(or the end of the outermost `defer_apply()` block) makes the kernel match it with ONE
+`iptables-save` and at most ONE `iptables-restore` per family:
+
+- the saved filter table is parsed; every line of another owner (their chains, their rules,
+  the built-in policies) is written back byte for byte, with its packet counters (`-c`);
+- our chains are written from the model, our jumps go first in their built-in chain, and our
+  chains that are no longer in the model are simply left out, which deletes them;
+- when the result equals what is loaded, nothing is restored.
+
+Why a full `*filter` restore rather than `--noflush`: the whole table is swapped in one
+transaction by both iptables variants (legacy: one table replace; nft: one netlink batch), so
+either every change lands or none does, and removing a stale chain or jump needs no `-D`/`-X`
+spec that would have to match iptables' own normalisation of the rule. Its cost is that a rule
+another tool adds between our save and our restore (milliseconds) is lost; other tables (nat,
+mangle, raw) are not part of the input and are never touched. A saved table that iptables itself
+marks as incompatible (nft rules it cannot express) is refused rather than rewritten.
+
+The commands are whatever `iptables-restore`/`ip6tables-restore` the system provides (on Debian
+12 the nf_tables variant by default; the legacy one works the same way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from agent.errors import FirewallError
+from agent.network.executor import Executor, ProcessError
+
+LOG = logging.getLogger(__name__)
+
+TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
+FAMILY_NAME = {4: "IPv4", 6: "IPv6"}
+BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT")
+# The kernel's limit for a chain name (XT_EXTENSION_MAXNAMELEN - 1).
+MAX_CHAIN_NAME = 28
+# Room left for "<prefix>-" + the longest name we derive ("i" + 12 hex digits).
+_HASH_DIGITS = 12
+_PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,%d}\Z" % (MAX_CHAIN_NAME - _HASH_DIGITS - 3))
+_SUFFIX_RE = re.compile(r"[A-Za-z0-9_.]+\Z")
+# Lines around a failing restore line that are logged.
+CONTEXT_LINES = 3
+
+_RULE_RE = re.compile(r"(?:\[(\d+:\d+)\]\s+)?-A\s+(\S+)\s*(.*)\Z")
+_CHAIN_DECL_RE = re.compile(r":(\S+)\s+(\S+)")
+_TARGET_RE = re.compile(r"(?:^|\s)-[jg]\s+(\S+)")
+_ERROR_LINE_RE = re.compile(r"line:?\s+(\d+)")
+
+
+@dataclass
+class _Model:
+    """Our part of one family's filter table."""
+
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    jumps: dict[str, list[str]] = field(default_factory=dict)  # built-in -> our chains
+
+
+@dataclass(frozen=True)
+class SavedRule:
+    chain: str
+    spec: str  # the rule without "-A CHAIN" and counters
+    counters: str | None  # "pkts:bytes" when saved with -c
+    line: str  # the line exactly as saved
+
+
+@dataclass(frozen=True)
+class SavedFilter:
+    """The filter table as `iptables-save -c` printed it."""
+
+    declarations: tuple[tuple[str, str, str], ...]  # (chain, policy, line)
+    rules: tuple[SavedRule, ...]
+
+
+def parse_filter(text: str, family: int = 4) -> SavedFilter | None:
+    """Parse the `*filter` block of iptables-save output; None when there is no filter table.
+
+    Raises FirewallError for output this module does not understand, so that it is never
+    restored half-understood.
+    """
+    declarations: list[tuple[str, str, str]] = []
+    rules: list[SavedRule] = []
+    in_filter = False
+    found = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("#"):
+            if "incompatible" in line or "unsupported" in line.lower():
+                raise FirewallError(f"{FAMILY_NAME[family]} filter table holds rules iptables "
+                                    f"cannot express ({line.strip()}); not rewriting it")
+            continue
+        if line.startswith("*"):
+            in_filter = line.strip() == "*filter"
+            found = found or in_filter
+            continue
+        if not in_filter or not line.strip():
+            continue
+        if line.strip() == "COMMIT":
+            in_filter = False
+            continue
+        decl = _CHAIN_DECL_RE.match(line)
+        if decl:
+            declarations.append((decl.group(1), decl.group(2), line))
+            continue
+        rule = _RULE_RE.match(line)
+        if rule is None:
+            raise FirewallError(f"cannot parse {TOOLS[family][0]} output line {number}: "
+                                f"{line!r}")
+        rules.append(SavedRule(rule.group(2), rule.group(3), rule.group(1), line))
+    return SavedFilter(tuple(declarations), tuple(rules)) if found else None
+
+
+def rule_target(spec: str) -> str | None:
+    """The chain or target a rule jumps (-j) or goes (-g) to."""
+    found = _TARGET_RE.findall(spec)
+    return found[-1] if found else None
+
+
+def merge_filter(saved: SavedFilter | None, chains: dict[str, list[str]],
+                 jumps: dict[str, list[str]], owned: Callable[[str], bool]) -> list[str]:
+    """The restore input: other owners' lines as saved, ours from the model.
+
+    `owned(chain)` says whether a chain name is ours. In built-in chains, every rule jumping to
+    one of our chains is ours and is replaced by the model's jumps (placed first); in other
+    owners' chains such a rule is kept while its target exists and dropped when the target goes.
+    Counters of our unchanged rules are carried over.
+    """
+    declarations = saved.declarations if saved else tuple(
+        (name, "ACCEPT", f":{name} ACCEPT [0:0]") for name in BUILTIN_CHAINS)
+    saved_rules = saved.rules if saved else ()
+    counters: dict[tuple[str, str], list[str]] = {}
+    for rule in saved_rules:
+        if rule.counters and (owned(rule.chain) or _is_our_jump(rule, owned)):
+            counters.setdefault((rule.chain, rule.spec), []).append(rule.counters)
+
+    def ours(chain: str, spec: str) -> str:
+        kept = counters.get((chain, spec))
+        prefix = f"[{kept.pop(0)}] " if kept else ""
+        return f"{prefix}-A {chain} {spec}"
+
+    out = ["*filter"]
+    foreign_chains = []
+    for name, _policy, line in declarations:
+        if not owned(name):
+            out.append(line)
+            foreign_chains.append(name)
+    out.extend(f":{name} - [0:0]" for name in chains)
+    known = set(foreign_chains)
+    for builtin in jumps:
+        if builtin not in known:
+            raise FirewallError(f"cannot jump from chain {builtin}: not in the filter table")
+    by_chain: dict[str, list[SavedRule]] = {}
+    for rule in saved_rules:
+        by_chain.setdefault(rule.chain, []).append(rule)
+    for chain in foreign_chains:
+        out.extend(ours(chain, f"-j {target}") for target in jumps.get(chain, ()))
+        for rule in by_chain.get(chain, ()):
+            target = rule_target(rule.spec)
+            if target is not None and owned(target):
+                if chain in BUILTIN_CHAINS or target not in chains:
+                    continue
+            out.append(rule.line)
+    for chain, specs in chains.items():
+        out.extend(ours(chain, spec) for spec in specs)
+    out.append("COMMIT")
+    return out
+
+
+def _is_our_jump(rule: SavedRule, owned: Callable[[str], bool]) -> bool:
+    target = rule_target(rule.spec)
+    return rule.chain in BUILTIN_CHAINS and target is not None and owned(target)
+
+
+def same_filter(saved: SavedFilter | None, merged: Sequence[str]) -> bool:
+    """Whether restoring `merged` would change nothing (counters aside)."""
+    if saved is None:
+        return False
+    new = parse_filter("\n".join(merged))
+    return _shape(saved) == _shape(new)
+
+
+def _shape(table: SavedFilter | None) -> tuple:
+    if table is None:
+        return ()
+    rules: dict[str, list[str]] = {}
+    for rule in table.rules:
+        rules.setdefault(rule.chain, []).append(rule.spec)
+    return (sorted((name, policy) for name, policy, _ in table.declarations),
+            sorted(rules.items()))
+
+
+def error_context(lines: Sequence[str], stderr: str) -> tuple[int | None, str]:
+    """The failing line number from iptables-restore's stderr and the lines around it."""
+    match = _ERROR_LINE_RE.search(stderr)
+    if match is None:
+        return None, ""
+    number = int(match.group(1))
+    first = max(1, number - CONTEXT_LINES)
+    last = min(len(lines), number + CONTEXT_LINES)
+    shown = [f"{'>' if n == number else ' '} {n:6d}  {lines[n - 1]}"
+             for n in range(first, last + 1)]
+    return number, "\n".join(shown)
+
+
+class IptablesManager:
+    """Our chains of the filter table, for IPv4 and IPv6, behind an injectable executor.
+
+    Every mutating call changes the model only, then applies unless inside `defer_apply()`.
+    Chain names given to it are full names and must start with `<prefix>-`.
+    """
+
+    def __init__(self, prefix: str, executor: Executor, *, families: Sequence[int] = (4, 6),
+                 dry_run: bool = False):
+        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+            raise ValueError(
+                f"iptables chain prefix {prefix!r} must be a letter followed by at most "
+                f"{MAX_CHAIN_NAME - _HASH_DIGITS - 3} letters, digits or underscores")
+        bad = [f for f in families if f not in TOOLS]
+        if bad or not families:
+            raise ValueError(f"address families must be 4 and/or 6, not {list(families)!r}")
+        self.prefix = prefix
+        self.families = tuple(dict.fromkeys(families))
+        self.dry_run = dry_run
+        self._executor = executor
+        self._models = {family: _Model() for family in self.families}
+        self._lock = threading.RLock()
+        self._defer_depth = 0
+        self._pre_apply: list[Callable[[], None]] = []
+
+    # -- names ----------------------------------------------------------------------------
+    def chain_name(self, suffix: str) -> str:
+        """`<prefix>-<suffix>`, checked against the 28-character limit."""
+        name = f"{self.prefix}-{suffix}"
+        if not _SUFFIX_RE.match(suffix) or len(name) > MAX_CHAIN_NAME:
+            raise ValueError(f"chain name {name!r} is not a valid iptables chain name of at "
+                             f"most {MAX_CHAIN_NAME} characters")
+        return name
+
+    def hashed_chain_name(self, key: str, tag: str = "i") -> str:
+        """A short, stable chain name for a long key such as an instance uuid."""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_DIGITS]
+        return self.chain_name(f"{tag}{digest}")
+
+    def is_ours(self, chain: str) -> bool:
+        return chain.startswith(self.prefix + "-")
+
+    # -- the model ------------------------------------------------------------------------
+    def add_chain(self, family: int, name: str) -> None:
+        with self._lock:
+            self._model(family).chains.setdefault(self._check_chain(name), [])
+            self._changed()
+
+    def remove_chain(self, family: int, name: str) -> None:
+        """Remove our chain, its rules and every jump to it from our other chains."""
+        with self._lock:
+            model = self._model(family)
+            if model.chains.pop(name, None) is None:
+                return
+            for chain, specs in model.chains.items():
+                model.chains[chain] = [s for s in specs if rule_target(s) != name]
+            for builtin in list(model.jumps):
+                model.jumps[builtin] = [t for t in model.jumps[builtin] if t != name]
+            self._changed()
+
+    def set_rules(self, family: int, chain: str, rules: Sequence[str]) -> None:
+        """Replace the rules of our chain (created if missing). A rule is its spec without
+        "-A CHAIN", e.g. "-p tcp -m tcp --dport 22 -j ACCEPT"."""
+        for rule in rules:
+            if not isinstance(rule, str) or not rule.strip() or any(
+                    c in rule for c in "\n\r\0"):
+                raise ValueError(f"rule {rule!r} for chain {chain} is not a single line")
+        with self._lock:
+            self._model(family).chains[self._check_chain(chain)] = list(rules)
+            self._changed()
+
+    def ensure_jump(self, family: int, builtin_chain: str, our_chain: str) -> None:
+        """Make `builtin_chain` jump to `our_chain` first thing."""
+        if builtin_chain not in BUILTIN_CHAINS:
+            raise ValueError(f"{builtin_chain!r} is not a built-in chain of the filter table")
+        with self._lock:
+            model = self._model(family)
+            self._check_chain(our_chain)
+            targets = model.jumps.setdefault(builtin_chain, [])
+            if our_chain not in targets:
+                targets.append(our_chain)
+                model.chains.setdefault(our_chain, [])
+                self._changed()
+
+    def chains(self, family: int) -> dict[str, tuple[str, ...]]:
+        """A copy of our chains and their rules in the model."""
+        with self._lock:
+            return {c: tuple(r) for c, r in self._model(family).chains.items()}
+
+    def register_pre_apply(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (under the manager's lock) just before every real apply, so a
+        caller can bring chains it renders lazily up to date."""
+        self._pre_apply.append(callback)
+
+    # -- applying -------------------------------------------------------------------------
+    @property
+    def is_deferred(self) -> bool:
+        return self._defer_depth > 0
+
+    @contextlib.contextmanager
+    def defer_apply(self) -> Iterator[None]:
+        """Changes inside the block touch only the model; the outermost block applies once on
+        exit. When the block raised, a failed apply is logged and the block's error goes on."""
+        with self._lock:
+            self._defer_depth += 1
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            with self._lock:
+                self._defer_depth -= 1
+                outermost = self._defer_depth == 0
+            if outermost:
+                if failed:
+                    try:
+                        self.apply()
+                    except FirewallError as exc:
+                        LOG.error("firewall apply after a failed block also failed: %s", exc)
+                else:
+                    self.apply()
+
+    def apply(self) -> None:
+        """Make the kernel's filter tables match the model; no-op while deferred.
+
+        Raises FirewallError when a save or restore fails; the rules loaded before stay.
+        """
+        with self._lock:
+            if self.is_deferred:
+                return
+            self._defer_depth += 1  # callbacks change the model without applying
+            try:
+                for callback in self._pre_apply:
+                    callback()
+            finally:
+                self._defer_depth -= 1
+            errors = []
+            for family in self.families:
+                try:
+                    self._apply_family(family)
+                except FirewallError as exc:
+                    errors.append(str(exc))
+            if errors:
+                raise FirewallError("; ".join(errors))
+
+    def _apply_family(self, family: int) -> None:
+        save_cmd, restore_cmd = TOOLS[family]
+        model = self._models[family]
+        try:
+            saved_text = self._executor.run([save_cmd, "-c", "-t", "filter"], None)
+        except ProcessError as exc:
+            raise FirewallError(f"{save_cmd} failed: {exc}") from exc
+        saved = parse_filter(saved_text, family)
+        if saved is None and not model.chains:
+            return  # no filter table loaded and nothing of ours to put in one
+        merged = merge_filter(saved, model.chains, model.jumps, self.is_ours)
+        if same_filter(saved, merged):
+            LOG.debug("%s filter table already up to date (%d chains of ours)",
+                      FAMILY_NAME[family], len(model.chains))
+            return
+        if self.dry_run:
+            LOG.info("dry run: would restore the %s filter table (%d lines, %d chains of ours)",
+                     FAMILY_NAME[family], len(merged), len(model.chains))
+            return
+        try:
+            self._executor.run([restore_cmd, "-c"], "\n".join(merged) + "\n")
+        except ProcessError as exc:
+            number, context = error_context(merged, exc.stderr)
+            where = f" at line {number}" if number else ""
+            LOG.error("%s%s failed; the previous %s rules stay in place: %s\n%s",
+                      restore_cmd, where, FAMILY_NAME[family], exc.stderr.strip(), context)
+            bad = f": {merged[number - 1]!r}" if number and number <= len(merged) else ""
+            raise FirewallError(f"{restore_cmd} failed{where}{bad}; previous "
+                                f"{FAMILY_NAME[family]} rules left in place") from exc
+        LOG.info("restored the %s filter table: %d chains of ours, %d lines",
+                 FAMILY_NAME[family], len(model.chains), len(merged))
+
+    # -- helpers --------------------------------------------------------------------------
+    def _model(self, family: int) -> _Model:
+        try:
+            return self._models[family]
+        except KeyError:
+            raise ValueError(f"address family {family!r} is not managed "
+                             f"(managed: {self.families})") from None
+
+    def _check_chain(self, name: str) -> str:
+        if not isinstance(name, str) or not self.is_ours(name) or not _SUFFIX_RE.match(
+                name[len(self.prefix) + 1:]) or len(name) > MAX_CHAIN_NAME:
+            raise ValueError(f"chain {name!r} is not ours: names must be '{self.prefix}-' "
+                             f"followed by letters, digits, '_' or '.', at most "
+                             f"{MAX_CHAIN_NAME} characters")
+        return name
+
+    def _changed(self) -> None:
+        if not self.is_deferred:
+            self.apply()

@@ -1,0 +1,252 @@
+"""`instances.network_info`: parsed from JSON and validated into VIF / FixedIP / SecurityGroupRule.
+
+Everything that can reach an iptables rule is checked here, so nothing read from the database can
+add an argument to a rule: addresses and prefixes go through `ipaddress` and are re-printed in
+their canonical form, ports and ICMP types are integers in range, protocols come from a fixed set,
+names and device names match strict patterns. A bad value raises NetworkInfoError naming the
+instance and the field.
+
+The stored JSON is a list of VIFs. Each VIF is an object with:
+  "id" (str), "address" (MAC), optional "devname" (tap device, at most 15 characters),
+  fixed IPs either flat, "fixed_ips": [{"address": "10.0.0.5", "version": 4}, ...], or nested
+  as nova stores them, "network": {"subnets": [{"ips": [{"address": ..., "type": "fixed"}]}]}
+  (addresses of another type, e.g. floating, are not fixed IPs and are ignored),
+  and optional "rules" (or "security_group_rules"): [{"protocol": "tcp"|"udp"|"icmp"|null,
+  "port_min": int, "port_max": int, "source_cidr": "10.0.0.0/8", "ethertype": 4|6|"IPv4"|"IPv6"}].
+For tcp/udp, port_min..port_max is the destination port range (port_max defaults to port_min);
+for icmp, port_min is the ICMP type and port_max the code, as in nova's security groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+from typing import Any
+
+from agent.virt.types import VIF, FixedIP, SecurityGroupRule
+
+PROTOCOLS = ("tcp", "udp", "icmp")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
+_DEVNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
+_VIF_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
+MAX_NAME = 255
+_ETHERTYPES = {4: 4, 6: 6, "IPv4": 4, "IPv6": 6, "ipv4": 4, "ipv6": 6}
+
+
+class NetworkInfoError(ValueError):
+    """An instance's network_info holds a value that may not reach a firewall rule."""
+
+    def __init__(self, instance_uuid: str, field: str, problem: str):
+        super().__init__(f"instance {instance_uuid}: network_info {field}: {problem}")
+        self.instance_uuid = instance_uuid
+        self.field = field
+
+
+def validate_uuid(value: Any) -> str:
+    """The instance uuid in its canonical lower-case form, or ValueError."""
+    if not isinstance(value, str) or not _UUID_RE.match(value.lower()):
+        raise ValueError(f"instance uuid {value!r} is not a canonical uuid")
+    return value.lower()
+
+
+def validate_name(instance_uuid: str, name: Any) -> str:
+    if (not isinstance(name, str) or not name or len(name) > MAX_NAME
+            or not name.isprintable()):
+        raise NetworkInfoError(instance_uuid, "name",
+                               f"{name!r} is not a printable name of 1..{MAX_NAME} characters")
+    return name
+
+
+def parse_network_info(instance_uuid: str, raw: str | list | None) -> tuple[VIF, ...]:
+    """The validated VIFs of an instance from its stored network_info (JSON text or list)."""
+    uuid = _checked_uuid(instance_uuid)
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise NetworkInfoError(uuid, "(document)", f"not valid JSON: {exc}") from None
+    if not isinstance(raw, list):
+        raise NetworkInfoError(uuid, "(document)", f"expected a list of VIFs, got "
+                                                   f"{type(raw).__name__}")
+    return tuple(_parse_vif(uuid, f"[{i}]", item) for i, item in enumerate(raw))
+
+
+def validate_vifs(instance_uuid: str, vifs: Any) -> tuple[VIF, ...]:
+    """Check VIFs built elsewhere; returns them with addresses in canonical form."""
+    uuid = _checked_uuid(instance_uuid)
+    out = []
+    for i, vif in enumerate(vifs):
+        if not isinstance(vif, VIF):
+            raise NetworkInfoError(uuid, f"[{i}]", f"expected a VIF, got {type(vif).__name__}")
+        out.append(_parse_vif(uuid, f"[{i}]", _vif_dict(vif)))
+    return tuple(out)
+
+
+def dump_network_info(vifs: tuple[VIF, ...] | list[VIF]) -> str:
+    """The JSON stored in instances.network_info for these VIFs (flat form)."""
+    return json.dumps([_vif_dict(vif) for vif in vifs], separators=(",", ":"))
+
+
+def _vif_dict(vif: VIF) -> dict:
+    return {"id": vif.id, "address": vif.address, "devname": vif.devname,
+            "fixed_ips": [dataclasses.asdict(ip) for ip in vif.fixed_ips],
+            "rules": [dataclasses.asdict(rule) for rule in vif.rules]}
+
+
+def _checked_uuid(instance_uuid: Any) -> str:
+    try:
+        return validate_uuid(instance_uuid)
+    except ValueError as exc:
+        raise NetworkInfoError(repr(instance_uuid), "instance uuid", str(exc)) from None
+
+
+def _parse_vif(uuid: str, where: str, item: Any) -> VIF:
+    if not isinstance(item, dict):
+        raise NetworkInfoError(uuid, where, f"expected an object, got {type(item).__name__}")
+    vif_id = item.get("id")
+    if not isinstance(vif_id, str) or not _VIF_ID_RE.match(vif_id):
+        raise NetworkInfoError(uuid, f"{where}.id", f"{vif_id!r} is not a VIF id")
+    mac = item.get("address")
+    if not isinstance(mac, str) or not _MAC_RE.match(mac):
+        raise NetworkInfoError(uuid, f"{where}.address", f"{mac!r} is not a MAC address")
+    devname = item.get("devname")
+    if devname is not None and (not isinstance(devname, str) or not _DEVNAME_RE.match(devname)):
+        raise NetworkInfoError(uuid, f"{where}.devname",
+                               f"{devname!r} is not a device name ([A-Za-z0-9_.-], 1..15)")
+    fixed = [_parse_ip(uuid, f"{where}.fixed_ips[{i}]", ip)
+             for i, ip in enumerate(_list(uuid, f"{where}.fixed_ips", item.get("fixed_ips")))]
+    fixed.extend(_nested_ips(uuid, where, item.get("network")))
+    rules_key = "rules" if "rules" in item else "security_group_rules"
+    rules = [_parse_rule(uuid, f"{where}.{rules_key}[{i}]", rule)
+             for i, rule in enumerate(_list(uuid, f"{where}.{rules_key}", item.get(rules_key)))]
+    return VIF(id=vif_id, address=mac.lower(), fixed_ips=tuple(fixed), rules=tuple(rules),
+               devname=devname)
+
+
+def _nested_ips(uuid: str, where: str, network: Any) -> list[FixedIP]:
+    if network is None:
+        return []
+    if not isinstance(network, dict):
+        raise NetworkInfoError(uuid, f"{where}.network", "expected an object")
+    out = []
+    subnets = _list(uuid, f"{where}.network.subnets", network.get("subnets"))
+    for s, subnet in enumerate(subnets):
+        here = f"{where}.network.subnets[{s}]"
+        if not isinstance(subnet, dict):
+            raise NetworkInfoError(uuid, here, "expected an object")
+        for i, ip in enumerate(_list(uuid, f"{here}.ips", subnet.get("ips"))):
+            if isinstance(ip, dict) and ip.get("type", "fixed") != "fixed":
+                continue
+            out.append(_parse_ip(uuid, f"{here}.ips[{i}]", ip))
+    return out
+
+
+def _list(uuid: str, where: str, value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NetworkInfoError(uuid, where, f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _parse_ip(uuid: str, where: str, item: Any) -> FixedIP:
+    if not isinstance(item, dict):
+        raise NetworkInfoError(uuid, where, "expected an object with an address")
+    address = _address(uuid, f"{where}.address", item.get("address"))
+    version = item.get("version", address.version)
+    if version != address.version:
+        raise NetworkInfoError(uuid, f"{where}.version",
+                               f"{version!r} does not match address {address} "
+                               f"(IPv{address.version})")
+    return FixedIP(address=str(address), version=address.version)
+
+
+def _address(uuid: str, where: str, value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if not isinstance(value, str):
+        raise NetworkInfoError(uuid, where, f"{value!r} is not an IP address string")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise NetworkInfoError(uuid, where, f"{value!r} is not an IP address") from None
+    if getattr(address, "scope_id", None) is not None:
+        raise NetworkInfoError(uuid, where, f"{value!r}: scoped addresses are not allowed")
+    return address
+
+
+def _parse_rule(uuid: str, where: str, item: Any) -> SecurityGroupRule:
+    if not isinstance(item, dict):
+        raise NetworkInfoError(uuid, where, "expected an object")
+    ethertype = item.get("ethertype", 4)
+    if isinstance(ethertype, bool) or not isinstance(ethertype, (int, str)) or (
+            ethertype not in _ETHERTYPES):
+        raise NetworkInfoError(uuid, f"{where}.ethertype",
+                               f"{ethertype!r} is not 4, 6, 'IPv4' or 'IPv6'")
+    version = _ETHERTYPES[ethertype]
+    protocol = item.get("protocol")
+    if protocol in ("any", ""):
+        protocol = None
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise NetworkInfoError(uuid, f"{where}.protocol",
+                               f"{protocol!r} is not one of {', '.join(PROTOCOLS)} (or null)")
+    port_min, port_max = item.get("port_min"), item.get("port_max")
+    if protocol in ("tcp", "udp"):
+        port_min, port_max = _range(uuid, where, port_min, port_max, 65535, "port")
+    elif protocol == "icmp":
+        port_min, port_max = _icmp(uuid, where, port_min, port_max)
+    elif port_min is not None or port_max is not None:
+        raise NetworkInfoError(uuid, f"{where}.port_min",
+                               "ports need protocol tcp or udp (icmp type/code need icmp)")
+    source = item.get("source_cidr")
+    if source is not None:
+        source = _cidr(uuid, f"{where}.source_cidr", source, version)
+    return SecurityGroupRule(protocol=protocol, port_min=port_min, port_max=port_max,
+                             source_cidr=source, ethertype=version)
+
+
+def _int(uuid: str, where: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise NetworkInfoError(uuid, where, f"{value!r} is not an integer in {low}..{high}")
+    return value
+
+
+def _range(uuid, where, low, high, limit, what) -> tuple[int | None, int | None]:
+    if low is None and high is None:
+        return None, None
+    if low is None:
+        raise NetworkInfoError(uuid, f"{where}.port_min", f"missing while port_max is {high!r}")
+    low = _int(uuid, f"{where}.port_min", low, 0, limit)
+    high = low if high is None else _int(uuid, f"{where}.port_max", high, 0, limit)
+    if low > high:
+        raise NetworkInfoError(uuid, f"{where}.port_max",
+                               f"{what} range {low}..{high}: port_min is above port_max")
+    return low, high
+
+
+def _icmp(uuid, where, icmp_type, code) -> tuple[int | None, int | None]:
+    # nova's -1 means "any" for both the type and the code.
+    icmp_type = None if icmp_type == -1 else icmp_type
+    code = None if code == -1 else code
+    if icmp_type is None:
+        if code is not None:
+            raise NetworkInfoError(uuid, f"{where}.port_max", "an ICMP code needs a type")
+        return None, None
+    return (_int(uuid, f"{where}.port_min", icmp_type, 0, 255),
+            None if code is None else _int(uuid, f"{where}.port_max", code, 0, 255))
+
+
+def _cidr(uuid: str, where: str, value: Any, version: int) -> str:
+    if not isinstance(value, str) or "%" in value:
+        raise NetworkInfoError(uuid, where, f"{value!r} is not a CIDR")
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise NetworkInfoError(uuid, where, f"{value!r} is not a CIDR") from None
+    if network.version != version:
+        raise NetworkInfoError(uuid, where, f"{value!r} is IPv{network.version} but the rule's "
+                                            f"ethertype is IPv{version}")
+    return str(network)
