@@ -15,5 +15,21 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     sync.set_defaults(func=run_sync)
 
 
+def sync_summary(url: str, before: str | None, head: str) -> str:
+    """The line `agent db sync` prints."""
+    if before == head:
+        return f"database {url}: schema at revision {head} (already up to date)"
+    return f"database {url}: schema at revision {head} (upgraded from {before or 'empty'})"
+
+
 def run_sync(args, conf) -> int:
-    raise NotImplementedError
+    from agent.db import migrate
+    from agent.db.engine import database_from_conf
+
+    db = database_from_conf(conf)
+    try:
+        before = migrate.upgrade(db)
+        print(sync_summary(db.url, before, migrate.HEAD))
+    finally:
+        db.dispose()
+    return 0

@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.config import mask_password
-from agent.errors import ConfigError
+from agent.errors import ConfigError, DatabaseError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -48,7 +48,12 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> 
     if backend == "sqlite":
         path = parsed.database
         if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"database {mask_password(url)}: cannot create the directory "
+                                    f"{directory}: {exc.strerror}") from None
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                   "check_same_thread": False}
     elif backend == "postgresql":

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid as uuid_lib
 
-from sqlalchemy import (BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, Index, Integer, MetaData, String,
+                        Text, UniqueConstraint)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -55,8 +55,16 @@ def new_uuid() -> str:
     return str(uuid_lib.uuid4())
 
 
+# Constraints get stable names on every backend (nova's style), so later migrations can drop or
+# alter them by name instead of guessing each server's generated one.
+NAMING_CONVENTION = {
+    "uq": "uniq_%(table_name)s0%(column_0_N_name)s",
+    "ix": "%(table_name)s_%(column_0_N_name)s_idx",
+}
+
+
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class TimestampMixin:
