@@ -1,0 +1,428 @@
+"""Scenario files: a fake host, its domains, and database records to seed, read from TOML.
+
+`load_scenario(path)` validates strictly and returns frozen dataclasses; any problem is one
+`ScenarioError` line naming the file, the entry (`domains[3] (uuid ...)`, entries counted from 0)
+and the problem. `generate_scenario(n)` builds large scenarios in memory for tests and
+benchmarks. The format is documented in docs/scenario-format.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+import uuid as uuid_lib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from agent.errors import ScenarioError
+from agent.virt.types import VIF, FixedIP, PowerState, SecurityGroupRule
+
+POWER_STATE_WORDS: dict[str, PowerState] = {
+    "nostate": PowerState.NOSTATE, "running": PowerState.RUNNING, "paused": PowerState.PAUSED,
+    "shutdown": PowerState.SHUTDOWN, "crashed": PowerState.CRASHED,
+    "suspended": PowerState.SUSPENDED,
+}
+VM_STATES = ("active", "building", "paused", "suspended", "stopped", "rescued", "resized",
+             "soft-delete", "deleted", "error", "shelved", "shelved_offloaded")
+# The power state an instance record gets when the file does not say (what its vm_state implies).
+_VM_STATE_POWER = {"active": "running", "paused": "paused", "suspended": "suspended",
+                   "stopped": "shutdown", "resized": "shutdown", "rescued": "running"}
+MIGRATION_TYPES = ("migration", "resize", "live-migration", "evacuation")
+MIGRATION_STATUSES = ("queued", "preparing", "running", "accepted", "pre-migrating", "migrating",
+                      "post-migrating", "finished", "confirmed", "reverted", "done", "completed",
+                      "error", "failed", "cancelled")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# Namespace of the uuids generate_scenario derives, so a host's generated uuids are stable.
+GENERATED_NAMESPACE = uuid_lib.UUID("6f1c3c2e-6d0b-5a3e-9a52-3b8f1d2c7e41")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """The fake hypervisor host. None for vcpus/memory_mb/local_gb means the real machine's."""
+
+    hostname: str | None = None
+    vcpus: int | None = None
+    memory_mb: int | None = None
+    local_gb: int | None = None
+    hypervisor_type: str = "fake"
+    hypervisor_version: int = 1000
+    cpu_arch: str | None = None  # None: this machine's (platform.machine())
+    cpu_model: str = "Nehalem"
+    cpu_vendor: str = "Intel"
+    cpu_sockets: int = 1
+    cpu_threads: int = 1
+    cpu_features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """A guest defined on the fake hypervisor at start."""
+
+    uuid: str
+    name: str
+    power_state: PowerState = PowerState.RUNNING
+    vcpus: int = 1
+    memory_mb: int = 512
+    disk_gb: int = 1
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A row for the `instances` table. host/node None: the scenario's hostname (or the seeding
+    agent's host when the scenario has none)."""
+
+    uuid: str
+    display_name: str | None = None
+    host: str | None = None
+    node: str | None = None
+    vm_state: str = "active"
+    task_state: str | None = None
+    power_state: PowerState = PowerState.RUNNING
+    vcpus: int = 1
+    memory_mb: int = 512
+    root_gb: int = 1
+    ephemeral_gb: int = 0
+    swap: int = 0
+    project_id: str | None = None
+    os_type: str | None = None
+    old_vm_state: str | None = None
+    network_info: tuple[VIF, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """A row for the `migrations` table."""
+
+    uuid: str
+    instance_uuid: str
+    migration_type: str
+    status: str
+    source_compute: str | None = None
+    dest_compute: str | None = None
+    source_node: str | None = None
+    dest_node: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    host: HostSpec = HostSpec()
+    domains: tuple[DomainSpec, ...] = ()
+    instances: tuple[InstanceRecord, ...] = ()
+    migrations: tuple[MigrationRecord, ...] = ()
+    source: str = "<generated>"
+
+
+# -- validation -------------------------------------------------------------------------------
+_REQUIRED = object()
+
+
+class _Invalid(Exception):
+    """A problem with one field; turned into a ScenarioError naming file and entry. `located`:
+    the message already names the field's path within the entry."""
+
+    def __init__(self, message: str, located: bool = False):
+        super().__init__(message)
+        self.located = located
+
+
+@dataclass(frozen=True)
+class _Field:
+    parse: Callable[[Any], Any]
+    default: Any = _REQUIRED
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"expected an integer, got {value!r}")
+        if value < minimum:
+            raise _Invalid(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if _str(value) not in choices:
+            raise _Invalid(f"{value!r} is not one of {', '.join(choices)}"
+                           f"{_suggest(value, choices)}")
+        return value
+    return parse
+
+
+def _uuid(value: Any) -> str:
+    try:
+        if isinstance(value, str) and len(value) == 36:
+            return str(uuid_lib.UUID(value))
+    except ValueError:
+        pass
+    raise _Invalid(f"{value!r} is not a uuid (expected 8-4-4-4-12 hex digits)")
+
+
+def _power(value: Any) -> PowerState:
+    if isinstance(value, str) and value in POWER_STATE_WORDS:
+        return POWER_STATE_WORDS[value]
+    raise _Invalid(f"power_state {value!r} is not one of {', '.join(POWER_STATE_WORDS)}"
+                   f"{_suggest(str(value), POWER_STATE_WORDS)}")
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Invalid(f"expected an array of strings, got {value!r}")
+    return tuple(value)
+
+
+def _table(value: Any, fields: dict[str, _Field], what: str) -> dict[str, Any]:
+    """Check a TOML table against `fields`; `what` is its path inside the entry ("" or
+    "network_info[0].")."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"{what.rstrip('.') or 'entry'}: expected a table, got {value!r}", True)
+    for key in value:
+        if key not in fields:
+            raise _Invalid(f"unknown key '{what}{key}'{_suggest(key, fields)}; known keys: "
+                           f"{', '.join(fields)}", True)
+    out = {}
+    for key, spec in fields.items():
+        if key in value:
+            try:
+                out[key] = spec.parse(value[key])
+            except _Invalid as exc:
+                if exc.located:
+                    raise
+                raise _Invalid(f"{what}{key}: {exc}", True) from None
+        elif spec.default is _REQUIRED:
+            raise _Invalid(f"missing required key '{what}{key}'", True)
+        else:
+            out[key] = spec.default
+    return out
+
+
+def _array(value: Any, parse_item: Callable[[Any, str], Any], what: str) -> tuple:
+    if not isinstance(value, list):
+        raise _Invalid(f"{what}: expected an array of tables, got {value!r}", True)
+    return tuple(parse_item(item, f"{what}[{i}].") for i, item in enumerate(value))
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_IP_FIELDS = {"address": _Field(_str), "version": _Field(_int(4), None)}
+_RULE_FIELDS = {"protocol": _Field(_choice(("tcp", "udp", "icmp")), None),
+                "port_min": _Field(_int(1), None), "port_max": _Field(_int(1), None),
+                "source_cidr": _Field(_str, None), "ethertype": _Field(_int(4), 4)}
+_VIF_FIELDS = {"id": _Field(_str), "address": _Field(_str), "fixed_ips": _Field(_same, []),
+               "rules": _Field(_same, []), "devname": _Field(_str, None)}
+
+
+def _fixed_ip(value: Any, what: str) -> FixedIP:
+    fields = _table(value, _IP_FIELDS, what)
+    try:
+        address = ipaddress.ip_address(fields["address"])
+    except ValueError:
+        raise _Invalid(f"{what}address: {fields['address']!r} is not an IP address",
+                       True) from None
+    if fields["version"] not in (None, address.version):
+        raise _Invalid(f"{what}version: {fields['version']} does not match address {address}",
+                       True)
+    return FixedIP(str(address), address.version)
+
+
+def _rule(value: Any, what: str) -> SecurityGroupRule:
+    f = _table(value, _RULE_FIELDS, what)
+    if f["ethertype"] not in (4, 6):
+        raise _Invalid(f"{what}ethertype: expected 4 or 6, got {f['ethertype']}", True)
+    has_ports = f["port_min"] is not None or f["port_max"] is not None
+    if has_ports and f["protocol"] not in ("tcp", "udp"):
+        raise _Invalid(f"{what}port_min/port_max need protocol tcp or udp", True)
+    if has_ports and (f["port_min"] is None or f["port_max"] is None
+                      or not f["port_min"] <= f["port_max"] <= 65535):
+        raise _Invalid(f"{what}ports: expected 1 <= port_min <= port_max <= 65535, got "
+                       f"{f['port_min']}..{f['port_max']}", True)
+    cidr = f["source_cidr"]
+    if cidr is not None:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise _Invalid(f"{what}source_cidr: {cidr!r} is not an IP prefix", True) from None
+        if network.version != f["ethertype"]:
+            raise _Invalid(f"{what}source_cidr: {cidr} is IPv{network.version} but ethertype is "
+                           f"{f['ethertype']}", True)
+        cidr = str(network)
+    return SecurityGroupRule(f["protocol"], f["port_min"], f["port_max"], cidr, f["ethertype"])
+
+
+def _vif(value: Any, what: str) -> VIF:
+    f = _table(value, _VIF_FIELDS, what)
+    address = f["address"].lower()
+    if not _MAC_RE.match(address):
+        raise _Invalid(f"{what}address: {f['address']!r} is not a MAC address", True)
+    return VIF(f["id"], address, _array(f["fixed_ips"], _fixed_ip, what + "fixed_ips"),
+               _array(f["rules"], _rule, what + "rules"), f["devname"])
+
+
+def _vifs(value: Any) -> tuple[VIF, ...]:
+    return _array(value, _vif, "network_info")
+
+
+_HOST_FIELDS = {
+    "hostname": _Field(_str, None), "vcpus": _Field(_int(1), None),
+    "memory_mb": _Field(_int(1), None), "local_gb": _Field(_int(1), None),
+    "hypervisor_type": _Field(_str, "fake"), "hypervisor_version": _Field(_int(0), 1000),
+    "cpu_arch": _Field(_str, None), "cpu_model": _Field(_str, "Nehalem"),
+    "cpu_vendor": _Field(_str, "Intel"), "cpu_sockets": _Field(_int(1), 1),
+    "cpu_threads": _Field(_int(1), 1), "cpu_features": _Field(_str_list, ()),
+}
+_DOMAIN_FIELDS = {
+    "uuid": _Field(_uuid), "name": _Field(_str, None), "power_state": _Field(_power, "running"),
+    "vcpus": _Field(_int(1), 1), "memory_mb": _Field(_int(1), 512), "disk_gb": _Field(_int(0), 1),
+}
+_OPT_STR = _Field(_str, None)
+_INSTANCE_FIELDS = {
+    "uuid": _Field(_uuid), "display_name": _OPT_STR, "host": _OPT_STR, "node": _OPT_STR,
+    "vm_state": _Field(_choice(VM_STATES), "active"), "task_state": _OPT_STR,
+    "power_state": _Field(_power, None), "vcpus": _Field(_int(0), 1),
+    "memory_mb": _Field(_int(0), 512), "root_gb": _Field(_int(0), 1),
+    "ephemeral_gb": _Field(_int(0), 0), "swap": _Field(_int(0), 0), "project_id": _OPT_STR,
+    "os_type": _OPT_STR, "old_vm_state": _Field(_choice(VM_STATES), None),
+    "network_info": _Field(_vifs, ()),
+}
+_MIGRATION_FIELDS = {
+    "uuid": _Field(_uuid), "instance_uuid": _Field(_uuid),
+    "migration_type": _Field(_choice(MIGRATION_TYPES)),
+    "status": _Field(_choice(MIGRATION_STATUSES)), "source_compute": _OPT_STR,
+    "dest_compute": _OPT_STR, "source_node": _OPT_STR, "dest_node": _OPT_STR,
+}
+SECTIONS = ("host", "domains", "instances", "migrations")
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load_scenario(path: str) -> Scenario:
+    """Read and validate the scenario file at `path`. Raises ScenarioError (one line)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: scenario file not found") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read scenario file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return parse_scenario(data, path)
+
+
+def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """Validate an already-parsed TOML document; `source` names it in errors."""
+    def fail(where: str, problem: str) -> ScenarioError:
+        return ScenarioError(f"{source}: {where}: {problem}")
+
+    for key, value in data.items():
+        if key not in SECTIONS:
+            raise fail(key, f"unknown section{_suggest(key, SECTIONS)}; known sections: "
+                            f"[host], [[domains]], [[instances]], [[migrations]]")
+        if key != "host" and not (isinstance(value, list)
+                                  and all(isinstance(v, dict) for v in value)):
+            raise fail(key, f"expected an array of tables: write each entry under [[{key}]]")
+    try:
+        host = HostSpec(**{k: v for k, v in _table(data.get("host", {}), _HOST_FIELDS, "")
+                           .items()})
+    except _Invalid as exc:
+        raise fail("[host]", str(exc)) from None
+
+    def entries(section: str, fields: dict[str, _Field]):
+        for index, raw in enumerate(data.get(section, [])):
+            label = f"{section}[{index}]"
+            if isinstance(raw.get("uuid"), str):
+                label += f" (uuid {raw['uuid']})"
+            try:
+                yield label, _table(raw, fields, "")
+            except _Invalid as exc:
+                raise fail(label, str(exc)) from None
+
+    domains, names = [], {}
+    for label, f in entries("domains", _DOMAIN_FIELDS):
+        if f["name"] is None:
+            f["name"] = f"instance-{len(domains) + 1:08x}"
+        if f["name"] in names:
+            raise fail(label, f"duplicate name {f['name']!r} (also {names[f['name']]})")
+        names[f["name"]] = label
+        domains.append(DomainSpec(**f))
+    _check_unique(domains, "domains", fail)
+
+    instances = []
+    for label, f in entries("instances", _INSTANCE_FIELDS):
+        if f["power_state"] is None:
+            f["power_state"] = POWER_STATE_WORDS[_VM_STATE_POWER.get(f["vm_state"], "nostate")]
+        f["host"] = f["host"] or host.hostname
+        f["node"] = f["node"] or f["host"]
+        instances.append(InstanceRecord(**f))
+    _check_unique(instances, "instances", fail)
+
+    migrations = []
+    for label, f in entries("migrations", _MIGRATION_FIELDS):
+        f["source_node"] = f["source_node"] or f["source_compute"]
+        f["dest_node"] = f["dest_node"] or f["dest_compute"]
+        migrations.append(MigrationRecord(**f))
+    _check_unique(migrations, "migrations", fail)
+    return Scenario(host, tuple(domains), tuple(instances), tuple(migrations), source)
+
+
+def _check_unique(items, section: str, fail) -> None:
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.uuid in seen:
+            raise fail(f"{section}[{index}] (uuid {item.uuid})",
+                       f"duplicate uuid (also {section}[{seen[item.uuid]}])")
+        seen[item.uuid] = index
+
+
+# -- generated scenarios ------------------------------------------------------------------------
+_GENERATED_STATES = ((PowerState.RUNNING, "active"),) * 7 + (
+    (PowerState.PAUSED, "paused"), (PowerState.SHUTDOWN, "stopped"),
+    (PowerState.SHUTDOWN, "stopped"))
+
+
+def generate_scenario(n_domains: int, *, hostname: str = "fake-host",
+                      n_instances: int | None = None, vcpus: int = 1, memory_mb: int = 512,
+                      disk_gb: int = 1, with_network: bool = True) -> Scenario:
+    """A host with `n_domains` guests in mixed states (7 in 10 running, 1 paused, 2 shut down)
+    and, for the first `n_instances` of them (default all), matching database records that
+    live on `hostname`. uuids are derived from hostname and index, so the same call gives the
+    same scenario and different hosts never share uuids. Host capacity fits every guest."""
+    n_instances = n_domains if n_instances is None else min(n_instances, n_domains)
+    host = HostSpec(hostname=hostname, vcpus=max(8, -(-n_domains * vcpus // 4)),
+                    memory_mb=n_domains * memory_mb + 8192, local_gb=n_domains * disk_gb + 100,
+                    cpu_arch="x86_64")
+    domains, instances = [], []
+    for i in range(n_domains):
+        uuid = str(uuid_lib.uuid5(GENERATED_NAMESPACE, f"{hostname}/{i}"))
+        power_state, vm_state = _GENERATED_STATES[i % len(_GENERATED_STATES)]
+        name = f"instance-{i + 1:08x}"
+        domains.append(DomainSpec(uuid, name, power_state, vcpus, memory_mb, disk_gb))
+        if i < n_instances:
+            vifs = (_generated_vif(hostname, i),) if with_network else ()
+            instances.append(InstanceRecord(
+                uuid, display_name=f"vm-{i}", host=hostname, node=hostname, vm_state=vm_state,
+                power_state=power_state, vcpus=vcpus, memory_mb=memory_mb, root_gb=disk_gb,
+                project_id="demo", os_type="linux", network_info=vifs))
+    return Scenario(host, tuple(domains), tuple(instances), (), f"<generated {n_domains}>")
+
+
+def _generated_vif(hostname: str, index: int) -> VIF:
+    ip = ipaddress.ip_address("10.0.0.2") + index
+    mac = "fa:16:3e:%02x:%02x:%02x" % ((index >> 16) & 0xFF, (index >> 8) & 0xFF, index & 0xFF)
+    rules = (SecurityGroupRule("tcp", 22, 22, "0.0.0.0/0"), SecurityGroupRule("icmp"))
+    return VIF(str(uuid_lib.uuid5(GENERATED_NAMESPACE, f"{hostname}/{index}/vif")), mac,
+               (FixedIP(str(ip), 4),), rules)

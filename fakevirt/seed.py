@@ -1,0 +1,110 @@
+"""Seeding the database with a scenario's instance and migration records (`agent db seed`).
+
+Everything is written in one transaction: all rows or none. `network_info` is stored as JSON
+text: a list of VIF objects with the field names of `agent.virt.types.VIF`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.db.engine import Database
+from agent.db.models import Instance, Migration
+from agent.errors import DatabaseError, ScenarioError
+from agent.virt.types import VIF
+from fakevirt.scenario import InstanceRecord, MigrationRecord, Scenario
+
+LOG = logging.getLogger(__name__)
+
+# Bound on the uuids in one IN (...) list, well below every backend's parameter limit.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    instances: int
+    migrations: int
+    replaced: int  # rows deleted first because --replace was given
+
+
+def network_info_json(vifs: Sequence[VIF]) -> str:
+    """The `instances.network_info` text for these VIFs."""
+    return json.dumps([dataclasses.asdict(vif) for vif in vifs], separators=(",", ":"))
+
+
+def instance_row(record: InstanceRecord, default_host: str | None) -> dict:
+    host = record.host or default_host
+    return {"uuid": record.uuid, "display_name": record.display_name, "host": host,
+            "node": record.node or host, "vm_state": record.vm_state,
+            "task_state": record.task_state, "power_state": int(record.power_state),
+            "vcpus": record.vcpus, "memory_mb": record.memory_mb, "root_gb": record.root_gb,
+            "ephemeral_gb": record.ephemeral_gb, "swap": record.swap,
+            "project_id": record.project_id, "os_type": record.os_type,
+            "old_vm_state": record.old_vm_state,
+            "network_info": network_info_json(record.network_info), "deleted": 0}
+
+
+def migration_row(record: MigrationRecord) -> dict:
+    return {**dataclasses.asdict(record), "deleted": 0}
+
+
+def seed_database(db: Database, scenario: Scenario, *, default_host: str | None = None,
+                  replace: bool = False) -> SeedResult:
+    """Insert the scenario's instances and migrations in one transaction. Instances without a
+    host (and a scenario without a hostname) get `default_host`. uuids already in the database
+    raise ScenarioError naming them, unless `replace`, which deletes those rows first."""
+    for index, record in enumerate(scenario.instances):
+        if record.host is None and default_host is None:
+            raise ScenarioError(f"{scenario.source}: instances[{index}] (uuid {record.uuid}): "
+                                "no host: set 'host' on the entry or 'hostname' in [host]")
+    instances = [instance_row(r, default_host) for r in scenario.instances]
+    migrations = [migration_row(r) for r in scenario.migrations]
+    replaced = 0
+    try:
+        with db.sessions.begin() as session:
+            for model, rows, what in ((Instance, instances, "instance"),
+                                      (Migration, migrations, "migration")):
+                uuids = [row["uuid"] for row in rows]
+                present = _present(session, model, uuids)
+                if present and not replace:
+                    shown = ", ".join(sorted(present)[:3])
+                    more = f" and {len(present) - 3} more" if len(present) > 3 else ""
+                    raise ScenarioError(
+                        f"{scenario.source}: {len(present)} {what} uuid(s) already in the "
+                        f"database ({shown}{more}); use --replace to overwrite them")
+                for chunk in _chunks(sorted(present)):
+                    replaced += session.execute(
+                        delete(model).where(model.uuid.in_(chunk))).rowcount
+                if rows:
+                    session.execute(insert(model), rows)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"seeding {db.url} failed, nothing was written: "
+                            f"{_first_line(exc)} (is the schema there? run 'agent db sync')"
+                            ) from None
+    LOG.info("seeded %d instances and %d migrations from %s (%d replaced)", len(instances),
+             len(migrations), scenario.source, replaced)
+    return SeedResult(len(instances), len(migrations), replaced)
+
+
+def _present(session, model, uuids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(uuids):
+        found.update(session.scalars(select(model.uuid).where(model.uuid.in_(chunk))))
+    return found
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
