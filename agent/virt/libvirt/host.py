@@ -1,0 +1,271 @@
+"""The libvirt host: owns the connection, libvirt's event loop, event dispatch and reconnects.
+
+Threads:
+- libvirt's default event loop runs on one daemon thread per process (libvirt's event
+  implementation is process-wide). It calls our callbacks, which only put a record on a queue:
+  they never block, log or call back into libvirt.
+- A dispatcher thread per host drains that queue: it translates lifecycle events, holds STOPPED
+  ones (see `events.EventDelayer`), tells the connection listener when the connection is lost,
+  and reconnects with backoff, telling the listener again when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from agent.errors import DriverError
+from agent.virt.libvirt import events
+from agent.virt.types import LifecycleEvent
+
+LOG = logging.getLogger(__name__)
+
+# Seconds between reconnect attempts; the last one repeats. Short first, so a restarted
+# libvirtd is found quickly, then backing off so a dead one is not hammered.
+RECONNECT_DELAYS_S: tuple[float, ...] = (1, 2, 4, 8, 15, 30)
+
+_CLOSE_REASONS = {
+    0: "error on the connection",
+    1: "libvirtd closed the connection (end of file)",
+    2: "keepalive timeout",
+    3: "closed by the client",
+}
+_STOP = object()
+
+_loop_lock = threading.Lock()
+_loop_thread: threading.Thread | None = None
+
+
+def _swallow_libvirt_error(_ctx: Any, _error: Any) -> None:
+    """libvirt's error handler: without one libvirt prints every error to stderr. Errors still
+    reach us as exceptions."""
+
+
+def start_event_loop(libvirt: Any) -> None:
+    """Register libvirt's error handler and default event implementation and run its loop on a
+    daemon thread; once per process, before the first connection is opened."""
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.registerErrorHandler(_swallow_libvirt_error, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _loop_thread = threading.Thread(target=run, name="libvirt-event-loop", daemon=True)
+        _loop_thread.start()
+
+
+def lost_reason(detail: str) -> str:
+    return f"connection to libvirt lost: {detail}"
+
+
+class Host:
+    """One libvirt connection and its events.
+
+    `on_event(LifecycleEvent)` and `on_connection(available, reason)` (given here or through
+    `bind`) are called from the dispatcher thread or, for held STOPPED events, a timer thread. `open_connection(uri)` defaults to `libvirt.open`."""
+
+    def __init__(self, uri: str, *, on_event: Callable[[LifecycleEvent], None] | None = None,
+                 on_connection: Callable[[bool, str], None] | None = None,
+                 open_connection: Callable[[str], Any] | None = None,
+                 stopped_delay: float = events.STOPPED_DELAY_S,
+                 timer_factory: events.TimerFactory | None = None,
+                 reconnect_delays: Sequence[float] = RECONNECT_DELAYS_S,
+                 clock: Callable[[], float] = time.time):
+        import libvirt
+
+        self.uri = uri
+        self._libvirt = libvirt
+        self._open = open_connection or libvirt.open
+        self._on_event = on_event
+        self._on_connection = on_connection
+        self._clock = clock
+        self._reconnect_delays = tuple(reconnect_delays) or (1.0,)
+        delayer_args = {"delay": stopped_delay}
+        if timer_factory is not None:
+            delayer_args["timer_factory"] = timer_factory
+        self._delayer = events.EventDelayer(self._emit_event, **delayer_args)
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._callback_ids: list[int] = []
+        self._stop = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+
+    def bind(self, *, on_event: Callable[[LifecycleEvent], None],
+             on_connection: Callable[[bool, str], None]) -> None:
+        """Set who hears lifecycle events and connection changes (the driver, before
+        `initialize`)."""
+        self._on_event = on_event
+        self._on_connection = on_connection
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Start the event loop, connect, register callbacks, start dispatching. Raises
+        `DriverError` when libvirt cannot be reached."""
+        start_event_loop(self._libvirt)
+        conn = self._connect()
+        with self._lock:
+            self._conn = conn
+        self._stop.clear()
+        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
+                                            name=f"libvirt-dispatch {self.uri}")
+        self._dispatcher.start()
+
+    def close(self) -> None:
+        """Stop dispatching, drop held events, close the connection. Never raises."""
+        self._stop.set()
+        self._queue.put(_STOP)
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=10)
+            self._dispatcher = None
+        self._delayer.cancel_all()
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            self._disconnect(conn)
+
+    @property
+    def is_connected(self) -> bool:
+        with self._lock:
+            return self._conn is not None
+
+    def get_connection(self) -> Any:
+        """The live connection; `DriverError` while it is lost (a reconnect is under way)."""
+        with self._lock:
+            conn = self._conn
+        if conn is None:
+            raise DriverError(f"no connection to libvirt at {self.uri} (reconnecting)")
+        try:
+            alive = conn.isAlive()
+        except self._libvirt.libvirtError:
+            alive = False
+        if not alive:
+            self._queue.put(("closed", conn, "the connection is no longer alive"))
+            raise DriverError(f"no connection to libvirt at {self.uri} (reconnecting)")
+        return conn
+
+    def pending_stopped_events(self) -> list[str]:
+        return self._delayer.pending()
+
+    def _emit_event(self, event: LifecycleEvent) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    # -- connecting ---------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        try:
+            conn = self._open(self.uri)
+        except self._libvirt.libvirtError as exc:
+            raise DriverError(f"cannot connect to libvirt at {self.uri}: "
+                              f"{exc.get_error_message()}") from None
+        if conn is None:
+            raise DriverError(f"cannot connect to libvirt at {self.uri}")
+        self._register_callbacks(conn)
+        return conn
+
+    def _register_callbacks(self, conn: Any) -> None:
+        self._callback_ids = []
+        try:
+            self._callback_ids.append(conn.domainEventRegisterAny(
+                None, self._libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_callback,
+                None))
+        except self._libvirt.libvirtError as exc:
+            LOG.debug("Lifecycle events are not available on %s: %s", self.uri, exc)
+        try:
+            conn.registerCloseCallback(self._close_callback, None)
+        except self._libvirt.libvirtError as exc:
+            LOG.debug("Close notifications are not available on %s: %s", self.uri, exc)
+
+    def _disconnect(self, conn: Any) -> None:
+        for callback_id in self._callback_ids:
+            try:
+                conn.domainEventDeregisterAny(callback_id)
+            except self._libvirt.libvirtError:
+                pass
+        self._callback_ids = []
+        for call in (conn.unregisterCloseCallback, conn.close):
+            try:
+                call()
+            except self._libvirt.libvirtError:
+                pass
+
+    # -- callbacks: libvirt's event-loop thread; they only queue --------------------------------
+    def _lifecycle_callback(self, _conn: Any, dom: Any, event: int, detail: int,
+                            _opaque: Any) -> None:
+        self._queue.put(("lifecycle", dom, event, detail, self._clock()))
+
+    def _close_callback(self, conn: Any, reason: int, _opaque: Any) -> None:
+        self._queue.put(("closed", conn, _CLOSE_REASONS.get(reason, f"reason {reason}")))
+
+    # -- dispatcher thread --------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP or self._stop.is_set():
+                return
+            try:
+                if item[0] == "lifecycle":
+                    self._handle_lifecycle(*item[1:])
+                else:
+                    self._handle_closed(*item[1:])
+            except Exception:  # noqa: BLE001 - the dispatcher must outlive a bad listener
+                LOG.exception("Handling a libvirt %s notification failed", item[0])
+
+    def _handle_lifecycle(self, dom: Any, event: int, detail: int, timestamp: float) -> None:
+        uuid = dom.UUIDString()
+        transition = events.transition_for(event, detail,
+                                           lambda: self._migration_completed(dom))
+        if transition is None:
+            LOG.debug("Ignored libvirt event %d/%d of domain %s", event, detail, uuid)
+            return
+        LOG.debug("Domain %s: lifecycle event %s", uuid, transition.value)
+        self._delayer.submit(LifecycleEvent(uuid, transition, timestamp))
+
+    def _migration_completed(self, dom: Any) -> bool:
+        try:
+            stats = dom.jobStats(self._libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except self._libvirt.libvirtError as exc:
+            LOG.debug("No job information for domain %s: %s", dom.UUIDString(), exc)
+            return False
+        return stats.get("type") == self._libvirt.VIR_DOMAIN_JOB_COMPLETED
+
+    def _handle_closed(self, conn: Any, detail: str) -> None:
+        with self._lock:
+            if conn is not self._conn:
+                return  # an old connection, already replaced or closed on purpose
+            self._conn = None
+        self._delayer.cancel_all()
+        reason = lost_reason(detail)
+        LOG.warning("%s (%s); reconnecting", reason, self.uri)
+        self._disconnect(conn)
+        if self._on_connection is not None:
+            self._on_connection(False, reason)
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            delay = self._reconnect_delays[min(attempt, len(self._reconnect_delays) - 1)]
+            if self._stop.wait(delay):
+                return
+            attempt += 1
+            try:
+                conn = self._connect()
+            except DriverError as exc:
+                LOG.debug("Reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            with self._lock:
+                self._conn = conn
+            LOG.info("Connection to libvirt at %s restored after %d attempt(s)", self.uri,
+                     attempt)
+            if self._on_connection is not None:
+                self._on_connection(True, "")
+            return

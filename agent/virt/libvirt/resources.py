@@ -1,0 +1,140 @@
+"""Pieces of `get_available_resource`: pure parsers of what libvirt and the host report.
+
+Capabilities XML gives the CPU description (`cpu_info`); the instances' filesystem gives local
+disk; /proc gives uptime. Readers take their root (the directory, the /proc path) as a
+parameter so tests hand them a small tree of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+LOG = logging.getLogger(__name__)
+
+GiB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """virConnectGetInfo: model, memory (MiB), cpus, mhz, NUMA nodes, sockets, cores, threads."""
+
+    arch: str
+    memory_mb: int
+    cpus: int
+    nodes: int
+    sockets: int
+    cores: int
+    threads: int
+
+    @classmethod
+    def from_libvirt(cls, info: Sequence) -> "NodeInfo":
+        arch, memory_mb, cpus, _mhz, nodes, sockets, cores, threads = info[:8]
+        return cls(str(arch), int(memory_mb), int(cpus), int(nodes), int(sockets), int(cores),
+                   int(threads))
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    total_gb: int
+    used_gb: int
+    free_gb: int
+    available_least_gb: int
+
+
+def host_arch(capabilities_xml: str) -> str:
+    """The host CPU architecture named by the capabilities XML ('' when absent)."""
+    root = ET.fromstring(capabilities_xml)
+    return (root.findtext("host/cpu/arch") or "").strip()
+
+
+def cpu_info(capabilities_xml: str, node: NodeInfo) -> dict:
+    """nova's cpu_info: arch, model, vendor, topology {cells, sockets, cores, threads} and the
+    sorted feature names. Topology comes from the capabilities XML where it says, else from the
+    node info (libvirt's test hypervisor describes no topology)."""
+    root = ET.fromstring(capabilities_xml)
+    cpu = root.find("host/cpu")
+    cpu = cpu if cpu is not None else ET.Element("cpu")
+    topology = cpu.find("topology")
+    cells = root.find("host/topology/cells")
+
+    def topo(name: str, fallback: int) -> int:
+        if topology is not None and topology.get(name, "").isdigit():
+            return int(topology.get(name))
+        return fallback
+
+    features = {f.get("name") for f in cpu.findall("feature") if f.get("name")}
+    features.update(child.tag for child in cpu.findall("features/*"))
+    return {
+        "arch": (cpu.findtext("arch") or node.arch).strip(),
+        "model": (cpu.findtext("model") or "").strip() or None,
+        "vendor": (cpu.findtext("vendor") or "").strip() or None,
+        "topology": {
+            "cells": int(cells.get("num")) if cells is not None and cells.get("num", "").isdigit()
+            else node.nodes,
+            "sockets": topo("sockets", node.sockets),
+            "cores": topo("cores", node.cores),
+            "threads": topo("threads", node.threads),
+        },
+        "features": sorted(features),
+    }
+
+
+def cpu_info_json(capabilities_xml: str, node: NodeInfo) -> str:
+    return json.dumps(cpu_info(capabilities_xml, node), sort_keys=True)
+
+
+def memory_mb_used(total_mb: int, stats_kib: Mapping[str, int]) -> int:
+    """total - (free + buffers + cached), from virNodeGetMemoryStats (KiB)."""
+    avail_kib = sum(int(stats_kib.get(key, 0)) for key in ("free", "buffers", "cached"))
+    return max(0, total_mb - avail_kib // 1024)
+
+
+def ensure_instances_path(instances_path: str, state_path: str) -> str:
+    """The directory whose filesystem holds instance disks: `instances_path`, created if
+    missing; `state_path` when it cannot be created."""
+    try:
+        os.makedirs(instances_path, exist_ok=True)
+        return instances_path
+    except OSError as exc:
+        LOG.warning("Cannot create instances_path %s (%s); reporting the disk of state_path %s",
+                    instances_path, exc, state_path)
+        os.makedirs(state_path, exist_ok=True)
+        return state_path
+
+
+def sparse_overcommit_bytes(path: str) -> int:
+    """Bytes the sparse files under `path` may still claim: apparent size minus allocation."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            total += max(0, st.st_size - st.st_blocks * 512)
+    return total
+
+
+def disk_usage(path: str) -> DiskUsage:
+    """Size, use and free space of the filesystem holding `path`, in GiB (rounded down), and
+    what is left once the sparse disks under `path` are fully written (disk_available_least)."""
+    st = os.statvfs(path)
+    total = st.f_frsize * st.f_blocks
+    free = st.f_frsize * st.f_bavail
+    used = total - st.f_frsize * st.f_bfree
+    least = (free - sparse_overcommit_bytes(path)) // GiB
+    return DiskUsage(total // GiB, used // GiB, free // GiB, least)
+
+
+def read_uptime(proc_root: str = "/proc") -> int | None:
+    """Seconds since the host booted, from <proc_root>/uptime; None when unreadable."""
+    try:
+        with open(os.path.join(proc_root, "uptime"), encoding="ascii") as fh:
+            return int(float(fh.read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return None
