@@ -1,0 +1,183 @@
+"""Registering the service row, and the agent's automatic disable/enable, on every backend."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import event, func, select
+
+from agent import registry
+from agent.db.engine import make_database
+from agent.db.models import Service
+from agent.db.service_queries import delete_service, set_disabled
+from agent.registry import (AUTO_STARTING, NEW_SERVICE_DISABLED, auto_disable, auto_enable,
+                            finish_starting, load_service, register_service)
+
+
+def live_rows(db, host: str) -> list[Service]:
+    with db.sessions() as session:
+        return list(session.scalars(select(Service).where(Service.host == host,
+                                                          Service.deleted == 0)))
+
+
+def test_register_creates_row_disabled_while_starting_then_enables(any_db):
+    record = register_service(any_db, "cn1")
+
+    assert (record.host, record.binary) == ("cn1", registry.COMPUTE_BINARY)
+    assert record.disabled and record.disabled_reason == AUTO_STARTING
+    [row] = live_rows(any_db, "cn1")
+    assert row.report_count == 0 and row.topic == registry.COMPUTE_TOPIC
+    assert finish_starting(any_db, record.id) is True
+    after = load_service(any_db, "cn1")
+    assert not after.disabled and after.disabled_reason is None
+    assert finish_starting(any_db, record.id) is False  # nothing left to lift
+
+
+def test_register_again_reuses_the_row(any_db):
+    first = register_service(any_db, "cn1")
+    finish_starting(any_db, first.id)
+    second = register_service(any_db, "cn1")
+
+    assert second.id == first.id and second.uuid == first.uuid
+    assert second.disabled_reason == AUTO_STARTING
+    assert len(live_rows(any_db, "cn1")) == 1
+
+
+def test_register_without_starting_leaves_row_enabled(any_db):
+    record = register_service(any_db, "cn1", starting=False)
+    assert not record.disabled and record.disabled_reason is None
+
+
+def test_concurrent_registration_ends_with_one_row(any_db, any_db_url):
+    # Each thread uses its own engine, like two agent processes.
+    databases = [make_database(any_db_url) for _ in range(4)]
+    barrier = threading.Barrier(len(databases))
+    results, errors = [], []
+
+    def start(db):
+        try:
+            barrier.wait(timeout=30)
+            results.append(register_service(db, "racer"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(db,)) for db in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for db in databases:
+        db.dispose()
+
+    assert errors == []
+    assert len({r.id for r in results}) == 1 and len(results) == 4
+    assert len(live_rows(any_db, "racer")) == 1
+
+
+def test_insert_race_loser_reads_the_winners_row(any_db, any_db_url):
+    """Force the race deterministically: just before our INSERT reaches the database, another
+    process's registration of the same host commits."""
+    other = make_database(any_db_url)
+    winner = []
+
+    def before_cursor_execute(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO SERVICES") and not winner:
+            winner.append(register_service(other, "racer", starting=False))
+
+    event.listen(any_db.engine, "before_cursor_execute", before_cursor_execute)
+    try:
+        loser = register_service(any_db, "racer")
+    finally:
+        event.remove(any_db.engine, "before_cursor_execute", before_cursor_execute)
+        other.dispose()
+
+    assert winner and loser.id == winner[0].id
+    assert len(live_rows(any_db, "racer")) == 1
+    # The loser still marks the (enabled) row as starting.
+    assert loser.disabled_reason == AUTO_STARTING
+
+
+def test_enable_new_services_false_creates_disabled_row_with_reason(any_db):
+    record = register_service(any_db, "cn1", enable_new=False)
+
+    assert record.disabled and record.disabled_reason == NEW_SERVICE_DISABLED
+    assert "enable_new_services" in record.disabled_reason
+    # Finishing start-up does not enable what the configuration asked to keep disabled.
+    assert finish_starting(any_db, record.id) is False
+    assert load_service(any_db, "cn1").disabled_reason == NEW_SERVICE_DISABLED
+
+
+def test_enable_new_services_false_does_not_touch_an_existing_row(any_db):
+    first = register_service(any_db, "cn1")
+    finish_starting(any_db, first.id)
+    again = register_service(any_db, "cn1", enable_new=False)
+    assert again.id == first.id and again.disabled_reason == AUTO_STARTING
+    assert finish_starting(any_db, again.id) is True
+
+
+def test_operator_disable_before_start_is_kept(any_db):
+    first = register_service(any_db, "cn1", starting=False)
+    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "hardware repair")
+
+    record = register_service(any_db, "cn1")
+    assert record.id == first.id
+    assert record.disabled and record.disabled_reason == "hardware repair"
+    assert finish_starting(any_db, record.id) is False
+    after = load_service(any_db, "cn1")
+    assert after.disabled and after.disabled_reason == "hardware repair"
+
+
+def test_operator_disable_without_reason_before_start_is_kept(any_db):
+    register_service(any_db, "cn1", starting=False)
+    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, None)
+
+    record = register_service(any_db, "cn1")
+    assert record.disabled and record.disabled_reason is None
+    assert finish_starting(any_db, record.id) is False
+    assert load_service(any_db, "cn1").disabled
+
+
+def test_operator_disable_during_start_is_kept(any_db):
+    record = register_service(any_db, "cn1")
+    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "draining")
+
+    assert finish_starting(any_db, record.id) is False
+    assert load_service(any_db, "cn1").disabled_reason == "draining"
+
+
+def test_auto_disable_and_enable_never_override_an_operator(any_db):
+    record = register_service(any_db, "cn1", starting=False)
+
+    assert auto_disable(any_db, record.id, "AUTO: libvirt connection lost") is True
+    assert load_service(any_db, "cn1").disabled_reason == "AUTO: libvirt connection lost"
+    # A different automatic reason does not lift it.
+    assert auto_enable(any_db, record.id, "AUTO: something else") is False
+    assert auto_enable(any_db, record.id, "AUTO: libvirt connection lost") is True
+    assert not load_service(any_db, "cn1").disabled
+
+    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
+    assert auto_disable(any_db, record.id, "AUTO: libvirt connection lost") is False
+    assert auto_enable(any_db, record.id, "AUTO: libvirt connection lost") is False
+    after = load_service(any_db, "cn1")
+    assert after.disabled and after.disabled_reason == "maintenance"
+
+
+@pytest.mark.parametrize("reason", ["maintenance", "AUTO:no-space", ""], ids=str)
+def test_automatic_reason_must_carry_the_prefix(any_db, reason):
+    record = register_service(any_db, "cn1", starting=False)
+    with pytest.raises(ValueError, match="must start with 'AUTO: '"):
+        auto_disable(any_db, record.id, reason)
+    assert not load_service(any_db, "cn1").disabled
+
+
+def test_register_after_delete_creates_a_new_row(any_db):
+    first = register_service(any_db, "cn1")
+    delete_service(any_db, "cn1", registry.COMPUTE_BINARY)
+    assert load_service(any_db, "cn1") is None
+
+    second = register_service(any_db, "cn1")
+    assert second.id != first.id
+    with any_db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Service)
+                              .where(Service.host == "cn1")) == 2
