@@ -282,7 +282,8 @@ _HOST_FIELDS = {
     "cpu_threads": _Field(_int(1), 1), "cpu_features": _Field(_str_list, ()),
 }
 _DOMAIN_FIELDS = {
-    "uuid": _Field(_uuid), "name": _Field(_str, None), "power_state": _Field(_power, "running"),
+    "uuid": _Field(_uuid), "name": _Field(_str, None),
+    "power_state": _Field(_power, PowerState.RUNNING),
     "vcpus": _Field(_int(1), 1), "memory_mb": _Field(_int(1), 512), "disk_gb": _Field(_int(0), 1),
 }
 _OPT_STR = _Field(_str, None)
