@@ -2,6 +2,67 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
+
+LOG = logging.getLogger(__name__)
+
+
+def host_work_factory(conf):
+    """The host work (virt driver + compute manager) the agent runs, or None.
+
+    None: the agent registers and heartbeats only; AgentService logs that no host work is
+    plugged in. The compute manager's factory is returned here once it exists.
+    """
+    return None
+
 
 def run(args, conf) -> int:
-    raise NotImplementedError
+    from agent.log import setup_logging
+    from agent.service import AgentService
+    from agent.systemd import Notifier, watchdog_interval
+
+    setup_logging(conf.debug, conf.log_file)
+    for warning in conf.warnings:
+        LOG.warning("%s", warning)
+    service = AgentService(conf, dry_run=getattr(args, "dry_run", False),
+                           notifier=Notifier.from_environment(),
+                           watchdog_seconds=watchdog_interval(),
+                           host_work_factory=host_work_factory(conf))
+    if getattr(args, "once", False):
+        report = service.run_once()
+        sys.stdout.write(render_report(report, getattr(args, "format", "table")))
+        sys.stdout.flush()
+        return 0
+    status = service.run()
+    if not service.clean_exit:
+        # A job or the host work did not stop in time: its thread would hold the interpreter's
+        # exit (thread pools are joined at exit), so leave without waiting for it.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(status)
+    return status
+
+
+def render_report(report, fmt: str) -> str:
+    """The --once report as text: JSON or a readable table."""
+    from agent.service import ServiceReport
+
+    if isinstance(report, ServiceReport):
+        data = report.as_dict()
+        if fmt == "json":
+            return json.dumps(data, indent=2, sort_keys=True) + "\n"
+        service = data["service"]
+        status = ("disabled (" + (service["disabled_reason"] or "") + ")"
+                  if service["disabled"] else "enabled")
+        rows = [("host", data["host"]), ("binary", service["binary"]),
+                ("service id", service["id"]), ("service uuid", service["uuid"]),
+                ("status", status), ("report_count", service["report_count"]),
+                ("host work", "none plugged in (no driver, no init_host, no audit)")]
+        width = max(len(name) for name, _ in rows)
+        return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+    from agent import inventory
+
+    return inventory.to_json(report) if fmt == "json" else inventory.format_table(report)

@@ -1,0 +1,386 @@
+"""The agent's lifecycle: start-up sequence, running, shutdown (DESIGN.md "Startup sequence").
+
+Start-up: open the database, make sure its schema is current, register this host's service
+(disabled with 'AUTO: starting' while it starts), send the first beat and start the heartbeat
+thread, then run the host work (virt driver init_host, the compute manager's init_host, the first
+resource audit) on a thread of its own, start the periodic jobs, lift 'AUTO: starting' and tell
+systemd READY=1. While running, WATCHDOG=1 goes out only while the heartbeat and the scheduler
+are healthy. SIGTERM or SIGINT stops it: STOPPING=1, the scheduler (waiting for the running job),
+the host work, the heartbeat, the database engine; exit status 0.
+
+Nothing heavy is imported before the first beat (no libvirt, no Alembic unless the schema is
+upgraded): the goal is a beat within 2 s of process start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+from agent.config import mask_password
+from agent.errors import AgentError, StartupError
+from agent.log import request_context
+from agent.systemd import Notifier, watchdog_interval
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.db.engine import Database
+    from agent.registry import ServiceRecord
+    from agent.scheduler import PeriodicJob
+
+LOG = logging.getLogger(__name__)
+
+START_FAILED_PREFIX = "AUTO: start-up failed: "
+DISABLED_REASON_MAX = 255  # services.disabled_reason is VARCHAR(255)
+
+
+class HostWork(Protocol):
+    """The work the agent does for its host, plugged into the lifecycle by the compute side."""
+
+    def start(self) -> None:
+        """Called once, after registration and the first beat, on a thread of its own:
+        driver.init_host, the compute manager's init_host, the first resource audit. May take
+        long. Raises AgentError to stop the agent."""
+
+    def periodic_jobs(self) -> Sequence["PeriodicJob"]:
+        """Called once after start(): the jobs to schedule (disabled ones may be included with
+        a negative interval)."""
+
+    def stop(self) -> None:
+        """Called once at shutdown, after the periodic jobs stopped (and possibly while start()
+        still runs, when a stop is requested during start-up): release the driver."""
+
+    def report(self) -> object:
+        """The host's inventory after start(), printed by `agent --once`."""
+
+
+HostWorkFactory = Callable[["Config", "Database", "ServiceRecord", bool], HostWork]
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """What `agent --once` reports when no host work is plugged in: the service row."""
+
+    host: str
+    binary: str
+    service_id: int
+    service_uuid: str
+    disabled: bool
+    disabled_reason: str | None
+    report_count: int | None
+    host_work: str = "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "host_work": self.host_work,
+                "service": {"id": self.service_id, "uuid": self.service_uuid,
+                            "binary": self.binary, "disabled": self.disabled,
+                            "disabled_reason": self.disabled_reason,
+                            "report_count": self.report_count}}
+
+
+def short_reason(exc: BaseException) -> str:
+    """One line saying why `exc` happened, database driver noise and passwords removed."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    return mask_password(text.splitlines()[0])
+
+
+def start_failed_reason(reason: str) -> str:
+    """The disabled_reason left on the service row when start-up fails."""
+    return (START_FAILED_PREFIX + reason)[:DISABLED_REASON_MAX]
+
+
+class AgentService:
+    """One agent process's lifecycle. `run()` is the daemon, `run_once()` is `agent --once`."""
+
+    def __init__(self, conf: "Config", *, dry_run: bool = False,
+                 notifier: Notifier | None = None,
+                 host_work_factory: HostWorkFactory | None = None,
+                 watchdog_seconds: float | None = None,
+                 database_factory: Callable[["Config"], "Database"] | None = None):
+        self.conf = conf
+        self.dry_run = dry_run
+        self.notifier = notifier if notifier is not None else Notifier.from_environment()
+        self.watchdog_seconds = (watchdog_seconds if watchdog_seconds is not None
+                                 else watchdog_interval())
+        self._host_work_factory = host_work_factory
+        self._database_factory = database_factory
+        self.db: Database | None = None
+        self.service: ServiceRecord | None = None
+        self.heartbeat = None
+        self.scheduler = None
+        self.host_work: HostWork | None = None
+        self.clean_exit = True
+        self._stop_requested = threading.Event()
+        self._watchdog_stop = threading.Event()
+        self._watchdog_thread: threading.Thread | None = None
+
+    # -- the daemon ---------------------------------------------------------------------------
+    def run(self) -> int:
+        """Start, run until SIGTERM/SIGINT, stop. Returns the exit status (0); a failed
+        start-up raises AgentError after cleaning up."""
+        previous = self._install_signal_handlers()
+        try:
+            if self.start():
+                self._stop_requested.wait()
+            self.stop()
+            return 0
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def request_stop(self, why: str = "stop requested") -> None:
+        """Ask the running agent to stop (thread- and signal-safe)."""
+        if self._stop_requested.is_set():
+            LOG.info("%s: already stopping", why)
+            return
+        LOG.info("%s: stopping", why)
+        self._stop_requested.set()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(
+                signum, lambda num, _frame: self.request_stop(signal.Signals(num).name))
+        return previous
+
+    def start(self) -> bool:
+        """The start-up sequence. True when the agent is running; False when a stop was
+        requested during start-up. Raises AgentError (after cleaning up) when a step fails."""
+        with request_context():
+            try:
+                self._register_and_beat(start_heartbeat=True)
+                if self.host_work is not None:
+                    self._status("registered; running init_host and the first resource audit")
+                    if not self._start_host_work_interruptibly():
+                        return False
+                self._start_scheduler()
+                self._finish_starting()
+            except Exception as exc:  # noqa: BLE001 - every failure ends start-up the same way
+                raise self._start_failed(exc) from exc
+            self.notifier.ready(status="running")
+            LOG.info("compute agent running on host %s (service id %s)", self.conf.host,
+                     self.service.id)
+            self._start_watchdog()
+            return True
+
+    def stop(self) -> None:
+        """Shut down in order; each step bounded by graceful_shutdown_timeout."""
+        timeout = float(self.conf.graceful_shutdown_timeout)
+        with request_context():
+            self.notifier.stopping(status="stopping")
+            self._watchdog_stop.set()
+            if self.scheduler is not None:
+                self._bounded("periodic jobs", lambda: self.scheduler.shutdown(wait=True),
+                              timeout)
+            if self.host_work is not None:
+                self._bounded("host work", self.host_work.stop, timeout)
+            if self.heartbeat is not None:
+                self.heartbeat.stop(timeout=min(timeout, 10.0))
+            if self.db is not None:
+                self.db.dispose()
+            self.notifier.close()
+            LOG.info("compute agent stopped%s",
+                     "" if self.clean_exit else " (some work did not finish in time)")
+
+    # -- agent --once -------------------------------------------------------------------------
+    def run_once(self) -> object:
+        """One start-up pass without the scheduler: register, one beat, the host work's
+        start(); returns its report (or a ServiceReport without host work) and stops."""
+        with request_context():
+            try:
+                self._register_and_beat(start_heartbeat=False)
+                if self.host_work is not None:
+                    self.host_work.start()
+                self._finish_starting()
+                if self.host_work is not None:
+                    return self.host_work.report()
+                return self._service_report()
+            except Exception as exc:  # noqa: BLE001
+                raise self._start_failed(exc) from exc
+            finally:
+                if self.host_work is not None:
+                    self._bounded("host work", self.host_work.stop,
+                                  float(self.conf.graceful_shutdown_timeout))
+                if self.db is not None:
+                    self.db.dispose()
+
+    # -- start-up steps -----------------------------------------------------------------------
+    def _register_and_beat(self, *, start_heartbeat: bool) -> None:
+        from agent.db import migrate
+        from agent.db.engine import database_from_conf
+        from agent.heartbeat import Heartbeat
+        from agent.registry import register_service
+
+        conf = self.conf
+        self._status("opening the database")
+        self.db = (self._database_factory or database_from_conf)(conf)
+        LOG.info("database %s", self.db.url)
+        auto_upgrade = self.db.engine.url.get_backend_name() == "sqlite"
+        migrate.ensure_schema(self.db, auto_upgrade=auto_upgrade)
+        self._status("registering the service")
+        self.service = register_service(self.db, conf.host,
+                                        enable_new=conf.enable_new_services, starting=True)
+        interval = conf.report_interval
+        # The first beat goes out here, before any host work; the thread then beats every
+        # interval from now.
+        self.heartbeat = Heartbeat(self.db, self.service.id, interval, initial_delay=interval,
+                                   host=self.service.host, binary=self.service.binary)
+        self.heartbeat.beat()
+        if start_heartbeat:
+            self.heartbeat.start()
+        LOG.info("service id %s registered for host %s (%s); heartbeat every %s s",
+                 self.service.id, self.service.host,
+                 "disabled: " + self.service.disabled_reason if self.service.disabled
+                 else "enabled", interval)
+        if self._host_work_factory is None:
+            LOG.warning("no host work is plugged in: the agent registers and heartbeats, "
+                        "and runs no driver, no init_host and no resource audit")
+        else:
+            self.host_work = self._host_work_factory(conf, self.db, self.service, self.dry_run)
+
+    def _start_host_work_interruptibly(self) -> bool:
+        """Run host_work.start() on its own thread so that a stop request is honoured at
+        once; True when it finished, False when a stop came first. Its error is re-raised."""
+        outcome: dict[str, BaseException] = {}
+
+        def target() -> None:
+            with request_context():
+                try:
+                    self.host_work.start()
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name="host-work-start", daemon=True)
+        thread.start()
+        while thread.is_alive() and not self._stop_requested.is_set():
+            thread.join(0.2)
+        if thread.is_alive():
+            LOG.info("stop requested while the host work was starting")
+            return False
+        if "error" in outcome:
+            raise outcome["error"]
+        return not self._stop_requested.is_set()
+
+    def _start_scheduler(self) -> None:
+        from agent.scheduler import PeriodicScheduler
+
+        jobs = list(self.host_work.periodic_jobs()) if self.host_work is not None else []
+        self.scheduler = PeriodicScheduler(jobs, fuzzy_delay=self.conf.periodic_fuzzy_delay)
+        self.scheduler.start()
+
+    def _finish_starting(self) -> None:
+        from agent.registry import finish_starting
+
+        finish_starting(self.db, self.service.id)
+
+    def _start_failed(self, exc: BaseException) -> AgentError:
+        reason = short_reason(exc)
+        LOG.error("start-up failed: %s", reason)
+        LOG.debug("start-up failure", exc_info=exc)
+        self.notifier.stopping(status=f"start-up failed: {reason}")
+        self._watchdog_stop.set()
+        if self.service is not None and self.db is not None:
+            self._mark_start_failed(reason)
+        if isinstance(exc, AgentError):
+            return exc
+        return StartupError(f"start-up failed: {reason}")
+
+    def _mark_start_failed(self, reason: str) -> None:
+        """Replace 'AUTO: starting' by 'AUTO: start-up failed: <reason>', in one conditional
+        UPDATE: a row an operator disabled meanwhile keeps the operator's reason."""
+        from sqlalchemy import update
+
+        from agent.db.models import Service
+        from agent.registry import AUTO_STARTING
+
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(update(Service)
+                             .where(Service.id == self.service.id, Service.disabled.is_(True),
+                                    Service.disabled_reason == AUTO_STARTING)
+                             .values(disabled_reason=start_failed_reason(reason)))
+        except Exception as exc:  # noqa: BLE001 - already failing; say so and go on
+            LOG.warning("could not record the failed start-up on the service row: %s",
+                        short_reason(exc))
+
+    def _service_report(self) -> ServiceReport:
+        from sqlalchemy import select
+
+        from agent.db.models import Service
+
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(Service.disabled, Service.disabled_reason,
+                                      Service.report_count)
+                               .where(Service.id == self.service.id)).one()
+        return ServiceReport(host=self.service.host, binary=self.service.binary,
+                             service_id=self.service.id, service_uuid=self.service.uuid,
+                             disabled=bool(row.disabled), disabled_reason=row.disabled_reason,
+                             report_count=row.report_count)
+
+    def _status(self, text: str) -> None:
+        LOG.info("%s", text)
+        self.notifier.status(text)
+
+    # -- running ------------------------------------------------------------------------------
+    def is_healthy(self) -> bool:
+        """The heartbeat thread and the scheduler are alive and on time."""
+        return bool(self.heartbeat is not None and self.heartbeat.is_healthy()
+                    and self.scheduler is not None and self.scheduler.is_healthy())
+
+    def _start_watchdog(self) -> None:
+        if self.watchdog_seconds is None or not self.notifier.enabled:
+            return
+        period = self.watchdog_seconds / 2
+        LOG.info("systemd watchdog: %.3g s; WATCHDOG=1 every %.3g s while healthy",
+                 self.watchdog_seconds, period)
+        self._watchdog_thread = threading.Thread(target=self._watchdog_loop, args=(period,),
+                                                 name="watchdog", daemon=True)
+        self._watchdog_thread.start()
+
+    def _watchdog_loop(self, period: float) -> None:
+        unhealthy_since: float | None = None
+        while True:
+            healthy = self.is_healthy()
+            if healthy:
+                self.notifier.watchdog()
+                if unhealthy_since is not None:
+                    LOG.info("healthy again after %.0f s: WATCHDOG=1 resumed",
+                             time.monotonic() - unhealthy_since)
+                    unhealthy_since = None
+            elif unhealthy_since is None:
+                unhealthy_since = time.monotonic()
+                LOG.error("unhealthy (heartbeat %s, scheduler %s): WATCHDOG=1 withheld; "
+                          "systemd restarts the agent if this lasts",
+                          "ok" if self.heartbeat and self.heartbeat.is_healthy() else "stuck",
+                          "ok" if self.scheduler and self.scheduler.is_healthy() else "stopped")
+            if self._watchdog_stop.wait(period):
+                return
+
+    def _bounded(self, what: str, func: Callable[[], None], timeout: float) -> None:
+        """Run a shutdown step, waiting at most `timeout` seconds for it."""
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                func()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, name=f"stop-{what.replace(' ', '-')}",
+                                  daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            self.clean_exit = False
+            LOG.error("%s did not stop within %g s (graceful_shutdown_timeout); exiting "
+                      "without it", what, timeout)
+        elif errors:
+            LOG.error("stopping %s failed: %s", what, short_reason(errors[0]),
+                      exc_info=errors[0])
