@@ -74,14 +74,21 @@ def cpu_info(capabilities_xml: str, node: NodeInfo) -> dict:
         "model": (cpu.findtext("model") or "").strip() or None,
         "vendor": (cpu.findtext("vendor") or "").strip() or None,
         "topology": {
-            "cells": int(cells.get("num")) if cells is not None and cells.get("num", "").isdigit()
-            else node.nodes,
+            "cells": _cell_count(cells) or node.nodes,
             "sockets": topo("sockets", node.sockets),
             "cores": topo("cores", node.cores),
             "threads": topo("threads", node.threads),
         },
         "features": sorted(features),
     }
+
+
+def _cell_count(cells: ET.Element | None) -> int:
+    """NUMA cells in the capabilities XML; 0 when it does not say (libvirt's test hypervisor
+    reports num='0' for a custom node)."""
+    if cells is None or not cells.get("num", "").isdigit():
+        return 0
+    return int(cells.get("num"))
 
 
 def cpu_info_json(capabilities_xml: str, node: NodeInfo) -> str:
