@@ -170,7 +170,7 @@ def _uuid(value: Any) -> str:
 def _power(value: Any) -> PowerState:
     if isinstance(value, str) and value in POWER_STATE_WORDS:
         return POWER_STATE_WORDS[value]
-    raise _Invalid(f"power_state {value!r} is not one of {', '.join(POWER_STATE_WORDS)}"
+    raise _Invalid(f"{value!r} is not one of {', '.join(POWER_STATE_WORDS)}"
                    f"{_suggest(str(value), POWER_STATE_WORDS)}")
 
 
