@@ -1,0 +1,82 @@
+"""The shipped unit file, checked by systemd's own tools, and kept in step with the agent."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.options import find
+from tests.conftest import require_tier
+
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "compute-agent.service"
+MAX_EXPOSURE = 5.0
+
+
+@pytest.fixture
+def systemd_analyze():
+    path = shutil.which("systemd-analyze")
+    require_tier("systemd", path is not None, "systemd-analyze is not installed")
+    return path
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def seconds(value: str) -> float:
+    units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+    match = re.fullmatch(r"(\d+)\s*([a-z]*)", value)
+    assert match and match.group(2) in units, f"unexpected time span {value!r}"
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def test_unit_verifies_without_any_warning(tmp_path, systemd_analyze):
+    # verify checks that ExecStart's binary exists: check a copy that points at this
+    # checkout's agent (the shipped path is where `pip install` as root puts it).
+    agent = Path(sys.executable).with_name("agent")
+    require_tier("systemd", agent.exists(), f"{agent} is not installed (pip install -e .)")
+    text = UNIT.read_text(encoding="utf-8")
+    shipped = "ExecStart=/usr/local/bin/agent "
+    assert shipped in text
+    copy = tmp_path / UNIT.name
+    copy.write_text(text.replace(shipped, f"ExecStart={agent} "), encoding="utf-8")
+    result = subprocess.run([systemd_analyze, "verify", str(copy)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.stderr == ""
+    assert result.returncode == 0
+
+
+def test_unit_exposure_is_at_most_five(systemd_analyze):
+    result = subprocess.run([systemd_analyze, "security", "--offline=true", str(UNIT)],
+                            capture_output=True, text=True, timeout=120)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE
+
+
+def test_unit_matches_what_the_agent_does():
+    settings = unit_settings(UNIT.read_text(encoding="utf-8"))
+    assert settings["Type"] == ["notify"]
+    assert settings["NotifyAccess"] == ["main"]
+    assert settings["Restart"] == ["on-failure"]
+    assert "network-online.target" in settings["After"][0]
+    assert "libvirtd.service" in settings["After"][0]
+    # systemd must not kill the agent while it is still stopping by itself.
+    graceful = find("DEFAULT", "graceful_shutdown_timeout").default
+    assert seconds(settings["TimeoutStopSec"][0]) > graceful
+    # One missed WATCHDOG=1 (sent every half period) must not restart the agent: the period
+    # exceeds what the heartbeat's health allows by default (2 x report_interval + 1 s).
+    report_interval = find("DEFAULT", "report_interval").default
+    assert seconds(settings["WatchdogSec"][0]) / 2 >= report_interval
+    assert set(settings["CapabilityBoundingSet"][0].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
