@@ -31,7 +31,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from agent.errors import FirewallError
 from agent.network.executor import Executor, ProcessError
@@ -54,6 +54,7 @@ _RULE_RE = re.compile(r"(?:\[(\d+:\d+)\]\s+)?-A\s+(\S+)\s*(.*)\Z")
 _CHAIN_DECL_RE = re.compile(r":(\S+)\s+(\S+)")
 _TARGET_RE = re.compile(r"(?:^|\s)-[jg]\s+(\S+)")
 _ERROR_LINE_RE = re.compile(r"line:?\s+(\d+)")
+_QUOTED_RE = re.compile(r"['`]([^'`\s]+)'")
 
 
 @dataclass
@@ -202,6 +203,15 @@ def error_context(lines: Sequence[str], stderr: str) -> tuple[int | None, str]:
     if match is None:
         return None, ""
     number = int(match.group(1))
+    if 0 < number <= len(lines) and lines[number - 1] == "COMMIT":
+        # The nf_tables variant checks jump targets when the batch is committed and reports
+        # the COMMIT line; the rule at fault is the first one jumping to the name it quotes.
+        for name in _QUOTED_RE.findall(stderr):
+            culprit = next((n for n, line in enumerate(lines, 1)
+                            if rule_target(line) == name), None)
+            if culprit is not None:
+                number = culprit
+                break
     first = max(1, number - CONTEXT_LINES)
     last = min(len(lines), number + CONTEXT_LINES)
     shown = [f"{'>' if n == number else ' '} {n:6d}  {lines[n - 1]}"
@@ -217,7 +227,7 @@ class IptablesManager:
     """
 
     def __init__(self, prefix: str, executor: Executor, *, families: Sequence[int] = (4, 6),
-                 dry_run: bool = False):
+                 dry_run: bool = False, tools: Mapping[int, tuple[str, str]] | None = None):
         if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
             raise ValueError(
                 f"iptables chain prefix {prefix!r} must be a letter followed by at most "
@@ -228,6 +238,10 @@ class IptablesManager:
         self.prefix = prefix
         self.families = tuple(dict.fromkeys(families))
         self.dry_run = dry_run
+        # (save, restore) command per family; e.g. the iptables-legacy-* pair instead
+        self.tools = dict(TOOLS if tools is None else tools)
+        if any(family not in self.tools for family in self.families):
+            raise ValueError(f"no save/restore commands given for families {self.families}")
         self._executor = executor
         self._models = {family: _Model() for family in self.families}
         self._lock = threading.RLock()
@@ -357,7 +371,7 @@ class IptablesManager:
                 raise FirewallError("; ".join(errors))
 
     def _apply_family(self, family: int) -> None:
-        save_cmd, restore_cmd = TOOLS[family]
+        save_cmd, restore_cmd = self.tools[family]
         model = self._models[family]
         try:
             saved_text = self._executor.run([save_cmd, "-c", "-t", "filter"], None)

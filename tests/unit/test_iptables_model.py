@@ -269,3 +269,14 @@ def test_error_context_finds_the_failing_line(stderr, number):
         assert "line10" not in context
     else:
         assert context == ""
+
+
+def test_error_at_commit_points_at_the_rule_jumping_to_the_missing_chain():
+    # The nf_tables variant reports a missing jump target at the COMMIT line.
+    text = ["*filter", ":INPUT ACCEPT [0:0]", ":cagent-a - [0:0]", "-A cagent-a -j ACCEPT",
+            "-A cagent-a -j NOSUCH", "-A cagent-a -j DROP", "COMMIT"]
+    number, context = error_context(
+        text, "iptables-restore v1.8.9 (nf_tables): Chain 'NOSUCH' does not exist\n"
+              "Error occurred at line: 7\nTry `iptables-restore -h' for more information.")
+    assert number == 5
+    assert ">       5  -A cagent-a -j NOSUCH" in context

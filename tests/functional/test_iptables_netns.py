@@ -1,0 +1,225 @@
+"""The firewall against the real iptables-save / iptables-restore (and ip6tables-*), run inside a
+private network namespace so the host's rules are never touched.
+
+Each test gets a fresh namespace: a `unshare -n sleep infinity` process, entered with
+`nsenter --net=/proc/PID/ns/net`. Every test runs twice: with the commands the system provides
+under their plain names (what the agent runs; on Debian 12 the nf_tables variant) and with the
+iptables-legacy-* commands. Needs root; tier 'netns'.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from agent.errors import FirewallError
+from agent.network.executor import RecordingExecutor, SubprocessExecutor
+from agent.network.firewall import IptablesFirewall
+from agent.network.iptables import IptablesManager
+from agent.network.network_info import parse_network_info
+from tests.conftest import require_tier
+
+pytestmark = pytest.mark.netns
+
+VARIANTS = {
+    "default": {4: ("iptables-save", "iptables-restore"),
+                6: ("ip6tables-save", "ip6tables-restore")},
+    "legacy": {4: ("iptables-legacy-save", "iptables-legacy-restore"),
+               6: ("ip6tables-legacy-save", "ip6tables-legacy-restore")},
+}
+
+
+def netns_missing(tools) -> str | None:
+    if os.geteuid() != 0:
+        return "needs root for a private network namespace"
+    needed = [*tools[4], *tools[6], "nsenter", "unshare"]
+    missing = [tool for tool in needed if shutil.which(tool) is None]
+    return f"missing commands: {', '.join(missing)}" if missing else None
+
+
+@pytest.fixture(params=list(VARIANTS))
+def tools(request):
+    return VARIANTS[request.param]
+
+
+@pytest.fixture
+def netns(tools):
+    """The nsenter prefix of a fresh private network namespace."""
+    reason = netns_missing(tools)
+    require_tier("netns", reason is None, reason or "")
+    proc = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+    try:
+        host_ns = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if os.readlink(f"/proc/{proc.pid}/ns/net") != host_ns:
+                    break
+            except FileNotFoundError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                require_tier("netns", False, "unshare -n did not start a network namespace")
+            time.sleep(0.01)
+        yield ["nsenter", f"--net=/proc/{proc.pid}/ns/net"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def executor(netns, tools):
+    executor = RecordingExecutor(SubprocessExecutor(netns))
+    executor.tools = tools  # which variant this test runs, for the helpers below
+    return executor
+
+
+def make_firewall(executor) -> IptablesFirewall:
+    return IptablesFirewall(IptablesManager("cagent", executor, tools=executor.tools))
+
+
+def restores(executor, family: int) -> int:
+    return executor.count(executor.tools[family][1])
+
+
+def save(executor, family: int) -> list[str]:
+    tool = executor.tools[family][0]
+    return [line for line in executor.inner.run([tool]).splitlines()
+            if line and not line.startswith("#")]
+
+
+def host_tables() -> list[str]:
+    out = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        text = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
+        out.extend(line for line in text.splitlines() if not line.startswith("#"))
+    return out
+
+
+def uuid_of(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def vifs_of(i: int):
+    return parse_network_info(uuid_of(i), [{
+        "id": f"port-{i}", "address": "fa:16:3e:00:00:01",
+        "fixed_ips": [{"address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"},
+                      {"address": f"2001:db8::{i:x}"}],
+        "rules": [{"protocol": "tcp", "port_min": 22},
+                  {"protocol": "icmp", "ethertype": 6},
+                  {"protocol": "udp", "port_min": 5000, "port_max": 5100,
+                   "source_cidr": "192.0.2.0/24"}]}])
+
+
+def start(firewall, numbers) -> None:
+    with firewall.defer_apply():
+        for i in numbers:
+            firewall.prepare_instance(uuid_of(i), f"vm-{i}", vifs_of(i))
+
+
+def test_rules_land_in_the_namespace_and_not_on_the_host(executor):
+    host_before = host_tables()
+    firewall = make_firewall(executor)
+    start(firewall, [1, 2])
+    chain = firewall.manager.hashed_chain_name(f"{uuid_of(1)}/port-1")
+    v4, v6 = save(executor, 4), save(executor, 6)
+    assert "-A FORWARD -j cagent-fwd" in v4 and "-A FORWARD -j cagent-fwd" in v6
+    assert f"-A cagent-fwd -d 10.0.0.1/32 -j {chain}" in v4
+    assert f"-A {chain} -p tcp -m tcp --dport 22 -j ACCEPT" in v4
+    assert f"-A {chain} -s 192.0.2.0/24 -p udp -m udp --dport 5000:5100 -j ACCEPT" in v4
+    assert f"-A cagent-fwd -d 2001:db8::1/128 -j {chain}" in v6
+    assert f"-A {chain} -p ipv6-icmp -j ACCEPT" in v6
+    assert f"-A {chain} -j DROP" in v4 and f"-A {chain} -j DROP" in v6
+    assert host_tables() == host_before
+    assert not [line for line in host_tables() if "cagent" in line]
+
+
+@pytest.mark.parametrize("count", [1, 300])
+def test_one_restore_per_family_whatever_the_instance_count(executor, count):
+    firewall = make_firewall(executor)
+    start(firewall, range(count))
+    assert restores(executor, 4) == 1
+    assert restores(executor, 6) == 1
+    chains = {line for line in save(executor, 4) if line.startswith(":cagent-i")}
+    assert len(chains) == count
+    # a second start-up with nothing changed finds the tables up to date: no restore at all
+    executor.clear()
+    again = make_firewall(executor)
+    start(again, range(count))
+    assert restores(executor, 4) == 0 and restores(executor, 6) == 0
+
+
+def test_chains_of_instances_that_are_gone_are_removed(executor):
+    firewall = make_firewall(executor)
+    start(firewall, range(5))
+    gone = [firewall.manager.hashed_chain_name(f"{uuid_of(i)}/port-{i}") for i in (3, 4)]
+    firewall.retain_only([uuid_of(i) for i in range(3)])
+    for family in (4, 6):
+        text = "\n".join(save(executor, family))
+        assert not [chain for chain in gone if chain in text]
+        assert text.count(":cagent-i") == 3
+    # after a restart, an agent that only knows instances 0 and 1 drops the others' chains
+    restarted = make_firewall(executor)
+    start(restarted, [0, 1])
+    assert "\n".join(save(executor, 4)).count(":cagent-i") == 2
+    assert "10.0.0.2/32" not in "\n".join(save(executor, 4))
+
+
+FOREIGN = {
+    4: "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+       ":other-owner - [0:0]\n:cagentx - [0:0]\n"
+       "-A FORWARD -s 198.51.100.0/24 -j ACCEPT\n-A FORWARD -j other-owner\n"
+       "-A other-owner -p tcp -m tcp --dport 443 -j ACCEPT\n-A cagentx -j RETURN\nCOMMIT\n",
+    6: "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+       ":other-owner - [0:0]\n-A FORWARD -s 2001:db8:ffff::/48 -j ACCEPT\n"
+       "-A other-owner -j RETURN\nCOMMIT\n",
+}
+
+
+def test_other_owners_rules_and_chains_survive_untouched(executor):
+    for family, text in FOREIGN.items():
+        executor.inner.run([executor.tools[family][1]], text)
+    before = {family: save(executor, family) for family in (4, 6)}
+    firewall = make_firewall(executor)
+    start(firewall, range(3))
+    firewall.retain_only([uuid_of(0)])
+    for family in (4, 6):
+        after = save(executor, family)
+        assert [line for line in after if "cagent-" not in line] == before[family]
+        assert after.index("-A FORWARD -j cagent-fwd") < min(
+            i for i, line in enumerate(after) if line.startswith("-A FORWARD -s"))
+    assert ":cagentx - [0:0]" in save(executor, 4)  # same letters, no dash: not ours
+
+
+def test_failed_restore_keeps_earlier_rules_and_logs_the_lines_around(executor, caplog):
+    firewall = make_firewall(executor)
+    start(firewall, range(3))
+    before = {family: save(executor, family) for family in (4, 6)}
+    manager = firewall.manager
+    chain = manager.hashed_chain_name(f"{uuid_of(1)}/port-1")
+    good = list(manager.chains(4)[chain])
+    # A line the validation layer would refuse, put straight into the model: the target
+    # does not exist, so iptables-restore rejects the whole table.
+    with caplog.at_level(logging.ERROR, logger="agent.network.iptables"):
+        with pytest.raises(FirewallError, match="restore failed at line .*NOSUCHTARGET'"):
+            with manager.defer_apply():
+                manager.set_rules(4, chain, good[:2] + ["-j NOSUCHTARGET"] + good[2:])
+                manager.set_rules(6, chain, ["-j NOSUCHTARGET6"])
+    assert {family: save(executor, family) for family in (4, 6)} == before
+    failing = [r for r in caplog.records if "failed; the previous" in r.getMessage()]
+    assert len(failing) == 2
+    v4 = next(r.getMessage() for r in failing if "IPv4" in r.getMessage())
+    lines = v4.splitlines()
+    marked = [line for line in lines if line.startswith(">")]
+    assert len(marked) == 1 and marked[0].endswith(f"-A {chain} -j NOSUCHTARGET")
+    assert any(line.endswith(f"-A {chain} {good[1]}") for line in lines)  # the line before
+    assert any(line.endswith(f"-A {chain} {good[2]}") for line in lines)  # and after
+    # once the model is right again, the next apply goes through
+    with manager.defer_apply():
+        manager.set_rules(4, chain, good)
+        manager.set_rules(6, chain, ["-j DROP"])
+    assert f"-A {chain} -j DROP" in save(executor, 6)
