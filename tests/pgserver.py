@@ -5,7 +5,7 @@ Use it from a test module with::
     from tests.pgserver import throwaway_postgresql  # noqa: F401  (a pytest fixture)
 
     def test_something(throwaway_postgresql):
-        url = throwaway_postgresql.url          # postgresql+psycopg://postgres@127.0.0.1:PORT/postgres
+        url = throwaway_postgresql.url  # postgresql+psycopg://postgres@127.0.0.1:PORT/postgres
         throwaway_postgresql.stop()             # the outage
         throwaway_postgresql.start()            # same port, same data
 
