@@ -279,4 +279,4 @@ def test_error_at_commit_points_at_the_rule_jumping_to_the_missing_chain():
         text, "iptables-restore v1.8.9 (nf_tables): Chain 'NOSUCH' does not exist\n"
               "Error occurred at line: 7\nTry `iptables-restore -h' for more information.")
     assert number == 5
-    assert ">       5  -A cagent-a -j NOSUCH" in context
+    assert ">      5  -A cagent-a -j NOSUCH" in context
