@@ -1,0 +1,290 @@
+"""ComputeManager: start-up of this host's instances (init_host) and their power states.
+
+`init_host` follows DESIGN.md step 5: this host's instances in one query (plus one for guests
+found here that the database gives to another host), the firewall deferred, lifecycle events
+held, evacuated guests destroyed, every other instance planned by `decisions.plan_instance` and
+the plan executed through the driver, one firewall apply, then every database change written in
+batches. One failing instance never stops the others. In a dry run, plans are logged and
+reported and nothing is changed: no driver mutation, no firewall change, no database write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+from agent.compute import states
+from agent.compute.decisions import InstanceState, OnError, Op, Plan, Step, plan_instance
+from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)
+from agent.compute.power_sync import PowerStateSync
+from agent.db import compute_queries as q
+from agent.errors import InstanceNotFound
+from agent.virt.driver import ComputeDriver
+from agent.virt.types import VIF, InstanceInfo, InstanceRef, PowerState, RebootType
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstanceOutcome:
+    """One instance after start-up, as the inventory shows it."""
+
+    uuid: str
+    name: str
+    vm_state: str | None
+    task_state: str | None
+    power_state: int | None
+    action: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class UnknownDomain:
+    """A guest on the hypervisor that no live instance row knows."""
+
+    uuid: str
+    name: str
+    power_state: int
+
+
+@dataclass(frozen=True)
+class InitHostResult:
+    instances: tuple[InstanceOutcome, ...]
+    evacuated: tuple[EvacuationOutcome, ...]
+    unknown_domains: tuple[UnknownDomain, ...]
+    dry_run: bool = False
+
+
+class ComputeManager:
+    """Start-up and power-state work for one host, through one driver and one firewall."""
+
+    def __init__(self, conf, db, driver: ComputeDriver, firewall, *, host: str | None = None,
+                 dry_run: bool = False):
+        self.conf = conf
+        self.db = db
+        self.driver = driver
+        self.firewall = firewall
+        self.host = host or conf.host
+        self.dry_run = dry_run
+        self.power_sync = PowerStateSync(db, driver, self.host, dry_run=dry_run)
+
+    # -- init_host ----------------------------------------------------------------------------
+    def init_host(self) -> InitHostResult:
+        """Run start-up for every instance of this host. Call only after the node identity was
+        checked (evacuated guests are destroyed here)."""
+        guests = {g.uuid: g for g in self.driver.list_instances()}
+        with self.db.sessions() as session:
+            instances = q.load_host_instances(session, self.host)
+            known = {r.uuid for r in instances}
+            others = q.load_instances_by_uuid(session, [u for u in guests if u not in known])
+            migrations = q.load_host_migrations(session, self.host)
+        records = instances + others
+        LOG.info("init_host: %d instances of host %s, %d guests on the hypervisor, "
+                 "%d open migrations", len(instances), self.host, len(guests), len(migrations))
+
+        self._init_virt_events()
+        evac_outcomes: list[EvacuationOutcome] = []
+        migration_statuses: dict[int, str] = {}
+        outcomes: list[InstanceOutcome] = []
+        updates: list[q.InstanceUpdate] = []
+        by_uuid = {r.uuid: r for r in records}
+        with self.firewall_deferred():
+            if self.driver.capabilities.supports_evacuate:
+                plans = plan_evacuations(migrations, self.host,
+                                         {u: g.name for u, g in guests.items()},
+                                         self.conf.compute.shared_storage)
+                evac_outcomes, migration_statuses = destroy_evacuated(
+                    self.driver, plans, dry_run=self.dry_run,
+                    network_info=lambda uuid: self._vifs(by_uuid.get(uuid), quiet=True))
+                evacuated = {p.instance_uuid for p in plans}
+            else:
+                evacuated = set()
+            kept: list[str] = []
+            for rec in records:
+                if rec.uuid in evacuated:
+                    continue
+                outcome, update, mig_changes = self._init_instance(rec, guests.get(rec.uuid),
+                                                                   migrations)
+                outcomes.append(outcome)
+                if update is not None:
+                    updates.append(update)
+                migration_statuses.update(mig_changes)
+                if rec.host == self.host and outcome.action not in ("deleted", "skipped"):
+                    kept.append(rec.uuid)
+            if not self.dry_run:
+                self.firewall.retain_only(kept)
+        if not self.dry_run and (updates or migration_statuses):
+            with self.db.sessions.begin() as session:
+                q.update_instances(session, updates)
+                q.set_migration_statuses(session, migration_statuses)
+        if not self.dry_run:
+            self.power_sync.release()
+        unknown = tuple(UnknownDomain(g.uuid, g.name, int(g.power_state))
+                        for g in guests.values() if g.uuid not in by_uuid)
+        if unknown:
+            LOG.warning("%d guests on the hypervisor have no instance in the database "
+                        "(left alone): %s", len(unknown),
+                        ", ".join(f"{d.name} ({d.uuid})" for d in unknown[:10])
+                        + (" ..." if len(unknown) > 10 else ""))
+        self._log_summary(outcomes, evac_outcomes)
+        return InitHostResult(tuple(outcomes), tuple(evac_outcomes), unknown, self.dry_run)
+
+    def firewall_deferred(self):
+        return self.firewall.defer_apply()
+
+    def _init_virt_events(self) -> None:
+        if self.dry_run:
+            LOG.info("dry run: lifecycle events are not handled")
+            return
+        if not self.conf.workarounds.handle_virt_lifecycle_events:
+            if self.conf.sync_power_state_interval < 0:
+                LOG.warning("lifecycle events are ignored ([workarounds] "
+                            "handle_virt_lifecycle_events = false) and the power-state sync "
+                            "is disabled: instance power states will go stale")
+            else:
+                LOG.info("lifecycle events are ignored ([workarounds] "
+                         "handle_virt_lifecycle_events = false)")
+            return
+        self.power_sync.hold()
+        self.driver.register_event_listener(self.power_sync.on_event)
+        self.power_sync.start_worker()
+
+    def stop(self) -> None:
+        self.driver.register_event_listener(None)
+        self.power_sync.stop_worker()
+
+    def sync_power_states(self) -> int:
+        """The periodic power-state sync (one listing, one read, one batched write)."""
+        return self.power_sync.sync_power_states()
+
+    # -- _init_instance -----------------------------------------------------------------------
+    def _init_instance(self, rec: q.InstanceRecord, guest: InstanceInfo | None,
+                       migrations: Sequence[q.MigrationRecord]):
+        """Plan and execute one instance. Returns (outcome, update or None, migration
+        statuses). Never raises."""
+        name = guest.name if guest is not None else rec.name
+        ref = InstanceRef(rec.uuid, name)
+        try:
+            power = self.driver.get_info(ref, use_cache=False).power_state
+        except InstanceNotFound:
+            power = PowerState.NOSTATE
+        except Exception as exc:  # noqa: BLE001 - one instance never stops the others
+            LOG.error("instance %s: cannot read its guest: %s", rec.uuid, exc)
+            return (InstanceOutcome(rec.uuid, name, rec.vm_state, rec.task_state,
+                                    rec.power_state, "failed", str(exc)), None, {})
+        state = InstanceState(rec.uuid, name, rec.host, rec.vm_state, rec.task_state,
+                              rec.power_state, rec.old_vm_state)
+        plan = plan_instance(state, power, host=self.host,
+                             resume_guests=self.conf.resume_guests_state_on_host_boot)
+        if plan.action == "skipped-other-host":
+            LOG.warning("instance %s (guest %s) is here but the database gives it to host %s "
+                        "and no evacuation record names this host: skipping, not touching it",
+                        rec.uuid, name, rec.host)
+        return self._execute(rec, ref, plan, migrations)
+
+    def _execute(self, rec: q.InstanceRecord, ref: InstanceRef, plan: Plan,
+                 migrations: Sequence[q.MigrationRecord]):
+        values = {"vm_state": rec.vm_state, "task_state": rec.task_state,
+                  "power_state": rec.power_state}
+        values.update(plan.changes)
+        deleted = False
+        action, error = plan.action, None
+        mig_changes: dict[int, str] = {}
+        if plan.changes and self.dry_run:
+            LOG.info("dry run: instance %s would be saved with %s", rec.uuid, plan.changes)
+        for step in plan.steps:
+            try:
+                self._run_step(rec, ref, step, migrations, mig_changes)
+            except NotImplementedError:
+                LOG.warning("instance %s: the driver cannot %s", rec.uuid, step.op.value)
+                continue
+            except Exception as exc:  # noqa: BLE001 - recorded, logged with the uuid
+                values.update(step.always)
+                if step.on_error is OnError.CONTINUE:
+                    LOG.error("instance %s: %s failed: %s (going on)", rec.uuid, step.op.value,
+                              exc)
+                    continue
+                if step.on_error is OnError.SET_ERROR:
+                    values["vm_state"] = states.ERROR
+                LOG.error("instance %s: %s failed: %s%s", rec.uuid, step.op.value, exc,
+                          "; instance set to ERROR" if step.on_error is OnError.SET_ERROR
+                          else "")
+                action, error = "failed", f"{step.op.value}: {exc}"
+                break
+            then = dict(step.then)
+            deleted = bool(then.pop("deleted", False)) or deleted
+            values.update(then)
+        changed = deleted or any(values[k] != getattr(rec, k) for k in values)
+        update = None
+        if changed:
+            update = q.InstanceUpdate(rec.id, rec.task_state, values["vm_state"],
+                                      values["task_state"], values["power_state"],
+                                      delete=deleted)
+        outcome = InstanceOutcome(rec.uuid, ref.name, values["vm_state"], values["task_state"],
+                                  values["power_state"], action, error)
+        return outcome, update, mig_changes
+
+    def _run_step(self, rec: q.InstanceRecord, ref: InstanceRef, step: Step,
+                  migrations: Sequence[q.MigrationRecord], mig_changes: dict[int, str]) -> None:
+        op = step.op
+        if op is Op.ABORT_MIGRATION:
+            for mig in migrations:
+                if (mig.instance_uuid == rec.uuid and mig.migration_type == states.LIVE_MIGRATION
+                        and mig.status in states.LIVE_MIGRATION_ACTIVE_STATUSES):
+                    mig_changes[mig.id] = "error"
+            LOG.warning("instance %s: live migration interrupted by the restart: migrations %s "
+                        "set to error%s", rec.uuid, sorted(mig_changes) or "(none open)",
+                        " [dry run]" if self.dry_run else "")
+            return
+        if self.dry_run:
+            if op is not Op.FIREWALL:
+                LOG.warning("dry run: instance %s: would %s", rec.uuid, op.value)
+            return
+        if op is Op.FIREWALL:
+            vifs = self._vifs(rec)
+            if vifs is not None:
+                self.firewall.prepare_instance(rec.uuid, ref.name, vifs)
+            return
+        vifs = self._vifs(rec) or ()
+        LOG.info("instance %s: %s", rec.uuid, op.value)
+        if op is Op.DESTROY:
+            self.driver.destroy(ref, vifs, destroy_disks=True)
+        elif op is Op.REBOOT_SOFT:
+            self.driver.reboot(ref, RebootType.SOFT)
+        elif op is Op.REBOOT_HARD:
+            self.driver.reboot(ref, RebootType.HARD)
+        elif op is Op.UNPAUSE:
+            self.driver.unpause(ref)
+        elif op is Op.POWER_OFF:
+            self.driver.power_off(ref, clean_shutdown=True)
+        elif op is Op.POWER_ON:
+            self.driver.power_on(ref)
+        elif op is Op.PLUG_VIFS:
+            self.driver.plug_vifs(ref, vifs)
+        elif op is Op.REVERT_RESIZE:
+            self.driver.finish_revert_migration(ref, vifs, power_on=step.power_on)
+        elif op is Op.RESUME:
+            self.driver.resume_state_on_host_boot(ref, vifs)
+
+    def _vifs(self, rec: q.InstanceRecord | None, quiet: bool = False
+              ) -> tuple[VIF, ...] | None:
+        """The instance's validated VIFs; None (logged) when its network_info is invalid."""
+        if rec is None:
+            return ()
+        from agent.network.network_info import parse_network_info
+
+        try:
+            return parse_network_info(rec.uuid, rec.network_info)
+        except ValueError as exc:
+            if not quiet:
+                LOG.error("%s; its firewall rules are left as they were", exc)
+            return None
+
+    def _log_summary(self, outcomes: Sequence[InstanceOutcome],
+                     evacuated: Sequence[EvacuationOutcome]) -> None:
+        counts = Counter(o.action for o in outcomes)
+        counts.update(e.action for e in evacuated)
+        LOG.info("init_host %sdone: %s", "(dry run) " if self.dry_run else "",
+                 ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "no instances")

@@ -1,0 +1,118 @@
+"""The node's identity: a uuid kept in `<state_path>/compute_id` from the day the node is first
+created, and checked against the database at every start.
+
+The check decides whether start-up may go on (and so whether evacuated guests may be
+destroyed). `check_identity` is pure; `NodeIdentityStore` reads and writes the file.
+
+===============================  =============================================================
+compute_id file / database       outcome
+===============================  =============================================================
+absent / no row                  a new node: a new uuid, written when its row is created
+absent / row (host, node)        adopted: the row's uuid is written to the file (upgrade, or a
+                                 lost state directory)
+X / row (host, node) with X      the same node: start
+X / row (host, node) with Y≠X    stop: the identity does not match
+X / no row here, X under another stop: the host was renamed (or the state directory copied)
+host or hypervisor hostname
+X / no row anywhere              a node with uuid X is created (a new database)
+===============================  =============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid as uuid_lib
+from dataclasses import dataclass
+from typing import Sequence
+
+from agent.errors import StartupError
+
+LOG = logging.getLogger(__name__)
+
+COMPUTE_ID_FILE = "compute_id"
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    uuid: str
+    nodename: str
+    row_exists: bool     # the compute_nodes row is already there
+    write_file: bool     # the file must be (re)written once the row exists
+
+
+@dataclass(frozen=True)
+class KnownNode:
+    """A compute_nodes row as the identity check sees it."""
+
+    uuid: str
+    host: str
+    hypervisor_hostname: str
+
+
+def check_identity(*, host: str, nodename: str, file_uuid: str | None, file_path: str,
+                   rows: Sequence[KnownNode], new_uuid: str) -> NodeIdentity:
+    """Decide this node's identity (see the module table). Raises StartupError, naming the file,
+    the uuids and the hosts, when the identity does not match."""
+    here = next((r for r in rows if r.host == host and r.hypervisor_hostname == nodename), None)
+    if file_uuid is not None:
+        if here is not None:
+            if here.uuid != file_uuid:
+                raise StartupError(
+                    f"node identity mismatch: {file_path} says this node is {file_uuid}, but "
+                    f"the database has node {here.uuid} for host {host!r}, hypervisor "
+                    f"{nodename!r}; refusing to start (nothing was destroyed). Restore the "
+                    "right state directory or fix the compute_nodes row")
+            return NodeIdentity(file_uuid, nodename, row_exists=True, write_file=False)
+        owner = next((r for r in rows if r.uuid == file_uuid), None)
+        if owner is not None:
+            what = ("host was renamed" if owner.host != host
+                    else "hypervisor hostname changed")
+            raise StartupError(
+                f"node identity mismatch: {file_path} says this node is {file_uuid}, which the "
+                f"database has as host {owner.host!r}, hypervisor {owner.hypervisor_hostname!r}, "
+                f"but this agent runs as host {host!r}, hypervisor {nodename!r}: the {what}? "
+                "Refusing to start (nothing was destroyed); start with the old name or move the "
+                "node in the database first")
+        return NodeIdentity(file_uuid, nodename, row_exists=False, write_file=False)
+    if here is not None:
+        LOG.warning("%s is missing: adopting node %s of host %s (hypervisor %s) from the "
+                    "database", file_path, here.uuid, host, nodename)
+        return NodeIdentity(here.uuid, nodename, row_exists=True, write_file=True)
+    return NodeIdentity(new_uuid, nodename, row_exists=False, write_file=True)
+
+
+class NodeIdentityStore:
+    """The compute_id file under state_path."""
+
+    def __init__(self, state_path: str):
+        self.path = os.path.join(state_path, COMPUTE_ID_FILE)
+
+    def read(self) -> str | None:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                text = fh.read().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StartupError(f"{self.path}: cannot read the node identity: {exc}") from None
+        try:
+            return str(uuid_lib.UUID(text))
+        except ValueError:
+            raise StartupError(f"{self.path}: not a uuid: {text[:60]!r}; the node identity "
+                               "file must hold one uuid") from None
+
+    def write(self, node_uuid: str) -> None:
+        """Atomically: a temporary file renamed over the old one."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(node_uuid + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        LOG.info("node identity %s written to %s", node_uuid, self.path)
+
+
+def new_node_uuid() -> str:
+    return str(uuid_lib.uuid4())

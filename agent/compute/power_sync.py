@@ -1,0 +1,193 @@
+"""Instance power states kept in step with the hypervisor: lifecycle events and the periodic
+`sync_power_states` (reference section 5).
+
+`decide_power_sync` is pure. `PowerStateSync` does the I/O in batches: events are queued by the
+driver's thread (the listener never blocks) and drained by a worker that re-reads each guest
+once, reads the instances in one query and writes the changed power states in one executemany.
+While start-up runs, events are held and drained at its end, so init_host's own power actions
+cost a constant number of statements.
+
+This agent has no compute API to call: where nova would stop or force-stop an instance whose
+guest disagrees with its vm_state, we copy the hypervisor's power state into the database and
+log the mismatch (vm_state is left for an operator).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Iterable
+
+from agent.compute import states
+from agent.db import compute_queries as q
+from agent.errors import InstanceNotFound
+from agent.log import request_context
+from agent.virt.driver import ComputeDriver
+from agent.virt.types import InstanceRef, LifecycleEvent, PowerState
+
+LOG = logging.getLogger(__name__)
+
+_OFF = (PowerState.SHUTDOWN, PowerState.CRASHED)
+
+
+@dataclass(frozen=True)
+class PowerDecision:
+    new_power_state: int | None  # None: leave the row alone
+    mismatch: str | None = None  # a disagreement worth a warning
+
+
+def _name(power: int | None) -> str:
+    try:
+        return PowerState(power).name.lower()
+    except ValueError:
+        return str(power)
+
+
+def decide_power_sync(rec: q.InstanceRecord, live: PowerState, host: str) -> PowerDecision:
+    """What syncing one instance does (nova's _sync_instance_power_state, without the compute
+    API calls: see the module docstring)."""
+    if rec.host != host or rec.task_state is not None:
+        return PowerDecision(None)  # moved away, or an operation is in flight
+    new = int(live) if rec.power_state != int(live) else None
+    vm = rec.vm_state
+    said = f"the database says {vm} but the guest is {_name(live)}"
+    mismatch = None
+    if vm == states.ACTIVE and live in _OFF + (PowerState.SUSPENDED,):
+        mismatch = said + " (nova would stop the instance; vm_state left for an operator)"
+    elif vm == states.ACTIVE and live in (PowerState.PAUSED, PowerState.NOSTATE):
+        mismatch = said
+    elif vm == states.STOPPED and live not in _OFF + (PowerState.NOSTATE,):
+        mismatch = said + " (nova would force it off; vm_state left for an operator)"
+    elif vm == states.PAUSED and live in _OFF:
+        mismatch = said + " (nova would force it off; vm_state left for an operator)"
+    elif vm in (states.DELETED, states.SOFT_DELETED) and live == PowerState.RUNNING:
+        mismatch = said
+    return PowerDecision(new, mismatch)
+
+
+class PowerStateSync:
+    """Event handling and the periodic sync for one host."""
+
+    def __init__(self, db, driver: ComputeDriver, host: str, *, dry_run: bool = False):
+        self.db = db
+        self.driver = driver
+        self.host = host
+        self.dry_run = dry_run
+        self._lock = threading.Lock()
+        self._pending: collections.OrderedDict[str, LifecycleEvent] = collections.OrderedDict()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._held = False
+        self._worker: threading.Thread | None = None
+
+    # -- events -------------------------------------------------------------------------------
+    def on_event(self, event: LifecycleEvent) -> None:
+        """The driver's event listener: queue (newest event per instance wins) and return."""
+        with self._lock:
+            self._pending.pop(event.instance_uuid, None)
+            self._pending[event.instance_uuid] = event
+        self._wake.set()
+
+    def hold(self) -> None:
+        """Queue events without handling them (start-up is changing guests)."""
+        with self._lock:
+            self._held = True
+
+    def release(self) -> None:
+        """Handle what was queued, now, then let the worker handle events as they come."""
+        self.process_pending()
+        with self._lock:
+            self._held = False
+        self._wake.set()
+
+    def start_worker(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="lifecycle-events",
+                                            daemon=True)
+            self._worker.start()
+
+    def stop_worker(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                held = self._held
+            if not held:
+                with request_context():
+                    try:
+                        self.process_pending()
+                    except Exception:  # noqa: BLE001 - the worker must go on
+                        LOG.exception("handling lifecycle events failed")
+
+    def process_pending(self) -> int:
+        """Handle the queued events: re-read each guest, drop stale events (the guest is no
+        longer in the event's state), sync the rest. Returns the number of rows changed."""
+        with self._lock:
+            events = list(self._pending.values())
+            self._pending.clear()
+        if not events:
+            return 0
+        live: dict[str, PowerState] = {}
+        for event in events:
+            expected = event.transition.power_state
+            try:
+                info = self.driver.get_info(InstanceRef(event.instance_uuid, ""),
+                                            use_cache=False)
+            except InstanceNotFound:
+                LOG.debug("event %s for instance %s: no such guest any more",
+                          event.transition.value, event.instance_uuid)
+                continue
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning("event %s for instance %s: cannot read the guest: %s",
+                            event.transition.value, event.instance_uuid, exc)
+                continue
+            if info.power_state != expected:
+                LOG.debug("event %s for instance %s is stale (guest is %s): dropped",
+                          event.transition.value, event.instance_uuid, _name(info.power_state))
+                continue
+            live[event.instance_uuid] = info.power_state
+        if not live:
+            return 0
+        with self.db.sessions() as session:
+            rows = q.load_instances_by_uuid(session, list(live))
+        return self._apply(rows, live, why="event")
+
+    # -- periodic -----------------------------------------------------------------------------
+    def sync_power_states(self) -> int:
+        """Every instance of this host against the hypervisor (one listing, one read, one
+        batched write); guests missing from the hypervisor read NOSTATE."""
+        guests = {g.uuid: g.power_state for g in self.driver.list_instances()}
+        with self.db.sessions() as session:
+            rows = q.load_host_instances(session, self.host)
+        if len(rows) != len(guests):
+            LOG.warning("power-state sync: %d instances in the database for host %s, %d guests "
+                        "on the hypervisor", len(rows), self.host, len(guests))
+        live = {r.uuid: guests.get(r.uuid, PowerState.NOSTATE) for r in rows}
+        return self._apply(rows, live, why="sync")
+
+    def _apply(self, rows: Iterable[q.InstanceRecord], live: dict[str, PowerState],
+               why: str) -> int:
+        changes = []
+        for rec in rows:
+            decision = decide_power_sync(rec, live[rec.uuid], self.host)
+            if decision.mismatch:
+                LOG.warning("instance %s: %s", rec.uuid, decision.mismatch)
+            if decision.new_power_state is not None:
+                LOG.info("instance %s: power_state %s -> %s (%s)%s", rec.uuid,
+                         _name(rec.power_state), _name(decision.new_power_state), why,
+                         " [dry run: not saved]" if self.dry_run else "")
+                changes.append((rec.id, decision.new_power_state))
+        if changes and not self.dry_run:
+            with self.db.sessions.begin() as session:
+                q.update_power_states(session, changes)
+        return len(changes)

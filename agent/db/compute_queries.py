@@ -1,0 +1,211 @@
+"""Every SQL statement of the compute manager and the resource tracker.
+
+Reads return frozen records; writes take lists and run as ONE executemany per kind of change, so
+the number of statements of init_host and of an audit does not grow with the instance count.
+Instance updates are conditional on the task_state that was read (compare-and-set): a change an
+operator or another service made meanwhile is not overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Collection, Iterable, Mapping, Sequence
+
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from agent.compute import states
+from agent.db.models import ComputeNode, Instance, Migration, utcnow
+
+_I = Instance.__table__
+_M = Migration.__table__
+_N = ComputeNode.__table__
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    id: int
+    uuid: str
+    display_name: str | None
+    host: str | None
+    node: str | None
+    vm_state: str | None
+    task_state: str | None
+    power_state: int | None
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    ephemeral_gb: int
+    swap: int
+    network_info: str | None
+    project_id: str | None
+    os_type: str | None
+    old_vm_state: str | None
+    old_flavor: str | None
+    new_flavor: str | None
+
+    @property
+    def name(self) -> str:
+        """The guest's name on the hypervisor (display name, else the uuid)."""
+        return self.display_name or self.uuid
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    id: int
+    uuid: str
+    instance_uuid: str
+    source_compute: str | None
+    dest_compute: str | None
+    source_node: str | None
+    dest_node: str | None
+    migration_type: str
+    status: str
+    created_at: dt.datetime | None
+    deleted: int
+
+
+@dataclass(frozen=True)
+class InstanceUpdate:
+    """New vm_state/task_state/power_state of one instance; `expected_task_state` is what was
+    read (the update is skipped when the row changed meanwhile)."""
+
+    id: int
+    expected_task_state: str | None
+    vm_state: str | None
+    task_state: str | None
+    power_state: int | None
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    id: int
+    uuid: str
+    host: str
+    hypervisor_hostname: str
+    values: Mapping[str, object]  # every column the resource tracker writes
+
+
+_INSTANCE_COLUMNS = [getattr(_I.c, f) for f in InstanceRecord.__dataclass_fields__]
+_MIGRATION_COLUMNS = [getattr(_M.c, f) for f in MigrationRecord.__dataclass_fields__]
+# Columns of compute_nodes that the resource tracker owns (compared to decide on a save).
+NODE_COLUMNS = ("service_id", "host", "hypervisor_hostname", "vcpus", "memory_mb", "local_gb",
+                "vcpus_used", "memory_mb_used", "local_gb_used", "free_ram_mb", "free_disk_gb",
+                "disk_available_least", "current_workload", "running_vms", "hypervisor_type",
+                "hypervisor_version", "cpu_info", "stats", "host_ip", "cpu_allocation_ratio",
+                "ram_allocation_ratio", "disk_allocation_ratio")
+
+
+def load_host_instances(session: Session, host: str) -> list[InstanceRecord]:
+    """One SELECT: the live (not soft-deleted) instances of `host`."""
+    rows = session.execute(select(*_INSTANCE_COLUMNS).where(_I.c.host == host, _I.c.deleted == 0)
+                           .order_by(_I.c.id))
+    return [InstanceRecord(*row) for row in rows]
+
+
+def load_tracked_instances(session: Session, host: str) -> list[InstanceRecord]:
+    """One SELECT: the live instances of `host` and those that in-progress migrations move to
+    or from it (their usage counts on this host's nodes)."""
+    moving = (select(_M.c.instance_uuid)
+              .where(or_(_M.c.source_compute == host, _M.c.dest_compute == host),
+                     _M.c.status.not_in(states.FINISHED_MIGRATION_STATUSES), _M.c.deleted == 0)
+              .scalar_subquery())
+    rows = session.execute(select(*_INSTANCE_COLUMNS)
+                           .where(or_(_I.c.host == host, _I.c.uuid.in_(moving)),
+                                  _I.c.deleted == 0).order_by(_I.c.id))
+    return [InstanceRecord(*row) for row in rows]
+
+
+def load_host_migrations(session: Session, host: str) -> list[MigrationRecord]:
+    """One SELECT: in-progress migrations from or to `host`, and evacuations from `host` whose
+    guest may still be here (soft-deleted records included, as nova reads them)."""
+    in_progress = and_(or_(_M.c.source_compute == host, _M.c.dest_compute == host),
+                       _M.c.status.not_in(states.FINISHED_MIGRATION_STATUSES),
+                       _M.c.deleted == 0)
+    evacuated = and_(_M.c.source_compute == host, _M.c.migration_type == states.EVACUATION,
+                     _M.c.status.in_(states.EVACUATION_CLEANUP_STATUSES))
+    rows = session.execute(select(*_MIGRATION_COLUMNS).where(or_(in_progress, evacuated))
+                           .order_by(_M.c.id))
+    return [MigrationRecord(*row) for row in rows]
+
+
+def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[InstanceRecord]:
+    """One SELECT: the live instances with these uuids (an empty list still runs it, so the
+    statement count does not depend on the data)."""
+    rows = session.execute(select(*_INSTANCE_COLUMNS)
+                           .where(_I.c.uuid.in_(list(uuids)), _I.c.deleted == 0)
+                           .order_by(_I.c.id))
+    return [InstanceRecord(*row) for row in rows]
+
+
+def update_instances(session: Session, updates: Sequence[InstanceUpdate]) -> None:
+    """At most two executemany UPDATEs: state changes, and completed deletes (soft delete:
+    deleted = id, deleted_at = now)."""
+    plain = [u for u in updates if not u.delete]
+    deletes = [u for u in updates if u.delete]
+    guard = and_(_I.c.id == bindparam("b_id"),
+                 _I.c.task_state.is_not_distinct_from(bindparam("b_expected")))
+    values = {"vm_state": bindparam("b_vm"), "task_state": bindparam("b_task"),
+              "power_state": bindparam("b_power"), "updated_at": utcnow()}
+    if plain:
+        session.execute(update(_I).where(guard).values(**values), [_params(u) for u in plain])
+    if deletes:
+        session.execute(update(_I).where(guard).values(**values, deleted=_I.c.id,
+                                                       deleted_at=utcnow()),
+                        [_params(u) for u in deletes])
+
+
+def _params(u: InstanceUpdate) -> dict:
+    return {"b_id": u.id, "b_expected": u.expected_task_state, "b_vm": u.vm_state,
+            "b_task": u.task_state, "b_power": u.power_state}
+
+
+def update_power_states(session: Session, changes: Iterable[tuple[int, int]]) -> None:
+    """One executemany UPDATE of instances.power_state by id."""
+    params = [{"b_id": iid, "b_power": power} for iid, power in changes]
+    if params:
+        session.execute(update(_I).where(_I.c.id == bindparam("b_id"))
+                        .values(power_state=bindparam("b_power"), updated_at=utcnow()), params)
+
+
+def set_migration_statuses(session: Session, statuses: Mapping[int, str]) -> None:
+    """One executemany UPDATE of migrations.status by id."""
+    params = [{"b_id": mid, "b_status": status} for mid, status in statuses.items()]
+    if params:
+        session.execute(update(_M).where(_M.c.id == bindparam("b_id"))
+                        .values(status=bindparam("b_status"), updated_at=utcnow()), params)
+
+
+def load_compute_nodes(session: Session, host: str,
+                       uuids: Collection[str] = ()) -> list[NodeRecord]:
+    """One SELECT: live compute_nodes rows of `host`, and any live row whose uuid is in
+    `uuids` (this node's identity, wherever the database puts it)."""
+    cond = _N.c.host == host
+    if uuids:
+        cond = or_(cond, _N.c.uuid.in_(list(uuids)))
+    rows = session.execute(select(_N).where(cond, _N.c.deleted == 0).order_by(_N.c.id))
+    return [NodeRecord(id=r.id, uuid=r.uuid, host=r.host,
+                       hypervisor_hostname=r.hypervisor_hostname,
+                       values={c: getattr(r, c) for c in NODE_COLUMNS}) for r in rows]
+
+
+def insert_compute_node(session: Session, uuid: str, values: Mapping[str, object]) -> None:
+    session.execute(insert(_N).values(uuid=uuid, **values))
+
+
+def update_compute_nodes(session: Session, changes: Sequence[tuple[int, Mapping[str, object]]]
+                         ) -> None:
+    """One executemany UPDATE of every tracker-owned column, by id."""
+    if not changes:
+        return
+    stmt = (update(_N).where(_N.c.id == bindparam("b_id"))
+            .values(updated_at=utcnow(), **{c: bindparam("b_" + c) for c in NODE_COLUMNS}))
+    session.execute(stmt, [{"b_id": nid, **{"b_" + c: values[c] for c in NODE_COLUMNS}}
+                           for nid, values in changes])
+
+
+def stats_json(stats: Mapping[str, str]) -> str:
+    return json.dumps(dict(stats), sort_keys=True)

@@ -1,0 +1,60 @@
+"""Building a host on fakevirt with a seeded database, for the compute tests."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from agent.config import load_config
+from agent.db.models import Instance, Migration
+from agent.network.firewall import NoopFirewall
+from fakevirt.driver import FakeDriver
+from fakevirt.scenario import DomainSpec, HostSpec, Scenario
+from fakevirt.seed import seed_database
+
+HOST = "cmp1"
+
+
+def make_conf(tmp_path, db, **options):
+    overrides = {("DEFAULT", "host"): HOST, ("DEFAULT", "state_path"): str(tmp_path / "state"),
+                 ("database", "connection"): db.engine.url.render_as_string(hide_password=False)}
+    for key, value in options.items():
+        section, _, name = key.rpartition("__")
+        overrides[(section or "DEFAULT", name)] = str(value).lower() \
+            if isinstance(value, bool) else str(value)
+    return load_config(None, overrides)
+
+
+def make_scenario(instances=(), domains=(), migrations=(), hostname=HOST):
+    return Scenario(HostSpec(hostname=hostname, vcpus=16, memory_mb=32768, local_gb=500,
+                             cpu_arch="x86_64"), tuple(domains), tuple(instances),
+                    tuple(migrations))
+
+
+def make_driver(conf, scenario, host=HOST):
+    driver = FakeDriver(conf, scenario=scenario)
+    driver.init_host(host)
+    return driver
+
+
+def seeded(db, scenario):
+    seed_database(db, scenario)
+    return scenario
+
+
+def domain(uuid, power, name=None):
+    return DomainSpec(uuid, name or f"guest-{uuid[:8]}", power)
+
+
+def instance_row(db, uuid):
+    """The instance row (soft-deleted rows included)."""
+    with db.sessions() as session:
+        return session.scalars(select(Instance).where(Instance.uuid == uuid)).one()
+
+
+def migration_row(db, uuid):
+    with db.sessions() as session:
+        return session.scalars(select(Migration).where(Migration.uuid == uuid)).one()
+
+
+def noop_firewall():
+    return NoopFirewall()

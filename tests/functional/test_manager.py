@@ -1,0 +1,230 @@
+"""ComputeManager.init_host on fakevirt with a real database: every _init_instance branch and
+what it leaves in the database and on the hypervisor."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+
+import pytest
+
+from agent.compute import states as s
+from agent.compute.manager import ComputeManager
+from agent.virt.types import InstanceRef, LifecycleEvent, PowerState as P, Transition
+from fakevirt.scenario import InstanceRecord, MigrationRecord
+from tests.functional.compute_helpers import (HOST, domain, instance_row, make_conf,
+                                              make_driver, make_scenario, migration_row,
+                                              noop_firewall, seeded)
+
+U = "11111111-1111-4111-8111-111111111111"
+GONE = "gone"
+
+# id, vm, task, db power, guest power (None: no guest), old_vm_state, resume flag,
+# -> action, vm_state, task_state, power_state, row deleted, guest afterwards
+CASES = [
+    ("soft-deleted", s.SOFT_DELETED, None, P.SHUTDOWN, P.SHUTDOWN, None, False,
+     "skipped", s.SOFT_DELETED, None, P.SHUTDOWN, False, P.SHUTDOWN),
+    ("error", s.ERROR, None, P.RUNNING, P.RUNNING, None, False,
+     "skipped", s.ERROR, None, P.RUNNING, False, P.RUNNING),
+    ("partial-delete", s.DELETED, None, P.RUNNING, P.RUNNING, None, False,
+     "deleted", s.DELETED, None, P.RUNNING, True, GONE),
+    ("building", s.BUILDING, s.SPAWNING, P.NOSTATE, None, None, False,
+     "set-error", s.ERROR, None, P.NOSTATE, False, None),
+    ("rebuilding", s.ACTIVE, s.REBUILD_SPAWNING, P.RUNNING, P.RUNNING, None, False,
+     "set-error", s.ERROR, None, P.RUNNING, False, P.RUNNING),
+    ("snapshot", s.ACTIVE, s.IMAGE_UPLOADING, P.RUNNING, P.RUNNING, None, False,
+     "cleared-task", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("resize-prep", s.ACTIVE, s.RESIZE_PREP, P.RUNNING, P.RUNNING, None, False,
+     "cleared-task", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("deleting", s.ACTIVE, s.DELETING, P.RUNNING, P.RUNNING, None, False,
+     "deleted", s.DELETED, None, P.RUNNING, True, GONE),
+    ("reboot-soft", s.ACTIVE, s.REBOOT_PENDING, P.RUNNING, P.RUNNING, None, False,
+     "rebooted-soft", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("reboot-hard-guest-down", s.ACTIVE, s.REBOOTING, P.RUNNING, P.SHUTDOWN, None, False,
+     "rebooted-hard", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("reboot-finished", s.ACTIVE, s.REBOOT_STARTED, P.RUNNING, P.RUNNING, None, False,
+     "cleared-task", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("unpause", s.PAUSED, s.UNPAUSING, P.PAUSED, P.PAUSED, None, False,
+     "unpaused", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("power-off", s.ACTIVE, s.POWERING_OFF, P.RUNNING, P.RUNNING, None, False,
+     "powered-off", s.STOPPED, None, P.SHUTDOWN, False, P.SHUTDOWN),
+    ("power-on", s.STOPPED, s.POWERING_ON, P.SHUTDOWN, P.SHUTDOWN, None, False,
+     "powered-on", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("revert-resize-running", s.ACTIVE, s.RESIZE_MIGRATING, P.RUNNING, P.SHUTDOWN, s.ACTIVE,
+     False, "reverted-resize", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("revert-resize-stopped", s.STOPPED, s.RESIZE_MIGRATING, P.SHUTDOWN, P.SHUTDOWN,
+     s.STOPPED, False, "reverted-resize", s.STOPPED, None, P.SHUTDOWN, False, P.SHUTDOWN),
+    ("resume", s.ACTIVE, None, P.RUNNING, P.SHUTDOWN, None, True,
+     "resumed", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+    ("no-resume-without-flag", s.ACTIVE, None, P.RUNNING, P.SHUTDOWN, None, False,
+     "none", s.ACTIVE, None, P.RUNNING, False, P.SHUTDOWN),
+    ("plain-running", s.ACTIVE, None, P.RUNNING, P.RUNNING, None, True,
+     "none", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
+]
+
+
+def guest_power(driver, uuid):
+    try:
+        return driver.get_info(InstanceRef(uuid, "")).power_state
+    except Exception:  # noqa: BLE001 - InstanceNotFound: the guest is gone
+        return GONE
+
+
+@pytest.mark.parametrize("vm,task,db_power,guest,old_vm,resume,action,exp_vm,exp_task,"
+                         "exp_power,exp_deleted,exp_guest",
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_init_instance_branch(tmp_path, any_db, vm, task, db_power, guest, old_vm, resume,
+                              action, exp_vm, exp_task, exp_power, exp_deleted, exp_guest):
+    scenario = seeded(any_db, make_scenario(
+        [InstanceRecord(U, display_name="vm-1", host=HOST, node=HOST, vm_state=vm,
+                        task_state=task, power_state=db_power, old_vm_state=old_vm)],
+        [domain(U, guest)] if guest is not None else []))
+    conf = make_conf(tmp_path, any_db, resume_guests_state_on_host_boot=resume)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, any_db, driver, noop_firewall())
+    try:
+        result = manager.init_host()
+    finally:
+        manager.stop()
+    assert [(o.uuid, o.action) for o in result.instances] == [(U, action)]
+    row = instance_row(any_db, U)
+    assert (row.vm_state, row.task_state, row.power_state) == (exp_vm, exp_task, int(exp_power))
+    assert bool(row.deleted) is exp_deleted
+    assert guest_power(driver, U) == (exp_guest if exp_guest is not None else GONE)
+
+
+def test_instance_of_another_host_on_this_hypervisor_is_left_alone(tmp_path, sqlite_db):
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host="other-host", node="other-host", vm_state=s.ACTIVE)],
+        [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    result = ComputeManager(conf, sqlite_db, driver, noop_firewall()).init_host()
+    assert [o.action for o in result.instances] == ["skipped-other-host"]
+    assert guest_power(driver, U) == P.RUNNING
+    assert instance_row(sqlite_db, U).host == "other-host"
+
+
+def test_live_migration_interrupted_is_aborted(tmp_path, any_db):
+    mig = str(uuid_lib.uuid4())
+    scenario = seeded(any_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.MIGRATING)],
+        [domain(U, P.RUNNING)],
+        [MigrationRecord(mig, U, "live-migration", "running", HOST, "dest", HOST, "dest")]))
+    conf = make_conf(tmp_path, any_db)
+    result = ComputeManager(conf, any_db, make_driver(conf, scenario),
+                            noop_firewall()).init_host()
+    assert [o.action for o in result.instances] == ["aborted-migration"]
+    assert instance_row(any_db, U).task_state is None
+    assert migration_row(any_db, mig).status == "error"
+
+
+def test_one_failing_instance_does_not_stop_the_others(tmp_path, sqlite_db):
+    good, bad = str(uuid_lib.uuid4()), str(uuid_lib.uuid4())
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(bad, host=HOST, node=HOST, vm_state=s.ACTIVE),
+         InstanceRecord(good, host=HOST, node=HOST, vm_state=s.STOPPED,
+                        task_state=s.POWERING_ON, power_state=P.SHUTDOWN)],
+        [domain(bad, P.RUNNING), domain(good, P.SHUTDOWN)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    driver.faults.fail("plug_vifs", bad)
+    result = ComputeManager(conf, sqlite_db, driver, noop_firewall()).init_host()
+    actions = {o.uuid: o.action for o in result.instances}
+    assert actions == {bad: "failed", good: "powered-on"}
+    assert instance_row(sqlite_db, bad).vm_state == s.ERROR  # a failed plug sets ERROR
+    assert instance_row(sqlite_db, good).vm_state == s.ACTIVE
+    assert guest_power(driver, good) == P.RUNNING
+
+
+def test_failed_power_off_is_logged_and_state_kept(tmp_path, sqlite_db):
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)],
+        [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    driver.faults.fail("power_off", U)
+    result = ComputeManager(conf, sqlite_db, driver, noop_firewall()).init_host()
+    assert result.instances[0].action == "failed"
+    row = instance_row(sqlite_db, U)
+    assert (row.vm_state, row.task_state) == (s.ACTIVE, s.POWERING_OFF)
+
+
+def test_dry_run_changes_nothing(tmp_path, sqlite_db):
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)],
+        [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    result = ComputeManager(conf, sqlite_db, driver, noop_firewall(), dry_run=True).init_host()
+    assert result.dry_run and result.instances[0].action == "powered-off"
+    assert result.instances[0].vm_state == s.STOPPED  # what it would be
+    row = instance_row(sqlite_db, U)
+    assert (row.vm_state, row.task_state) == (s.ACTIVE, s.POWERING_OFF)
+    assert guest_power(driver, U) == P.RUNNING
+
+
+def test_unknown_guests_are_listed(tmp_path, sqlite_db):
+    stray = str(uuid_lib.uuid4())
+    scenario = seeded(sqlite_db, make_scenario([], [domain(stray, P.RUNNING, name="stray")]))
+    conf = make_conf(tmp_path, sqlite_db)
+    result = ComputeManager(conf, sqlite_db, make_driver(conf, scenario),
+                            noop_firewall()).init_host()
+    assert [(d.uuid, d.name) for d in result.unknown_domains] == [(stray, "stray")]
+
+
+def _wait_for(predicate, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_lifecycle_event_updates_power_state(tmp_path, sqlite_db):
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager.init_host()
+    try:
+        driver.set_power_state(U, P.SHUTDOWN, Transition.STOPPED)
+        assert _wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
+        # vm_state is left for an operator: there is no compute API here.
+        assert instance_row(sqlite_db, U).vm_state == s.ACTIVE
+    finally:
+        manager.stop()
+
+
+def test_stale_lifecycle_event_is_dropped(tmp_path, sqlite_db):
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager.init_host()
+    manager.stop()  # handle events by hand below
+    # The guest says RUNNING; an old STOPPED event arrives late.
+    manager.power_sync.on_event(LifecycleEvent(U, Transition.STOPPED, 0.0))
+    assert manager.power_sync.process_pending() == 0
+    assert instance_row(sqlite_db, U).power_state == P.RUNNING
+
+
+def test_sync_power_states_copies_hypervisor_state(tmp_path, sqlite_db):
+    other, missing = str(uuid_lib.uuid4()), str(uuid_lib.uuid4())
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE),
+         InstanceRecord(other, host=HOST, node=HOST, vm_state=s.ACTIVE,
+                        task_state=s.POWERING_OFF),
+         InstanceRecord(missing, host=HOST, node=HOST, vm_state=s.ACTIVE)],
+        [domain(U, P.CRASHED), domain(other, P.SHUTDOWN)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    manager = ComputeManager(conf, sqlite_db, make_driver(conf, scenario), noop_firewall())
+    assert manager.sync_power_states() == 2
+    assert instance_row(sqlite_db, U).power_state == P.CRASHED
+    assert instance_row(sqlite_db, missing).power_state == P.NOSTATE
+    # An instance with a task in flight is not touched.
+    assert instance_row(sqlite_db, other).power_state == P.RUNNING
