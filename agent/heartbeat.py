@@ -6,6 +6,10 @@ service list can show the host's clock offset). One beat is one plain method, `b
 tests drive without threads; `start()` runs it on a thread of its own so that long start-up work
 or audits cannot delay it.
 
+SQLite has no server: its "database clock" is the clock of the process that writes. That is
+right for the one host an embedded database serves, but a host-clock skew test (faketime around
+the agent) needs PostgreSQL or MariaDB.
+
 The heartbeat never dies. A failure (database unreachable, service row deleted, anything else)
 is logged once when it starts and once when it clears, and the schedule goes on. A deleted row is
 not recreated: the operator deleted the service on purpose, and only a restart registers again.
@@ -109,8 +113,8 @@ class Heartbeat:
         self.beats_ok += 1
         self.last_ok_monotonic = time.monotonic()
         if self._condition is not None:
-            LOG.info("%s recovered: service id %s reported again after %d failed beats",
-                     self.name, self.service_id, self._failed_beats)
+            LOG.info("%s recovered: %s reported again after %d failed beats", self.name,
+                     self._describe(lookup=False), self._failed_beats)
         self._condition = None
         self._failed_beats = 0
         self.last_error = None
@@ -142,9 +146,9 @@ class Heartbeat:
         else:
             LOG.error("%s: %s", self.name, message, exc_info=exc)
 
-    def _describe(self) -> str:
+    def _describe(self, lookup: bool = True) -> str:
         host, binary = self._host, self._binary
-        if host is None:
+        if host is None and lookup:
             host, binary = self._lookup_identity()
         if host is None:
             return f"service id {self.service_id}"

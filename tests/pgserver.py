@@ -6,8 +6,8 @@ Use it from a test module with::
 
     def test_something(throwaway_postgresql):
         url = throwaway_postgresql.url  # postgresql+psycopg://postgres@127.0.0.1:PORT/postgres
-        throwaway_postgresql.stop()             # the outage
-        throwaway_postgresql.start()            # same port, same data
+        throwaway_postgresql.stop()     # the outage
+        throwaway_postgresql.start()    # same port, same data
 
 The server runs from the Debian binaries (/usr/lib/postgresql/<version>/bin), with its data
 directory, log and unix socket in a fresh directory removed afterwards; it listens on a free port
