@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import re
 import tomllib
 import uuid as uuid_lib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from agent.errors import ScenarioError
+from agent.network.network_info import NetworkInfoError, parse_network_info
 from agent.virt.types import VIF, FixedIP, PowerState, SecurityGroupRule
 
 POWER_STATE_WORDS: dict[str, PowerState] = {
@@ -33,7 +33,6 @@ MIGRATION_TYPES = ("migration", "resize", "live-migration", "evacuation")
 MIGRATION_STATUSES = ("queued", "preparing", "running", "accepted", "pre-migrating", "migrating",
                       "post-migrating", "finished", "confirmed", "reverted", "done", "completed",
                       "error", "failed", "cancelled")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # Namespace of the uuids generate_scenario derives, so a host's generated uuids are stable.
 GENERATED_NAMESPACE = uuid_lib.UUID("6f1c3c2e-6d0b-5a3e-9a52-3b8f1d2c7e41")
 
@@ -211,66 +210,36 @@ def _array(value: Any, parse_item: Callable[[Any, str], Any], what: str) -> tupl
     return tuple(parse_item(item, f"{what}[{i}].") for i, item in enumerate(value))
 
 
-def _same(value: Any) -> Any:
+# Keys of the network_info tables; the values are checked by agent.network.network_info, the
+# same code that reads them back from the database.
+_VIF_KEYS = ("id", "address", "fixed_ips", "rules", "devname")
+_NESTED_KEYS = {"fixed_ips": ("address", "version"),
+                "rules": ("protocol", "port_min", "port_max", "source_cidr", "ethertype")}
+
+
+def _check_keys(value: Any, keys: tuple[str, ...], what: str) -> None:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{what}: expected a table, got {value!r}", True)
+    for key in value:
+        if key not in keys:
+            raise _Invalid(f"unknown key '{what}.{key}'{_suggest(key, keys)}; known keys: "
+                           f"{', '.join(keys)}", True)
+
+
+def _network_info(value: Any) -> list:
+    """The shape of network_info (arrays of tables with known keys); returned as is."""
+    if not isinstance(value, list):
+        raise _Invalid(f"network_info: expected an array of tables, got {value!r}", True)
+    for index, vif in enumerate(value):
+        where = f"network_info[{index}]"
+        _check_keys(vif, _VIF_KEYS, where)
+        for sub, keys in _NESTED_KEYS.items():
+            items = vif.get(sub, [])
+            if not isinstance(items, list):
+                raise _Invalid(f"{where}.{sub}: expected an array of tables, got {items!r}", True)
+            for sub_index, item in enumerate(items):
+                _check_keys(item, keys, f"{where}.{sub}[{sub_index}]")
     return value
-
-
-_IP_FIELDS = {"address": _Field(_str), "version": _Field(_int(4), None)}
-_RULE_FIELDS = {"protocol": _Field(_choice(("tcp", "udp", "icmp")), None),
-                "port_min": _Field(_int(1), None), "port_max": _Field(_int(1), None),
-                "source_cidr": _Field(_str, None), "ethertype": _Field(_int(4), 4)}
-_VIF_FIELDS = {"id": _Field(_str), "address": _Field(_str), "fixed_ips": _Field(_same, []),
-               "rules": _Field(_same, []), "devname": _Field(_str, None)}
-
-
-def _fixed_ip(value: Any, what: str) -> FixedIP:
-    fields = _table(value, _IP_FIELDS, what)
-    try:
-        address = ipaddress.ip_address(fields["address"])
-    except ValueError:
-        raise _Invalid(f"{what}address: {fields['address']!r} is not an IP address",
-                       True) from None
-    if fields["version"] not in (None, address.version):
-        raise _Invalid(f"{what}version: {fields['version']} does not match address {address}",
-                       True)
-    return FixedIP(str(address), address.version)
-
-
-def _rule(value: Any, what: str) -> SecurityGroupRule:
-    f = _table(value, _RULE_FIELDS, what)
-    if f["ethertype"] not in (4, 6):
-        raise _Invalid(f"{what}ethertype: expected 4 or 6, got {f['ethertype']}", True)
-    has_ports = f["port_min"] is not None or f["port_max"] is not None
-    if has_ports and f["protocol"] not in ("tcp", "udp"):
-        raise _Invalid(f"{what}port_min/port_max need protocol tcp or udp", True)
-    if has_ports and (f["port_min"] is None or f["port_max"] is None
-                      or not f["port_min"] <= f["port_max"] <= 65535):
-        raise _Invalid(f"{what}ports: expected 1 <= port_min <= port_max <= 65535, got "
-                       f"{f['port_min']}..{f['port_max']}", True)
-    cidr = f["source_cidr"]
-    if cidr is not None:
-        try:
-            network = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise _Invalid(f"{what}source_cidr: {cidr!r} is not an IP prefix", True) from None
-        if network.version != f["ethertype"]:
-            raise _Invalid(f"{what}source_cidr: {cidr} is IPv{network.version} but ethertype is "
-                           f"{f['ethertype']}", True)
-        cidr = str(network)
-    return SecurityGroupRule(f["protocol"], f["port_min"], f["port_max"], cidr, f["ethertype"])
-
-
-def _vif(value: Any, what: str) -> VIF:
-    f = _table(value, _VIF_FIELDS, what)
-    address = f["address"].lower()
-    if not _MAC_RE.match(address):
-        raise _Invalid(f"{what}address: {f['address']!r} is not a MAC address", True)
-    return VIF(f["id"], address, _array(f["fixed_ips"], _fixed_ip, what + "fixed_ips"),
-               _array(f["rules"], _rule, what + "rules"), f["devname"])
-
-
-def _vifs(value: Any) -> tuple[VIF, ...]:
-    return _array(value, _vif, "network_info")
 
 
 _HOST_FIELDS = {
@@ -294,7 +263,7 @@ _INSTANCE_FIELDS = {
     "memory_mb": _Field(_int(0), 512), "root_gb": _Field(_int(0), 1),
     "ephemeral_gb": _Field(_int(0), 0), "swap": _Field(_int(0), 0), "project_id": _OPT_STR,
     "os_type": _OPT_STR, "old_vm_state": _Field(_choice(VM_STATES), None),
-    "network_info": _Field(_vifs, ()),
+    "network_info": _Field(_network_info, []),
 }
 _MIGRATION_FIELDS = {
     "uuid": _Field(_uuid), "instance_uuid": _Field(_uuid),
@@ -368,6 +337,10 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
             f["power_state"] = POWER_STATE_WORDS[_VM_STATE_POWER.get(f["vm_state"], "nostate")]
         f["host"] = f["host"] or host.hostname
         f["node"] = f["node"] or f["host"]
+        try:
+            f["network_info"] = parse_network_info(f["uuid"], f["network_info"])
+        except NetworkInfoError as exc:
+            raise fail(label, str(exc).removeprefix(f"instance {f['uuid']}: ")) from None
         instances.append(InstanceRecord(**f))
     _check_unique(instances, "instances", fail)
 

@@ -1,16 +1,15 @@
 """Seeding the database with a scenario's instance and migration records (`agent db seed`).
 
 Everything is written in one transaction: all rows or none. `network_info` is stored as JSON
-text: a list of VIF objects with the field names of `agent.virt.types.VIF`.
+text, written by `agent.network.network_info.dump_network_info` (the module that reads it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.db.engine import Database
 from agent.db.models import Instance, Migration
 from agent.errors import DatabaseError, ScenarioError
-from agent.virt.types import VIF
+from agent.network.network_info import dump_network_info
 from fakevirt.scenario import InstanceRecord, MigrationRecord, Scenario
 
 LOG = logging.getLogger(__name__)
@@ -34,11 +33,6 @@ class SeedResult:
     replaced: int  # rows deleted first because --replace was given
 
 
-def network_info_json(vifs: Sequence[VIF]) -> str:
-    """The `instances.network_info` text for these VIFs."""
-    return json.dumps([dataclasses.asdict(vif) for vif in vifs], separators=(",", ":"))
-
-
 def instance_row(record: InstanceRecord, default_host: str | None) -> dict:
     host = record.host or default_host
     return {"uuid": record.uuid, "display_name": record.display_name, "host": host,
@@ -48,7 +42,7 @@ def instance_row(record: InstanceRecord, default_host: str | None) -> dict:
             "ephemeral_gb": record.ephemeral_gb, "swap": record.swap,
             "project_id": record.project_id, "os_type": record.os_type,
             "old_vm_state": record.old_vm_state,
-            "network_info": network_info_json(record.network_info), "deleted": 0}
+            "network_info": dump_network_info(record.network_info), "deleted": 0}
 
 
 def migration_row(record: MigrationRecord) -> dict:

@@ -108,25 +108,32 @@ MALFORMED = {
                                 "instances[1] (uuid " + U1 + "): duplicate uuid"),
     "vif-bad-mac": (f'[[instances]]\nuuid = "{U1}"\n'
                     'network_info = [{ id = "v", address = "fa:16:3e:00:00" }]\n',
-                    "network_info[0].address: 'fa:16:3e:00:00' is not a MAC address"),
+                    "network_info [0].address: 'fa:16:3e:00:00' is not a MAC address"),
     "vif-missing-id": (f'[[instances]]\nuuid = "{U1}"\n'
                        'network_info = [{ address = "fa:16:3e:00:00:01" }]\n',
-                       "missing required key 'network_info[0].id'"),
+                       "network_info [0].id: None is not a VIF id"),
     "vif-bad-ip": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = [{{ id = "v", address = '
                    '"fa:16:3e:00:00:01", fixed_ips = [{ address = "10.0.0.300" }] }]\n',
-                   "network_info[0].fixed_ips[0].address: '10.0.0.300' is not an IP address"),
+                   "network_info [0].fixed_ips[0].address: '10.0.0.300' is not an IP address"),
     "vif-ip-version-mismatch": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = [{{ id = "v", '
                                 'address = "fa:16:3e:00:00:01", fixed_ips = [{ address = '
                                 '"fd00::1", version = 4 }] }]\n', "does not match address"),
     "rule-bad-protocol": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = [{{ id = "v", '
                           'address = "fa:16:3e:00:00:01", rules = [{ protocol = "tpc" }] }]\n',
-                          "network_info[0].rules[0].protocol: 'tpc' is not one of"),
+                          "network_info [0].rules[0].protocol: 'tpc' is not one of"),
     "rule-ports-reversed": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = [{{ id = "v", '
                             'address = "fa:16:3e:00:00:01", rules = [{ protocol = "tcp", '
-                            'port_min = 90, port_max = 80 }] }]\n', "port_min <= port_max"),
+                            'port_min = 90, port_max = 80 }] }]\n', "port_min is above port_max"),
     "rule-cidr-family": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = [{{ id = "v", '
                          'address = "fa:16:3e:00:00:01", rules = [{ protocol = "icmp", '
-                         'source_cidr = "fd00::/8" }] }]\n', "is IPv6 but ethertype is 4"),
+                         'source_cidr = "fd00::/8" }] }]\n', "is IPv6 but the rule's ethertype is IPv4"),
+    "vif-unknown-key": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = [{{ id = "v", '
+                        'address = "fa:16:3e:00:00:01", mac = "x" }]\n',
+                        "unknown key 'network_info[0].mac'"),
+    "rule-unknown-key": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = [{{ id = "v", '
+                         'address = "fa:16:3e:00:00:01", rules = [{ proto = "tcp" }] }]\n',
+                         "unknown key 'network_info[0].rules[0].proto' (did you mean "
+                         "'protocol'?)"),
     "network-info-not-array": (f'[[instances]]\nuuid = "{U1}"\nnetwork_info = "eth0"\n',
                                "network_info: expected an array of tables"),
     "migration-bad-type": (f'[[migrations]]\nuuid = "{U1}"\ninstance_uuid = "{U2}"\n'
