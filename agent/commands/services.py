@@ -7,6 +7,7 @@ change one service and print one line saying what changed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -77,8 +78,10 @@ def _database(conf):
     return database_from_conf(conf)
 
 
-def _session_errors(func):
-    """Turn an unreachable database or a missing schema into one AgentError line."""
+def _with_database(func):
+    """Open the database for `func(args, conf, db)`; an unreachable database or a missing
+    schema becomes one DatabaseError line."""
+    @functools.wraps(func)
     def wrapper(args, conf) -> int:
         from sqlalchemy.exc import DBAPIError
 
@@ -92,14 +95,14 @@ def _session_errors(func):
             detail = str(getattr(exc, "orig", exc)).strip().splitlines()
             raise DatabaseError(f"database {db.url}: "
                                 f"{mask_password(detail[0] if detail else type(exc).__name__)}"
-                                " (is the schema created? run 'agent db sync')") from None
+                                " (check that the server is reachable and that the schema is "
+                                "up to date: 'agent db sync')") from None
         finally:
             db.dispose()
-    wrapper.__name__ = func.__name__
     return wrapper
 
 
-@_session_errors
+@_with_database
 def run_list(args, conf, db) -> int:
     from agent.db.service_queries import list_services
     from agent.liveness import clock_warning
@@ -166,7 +169,7 @@ def _describe(row) -> str:
     return f"service {row.binary} on host {row.host} (id {row.id})"
 
 
-@_session_errors
+@_with_database
 def run_enable(args, conf, db) -> int:
     from agent.db.service_queries import set_disabled
 
@@ -179,7 +182,7 @@ def run_enable(args, conf, db) -> int:
     return 0
 
 
-@_session_errors
+@_with_database
 def run_disable(args, conf, db) -> int:
     from agent.db.service_queries import set_disabled
 
@@ -195,7 +198,7 @@ def run_disable(args, conf, db) -> int:
     return 0
 
 
-@_session_errors
+@_with_database
 def run_force_down(args, conf, db) -> int:
     from agent.db.service_queries import set_forced_down
 
@@ -211,7 +214,7 @@ def run_force_down(args, conf, db) -> int:
     return 0
 
 
-@_session_errors
+@_with_database
 def run_delete(args, conf, db) -> int:
     from agent.db.service_queries import delete_service
 
