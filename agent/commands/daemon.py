@@ -14,9 +14,11 @@ def host_work_factory(conf):
     """The host work (virt driver + compute manager) the agent runs, or None.
 
     None: the agent registers and heartbeats only; AgentService logs that no host work is
-    plugged in. The compute manager's factory is returned here once it exists.
+    plugged in. The compute side (`agent.compute.host.ComputeHost`) is the default.
     """
-    return None
+    from agent.compute.host import ComputeHost
+
+    return ComputeHost
 
 
 def run(args, conf) -> int:

@@ -1,0 +1,98 @@
+"""ComputeHost: the compute side of one host, plugged into the agent's lifecycle (the daemon's
+HostWork protocol): the virt driver, the firewall, the compute manager and the resource tracker.
+
+start(): driver.init_host, the connection guard, the node identity check, the manager's
+init_host, the first resource audit (DESIGN.md steps 4-6). Any failure raises and stops the
+agent before anything is destroyed when the identity does not match.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from agent.compute.manager import ComputeManager, InitHostResult
+from agent.compute.node_identity import NodeIdentityStore
+from agent.compute.resource_tracker import AuditResult, ResourceTracker
+from agent.inventory import Inventory
+
+LOG = logging.getLogger(__name__)
+
+
+class ComputeHost:
+    """Built by the agent as `ComputeHost(conf, db, service, dry_run)`; driver, firewall and
+    identity store may be injected (tests, benchmarks)."""
+
+    def __init__(self, conf, db, service, dry_run: bool = False, *, driver=None, firewall=None,
+                 identity_store: NodeIdentityStore | None = None):
+        if driver is None:
+            from agent.virt.loader import load_driver
+
+            driver = load_driver(conf)
+        if firewall is None:
+            from agent.network.firewall import load_firewall
+
+            firewall = load_firewall(conf, dry_run=dry_run)
+        self.conf = conf
+        self.db = db
+        self.service = service
+        self.host = service.host if service is not None else conf.host
+        self.dry_run = dry_run
+        self.driver = driver
+        self.firewall = firewall
+        self.manager = ComputeManager(conf, db, driver, firewall, host=self.host,
+                                      dry_run=dry_run)
+        self.tracker = ResourceTracker(conf, db, driver,
+                                       service_id=service.id if service is not None else None,
+                                       host=self.host, identity_store=identity_store,
+                                       dry_run=dry_run)
+        self.driver_info = None
+        self.init_result: InitHostResult | None = None
+
+    def start(self) -> None:
+        self.driver.init_host(self.host)
+        if self.service is not None and not self.dry_run:
+            from agent.virt.connection_guard import ConnectionGuard
+
+            self.driver.register_connection_listener(ConnectionGuard(self.db, self.service.id))
+        self.driver_info = self.driver.get_driver_info()
+        for warning in self.driver_info.warnings:
+            LOG.warning("driver %s: %s", self.driver_info.name, warning)
+        self.tracker.check_node_identity()
+        self.init_result = self.manager.init_host()
+        self.tracker.update_available_resource(startup=True)
+
+    def periodic_jobs(self) -> Sequence:
+        from agent.scheduler import PeriodicJob, spacing_from_option
+
+        audit = spacing_from_option(self.conf.update_resources_interval)
+        sync = spacing_from_option(self.conf.sync_power_state_interval)
+        return [
+            PeriodicJob("update_available_resource", self.update_available_resource,
+                        audit if audit is not None else -1),
+            # nova runs the power sync at the first tick (run_immediately).
+            PeriodicJob("sync_power_states", self.manager.sync_power_states,
+                        sync if sync is not None else -1, initial_delay=0),
+        ]
+
+    def update_available_resource(self) -> AuditResult:
+        return self.tracker.update_available_resource(startup=False)
+
+    def stop(self) -> None:
+        try:
+            self.manager.stop()
+            self.driver.register_connection_listener(None)
+        finally:
+            self.driver.cleanup_host()
+
+    def report(self) -> Inventory:
+        audit = self.tracker.last_audit
+        init = self.init_result
+        return Inventory(
+            host=self.host, driver=self.driver_info,
+            nodes=audit.nodes if audit else (),
+            instances=init.instances if init else (),
+            evacuated=init.evacuated if init else (),
+            unknown_domains=init.unknown_domains if init else (),
+            orphan_nodes=audit.orphan_nodes if audit else (),
+            dry_run=self.dry_run)
