@@ -27,12 +27,16 @@ class Subject:
     """A driver under test and what it hosts at start.
 
     `guest` is a running guest the test may power-cycle and destroy; `known` maps the uuid of
-    every guest defined at start to its power state (the listing must show exactly these)."""
+    every guest defined at start to its power state (the listing must show exactly these).
+    `restore`, when given, runs after the test to undo changes to state that outlives the
+    driver (libvirt's test:///default is one hypervisor per process, shared by every
+    connection: a destroyed 'test' domain must be defined and started again)."""
 
     driver: ComputeDriver
     host: str
     guest: InstanceRef
     known: Mapping[str, PowerState]
+    restore: Callable[[], None] | None = None
 
 
 def make_conf(tmp_path, overrides: Mapping[tuple[str, str], str] | None = None) -> Config:
@@ -79,6 +83,8 @@ def subject(request, tmp_path) -> Subject:
     yield made
     made.driver.register_event_listener(None)
     made.driver.cleanup_host()
+    if made.restore is not None:
+        made.restore()
 
 
 @pytest.fixture
