@@ -58,3 +58,15 @@ def migration_row(db, uuid):
 
 def noop_firewall():
     return NoopFirewall()
+
+
+def make_host(tmp_path, db, scenario, *, host=HOST, dry_run=False, driver=None, **options):
+    """A ComputeHost on fakevirt with a registered service; not started."""
+    from agent.compute.host import ComputeHost
+    from agent.registry import register_service
+
+    conf = make_conf(tmp_path, db, **options)
+    conf = conf.replace(host=host)
+    service = register_service(db, host)
+    driver = driver or FakeDriver(conf, scenario=scenario)
+    return ComputeHost(conf, db, service, dry_run, driver=driver, firewall=NoopFirewall())

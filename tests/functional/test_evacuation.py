@@ -1,0 +1,167 @@
+"""Evacuated instances at start-up: destroyed only with a record naming this host as source and
+a matching node identity; a dry run reports and does nothing."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+
+import pytest
+from sqlalchemy import func, select
+
+from agent.compute import states as s
+from agent.db.models import ComputeNode
+from agent.errors import StartupError
+from agent.virt.types import InstanceRef, PowerState as P
+from fakevirt.scenario import InstanceRecord, MigrationRecord
+from tests.functional.compute_helpers import (HOST, domain, make_host, make_scenario,
+                                              migration_row, seeded)
+
+EVAC = "22222222-2222-4222-8222-222222222222"  # evacuated to host 'dest'
+MINE = "33333333-3333-4333-8333-333333333333"  # still ours
+
+
+def guest_exists(driver, uuid):
+    try:
+        driver.get_info(InstanceRef(uuid, ""))
+        return True
+    except Exception:  # noqa: BLE001 - InstanceNotFound
+        return False
+
+
+def scenario_with(status=None, source=HOST, kind="evacuation"):
+    migs = []
+    mig_uuid = str(uuid_lib.uuid4())
+    if status is not None:
+        migs.append(MigrationRecord(mig_uuid, EVAC, kind, status, source, "dest", HOST, "dest"))
+    return make_scenario(
+        [InstanceRecord(EVAC, host="dest", node="dest", vm_state=s.ACTIVE, task_state=None),
+         InstanceRecord(MINE, host=HOST, node=HOST, vm_state=s.ACTIVE)],
+        [domain(EVAC, P.RUNNING), domain(MINE, P.RUNNING)], migs), mig_uuid
+
+
+def first_start(tmp_path, db, scenario):
+    """A start before the evacuation existed: creates the node row and the identity file."""
+    host = make_host(tmp_path, db, scenario)
+    host.start()
+    host.stop()
+
+
+@pytest.mark.parametrize("status", ["accepted", "pre-migrating", "done"])
+def test_evacuated_guest_is_destroyed_and_record_completed(tmp_path, any_db, status):
+    scenario, mig = scenario_with(status)
+    seeded(any_db, scenario)
+    host = make_host(tmp_path, any_db, scenario)
+    host.start()
+    host.stop()
+    report = host.report().as_dict()
+    assert report["evacuated"] == [{"instance_uuid": EVAC, "action": "evacuated-destroyed",
+                                    "migration_id": migration_row(any_db, mig).id}]
+    assert not guest_exists(host.driver, EVAC)
+    assert not host.driver.has_disks(EVAC)  # not shared storage: disks go too
+    assert guest_exists(host.driver, MINE)
+    assert migration_row(any_db, mig).status == "completed"
+    # The evacuated instance skipped _init_instance; ours went through it.
+    assert [i["uuid"] for i in report["instances"]] == [MINE]
+
+
+def test_shared_storage_keeps_disks(tmp_path, sqlite_db):
+    scenario, _ = scenario_with("done")
+    seeded(sqlite_db, scenario)
+    host = make_host(tmp_path, sqlite_db, scenario, compute__shared_storage=True)
+    host.start()
+    assert not guest_exists(host.driver, EVAC)
+    assert host.driver.has_disks(EVAC)
+
+
+@pytest.mark.parametrize("status,source,kind", [
+    (None, HOST, "evacuation"),
+    ("completed", HOST, "evacuation"),
+    ("done", "another-host", "evacuation"),
+    ("done", HOST, "migration"),
+], ids=["no-record", "already-completed", "other-source", "not-an-evacuation"])
+def test_nothing_destroyed_without_a_matching_record(tmp_path, sqlite_db, status, source,
+                                                     kind):
+    scenario, _ = scenario_with(status, source, kind)
+    seeded(sqlite_db, scenario)
+    host = make_host(tmp_path, sqlite_db, scenario)
+    host.start()
+    assert guest_exists(host.driver, EVAC)
+    report = host.report().as_dict()
+    assert report["evacuated"] == []
+    # The database gives it to 'dest': reported, left alone.
+    assert {i["uuid"]: i["action"] for i in report["instances"]}[EVAC] == "skipped-other-host"
+
+
+def test_renamed_host_stops_start_up_and_destroys_nothing(tmp_path, sqlite_db):
+    scenario, mig = scenario_with(None)
+    seeded(sqlite_db, scenario)
+    first_start(tmp_path, sqlite_db, scenario)
+    # The host is renamed; an evacuation record names the new name as source.
+    renamed = "cmp1-renamed"
+    with sqlite_db.sessions.begin() as session:
+        from agent.db.models import Migration
+
+        session.add(Migration(uuid=mig, instance_uuid=EVAC, migration_type="evacuation",
+                              status="done", source_compute=renamed, dest_compute="dest",
+                              source_node=HOST, dest_node="dest"))
+    host = make_host(tmp_path, sqlite_db, scenario, host=renamed)
+    with pytest.raises(StartupError, match="renamed"):
+        host.start()
+    assert guest_exists(host.driver, EVAC) and guest_exists(host.driver, MINE)
+    assert migration_row(sqlite_db, mig).status == "done"
+
+
+def test_mismatched_identity_stops_start_up(tmp_path, sqlite_db):
+    scenario, mig = scenario_with("done")
+    seeded(sqlite_db, scenario)
+    (tmp_path / "state").mkdir()
+    # The node row exists under another uuid than the identity file says.
+    with sqlite_db.sessions.begin() as session:
+        session.add(ComputeNode(uuid=str(uuid_lib.uuid4()), host=HOST,
+                                hypervisor_hostname=HOST))
+    (tmp_path / "state" / "compute_id").write_text(str(uuid_lib.uuid4()) + "\n")
+    host = make_host(tmp_path, sqlite_db, scenario)
+    with pytest.raises(StartupError, match="identity mismatch"):
+        host.start()
+    assert guest_exists(host.driver, EVAC)
+    assert migration_row(sqlite_db, mig).status == "done"
+
+
+def test_first_start_writes_identity_and_later_starts_match(tmp_path, sqlite_db):
+    scenario, _ = scenario_with(None)
+    seeded(sqlite_db, scenario)
+    first_start(tmp_path, sqlite_db, scenario)
+    written = (tmp_path / "state" / "compute_id").read_text().strip()
+    with sqlite_db.sessions() as session:
+        uuids = session.scalars(select(ComputeNode.uuid)).all()
+    assert uuids == [written]
+    host = make_host(tmp_path, sqlite_db, scenario)
+    host.start()  # the same identity: no error
+    assert host.report().nodes[0].uuid == written
+
+
+def test_dry_run_reports_the_plan_and_changes_nothing(tmp_path, sqlite_db):
+    scenario, mig = scenario_with("done")
+    scenario = scenario.__class__(scenario.host, scenario.domains, scenario.instances + (
+        InstanceRecord("44444444-4444-4444-8444-444444444444", host=HOST, node=HOST,
+                       vm_state=s.ACTIVE, task_state=s.POWERING_OFF),), scenario.migrations)
+    scenario = scenario.__class__(scenario.host, scenario.domains + (
+        domain("44444444-4444-4444-8444-444444444444", P.RUNNING),), scenario.instances,
+        scenario.migrations)
+    seeded(sqlite_db, scenario)
+    host = make_host(tmp_path, sqlite_db, scenario, dry_run=True)
+    host.start()
+    report = host.report().as_dict()
+    assert report["dry_run"] is True
+    assert [e["action"] for e in report["evacuated"]] == ["evacuated-destroyed"]
+    actions = {i["uuid"]: i["action"] for i in report["instances"]}
+    assert actions["44444444-4444-4444-8444-444444444444"] == "powered-off"
+    assert [n["saved"] for n in report["nodes"]] == ["would-create"]
+    # Nothing happened: guest, record, node row, identity file.
+    assert guest_exists(host.driver, EVAC)
+    assert host.driver.get_info(InstanceRef("44444444-4444-4444-8444-444444444444", "")
+                                ).power_state == P.RUNNING
+    assert migration_row(sqlite_db, mig).status == "done"
+    with sqlite_db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ComputeNode)) == 0
+    assert not (tmp_path / "state" / "compute_id").exists()
