@@ -51,7 +51,11 @@ def test_host_arch():
     ({"total": 16777216, "free": 8388608, "buffers": 1048576, "cached": 2097152}, 5120),
     ({"total": 16777216, "free": 16777216}, 0),
     ({"total": 16777216, "free": 20000000}, 0),
-], ids=["typical", "all-free", "free-above-total"])
+    ({"free": 8388608, "buffers": 1048576, "cached": 2097152}, 5120),
+    ({"total": 24731708, "free": 22895744, "buffers": 43516, "cached": 1014360}, 759),
+    ({"total": 67108864, "free": 1048576}, 16384),
+], ids=["typical", "all-free", "free-above-total", "no-total-uses-node-info",
+        "stats-see-more-memory-than-node-info", "capped-at-node-info"])
 def test_memory_mb_used_is_total_minus_free_buffers_cached(stats, used):
     assert resources.memory_mb_used(16384, stats) == used
 

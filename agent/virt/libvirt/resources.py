@@ -96,9 +96,15 @@ def cpu_info_json(capabilities_xml: str, node: NodeInfo) -> str:
 
 
 def memory_mb_used(total_mb: int, stats_kib: Mapping[str, int]) -> int:
-    """total - (free + buffers + cached), from virNodeGetMemoryStats (KiB)."""
+    """Memory in use from virNodeGetMemoryStats (KiB): total - (free + buffers + cached).
+
+    The statistics' own total is used when they carry one: libvirt's node info and its memory
+    statistics can read different sources (in a container, node info may see a NUMA or cgroup
+    view smaller than /proc/meminfo), and mixing them would report 0 used. The result is capped
+    at `total_mb`, the capacity reported next to it."""
     avail_kib = sum(int(stats_kib.get(key, 0)) for key in ("free", "buffers", "cached"))
-    return max(0, total_mb - avail_kib // 1024)
+    stats_total_kib = int(stats_kib.get("total", 0)) or total_mb * 1024
+    return min(total_mb, max(0, stats_total_kib - avail_kib) // 1024)
 
 
 def ensure_instances_path(instances_path: str, state_path: str) -> str:

@@ -1,0 +1,39 @@
+"""The service consequence of losing the hypervisor: a connection listener that disables the
+compute service while the driver's connection is lost and re-enables it when it is back.
+
+Register it with `driver.register_connection_listener(ConnectionGuard(db, service_id))`. The
+re-enable only lifts the guard's own automatic reason, so a disable an operator set meanwhile
+(or before) is never cleared.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from agent import registry
+
+LOG = logging.getLogger(__name__)
+
+CONNECTION_LOST_REASON = registry.AUTO_PREFIX + "connection to libvirt lost"
+
+
+class ConnectionGuard:
+    """Called by the driver's dispatcher thread with (available, reason); database errors are
+    logged, never raised into the driver."""
+
+    def __init__(self, db, service_id: int, *, disabled_reason: str = CONNECTION_LOST_REASON):
+        self._db = db
+        self._service_id = service_id
+        self._disabled_reason = disabled_reason
+
+    def __call__(self, available: bool, reason: str = "") -> None:
+        try:
+            if available:
+                registry.auto_enable(self._db, self._service_id, self._disabled_reason)
+            else:
+                LOG.warning("Hypervisor connection lost (%s): disabling service id %s",
+                            reason or "no reason given", self._service_id)
+                registry.auto_disable(self._db, self._service_id, self._disabled_reason)
+        except Exception:  # noqa: BLE001 - the driver's thread must outlive a database outage
+            LOG.exception("Could not record the hypervisor connection change (available=%s) "
+                          "on service id %s", available, self._service_id)
