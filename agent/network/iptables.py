@@ -31,7 +31,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from agent.errors import FirewallError
 from agent.network.executor import Executor, ProcessError
@@ -50,8 +50,6 @@ _SUFFIX_RE = re.compile(r"[A-Za-z0-9_.]+\Z")
 # Lines around a failing restore line that are logged.
 CONTEXT_LINES = 3
 
-_RULE_RE = re.compile(r"(?:\[(\d+:\d+)\]\s+)?-A\s+(\S+)\s*(.*)\Z")
-_CHAIN_DECL_RE = re.compile(r":(\S+)\s+(\S+)")
 _TARGET_RE = re.compile(r"(?:^|\s)-[jg]\s+(\S+)")
 _ERROR_LINE_RE = re.compile(r"line:?\s+(\d+)")
 _QUOTED_RE = re.compile(r"['`]([^'`\s]+)'")
@@ -63,10 +61,10 @@ class _Model:
 
     chains: dict[str, list[str]] = field(default_factory=dict)
     jumps: dict[str, list[str]] = field(default_factory=dict)  # built-in -> our chains
+    removed: bool = False  # chains were removed since the last apply
 
 
-@dataclass(frozen=True)
-class SavedRule:
+class SavedRule(NamedTuple):
     chain: str
     spec: str  # the rule without "-A CHAIN" and counters
     counters: str | None  # "pkts:bytes" when saved with -c
@@ -106,16 +104,30 @@ def parse_filter(text: str, family: int = 4) -> SavedFilter | None:
         if line.strip() == "COMMIT":
             in_filter = False
             continue
-        decl = _CHAIN_DECL_RE.match(line)
-        if decl:
-            declarations.append((decl.group(1), decl.group(2), line))
+        if line.startswith(":"):
+            name, _, rest = line[1:].partition(" ")
+            declarations.append((name, rest.split(" ", 1)[0], line))
             continue
-        rule = _RULE_RE.match(line)
+        rule = _split_rule(line)
         if rule is None:
             raise FirewallError(f"cannot parse {TOOLS[family][0]} output line {number}: "
                                 f"{line!r}")
-        rules.append(SavedRule(rule.group(2), rule.group(3), rule.group(1), line))
+        rules.append(SavedRule(rule[1], rule[2], rule[0], line))
     return SavedFilter(tuple(declarations), tuple(rules)) if found else None
+
+
+def _split_rule(line: str) -> tuple[str | None, str, str] | None:
+    """(counters, chain, spec) of "[pkts:bytes] -A CHAIN SPEC" (counters optional)."""
+    counters = None
+    if line.startswith("["):
+        close = line.find("] ")
+        if close < 0:
+            return None
+        counters, line = line[1:close], line[close + 2:]
+    if not line.startswith("-A "):
+        return None
+    chain, _, spec = line[3:].partition(" ")
+    return (counters, chain, spec) if chain else None
 
 
 def rule_target(spec: str) -> str | None:
@@ -183,18 +195,20 @@ def same_filter(saved: SavedFilter | None, merged: Sequence[str]) -> bool:
     """Whether restoring `merged` would change nothing (counters aside)."""
     if saved is None:
         return False
-    new = parse_filter("\n".join(merged))
-    return _shape(saved) == _shape(new)
-
-
-def _shape(table: SavedFilter | None) -> tuple:
-    if table is None:
-        return ()
-    rules: dict[str, list[str]] = {}
-    for rule in table.rules:
-        rules.setdefault(rule.chain, []).append(rule.spec)
-    return (sorted((name, policy) for name, policy, _ in table.declarations),
-            sorted(rules.items()))
+    saved_rules: dict[str, list[str]] = {}
+    for rule in saved.rules:
+        saved_rules.setdefault(rule.chain, []).append(rule.spec)
+    new_rules: dict[str, list[str]] = {}
+    new_decls = []
+    for line in merged:
+        if line.startswith(":"):
+            name, _, rest = line[1:].partition(" ")
+            new_decls.append((name, rest.split(" ", 1)[0]))
+        elif line.startswith(("-A ", "[")):
+            _counters, chain, spec = _split_rule(line)
+            new_rules.setdefault(chain, []).append(spec)
+    return (sorted((name, policy) for name, policy, _ in saved.declarations) == sorted(new_decls)
+            and saved_rules == new_rules)
 
 
 def error_context(lines: Sequence[str], stderr: str) -> tuple[int | None, str]:
@@ -277,8 +291,9 @@ class IptablesManager:
             model = self._model(family)
             if model.chains.pop(name, None) is None:
                 return
-            for chain, specs in model.chains.items():
-                model.chains[chain] = [s for s in specs if rule_target(s) != name]
+            # Rules of our other chains that jump to it are dropped once, just before the
+            # next apply: one pass however many chains a deferred block removes.
+            model.removed = True
             for builtin in list(model.jumps):
                 model.jumps[builtin] = [t for t in model.jumps[builtin] if t != name]
             self._changed()
@@ -310,6 +325,9 @@ class IptablesManager:
     def chains(self, family: int) -> dict[str, tuple[str, ...]]:
         """A copy of our chains and their rules in the model."""
         with self._lock:
+            model = self._model(family)
+            if model.removed:
+                self._drop_dangling_rules(model)
             return {c: tuple(r) for c, r in self._model(family).chains.items()}
 
     def register_pre_apply(self, callback: Callable[[], None]) -> None:
@@ -373,6 +391,8 @@ class IptablesManager:
     def _apply_family(self, family: int) -> None:
         save_cmd, restore_cmd = self.tools[family]
         model = self._models[family]
+        if model.removed:
+            self._drop_dangling_rules(model)
         try:
             saved_text = self._executor.run([save_cmd, "-c", "-t", "filter"], None)
         except ProcessError as exc:
@@ -417,6 +437,16 @@ class IptablesManager:
                              f"followed by letters, digits, '_' or '.', at most "
                              f"{MAX_CHAIN_NAME} characters")
         return name
+
+    def _drop_dangling_rules(self, model: _Model) -> None:
+        for chain, specs in model.chains.items():
+            kept = [spec for spec in specs if not self._is_dangling(rule_target(spec), model)]
+            if len(kept) != len(specs):
+                model.chains[chain] = kept
+        model.removed = False
+
+    def _is_dangling(self, target: str | None, model: _Model) -> bool:
+        return target is not None and self.is_ours(target) and target not in model.chains
 
     def _changed(self) -> None:
         if not self.is_deferred:

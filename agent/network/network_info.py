@@ -19,7 +19,6 @@ for icmp, port_min is the ICMP type and port_max the code, as in nova's security
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import re
@@ -94,8 +93,11 @@ def dump_network_info(vifs: tuple[VIF, ...] | list[VIF]) -> str:
 
 def _vif_dict(vif: VIF) -> dict:
     return {"id": vif.id, "address": vif.address, "devname": vif.devname,
-            "fixed_ips": [dataclasses.asdict(ip) for ip in vif.fixed_ips],
-            "rules": [dataclasses.asdict(rule) for rule in vif.rules]}
+            "fixed_ips": [{"address": ip.address, "version": ip.version}
+                          for ip in vif.fixed_ips],
+            "rules": [{"protocol": r.protocol, "port_min": r.port_min, "port_max": r.port_max,
+                       "source_cidr": r.source_cidr, "ethertype": r.ethertype}
+                      for r in vif.rules]}
 
 
 def _checked_uuid(instance_uuid: Any) -> str:
