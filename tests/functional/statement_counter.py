@@ -1,0 +1,56 @@
+"""Counting the SQL statements an operation sends (an executemany counts as one)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid as uuid_lib
+
+from sqlalchemy import event
+
+from agent.compute import states as s
+from fakevirt.scenario import MigrationRecord, Scenario, generate_scenario
+
+
+@dataclasses.dataclass
+class Counter:
+    statements: int = 0
+    rows: int = 0
+
+
+@contextlib.contextmanager
+def count_statements(engine):
+    counter = Counter()
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        counter.statements += 1
+        counter.rows += len(parameters) if executemany else 1
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def mixed_scenario(n: int, hostname: str) -> Scenario:
+    """`n` guests with database records in a fixed mix of start-up cases: 1 in 10 evacuated to
+    another host (with a record), 1 in 10 with an abandoned snapshot task, 1 in 10 half
+    deleted, 1 in 10 interrupted while powering off, the rest plain."""
+    base = generate_scenario(n, hostname=hostname)
+    instances, migrations = [], []
+    for i, rec in enumerate(base.instances):
+        kind = i % 10
+        if kind == 9:
+            rec = dataclasses.replace(rec, host="dest", node="dest")
+            migrations.append(MigrationRecord(
+                str(uuid_lib.uuid5(uuid_lib.NAMESPACE_URL, f"{hostname}/evac/{i}")), rec.uuid,
+                "evacuation", "done", hostname, "dest", hostname, "dest"))
+        elif kind == 1:
+            rec = dataclasses.replace(rec, vm_state=s.ACTIVE, task_state=s.IMAGE_UPLOADING)
+        elif kind == 2:
+            rec = dataclasses.replace(rec, vm_state=s.DELETED)
+        elif kind == 3:
+            rec = dataclasses.replace(rec, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)
+        instances.append(rec)
+    return dataclasses.replace(base, instances=tuple(instances), migrations=tuple(migrations))
