@@ -196,3 +196,15 @@ def test_generated_scenario_capacity_fits_its_guests():
     assert scenario.host.local_gb >= sum(d.disk_gb for d in scenario.domains)
     ips = {i.network_info[0].fixed_ips[0].address for i in scenario.instances}
     assert len(ips) == 10
+
+
+def test_toml_examples_in_the_format_reference_load(tmp_path):
+    doc = os.path.join(os.path.dirname(EXAMPLE), os.pardir, "docs", "scenario-format.md")
+    with open(doc, encoding="utf-8") as fh:
+        blocks = fh.read().split("```toml\n")[1:]
+    assert blocks, "the format reference shows TOML examples"
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"block{number}.toml"
+        path.write_text(block.split("```")[0])
+        scenario = load_scenario(str(path))
+        assert scenario.instances and all(i.network_info for i in scenario.instances)
