@@ -1,0 +1,47 @@
+"""ConnectionGuard on a real SQLite database: the service follows the hypervisor connection,
+and an operator's disable always wins."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from agent import registry
+from agent.db.models import Service
+from agent.virt.connection_guard import ConnectionGuard
+
+
+def _operator_disable(db, service_id, reason):
+    with db.engine.begin() as conn:
+        conn.execute(update(Service).where(Service.id == service_id)
+                     .values(disabled=True, disabled_reason=reason))
+
+
+def test_lost_connection_disables_and_reconnect_enables(sqlite_db):
+    service = registry.register_service(sqlite_db, "compute-1", starting=False)
+    guard = ConnectionGuard(sqlite_db, service.id)
+    guard(False, "connection to libvirt lost: keepalive timeout")
+    record = registry.load_service_by_id(sqlite_db, service.id)
+    assert (record.disabled, record.disabled_reason) == (True, "AUTO: connection to libvirt lost")
+    guard(True, "")
+    record = registry.load_service_by_id(sqlite_db, service.id)
+    assert (record.disabled, record.disabled_reason) == (False, None)
+
+
+def test_operator_disable_before_the_loss_is_kept(sqlite_db):
+    service = registry.register_service(sqlite_db, "compute-1", starting=False)
+    _operator_disable(sqlite_db, service.id, "kernel upgrade")
+    guard = ConnectionGuard(sqlite_db, service.id)
+    guard(False, "connection to libvirt lost: end of file")
+    guard(True, "")
+    record = registry.load_service_by_id(sqlite_db, service.id)
+    assert (record.disabled, record.disabled_reason) == (True, "kernel upgrade")
+
+
+def test_database_failure_is_logged_not_raised(sqlite_db, caplog):
+    service = registry.register_service(sqlite_db, "compute-1", starting=False)
+    guard = ConnectionGuard(sqlite_db, service.id)
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE services")
+    guard(False, "connection to libvirt lost: end of file")  # must not raise into the driver
+    assert any("Could not record the hypervisor connection change" in r.getMessage()
+               for r in caplog.records)
