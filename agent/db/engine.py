@@ -8,6 +8,7 @@ an outage is noticed at the next statement rather than hanging it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine, event
@@ -15,7 +16,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.config import mask_password
 from agent.errors import ConfigError, DatabaseError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -41,7 +41,7 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> 
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError(f"[database] connection = {mask_password(url)!r}: not a database URL; "
+        raise ConfigError(f"[database] connection = {masked_url(url)!r}: not a database URL; "
                           "expected e.g. sqlite:///PATH or postgresql+psycopg://USER@HOST/DB") from None
     backend = parsed.get_backend_name()
     kwargs: dict = {"future": True}
@@ -52,7 +52,7 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> 
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
-                raise DatabaseError(f"database {mask_password(url)}: cannot create the directory "
+                raise DatabaseError(f"database {masked_url(url)}: cannot create the directory "
                                     f"{directory}: {exc.strerror}") from None
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                   "check_same_thread": False}
@@ -66,17 +66,30 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> 
                                     "read_timeout": max(30, connect_timeout),
                                     "write_timeout": max(30, connect_timeout)})
     else:
-        raise ConfigError(f"[database] connection = {mask_password(url)!r}: unsupported backend "
+        raise ConfigError(f"[database] connection = {masked_url(url)!r}: unsupported backend "
                           f"{backend!r}; expected sqlite, postgresql or mysql")
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
-        raise ConfigError(f"[database] connection = {mask_password(url)!r}: database driver "
+        raise ConfigError(f"[database] connection = {masked_url(url)!r}: database driver "
                           f"missing ({exc}); install compute-agent[postgresql] or "
                           "compute-agent[mysql]") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password hidden, also when it cannot be parsed as a URL (then everything
+    up to the last '@' may be credentials, so all of it is hidden)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        head, at, tail = url.rpartition("@")
+        if not at:
+            return url
+        scheme = re.match(r"[A-Za-z0-9+._-]+:/*", head)
+        return f"{scheme.group(0) if scheme else ''}***@{tail}"
 
 
 def database_from_conf(conf) -> Database:

@@ -178,23 +178,36 @@ def _schema_transaction(conn: Connection) -> Iterator[None]:
     if dialect == "sqlite":
         with _sqlite_immediate_transaction(conn):
             yield
-        return
-    with conn.begin():
-        if dialect == "postgresql":
+    elif dialect == "postgresql":
+        with conn.begin():
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             yield
-        elif dialect in ("mysql", "mariadb"):
-            got = conn.execute(text("SELECT GET_LOCK(:name, :timeout)"),
-                               {"name": _MYSQL_LOCK_NAME, "timeout": _MYSQL_LOCK_TIMEOUT_S}).scalar()
-            if got != 1:
-                raise DatabaseError(f"another process has been changing the schema for "
-                                    f"{_MYSQL_LOCK_TIMEOUT_S} s; try again later")
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
-        else:  # pragma: no cover - the engine factory accepts only the three backends
+    elif dialect in ("mysql", "mariadb"):
+        # A session lock, taken before the transaction begins (so its snapshot sees the work of
+        # the previous holder) and released only after it has committed.
+        with _mysql_session_lock(conn), conn.begin():
             yield
+    else:  # pragma: no cover - the engine factory accepts only the three backends
+        with conn.begin():
+            yield
+
+
+@contextmanager
+def _mysql_session_lock(conn: Connection) -> Iterator[None]:
+    got = conn.execute(text("SELECT GET_LOCK(:name, :timeout)"),
+                       {"name": _MYSQL_LOCK_NAME, "timeout": _MYSQL_LOCK_TIMEOUT_S}).scalar()
+    conn.commit()
+    if got != 1:
+        raise DatabaseError(f"another process has been changing the schema for "
+                            f"{_MYSQL_LOCK_TIMEOUT_S} s; try again later")
+    try:
+        yield
+    finally:
+        try:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
+            conn.commit()
+        except SQLAlchemyError:
+            conn.invalidate()  # closing the session releases its lock too
 
 
 @contextmanager

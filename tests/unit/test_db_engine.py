@@ -1,0 +1,86 @@
+"""The engine factory: URL masking, refusal of bad URLs, SQLite's WAL and busy timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from agent.db.engine import SQLITE_BUSY_TIMEOUT_MS, make_database, masked_url
+from agent.errors import ConfigError, DatabaseError
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize("url, expected", [
+    (f"postgresql+psycopg://nova:{SECRET}@db.example:5432/nova",
+     "postgresql+psycopg://nova:***@db.example:5432/nova"),
+    (f"mysql+pymysql://root:{SECRET}@127.0.0.1/agent", "mysql+pymysql://root:***@127.0.0.1/agent"),
+    ("postgresql+psycopg://nova@db.example/nova", "postgresql+psycopg://nova@db.example/nova"),
+], ids=["postgresql", "mysql", "no-password"])
+def test_database_url_masks_password(url, expected):
+    db = make_database(url)
+    try:
+        assert db.url == expected
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("url, shown", [
+    (f"postgresql+psycopg:/nova:{SECRET}@db.example/nova", "postgresql+psycopg:/***@db.example/nova"),
+    (f"nova:{SECRET}@db.example/nova", "nova:***@db.example/nova"),
+    ("not a url", "not a url"),
+], ids=["one-slash", "no-scheme", "no-credentials"])
+def test_bad_url_is_config_error_naming_it_masked(url, shown):
+    with pytest.raises(ConfigError) as caught:
+        make_database(url)
+    message = str(caught.value)
+    assert message.startswith(f"[database] connection = {shown!r}: not a database URL")
+    assert SECRET not in message
+    assert caught.value.exit_code == 2
+
+
+def test_unsupported_backend_is_config_error_naming_it_masked():
+    with pytest.raises(ConfigError) as caught:
+        make_database(f"oracle://scott:{SECRET}@db.example/orcl")
+    message = str(caught.value)
+    assert "'oracle://scott:***@db.example/orcl'" in message
+    assert "unsupported backend 'oracle'" in message
+    assert SECRET not in message
+
+
+def test_masked_url_hides_everything_before_the_last_at_when_unparseable():
+    assert masked_url(f"pg ://u:{SECRET}@x@host/db") == "***@host/db"
+
+
+def test_sqlite_gets_wal_and_busy_timeout(tmp_path):
+    db = make_database(f"sqlite:///{tmp_path}/agent.sqlite")
+    try:
+        with db.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_TIMEOUT_MS
+    finally:
+        db.dispose()
+    # WAL is a property of the file: any later reader (sqlite3 CLI, another agent) sees it.
+    with contextlib.closing(sqlite3.connect(tmp_path / "agent.sqlite")) as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sqlite_creates_missing_state_directory(tmp_path):
+    db = make_database(f"sqlite:///{tmp_path}/a/b/agent.sqlite")
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        assert (tmp_path / "a" / "b" / "agent.sqlite").exists()
+    finally:
+        db.dispose()
+
+
+def test_sqlite_directory_that_cannot_be_created_is_database_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DatabaseError, match=f"database sqlite:///{blocker}/agent.sqlite: cannot "
+                                            f"create the directory {blocker}: "):
+        make_database(f"sqlite:///{blocker}/agent.sqlite")
