@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator, Sequence
 from agent.errors import ConfigError
 from agent.network.executor import Executor, SubprocessExecutor
 from agent.network.iptables import IptablesManager
-from agent.network.network_info import validate_name, validate_uuid, validate_vifs, \
-    NetworkInfoError
+from agent.network.network_info import (NetworkInfoError, parse_network_info, validate_name,
+                                        validate_uuid, validate_vifs)
 from agent.virt.types import VIF, SecurityGroupRule
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +39,19 @@ class FirewallDriver(abc.ABC):
         its filtering. Raises NetworkInfoError (a ValueError) naming the instance and field when
         a value may not reach a rule; the instance's previous rules are then left as they were.
         """
+
+    def prepare_from_network_info(self, instance_uuid: str, name: str,
+                                  network_info: str | list | None) -> bool:
+        """`prepare_instance` from the stored instances.network_info (JSON). A value that may
+        not reach a rule is logged with the instance and field, and that instance is skipped
+        (its previous rules stay); returns whether it was prepared."""
+        try:
+            vifs = parse_network_info(instance_uuid, network_info)
+            self.prepare_instance(instance_uuid, name, vifs)
+        except NetworkInfoError as exc:
+            LOG.warning("firewall rules not updated: %s", exc)
+            return False
+        return True
 
     @abc.abstractmethod
     def remove_instance(self, instance_uuid: str) -> None:
@@ -59,6 +72,10 @@ class FirewallDriver(abc.ABC):
 
 class NoopFirewall(FirewallDriver):
     """No filtering at all."""
+
+    def prepare_from_network_info(self, instance_uuid: str, name: str,
+                                  network_info: str | list | None) -> bool:
+        return True  # nothing reaches a rule, so there is nothing to parse
 
     def prepare_instance(self, instance_uuid: str, name: str, vifs: Sequence[VIF]) -> None:
         LOG.debug("noop firewall: nothing to prepare for %s", instance_uuid)
@@ -140,7 +157,7 @@ class IptablesFirewall(FirewallDriver):
                 if ips:
                     wanted.setdefault(family, []).append((chain, ips))
                     rules[(family, chain)] = vif_rules(vif, family)
-        with self.manager.defer_apply():
+        with self.manager.defer_apply(), self.manager.lock:
             self._drop_chains(uuid, keep=set(rules))
             for (family, chain), specs in rules.items():
                 self.manager.set_rules(family, chain, specs)
@@ -150,17 +167,17 @@ class IptablesFirewall(FirewallDriver):
 
     def remove_instance(self, instance_uuid: str) -> None:
         uuid = instance_uuid.lower()
-        if uuid not in self._instances:
-            return
-        with self.manager.defer_apply():
+        with self.manager.defer_apply(), self.manager.lock:
+            if uuid not in self._instances:
+                return
             self._drop_chains(uuid, keep=set())
             del self._instances[uuid]
             self._top_dirty = True
 
     def retain_only(self, instance_uuids: Iterable[str]) -> None:
         keep = {uuid.lower() for uuid in instance_uuids}
-        gone = [uuid for uuid in self._instances if uuid not in keep]
-        with self.manager.defer_apply():
+        with self.manager.defer_apply(), self.manager.lock:
+            gone = [uuid for uuid in self._instances if uuid not in keep]
             for uuid in gone:
                 self.remove_instance(uuid)
         if gone:

@@ -47,6 +47,9 @@ MAX_CHAIN_NAME = 28
 _HASH_DIGITS = 12
 _PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,%d}\Z" % (MAX_CHAIN_NAME - _HASH_DIGITS - 3))
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9_.]+\Z")
+# Seconds iptables-restore waits for the xtables lock held by another writer (legacy variant;
+# the nf_tables variant accepts and ignores it) instead of failing at once.
+XTABLES_LOCK_WAIT = 30
 
 
 @dataclass
@@ -86,6 +89,12 @@ class IptablesManager:
         self._lock = threading.RLock()
         self._defer_depth = 0
         self._pre_apply: list[Callable[[], None]] = []
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the model changes or is applied; callers keeping state of their own
+        alongside the model (the firewall driver) hold it too."""
+        return self._lock
 
     # -- names ----------------------------------------------------------------------------
     def chain_name(self, suffix: str) -> str:
@@ -235,7 +244,8 @@ class IptablesManager:
                      FAMILY_NAME[family], len(merged), len(model.chains))
             return
         try:
-            self._executor.run([restore_cmd, "-c"], "\n".join(merged) + "\n")
+            self._executor.run([restore_cmd, "-w", str(XTABLES_LOCK_WAIT), "-c"],
+                               "\n".join(merged) + "\n")
         except ProcessError as exc:
             number, context = error_context(merged, exc.stderr)
             where = f" at line {number}" if number else ""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 
 from agent.config import RawValue, resolve
@@ -178,3 +181,22 @@ def test_load_firewall_bad_prefix_names_the_option(tmp_path, tables):
     with pytest.raises(ConfigError, match="iptables_chain_prefix.*bad-prefix"):
         load_firewall(conf, tables)
 
+
+
+def test_prepare_from_network_info_logs_and_skips_a_bad_instance(firewall, tables, caplog):
+    bad = json.dumps([{"id": "p", "address": "fa:16:3e:00:00:02",
+                       "fixed_ips": [{"address": "10.0.0.6"}],
+                       "rules": [{"protocol": "tcp", "port_min": "22; rm -rf /"}]}])
+    good = json.dumps([{"id": "p", "address": "fa:16:3e:00:00:01",
+                        "fixed_ips": [{"address": "10.0.0.5"}]}])
+    with caplog.at_level(logging.WARNING, logger="agent.network.firewall"):
+        with firewall.defer_apply():
+            assert firewall.prepare_from_network_info(B, "vm-b", bad) is False
+            assert firewall.prepare_from_network_info(A, "vm-a", good) is True
+    assert f"instance {B}: network_info [0].rules[0].port_min" in caplog.text
+    text = "\n".join(our_lines(tables, 4))
+    assert "10.0.0.5/32" in text and "10.0.0.6" not in text and "rm" not in text
+
+
+def test_noop_firewall_does_not_even_parse_network_info():
+    assert NoopFirewall().prepare_from_network_info(A, "vm-a", "{not json") is True
