@@ -1,0 +1,74 @@
+"""The node identity check (compute_id file against the database) and the power-sync
+decisions, as pure functions."""
+
+import pytest
+
+from agent.compute import states as s
+from agent.compute.node_identity import KnownNode, NodeIdentityStore, check_identity
+from agent.compute.power_sync import decide_power_sync
+from agent.db.compute_queries import InstanceRecord
+from agent.errors import StartupError
+from agent.virt.types import PowerState as P
+
+A, B, NEW = ("aaaaaaaa-0000-4000-8000-000000000000", "bbbbbbbb-0000-4000-8000-000000000000",
+             "cccccccc-0000-4000-8000-000000000000")
+
+
+def check(file_uuid, rows, host="h1", node="n1"):
+    return check_identity(host=host, nodename=node, file_uuid=file_uuid, file_path="/s/compute_id",
+                          rows=rows, new_uuid=NEW)
+
+
+@pytest.mark.parametrize("file_uuid,rows,expected", [
+    (None, [], (NEW, False, True)),
+    (None, [KnownNode(A, "h1", "n1")], (A, True, True)),
+    (A, [KnownNode(A, "h1", "n1")], (A, True, False)),
+    (A, [], (A, False, False)),
+    (A, [KnownNode(B, "h9", "n9")], (A, False, False)),
+], ids=["first-start", "adopt-row", "same-node", "new-database", "unrelated-rows"])
+def test_identity_accepted(file_uuid, rows, expected):
+    ident = check(file_uuid, rows)
+    assert (ident.uuid, ident.row_exists, ident.write_file) == expected
+
+
+@pytest.mark.parametrize("file_uuid,rows,message", [
+    (A, [KnownNode(B, "h1", "n1")], "identity mismatch"),
+    (A, [KnownNode(A, "old-name", "n1")], "host was renamed"),
+    (A, [KnownNode(A, "h1", "old-node")], "hypervisor hostname changed"),
+], ids=["other-uuid-here", "renamed-host", "renamed-hypervisor"])
+def test_identity_refused(file_uuid, rows, message):
+    with pytest.raises(StartupError, match=message) as err:
+        check(file_uuid, rows)
+    assert "/s/compute_id" in str(err.value) and "nothing was destroyed" in str(err.value)
+
+
+def test_identity_file_round_trip_and_bad_content(tmp_path):
+    store = NodeIdentityStore(str(tmp_path / "state"))
+    assert store.read() is None
+    store.write(A)
+    assert store.read() == A
+    (tmp_path / "state" / "compute_id").write_text("not-a-uuid\n")
+    with pytest.raises(StartupError, match="compute_id: not a uuid"):
+        store.read()
+
+
+def rec(vm, power, task=None, host="h1"):
+    return InstanceRecord(1, A, "vm", host, "n1", vm, task, int(power), 1, 512, 1, 0, 0, None,
+                          None, None, None, None, None)
+
+
+@pytest.mark.parametrize("row,live,new,mismatch", [
+    (rec(s.ACTIVE, P.RUNNING), P.RUNNING, None, False),
+    (rec(s.ACTIVE, P.RUNNING), P.SHUTDOWN, P.SHUTDOWN, True),
+    (rec(s.ACTIVE, P.RUNNING), P.CRASHED, P.CRASHED, True),
+    (rec(s.STOPPED, P.SHUTDOWN), P.RUNNING, P.RUNNING, True),
+    (rec(s.STOPPED, P.RUNNING), P.SHUTDOWN, P.SHUTDOWN, False),
+    (rec(s.ACTIVE, P.RUNNING, task=s.POWERING_OFF), P.SHUTDOWN, None, False),
+    (rec(s.ACTIVE, P.RUNNING, host="h2"), P.SHUTDOWN, None, False),
+    (rec(s.ERROR, P.RUNNING), P.SHUTDOWN, P.SHUTDOWN, False),
+], ids=["in-step", "active-shut-down", "active-crashed", "stopped-running", "stopped-catch-up",
+        "task-in-flight", "other-host", "error-ignored"])
+def test_power_sync_decision(row, live, new, mismatch):
+    decision = decide_power_sync(row, live, "h1")
+    assert decision.new_power_state == (int(new) if new is not None else None)
+    assert bool(decision.mismatch) is mismatch
