@@ -42,7 +42,8 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> 
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"[database] connection = {masked_url(url)!r}: not a database URL; "
-                          "expected e.g. sqlite:///PATH or postgresql+psycopg://USER@HOST/DB") from None
+                          "expected e.g. sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+                          ) from None
     backend = parsed.get_backend_name()
     kwargs: dict = {"future": True}
     if backend == "sqlite":

@@ -103,13 +103,15 @@ def describe_failure(exc: BaseException, *, password: str | None = None) -> str:
 
 def database_error(db: Database, exc: BaseException) -> DatabaseError:
     """A one-line DatabaseError for `exc`: the masked URL and the driver's reason."""
-    return DatabaseError(f"database {db.url}: {describe_failure(exc, password=db.engine.url.password)}")
+    reason = describe_failure(exc, password=db.engine.url.password)
+    return DatabaseError(f"database {db.url}: {reason}")
 
 
 # -- changing the schema ----------------------------------------------------------------------
 
-def alembic_config(connection: Connection) -> "AlembicConfig":
-    """An Alembic configuration for the package's migrations, bound to `connection`."""
+def alembic_config(connection: Connection | None) -> "AlembicConfig":
+    """An Alembic configuration for the package's migrations, bound to `connection` (None: for
+    reading the script directory only)."""
     from alembic.config import Config as AlembicConfig
 
     config = AlembicConfig()

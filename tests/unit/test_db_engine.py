@@ -29,7 +29,8 @@ def test_database_url_masks_password(url, expected):
 
 
 @pytest.mark.parametrize("url, shown", [
-    (f"postgresql+psycopg:/nova:{SECRET}@db.example/nova", "postgresql+psycopg:/***@db.example/nova"),
+    (f"postgresql+psycopg:/nova:{SECRET}@db.example/nova",
+     "postgresql+psycopg:/***@db.example/nova"),
     (f"nova:{SECRET}@db.example/nova", "nova:***@db.example/nova"),
     ("not a url", "not a url"),
 ], ids=["one-slash", "no-scheme", "no-credentials"])

@@ -11,8 +11,8 @@ from agent.db.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("the agent's migrations run through agent.db.migrate (e.g. 'agent db sync'), "
-                       "which provides the database connection")
+    raise RuntimeError("the agent's migrations run through agent.db.migrate (e.g. 'agent db "
+                       "sync'), which provides the database connection")
 
 context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
 with context.begin_transaction():
