@@ -70,7 +70,10 @@ class Host:
     """One libvirt connection and its events.
 
     `on_event(LifecycleEvent)` and `on_connection(available, reason)` (given here or through
-    `bind`) are called from the dispatcher thread or, for held STOPPED events, a timer thread. `open_connection(uri)` defaults to `libvirt.open`."""
+    `bind`) are called from the dispatcher thread or, for held STOPPED events, a timer
+    thread. `open_connection(uri)` defaults to `libvirt.open`; `stopped_delay` and
+    `timer_factory` shape the STOPPED hold; `reconnect_delays` are the seconds between
+    reconnect attempts (the last one repeats)."""
 
     def __init__(self, uri: str, *, on_event: Callable[[LifecycleEvent], None] | None = None,
                  on_connection: Callable[[bool, str], None] | None = None,
