@@ -165,3 +165,91 @@ def test_dry_run_reports_the_plan_and_changes_nothing(tmp_path, sqlite_db):
     with sqlite_db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(ComputeNode)) == 0
     assert not (tmp_path / "state" / "compute_id").exists()
+
+
+# -- the real tier: libvirtd + QEMU ------------------------------------------------------------
+QEMU_URI = "qemu:///system"
+
+
+@pytest.fixture
+def qemu_guests():
+    """Two tiny running QEMU guests (evacuated one, ours); destroyed and undefined afterwards."""
+    import os
+
+    libvirt = pytest.importorskip("libvirt")
+    from tests.conftest import require_tier
+
+    try:
+        conn = libvirt.open(QEMU_URI)
+    except libvirt.libvirtError as exc:
+        require_tier("libvirtd", False, f"cannot open {QEMU_URI}: {exc}")
+    kvm = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.W_OK)
+    refs = {}
+    try:
+        for role in ("evac", "mine"):
+            uuid = str(uuid_lib.uuid4())
+            name = f"cagent-evac-test-{role}-{uuid[:8]}"
+            dom = conn.defineXML(
+                f"<domain type='{'kvm' if kvm else 'qemu'}'><name>{name}</name><uuid>{uuid}"
+                "</uuid><memory unit='MiB'>32</memory><vcpu>1</vcpu><os><type arch='x86_64' "
+                "machine='pc'>hvm</type></os><devices><emulator>/usr/bin/qemu-system-x86_64"
+                "</emulator></devices></domain>")
+            dom.create()
+            refs[role] = (uuid, name)
+        yield conn, refs
+    finally:
+        for uuid, _ in refs.values():
+            try:
+                dom = conn.lookupByUUIDString(uuid)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+            except libvirt.libvirtError:
+                pass
+        conn.close()
+
+
+def _qemu_state(conn, uuid):
+    import libvirt
+
+    try:
+        return conn.lookupByUUIDString(uuid).state()[0]
+    except libvirt.libvirtError:
+        return None
+
+
+@pytest.mark.libvirtd
+@pytest.mark.parametrize("resume", [False, True], ids=["no-resume", "resume-guests"])
+def test_evacuated_qemu_guest_destroyed_ours_kept(tmp_path, sqlite_db, qemu_guests, resume):
+    import libvirt
+
+    from agent.compute.host import ComputeHost
+    from agent.network.firewall import NoopFirewall
+    from agent.registry import register_service
+    from tests.functional.compute_helpers import make_conf
+
+    conn, refs = qemu_guests
+    (evac_uuid, _), (mine_uuid, _) = refs["evac"], refs["mine"]
+    mig = str(uuid_lib.uuid4())
+    seeded(sqlite_db, make_scenario(
+        [InstanceRecord(evac_uuid, host="dest", node="dest", vm_state=s.ACTIVE),
+         InstanceRecord(mine_uuid, host=HOST, node=HOST, vm_state=s.ACTIVE,
+                        power_state=P.RUNNING)], [],
+        [MigrationRecord(mig, evac_uuid, "evacuation", "done", HOST, "dest", HOST, "dest")]))
+    # Our guest went down with the host; the database still says it runs.
+    conn.lookupByUUIDString(mine_uuid).destroy()
+    conf = make_conf(tmp_path, sqlite_db, compute_driver="libvirt",
+                     libvirt__connection_uri=QEMU_URI, libvirt__virt_type="qemu",
+                     resume_guests_state_on_host_boot=resume)
+    host = ComputeHost(conf, sqlite_db, register_service(sqlite_db, HOST),
+                       firewall=NoopFirewall())
+    try:
+        host.start()
+    finally:
+        host.stop()
+    assert _qemu_state(conn, evac_uuid) is None  # destroyed and undefined
+    assert migration_row(sqlite_db, mig).status == "completed"
+    expected = libvirt.VIR_DOMAIN_RUNNING if resume else libvirt.VIR_DOMAIN_SHUTOFF
+    assert _qemu_state(conn, mine_uuid) == expected
+    actions = {i.uuid: i.action for i in host.report().instances}
+    assert actions == {mine_uuid: "resumed" if resume else "none"}
