@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -48,27 +49,21 @@ def tools(request):
 
 
 @pytest.fixture
-def netns(tools):
-    """The nsenter prefix of a fresh private network namespace."""
+def netns_tier(tools):
     reason = netns_missing(tools)
     require_tier("netns", reason is None, reason or "")
-    proc = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+
+
+@pytest.fixture
+def netns(netns_tier):
+    """The nsenter prefix of a fresh private network namespace."""
+    procs: list = []
     try:
-        host_ns = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if os.readlink(f"/proc/{proc.pid}/ns/net") != host_ns:
-                    break
-            except FileNotFoundError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                require_tier("netns", False, "unshare -n did not start a network namespace")
-            time.sleep(0.01)
-        yield ["nsenter", f"--net=/proc/{proc.pid}/ns/net"]
+        yield ["nsenter", f"--net={spawn_netns(procs)}"]
     finally:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture
@@ -223,3 +218,123 @@ def test_failed_restore_keeps_earlier_rules_and_logs_the_lines_around(executor, 
         manager.set_rules(4, chain, good)
         manager.set_rules(6, chain, ["-j DROP"])
     assert f"-A {chain} -j DROP" in save(executor, 6)
+
+
+# -- packets: what a user of an instance notices -------------------------------------------------
+# Three namespaces: a client, a router whose FORWARD chain the firewall manages (the compute
+# host), and an instance listening on tcp 22 and 2222 over IPv4 and IPv6. Connections are real
+# TCP handshakes from the client through the router.
+
+SERVER = """
+import socket, sys, threading
+def serve(family, address, port):
+    sock = socket.socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((address, port))
+    sock.listen(64)
+    ready.release()
+    while True:
+        sock.accept()[0].close()
+ready = threading.Semaphore(0)
+for port in (22, 2222):
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        threading.Thread(target=serve, args=(family, address, port), daemon=True).start()
+for _ in range(4):
+    ready.acquire()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+PROBE = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()
+except OSError:
+    sys.exit(1)
+"""
+
+# A connection that is let through completes in milliseconds; a dropped SYN is never answered,
+# so this is how long a probe waits before it counts as blocked.
+PROBE_TIMEOUT = 5.0
+TARGETS = [("10.0.0.5", 22), ("10.0.0.5", 2222), ("2001:db8::5", 22), ("2001:db8::5", 2222)]
+
+
+def spawn_netns(stack: list) -> str:
+    """Start a process in a new network namespace (added to `stack`); its namespace path."""
+    proc = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+    stack.append(proc)
+    host_ns = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{proc.pid}/ns/net") != host_ns:
+                return f"/proc/{proc.pid}/ns/net"
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    require_tier("netns", False, "unshare -n did not start a network namespace")
+
+
+def sh(ns: str, *commands: str) -> None:
+    for command in commands:
+        subprocess.run(["nsenter", f"--net={ns}", *command.split()], check=True,
+                       capture_output=True)
+
+
+@pytest.fixture
+def routed(netns_tier):
+    """(router nsenter prefix, client namespace path), the instance listening behind."""
+    procs: list = []
+    try:
+        router, client, instance = (spawn_netns(procs) for _ in range(3))
+        sh(router, "ip link add rc type veth peer name vc", "ip link add ri type veth peer name vi",
+           f"ip link set vc netns {client.split('/')[2]}",
+           f"ip link set vi netns {instance.split('/')[2]}",
+           "ip addr add 10.1.0.1/24 dev rc", "ip addr add 10.0.0.1/24 dev ri",
+           "ip addr add 2001:db8:1::1/64 dev rc nodad", "ip addr add 2001:db8::1/64 dev ri nodad",
+           "ip link set rc up", "ip link set ri up",
+           "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1")
+        for ns, dev, v4, v6, gw4, gw6 in (
+                (client, "vc", "10.1.0.2/24", "2001:db8:1::2/64", "10.1.0.1", "2001:db8:1::1"),
+                (instance, "vi", "10.0.0.5/24", "2001:db8::5/64", "10.0.0.1", "2001:db8::1")):
+            sh(ns, f"ip addr add {v4} dev {dev}", f"ip addr add {v6} dev {dev} nodad",
+               f"ip link set {dev} up", "ip link set lo up", f"ip route add default via {gw4}",
+               f"ip -6 route add default via {gw6}")
+        server = subprocess.Popen(["nsenter", f"--net={instance}", sys.executable, "-c", SERVER],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(server)
+        assert server.stdout.readline().strip() == "ready"
+        yield ["nsenter", f"--net={router}"], client
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def reachable(client: str) -> dict[tuple[str, int], bool]:
+    """Which of TARGETS accept a TCP connection from the client (probed concurrently)."""
+    probes = {target: subprocess.Popen(
+        ["nsenter", f"--net={client}", sys.executable, "-c", PROBE, target[0], str(target[1]),
+         str(PROBE_TIMEOUT)]) for target in TARGETS}
+    return {target: proc.wait() == 0 for target, proc in probes.items()}
+
+
+def test_instance_gets_only_the_traffic_its_rules_allow(routed, tools):
+    router, client = routed
+    assert all(reachable(client).values())  # no firewall yet: everything gets through
+    firewall = IptablesFirewall(IptablesManager("cagent", SubprocessExecutor(router),
+                                                tools=tools))
+    uuid = uuid_of(7)
+    firewall.prepare_from_network_info(uuid, "vm-7", [{
+        "id": "port-7", "address": "fa:16:3e:00:00:07",
+        "fixed_ips": [{"address": "10.0.0.5"}, {"address": "2001:db8::5"}],
+        "rules": [{"protocol": "tcp", "port_min": 22},
+                  {"protocol": "tcp", "port_min": 22, "ethertype": 6},
+                  # 2222 only from a network the client is not in
+                  {"protocol": "tcp", "port_min": 2222, "source_cidr": "192.0.2.0/24"}]}])
+    assert reachable(client) == {("10.0.0.5", 22): True, ("10.0.0.5", 2222): False,
+                                 ("2001:db8::5", 22): True, ("2001:db8::5", 2222): False}
+    firewall.remove_instance(uuid)
+    assert all(reachable(client).values())
