@@ -16,9 +16,15 @@ def host_work_factory(conf):
     None: the agent registers and heartbeats only; AgentService logs that no host work is
     plugged in. The compute side (`agent.compute.host.ComputeHost`) is the default.
     """
+    return _compute_host
+
+
+def _compute_host(conf, db, service, dry_run):
+    # Imported here, after the first beat: the compute side pulls in the driver and its
+    # libraries, which must not delay the heartbeat.
     from agent.compute.host import ComputeHost
 
-    return ComputeHost
+    return ComputeHost(conf, db, service, dry_run)
 
 
 def run(args, conf) -> int:
