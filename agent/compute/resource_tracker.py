@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from agent.compute.node_identity import (KnownNode, NodeIdentity, NodeIdentityStore,
                                          check_identity, new_node_uuid)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sqlite3
 
-import pytest
 
 from tests.agent_process import agent_command
 from tests.conftest import require_tier
