@@ -72,7 +72,7 @@ def parse_network_info(instance_uuid: str, raw: str | list | None) -> tuple[VIF,
     if not isinstance(raw, list):
         raise NetworkInfoError(uuid, "(document)", f"expected a list of VIFs, got "
                                                    f"{type(raw).__name__}")
-    return tuple(_parse_vif(uuid, f"[{i}]", item) for i, item in enumerate(raw))
+    return _unique(uuid, tuple(_parse_vif(uuid, f"[{i}]", item) for i, item in enumerate(raw)))
 
 
 def validate_vifs(instance_uuid: str, vifs: Any) -> tuple[VIF, ...]:
@@ -83,7 +83,17 @@ def validate_vifs(instance_uuid: str, vifs: Any) -> tuple[VIF, ...]:
         if not isinstance(vif, VIF):
             raise NetworkInfoError(uuid, f"[{i}]", f"expected a VIF, got {type(vif).__name__}")
         out.append(_parse_vif(uuid, f"[{i}]", _vif_dict(vif)))
-    return tuple(out)
+    return _unique(uuid, tuple(out))
+
+
+def _unique(uuid: str, vifs: tuple[VIF, ...]) -> tuple[VIF, ...]:
+    # A VIF's id names its firewall chain: two VIFs with one id would share (and fight over) it.
+    seen: set[str] = set()
+    for i, vif in enumerate(vifs):
+        if vif.id in seen:
+            raise NetworkInfoError(uuid, f"[{i}].id", f"{vif.id!r} is used by an earlier VIF")
+        seen.add(vif.id)
+    return vifs
 
 
 def dump_network_info(vifs: tuple[VIF, ...] | list[VIF]) -> str:

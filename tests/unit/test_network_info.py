@@ -105,6 +105,7 @@ BAD = {
     "devname-newline": ([vif(devname="tap0\n")], "[0].devname"),
     "vif-id-injection": ([vif(id="port; rm -rf /")], "[0].id"),
     "vif-not-object": (["port-1"], "[0]"),
+    "vif-id-twice": ([vif(), vif(address="fa:16:3e:00:00:02")], "[1].id"),
     "fixed-ips-not-list": ([vif(fixed_ips={"address": "10.0.0.1"})], "[0].fixed_ips"),
     "document-not-list": ({"id": "port-1"}, "(document)"),
     "document-not-json": ("[{", "(document)"),
