@@ -81,6 +81,10 @@ class PowerStateSync:
         self._stopping = threading.Event()
         self._held = False
         self._worker: threading.Thread | None = None
+        # Mismatches already reported, so a repeating one is logged when it starts and when
+        # it clears, not at every sync.
+        self._reported: dict[str, str] = {}
+        self._count_mismatch: tuple[int, int] | None = None
 
     # -- events -------------------------------------------------------------------------------
     def on_event(self, event: LifecycleEvent) -> None:
@@ -169,9 +173,13 @@ class PowerStateSync:
         guests = {g.uuid: g.power_state for g in self.driver.list_instances()}
         with self.db.sessions() as session:
             rows = q.load_host_instances(session, self.host)
-        if len(rows) != len(guests):
+        counts = (len(rows), len(guests))
+        if counts[0] != counts[1] and counts != self._count_mismatch:
             LOG.warning("power-state sync: %d instances in the database for host %s, %d guests "
-                        "on the hypervisor", len(rows), self.host, len(guests))
+                        "on the hypervisor", counts[0], self.host, counts[1])
+        elif counts[0] == counts[1] and self._count_mismatch is not None:
+            LOG.info("power-state sync: instance and guest counts agree again (%d)", counts[0])
+        self._count_mismatch = counts if counts[0] != counts[1] else None
         live = {r.uuid: guests.get(r.uuid, PowerState.NOSTATE) for r in rows}
         return self._apply(rows, live, why="sync")
 
@@ -180,8 +188,11 @@ class PowerStateSync:
         changes = []
         for rec in rows:
             decision = decide_power_sync(rec, live[rec.uuid], self.host)
-            if decision.mismatch:
+            if decision.mismatch and self._reported.get(rec.uuid) != decision.mismatch:
                 LOG.warning("instance %s: %s", rec.uuid, decision.mismatch)
+                self._reported[rec.uuid] = decision.mismatch
+            elif not decision.mismatch and self._reported.pop(rec.uuid, None):
+                LOG.info("instance %s: database and hypervisor agree again", rec.uuid)
             if decision.new_power_state is not None:
                 LOG.info("instance %s: power_state %s -> %s (%s)%s", rec.uuid,
                          _name(rec.power_state), _name(decision.new_power_state), why,

@@ -228,3 +228,20 @@ def test_sync_power_states_copies_hypervisor_state(tmp_path, sqlite_db):
     assert instance_row(sqlite_db, missing).power_state == P.NOSTATE
     # An instance with a task in flight is not touched.
     assert instance_row(sqlite_db, other).power_state == P.RUNNING
+
+
+def test_repeating_mismatch_is_logged_once_until_it_clears(tmp_path, sqlite_db, caplog):
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    driver.set_power_state(U, P.SHUTDOWN)
+    caplog.set_level("INFO", logger="agent.compute.power_sync")
+    for _ in range(3):
+        manager.sync_power_states()
+    warnings = [r for r in caplog.records if "database says active" in r.getMessage()]
+    assert len(warnings) == 1
+    driver.set_power_state(U, P.RUNNING)
+    manager.sync_power_states()
+    assert any("agree again" in r.getMessage() for r in caplog.records)
