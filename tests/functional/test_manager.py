@@ -245,3 +245,48 @@ def test_repeating_mismatch_is_logged_once_until_it_clears(tmp_path, sqlite_db, 
     driver.set_power_state(U, P.RUNNING)
     manager.sync_power_states()
     assert any("agree again" in r.getMessage() for r in caplog.records)
+
+
+# -- the firewall: one restore per family for the whole init_host (real iptables, netns) --------
+from tests.functional.test_iptables_netns import (executor, make_firewall, netns,  # noqa: E402,F401
+                                                  netns_tier, restores, save, tools)
+
+
+@pytest.mark.netns
+def test_init_host_applies_the_firewall_once(tmp_path, sqlite_db, executor):  # noqa: F811
+
+    from fakevirt.scenario import generate_scenario
+
+    scenario = generate_scenario(40, hostname=HOST)  # 7 in 10 guests running
+    seed_scenario = seeded(sqlite_db, scenario)
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, seed_scenario)
+    firewall = make_firewall(executor)
+    manager = ComputeManager(conf, sqlite_db, driver, firewall)
+    try:
+        manager.init_host()
+    finally:
+        manager.stop()
+    assert (restores(executor, 4), restores(executor, 6)) == (1, 1)
+    running = [d for d in scenario.domains if d.power_state == P.RUNNING]
+    v4 = save(executor, 4)
+    jumps = [line for line in v4 if line.startswith("-A cagent-fwd -d 10.")]
+    assert len(jumps) == len(running)
+    # A restart after one running instance was deleted: its chain goes, in one more restore.
+    gone = running[0]
+    from sqlalchemy import update as sql_update
+
+    from agent.db.models import Instance
+
+    with sqlite_db.sessions.begin() as session:
+        session.execute(sql_update(Instance).where(Instance.uuid == gone.uuid)
+                        .values(deleted=Instance.id))
+    executor.clear()
+    manager = ComputeManager(conf, sqlite_db, driver, firewall)
+    try:
+        manager.init_host()
+    finally:
+        manager.stop()
+    assert restores(executor, 4) == 1
+    jumps = [line for line in save(executor, 4) if line.startswith("-A cagent-fwd -d 10.")]
+    assert len(jumps) == len(running) - 1
