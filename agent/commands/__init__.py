@@ -5,5 +5,7 @@ stay fast.
 """
 
 from agent.commands import config_cmd, db, services
+from agent.commands import evacuate, fleet
 
 COMMAND_MODULES = (db, services, config_cmd)
+COMMAND_MODULES += (fleet, evacuate)

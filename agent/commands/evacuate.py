@@ -1,0 +1,75 @@
+"""`agent evacuate --host SRC --to DST [--dry-run]`: move every instance of a down (or forced
+down) host to another host, with one 'evacuation' migration record per instance, in one
+transaction. The source's agent destroys its local copies when it starts again."""
+
+from __future__ import annotations
+
+import argparse
+
+COMPUTE_BINARY = "compute-agent"  # agent.registry.COMPUTE_BINARY, without importing SQLAlchemy
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "evacuate", parents=[common],
+        help="move the instances of a down host to another host (evacuation)",
+        description="Evacuate host SRC (--host, required) to host DST (--to): refused unless "
+                    "SRC's service is down or forced down and DST's is up and enabled. Writes "
+                    "one 'evacuation' migration (status 'done') per instance and moves the "
+                    "instances to DST, all in one transaction. When SRC's agent starts again "
+                    "it destroys its copies of the guests and completes the migrations.")
+    parser.add_argument("--to", dest="dest_host", required=True, metavar="DST",
+                        help="the destination host")
+    parser.add_argument("--binary", dest="service_binary", default=COMPUTE_BINARY, metavar="B",
+                        help=f"the services' binary (default: {COMPUTE_BINARY})")
+    parser.add_argument("--dry-run", action="store_true", dest="evacuate_dry_run",
+                        help="check and show what would be done; write nothing")
+    parser.set_defaults(func=run)
+
+
+def run(args, conf) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from agent.config import mask_password
+    from agent.db.engine import database_from_conf
+    from agent.errors import DatabaseError, ServiceError
+    from agent.evacuate import evacuate_host
+
+    source = getattr(args, "host", None)
+    if not source:
+        raise ServiceError("evacuate: --host is required (the host whose instances to move)")
+    dry_run = args.evacuate_dry_run or getattr(args, "dry_run", False)
+    db = database_from_conf(conf)
+    try:
+        result = evacuate_host(db, source, args.dest_host,
+                               service_down_time=conf.service_down_time,
+                               binary=args.service_binary, dry_run=dry_run)
+    except DBAPIError as exc:
+        detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise DatabaseError(f"database {db.url}: "
+                            f"{mask_password(detail[0] if detail else type(exc).__name__)} "
+                            "(nothing was changed)") from None
+    finally:
+        db.dispose()
+    print(render(result), end="")
+    return 0
+
+
+def render(result) -> str:
+    verb = "would evacuate" if result.dry_run else "evacuated"
+    lines = [f"{verb} {len(result.instances)} instance(s) from host {result.source_host} "
+             f"({result.source_state}) to host {result.dest_host} (node {result.dest_node})"
+             + (" [dry run: nothing written]" if result.dry_run else "")]
+    if result.instances:
+        header = ("Instance UUID", "Name", "Source Node", "Migration")
+        rows = [(i.uuid, i.name, i.source_node,
+                 "-" if i.migration_id is None else f"{i.migration_id} (done)")
+                for i in result.instances]
+        widths = [max(len(str(r[c])) for r in rows + [header]) for c in range(len(header))]
+        for row in [header] + rows:
+            lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        if not result.dry_run:
+            lines.append(f"start the agent on {result.source_host} to destroy its copies; "
+                         f"'agent services force-down --unset --host {result.source_host}' is "
+                         "refused until then")
+    return "\n".join(lines) + "\n"

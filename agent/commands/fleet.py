@@ -1,0 +1,129 @@
+"""`agent fleet`: N simulated compute agents in one process against one database, with a
+progress line every few seconds and a report at the end (table; JSON with --report FILE).
+
+Ctrl-C (SIGINT) or SIGTERM stops it cleanly with the report so far (exit status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+LOG = logging.getLogger(__name__)
+
+# The single agent's modules: at INFO they log every registration, init_host and audit of every
+# simulated host. Held at --agent-log-level (WARNING by default) so the fleet's own progress
+# stays readable; warnings and errors (a lost database, a failed audit) still show.
+AGENT_LOGGERS = ("agent.compute", "agent.registry", "agent.heartbeat", "agent.virt",
+                 "agent.network", "agent.scheduler", "fakevirt")
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "fleet", parents=[common],
+        help="run N simulated compute agents (fakevirt) in one process against one database",
+        description="Run N simulated compute agents in this process, each with its own host "
+                    "name, service row, fakevirt hypervisor with M instances, heartbeat, "
+                    "start-up and periodic audit, against the configured database (--db). "
+                    "report_interval and service_down_time come from the configuration. "
+                    "Prints progress every few seconds and a report at the end; Ctrl-C stops "
+                    "it with the report so far.")
+    parser.add_argument("--count", type=int, required=True, metavar="N",
+                        help="number of simulated agents")
+    parser.add_argument("--instances-per-host", type=int, default=2, metavar="M",
+                        help="instances on each simulated host (default: 2)")
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help="seconds to run after the first agent starts (default: until "
+                             "Ctrl-C)")
+    parser.add_argument("--report", metavar="FILE", help="also write the report as JSON here")
+    parser.add_argument("--ramp", type=float, metavar="S",
+                        help="seconds over which the agents are started (default: one "
+                             "report_interval)")
+    parser.add_argument("--host-prefix", default="fleet-", metavar="P",
+                        help="host names are P00001, P00002, ... (default: fleet-)")
+    parser.add_argument("--beat-workers", type=int, default=8, metavar="W",
+                        help="threads sending heartbeats (default: 8)")
+    parser.add_argument("--job-workers", type=int, default=2, metavar="W",
+                        help="threads running periodic audits (default: 2)")
+    parser.add_argument("--start-workers", type=int, default=2, metavar="W",
+                        help="threads running agent start-ups (default: 2)")
+    parser.add_argument("--poll-interval", type=float, metavar="S",
+                        help="seconds between 'services list' polls (default: report_interval)")
+    parser.add_argument("--progress-interval", type=float, default=5.0, metavar="S",
+                        help="seconds between progress lines (default: 5)")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="random seed of the start-up and heartbeat phases")
+    parser.add_argument("--agent-log-level", default="WARNING",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="log level of the simulated agents' own modules (default: "
+                             "WARNING)")
+    parser.set_defaults(func=run)
+
+
+def options_from_args(args):
+    from agent.errors import ConfigError
+    from agent.fleet.runner import FleetOptions
+
+    if args.progress_interval <= 0:
+        raise ConfigError(f"--progress-interval {args.progress_interval:g}: must be positive")
+    options = FleetOptions(count=args.count, instances_per_host=args.instances_per_host,
+                           duration=args.duration, ramp=args.ramp, host_prefix=args.host_prefix,
+                           beat_workers=args.beat_workers, job_workers=args.job_workers,
+                           start_workers=args.start_workers, poll_interval=args.poll_interval,
+                           progress_interval=args.progress_interval, seed=args.seed)
+    options.check()
+    return options
+
+
+def run(args, conf) -> int:
+    from agent.fleet.runner import FleetRunner
+    from agent.log import setup_logging
+
+    options = options_from_args(args)
+    if args.report:
+        _check_writable(args.report)
+    setup_logging(conf.debug, conf.log_file)
+    for name in AGENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if conf.debug else args.agent_log_level)
+    for warning in conf.warnings:
+        LOG.warning("%s", warning)
+    runner = FleetRunner(conf, options)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(
+                signum, lambda num, _frame: runner.request_stop(signal.Signals(num).name))
+    try:
+        report = runner.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    sys.stdout.write(report.format_table())
+    sys.stdout.flush()
+    if args.report:
+        _write_atomically(args.report, report.to_json())
+        LOG.info("fleet: report written to %s", args.report)
+    return 0
+
+
+def _check_writable(path: str) -> None:
+    import os
+
+    from agent.errors import ConfigError
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise ConfigError(f"--report {path}: directory {directory} does not exist or is not "
+                          "writable")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

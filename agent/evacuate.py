@@ -1,0 +1,170 @@
+"""The control-plane side of a host evacuation (nova's `evacuate` for every instance of a host):
+move the instances of a dead source host to a destination host, leaving one 'evacuation'
+migration record per instance for the source's agent to act on when it starts again (it then
+destroys its local copies and completes the records: agent/compute/evacuation.py).
+
+`check_evacuation` is pure: given both service rows, their compute nodes and the database's
+clock, it says why the request is refused, or which nodes to use. `evacuate_host` does the I/O,
+all in ONE transaction (the source's service row locked first): every record and every move, or
+none. A dry run reads and checks the same way and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid as uuid_lib
+from dataclasses import dataclass
+from typing import Sequence
+
+from sqlalchemy import insert, select, update
+
+from agent.compute import states
+from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
+from agent.db.service_queries import EVACUATION_DONE, ServiceRow
+from agent.errors import ServiceError, ServiceNotFound
+from agent.liveness import service_state
+from agent.registry import COMPUTE_BINARY
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvacuatedInstance:
+    uuid: str
+    name: str
+    source_node: str
+    migration_uuid: str
+    migration_id: int | None  # None in a dry run
+
+
+@dataclass(frozen=True)
+class EvacuationResult:
+    source_host: str
+    dest_host: str
+    dest_node: str
+    source_state: str        # "forced down" or "down: last seen ... ago"
+    instances: tuple[EvacuatedInstance, ...]
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class EvacuationTarget:
+    """What check_evacuation decides: the node the instances go to, and why the source may be
+    evacuated."""
+
+    dest_node: str
+    source_state: str
+    source_nodes: tuple[str, ...]
+
+
+def check_evacuation(source: ServiceRow, dest: ServiceRow, *, db_now: dt.datetime,
+                     service_down_time: float, source_nodes: Sequence[str],
+                     dest_nodes: Sequence[str], binary: str = COMPUTE_BINARY
+                     ) -> EvacuationTarget:
+    """Raises ServiceError saying why the evacuation is refused; otherwise the target."""
+    if source.host == dest.host:
+        raise ServiceError(f"cannot evacuate host {source.host!r} to itself: --to must name "
+                           "another host")
+    src_state = service_state(source.forced_down, source.last_seen_up, source.created_at,
+                              source.last_seen_host_time, db_now, service_down_time)
+    if src_state.up:
+        seen = ("" if src_state.age_seconds is None
+                else f" (last seen {src_state.age_seconds:.0f} s ago)")
+        raise ServiceError(
+            f"service {binary} on host {source.host} is up{seen}: force it down first with "
+            f"'agent services force-down --host {source.host}' or wait until it is down "
+            f"(service_down_time {service_down_time:g} s)")
+    dst_state = service_state(dest.forced_down, dest.last_seen_up, dest.created_at,
+                              dest.last_seen_host_time, db_now, service_down_time)
+    if dest.forced_down:
+        raise ServiceError(f"destination host {dest.host} is forced down: lift it with "
+                           f"'agent services force-down --unset --host {dest.host}' or choose "
+                           "another host")
+    if not dst_state.up:
+        raise ServiceError(f"destination host {dest.host} is down ({dst_state.reason}): its "
+                           "agent must be running to take the instances")
+    if dest.disabled:
+        raise ServiceError(f"destination host {dest.host} is disabled"
+                           f"{f' ({dest.disabled_reason})' if dest.disabled_reason else ''}: "
+                           f"enable it with 'agent services enable --host {dest.host}' or "
+                           "choose another host")
+    if not dest_nodes:
+        raise ServiceError(f"destination host {dest.host} has no compute node yet: wait until "
+                           "its agent has finished start-up (its first resource audit creates "
+                           "the node)")
+    if len(dest_nodes) > 1:
+        raise ServiceError(f"destination host {dest.host} has {len(dest_nodes)} compute nodes "
+                           f"({', '.join(dest_nodes)}); evacuating to a host with several "
+                           "nodes is not supported")
+    why = "forced down" if source.forced_down else f"down: {src_state.reason}"
+    return EvacuationTarget(dest_nodes[0], why, tuple(source_nodes))
+
+
+def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: float,
+                  binary: str = COMPUTE_BINARY, dry_run: bool = False) -> EvacuationResult:
+    """Evacuate every live instance of `source_host` to `dest_host` (see the module
+    docstring). Raises ServiceNotFound / ServiceError, changing nothing, when refused."""
+    with db.sessions.begin() as session:
+        source = _service(session, source_host, binary, "source", lock=True)
+        dest = _service(session, dest_host, binary, "destination", lock=False)
+        db_now = session.scalar(select(utcnow()))
+        source_nodes = _nodes(session, source_host)
+        dest_nodes = _nodes(session, dest_host)
+        target = check_evacuation(source, dest, db_now=db_now,
+                                  service_down_time=service_down_time,
+                                  source_nodes=source_nodes, dest_nodes=dest_nodes,
+                                  binary=binary)
+        rows = session.execute(
+            select(Instance.id, Instance.uuid, Instance.display_name, Instance.node)
+            .where(Instance.host == source_host, Instance.deleted == 0)
+            .order_by(Instance.id).with_for_update()).all()
+        default_node = source_nodes[0] if source_nodes else source_host
+        planned = [EvacuatedInstance(r.uuid, r.display_name or r.uuid, r.node or default_node,
+                                     str(uuid_lib.uuid4()), None) for r in rows]
+        if dry_run or not planned:  # nothing written: the commit only releases the locks
+            return EvacuationResult(source_host, dest_host, target.dest_node,
+                                    target.source_state, tuple(planned), dry_run)
+        session.execute(insert(Migration), [
+            {"uuid": p.migration_uuid, "instance_uuid": p.uuid, "source_compute": source_host,
+             "dest_compute": dest_host, "source_node": p.source_node,
+             "dest_node": target.dest_node, "migration_type": states.EVACUATION,
+             "status": EVACUATION_DONE, "deleted": 0} for p in planned])
+        moved = session.execute(
+            update(Instance)
+            .where(Instance.id.in_([r.id for r in rows]), Instance.host == source_host,
+                   Instance.deleted == 0)
+            .values(host=dest_host, node=target.dest_node)).rowcount
+        if moved != len(rows):  # pragma: no cover - the rows are locked above
+            raise ServiceError(f"evacuation of host {source_host}: {len(rows)} instances "
+                               f"planned but {moved} moved; nothing was changed")
+        ids = dict(session.execute(
+            select(Migration.uuid, Migration.id)
+            .where(Migration.uuid.in_([p.migration_uuid for p in planned]))).all())
+    done = tuple(EvacuatedInstance(p.uuid, p.name, p.source_node, p.migration_uuid,
+                                   ids[p.migration_uuid]) for p in planned)
+    LOG.info("evacuated %d instances from host %s (%s) to host %s node %s", len(done),
+             source_host, target.source_state, dest_host, target.dest_node)
+    return EvacuationResult(source_host, dest_host, target.dest_node, target.source_state,
+                            done, False)
+
+
+def _service(session, host: str, binary: str, role: str, *, lock: bool) -> ServiceRow:
+    stmt = select(Service).where(Service.host == host, Service.binary == binary,
+                                 Service.deleted == 0)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.scalars(stmt).one_or_none()
+    if row is None:
+        raise ServiceNotFound(f"{role} host {host!r}: no service {binary!r} registered for it "
+                              "('agent services list' shows the registered hosts)")
+    values = {name: getattr(row, name) for name in ServiceRow.__dataclass_fields__}
+    for name in ("disabled", "forced_down"):
+        values[name] = bool(values[name])
+    return ServiceRow(**values)
+
+
+def _nodes(session, host: str) -> list[str]:
+    return list(session.scalars(
+        select(ComputeNode.hypervisor_hostname)
+        .where(ComputeNode.host == host, ComputeNode.deleted == 0).order_by(ComputeNode.id)))

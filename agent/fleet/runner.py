@@ -1,0 +1,433 @@
+"""FleetRunner: N simulated compute agents in one process against one database.
+
+Each `SimulatedAgent` does what the single agent does at start-up and while it runs, with the
+same code: `register_service` (disabled 'AUTO: starting'), a first `Heartbeat.beat()`,
+`ComputeHost.start()` (fakevirt init_host, the compute manager's init_host, the start-up audit),
+`finish_starting`, then `Heartbeat.beat()` every report_interval and the host's periodic jobs
+(`ComputeHost.periodic_jobs()`: resource audit, power-state sync). What is shared is the
+machinery: one engine and pool, one `DueScheduler` for every heartbeat, one for every periodic
+job, a small pool for start-ups, one `services list` poller on a connection of its own.
+
+Two differences from a real host, both about threads: lifecycle events are not handled (each
+host would need its own event worker thread, and a fake hypervisor emits events only when
+told to; the periodic power-state sync still runs), and the firewall is the no-op one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import resource
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable
+
+from agent.fleet.beat_scheduler import DueScheduler, Task
+from agent.fleet.report import FleetReport
+from agent.fleet.statements import StatementCounter
+from agent.log import request_context
+
+LOG = logging.getLogger(__name__)
+
+AUDIT_JOB = "update_available_resource"
+SYNC_JOB = "sync_power_states"
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    count: int
+    instances_per_host: int = 2
+    duration: float | None = None        # None: until stopped
+    ramp: float | None = None            # seconds over which agents start; None: report_interval
+    host_prefix: str = "fleet-"
+    beat_workers: int = 8
+    job_workers: int = 2
+    start_workers: int = 2
+    poll_interval: float | None = None   # None: report_interval
+    progress_interval: float = 5.0
+    seed: int | None = None
+
+    def check(self) -> None:
+        from agent.errors import ConfigError
+
+        for name in ("count", "beat_workers", "job_workers", "start_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be "
+                                  "at least 1")
+        if self.instances_per_host < 0:
+            raise ConfigError(f"--instances-per-host {self.instances_per_host}: must be 0 or "
+                              "more")
+        for name in ("duration", "ramp", "poll_interval"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {value:g}: must not be negative")
+
+
+def host_names(prefix: str, count: int) -> list[str]:
+    width = max(5, len(str(count)))
+    return [f"{prefix}{i:0{width}d}" for i in range(1, count + 1)]
+
+
+def agent_conf(conf, host: str):
+    """The configuration of one simulated agent: the fleet's, with its own host name, the fake
+    driver, no firewall and no lifecycle-event thread (see the module docstring)."""
+    values = dict(conf.values)
+    values[("DEFAULT", "host")] = host
+    values[("DEFAULT", "compute_driver")] = "fake"
+    values[("DEFAULT", "firewall_driver")] = "noop"
+    values[("workarounds", "handle_virt_lifecycle_events")] = False
+    return dataclasses.replace(conf, values=MappingProxyType(values))
+
+
+class SimulatedAgent:
+    """One host of the fleet. Its state directory holds only its node identity file."""
+
+    def __init__(self, conf, db, scenario, state_dir: str):
+        self.conf = conf
+        self.host = conf.host
+        self.db = db
+        self.scenario = scenario
+        self.state_dir = state_dir
+        self.service = None
+        self.heartbeat = None
+        self.host_work = None
+        self.tasks: list[Task] = []
+
+    def register(self) -> bool:
+        """Register the service and send the first beat; True when the beat went through."""
+        from agent.heartbeat import Heartbeat
+        from agent.registry import register_service
+
+        self.service = register_service(self.db, self.host,
+                                        enable_new=self.conf.enable_new_services, starting=True)
+        self.heartbeat = Heartbeat(self.db, self.service.id, self.conf.report_interval,
+                                   name=f"heartbeat {self.host}", host=self.service.host,
+                                   binary=self.service.binary)
+        return self.heartbeat.beat()
+
+    def start_host_work(self) -> None:
+        from agent.compute.host import ComputeHost
+        from agent.compute.node_identity import NodeIdentityStore
+        from agent.network.firewall import NoopFirewall
+        from fakevirt.driver import FakeDriver
+
+        self.host_work = ComputeHost(self.conf, self.db, self.service,
+                                     driver=FakeDriver(self.conf, scenario=self.scenario),
+                                     firewall=NoopFirewall(),
+                                     identity_store=NodeIdentityStore(self.state_dir))
+        self.host_work.start()
+
+    def finish_starting(self) -> None:
+        from agent.registry import finish_starting
+
+        finish_starting(self.db, self.service.id)
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancelled = True
+        if self.host_work is not None:
+            self.host_work.stop()
+
+
+class FleetRunner:
+    def __init__(self, conf, options: FleetOptions, *,
+                 database_factory: Callable[..., object] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        options.check()
+        self.conf = conf
+        self.options = options
+        self._database_factory = database_factory
+        self._clock = clock
+        self._rng = random.Random(options.seed)
+        self._stop = threading.Event()
+        self._stopped_by = "duration"
+        self._lock = threading.Lock()
+        self._live: set[str] = set()
+        self.agents: list[SimulatedAgent] = []
+        self.started = 0
+        self.failed = 0
+        self._last_started_at: float | None = None
+        self._job_runs: dict[str, int] = {}
+        self._job_errors: dict[str, int] = {}
+        self.statements = StatementCounter()
+        self.interval = float(conf.report_interval)
+        self.beats = DueScheduler("beats", options.beat_workers, clock=clock, rng=self._rng)
+        self.jobs = DueScheduler("jobs", options.job_workers, clock=clock, rng=self._rng)
+        self.db = None
+        self.poller = None
+
+    # -- control ------------------------------------------------------------------------------
+    def request_stop(self, why: str) -> None:
+        """Thread- and signal-safe."""
+        if not self._stop.is_set():
+            self._stopped_by = why
+            self._stop.set()
+
+    def live_hosts(self) -> list[str]:
+        with self._lock:
+            return list(self._live)
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> FleetReport:
+        import psutil
+
+        from agent.db import migrate
+        from agent.fleet.poller import ServicesPoller
+        from agent.fleet.seeding import seed_fleet_instances
+        from fakevirt.scenario import generate_scenario
+
+        opts, conf = self.options, self.conf
+        process = psutil.Process()
+        cpu0 = process.cpu_times()
+        workers = opts.beat_workers + opts.job_workers + opts.start_workers
+        self.db = self._open(pool_size=workers)
+        poll_db = self._open(pool_size=1)
+        self.statements.attach(self.db.engine)
+        try:
+            migrate.ensure_schema(self.db, auto_upgrade=self.db.engine.url.get_backend_name()
+                                  == "sqlite")
+            hosts = host_names(opts.host_prefix, opts.count)
+            state_root = os.path.join(conf.state_path, "fleet")
+            for host in hosts:
+                aconf = agent_conf(conf, host)
+                scenario = generate_scenario(opts.instances_per_host, hostname=host)
+                self.agents.append(SimulatedAgent(aconf, self.db, scenario,
+                                                  os.path.join(state_root, host)))
+            with self.statements.labelled("seed"):
+                seed_fleet_instances(self.db, [a.scenario for a in self.agents])
+            self.poller = ServicesPoller(poll_db, self.live_hosts, conf.service_down_time,
+                                         opts.poll_interval or self.interval)
+            return self._run_agents(process, cpu0)
+        finally:
+            self.statements.detach()
+            self.db.dispose()
+            poll_db.dispose()
+
+    def _open(self, pool_size: int):
+        from agent.db.engine import make_database
+
+        factory = self._database_factory or make_database
+        return factory(self.conf.database.connection, pool_size=pool_size,
+                       connect_timeout=self.conf.database.connect_timeout)
+
+    def _run_agents(self, process, cpu0) -> FleetReport:
+        opts = self.options
+        ramp = self.interval if opts.ramp is None else opts.ramp
+        LOG.info("fleet: starting %d agents (%d instances each) over %g s against %s; "
+                 "report_interval %g s, service_down_time %g s", opts.count,
+                 opts.instances_per_host, ramp, self.db.url, self.interval,
+                 self.conf.service_down_time)
+        t0 = self._clock()
+        statements0 = sum(self.statements.totals().values())
+        self.beats.start()
+        self.jobs.start()
+        self.poller.start()
+        start_pool = ThreadPoolExecutor(max_workers=opts.start_workers,
+                                        thread_name_prefix="fleet-start")
+        starter = threading.Thread(target=self._submit_starts, args=(start_pool, t0, ramp),
+                                   name="fleet-starter", daemon=True)
+        starter.start()
+        steady_at, steady_beats = None, 0
+        last_t, last_beats, last_statements = t0, 0, statements0
+        end = None if opts.duration is None else t0 + opts.duration
+        while True:
+            now = self._clock()
+            wait = opts.progress_interval if end is None else min(opts.progress_interval,
+                                                                  end - now)
+            if wait <= 0 or self._stop.wait(wait):
+                break
+            now = self._clock()
+            beats_ok, _ = self._beat_totals()
+            if steady_at is None and self.started + self.failed == opts.count:
+                steady_at, steady_beats = now, beats_ok
+                self.beats.mark_steady()
+                LOG.info("fleet: all %d agents started in %.1f s (%d failed)", opts.count,
+                         now - t0, self.failed)
+            statements = sum(self.statements.totals().values())
+            self._log_progress(now - last_t, beats_ok - last_beats, statements - last_statements)
+            last_t, last_beats, last_statements = now, beats_ok, statements
+        LOG.info("fleet: stopping (%s)", self._stopped_by)
+        self._stop.set()
+        starter.join()
+        start_pool.shutdown(wait=True, cancel_futures=True)
+        self.poller.stop()
+        self.beats.stop()
+        self.jobs.stop()
+        t_end = self._clock()
+        report = self._report(process, cpu0, t0, t_end, steady_at, steady_beats, statements0)
+        for agent in self.agents:
+            try:
+                agent.stop()
+            except Exception as exc:  # noqa: BLE001 - stopping the others matters more
+                LOG.warning("fleet: stopping agent %s failed: %s", agent.host, exc)
+        return report
+
+    def _submit_starts(self, pool: ThreadPoolExecutor, t0: float, ramp: float) -> None:
+        # Start-ups are spread over the ramp, and each heartbeat gets a random phase in
+        # [0, interval): N agents started at once would otherwise register, audit and beat
+        # in lockstep for ever - a thundering herd of N statements at the same instant every
+        # interval, whose queueing shows up as late beats (and, at scale, false downs).
+        n = len(self.agents)
+        for index, agent in enumerate(self.agents):
+            at = t0 + ramp * index / n
+            if self._stop.wait(max(0.0, at - self._clock())):
+                return
+            try:
+                pool.submit(self._start_agent, agent)
+            except RuntimeError:
+                return
+
+    def _start_agent(self, agent: SimulatedAgent) -> None:
+        if self._stop.is_set():
+            return
+        with request_context(), self.statements.labelled("startup"):
+            try:
+                if not agent.register():
+                    raise RuntimeError(agent.heartbeat.last_error or "first beat failed")
+                with self._lock:
+                    self._live.add(agent.host)
+                beat = Task(f"beat {agent.host}", self._beat_func(agent), self.interval)
+                agent.tasks.append(beat)
+                self.beats.add(beat, self._clock() + self._rng.uniform(0, self.interval))
+                agent.start_host_work()
+                self._schedule_jobs(agent)
+                agent.finish_starting()
+            except Exception as exc:  # noqa: BLE001 - one host failing does not stop the fleet
+                from agent.service import short_reason
+
+                LOG.error("fleet: agent %s failed to start: %s", agent.host, short_reason(exc))
+                for task in agent.tasks:
+                    task.cancelled = True
+                with self._lock:
+                    self._live.discard(agent.host)
+                    self.failed += 1
+                return
+        with self._lock:
+            self.started += 1
+            self._last_started_at = self._clock()
+
+    def _beat_func(self, agent: SimulatedAgent) -> Callable[[], object]:
+        heartbeat, labelled = agent.heartbeat, self.statements.labelled
+
+        def beat() -> bool:
+            with labelled("beat"):
+                return heartbeat.beat()
+        return beat
+
+    def _schedule_jobs(self, agent: SimulatedAgent) -> None:
+        from agent.scheduler import first_run_delay, jitter_for
+
+        for job in agent.host_work.periodic_jobs():
+            if job.interval_seconds <= 0:
+                continue
+            delay = first_run_delay(job, self.conf.periodic_fuzzy_delay, self._rng)
+            task = Task(f"{job.name} {agent.host}", self._job_func(job), job.interval_seconds,
+                        jitter=jitter_for(job.interval_seconds))
+            agent.tasks.append(task)
+            self.jobs.add(task, self._clock() + delay)
+
+    def _job_func(self, job) -> Callable[[], None]:
+        def run() -> None:
+            with request_context(), self.statements.labelled(job.name):
+                try:
+                    job.func()
+                except Exception:  # noqa: BLE001 - logged and counted; the schedule goes on
+                    LOG.exception("periodic job %s failed", job.name)
+                    with self._lock:
+                        self._job_errors[job.name] = self._job_errors.get(job.name, 0) + 1
+                with self._lock:
+                    self._job_runs[job.name] = self._job_runs.get(job.name, 0) + 1
+        return run
+
+    # -- numbers ------------------------------------------------------------------------------
+    def _beat_totals(self) -> tuple[int, int]:
+        ok = failed = 0
+        for agent in self.agents:
+            heartbeat = agent.heartbeat
+            if heartbeat is not None:
+                ok += heartbeat.beats_ok
+                failed += heartbeat.beats_failed
+        return ok, failed
+
+    def _log_progress(self, elapsed: float, beats: int, statements: int) -> None:
+        p99 = self.beats.lateness.percentile(0.99)
+        with self._lock:
+            live, errors = len(self._live), sum(self._job_errors.values())
+            audits = self._job_runs.get(AUDIT_JOB, 0)
+        _, beats_failed = self._beat_totals()
+        LOG.info("fleet: %d/%d agents started (%d live, %d failed); %.1f beats/s (target "
+                 "%.1f); beat lateness p99 %s, max %s so far; %.0f statements/s; %d audits; "
+                 "errors: %d beats, %d jobs; live agents seen down: %d",
+                 self.started, self.options.count, live, self.failed,
+                 beats / elapsed if elapsed > 0 else 0.0, self.options.count / self.interval,
+                 _ms(p99), _ms(self.beats.lateness.max if self.beats.lateness.count else None),
+                 statements / elapsed if elapsed > 0 else 0.0, audits, beats_failed, errors,
+                 self.poller.false_downs)
+
+    def _report(self, process, cpu0, t0, t_end, steady_at, steady_beats,
+                statements0) -> FleetReport:
+        cpu = process.cpu_times()
+        duration = max(t_end - t0, 1e-9)
+        beats_ok, beats_failed = self._beat_totals()
+        if steady_at is not None and t_end > steady_at:
+            rate = (beats_ok - steady_beats) / (t_end - steady_at)
+            steady = self.beats.steady_lateness
+        else:
+            rate = beats_ok / duration
+            steady = self.beats.lateness
+        totals = self.statements.totals()
+        run_statements = sum(totals.values()) - statements0
+        with self._lock:
+            runs, job_errors = dict(self._job_runs), dict(self._job_errors)
+            last_started = self._last_started_at
+        beat_attempts = beats_ok + beats_failed - self.started - self.failed
+        startups = self.started + self.failed
+        user, system = cpu.user - cpu0.user, cpu.system - cpu0.system
+        overall = self.beats.lateness
+        return FleetReport(
+            count=self.options.count, instances_per_host=self.options.instances_per_host,
+            database=self.db.url, duration_s=round(duration, 3),
+            report_interval_s=self.interval,
+            service_down_time_s=float(self.conf.service_down_time),
+            agents_started=self.started, agents_failed=self.failed,
+            startup_s=None if last_started is None or steady_at is None
+            else round(last_started - t0, 3),
+            beats_ok=beats_ok, beats_failed=beats_failed,
+            beats_per_second=round(rate, 2),
+            target_beats_per_second=round(self.options.count / self.interval, 2),
+            lateness_p50_s=steady.percentile(0.50), lateness_p99_s=steady.percentile(0.99),
+            lateness_max_s=steady.max if steady.count else None,
+            lateness_all_p99_s=overall.percentile(0.99),
+            lateness_all_max_s=overall.max if overall.count else None,
+            beat_overruns=self.beats.overruns,
+            statements=run_statements,
+            statements_per_second=round(run_statements / duration, 1),
+            statements_by_activity=dict(sorted(totals.items())),
+            statements_per_beat=_ratio(totals.get("beat", 0), beat_attempts),
+            statements_per_audit=_ratio(totals.get(AUDIT_JOB, 0), runs.get(AUDIT_JOB, 0)),
+            statements_per_startup=_ratio(totals.get("startup", 0), startups),
+            audits=runs.get(AUDIT_JOB, 0), audit_errors=job_errors.get(AUDIT_JOB, 0),
+            power_syncs=runs.get(SYNC_JOB, 0),
+            job_lateness_p99_s=self.jobs.lateness.percentile(0.99),
+            cpu_user_s=round(user, 2), cpu_system_s=round(system, 2),
+            cpu_percent_of_one_core=round(100.0 * (user + system) / duration, 1),
+            rss_mb=round(process.memory_info().rss / 2**20, 1),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            polls=self.poller.polls, poll_errors=self.poller.errors,
+            false_downs=self.poller.false_downs,
+            max_poll_s=self.poller.max_poll_seconds if self.poller.polls else None,
+            errors=beats_failed + sum(job_errors.values()) + self.failed + self.poller.errors,
+            stopped_by=self._stopped_by)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return round(numerator / denominator, 3) if denominator > 0 else None
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
