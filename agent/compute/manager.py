@@ -20,7 +20,7 @@ from agent.compute.decisions import InstanceState, OnError, Op, Plan, Step, plan
 from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)
 from agent.compute.power_sync import PowerStateSync
 from agent.db import compute_queries as q
-from agent.errors import InstanceNotFound
+from agent.errors import FirewallError, InstanceNotFound
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import VIF, InstanceInfo, InstanceRef, PowerState, RebootType
 
@@ -90,14 +90,45 @@ class ComputeManager:
         outcomes: list[InstanceOutcome] = []
         updates: list[q.InstanceUpdate] = []
         by_uuid = {r.uuid: r for r in records}
+        firewall_error: FirewallError | None = None
+        try:
+            self._start_instances(records, guests, migrations, by_uuid, evac_outcomes,
+                                  migration_statuses, outcomes, updates)
+        except FirewallError as exc:
+            # The driver work is done: save it before reporting the failed apply.
+            firewall_error = exc
+        if not self.dry_run and (updates or migration_statuses):
+            with self.db.sessions.begin() as session:
+                q.update_instances(session, updates)
+                q.set_migration_statuses(session, migration_statuses)
+        if not self.dry_run:
+            self.power_sync.release()
+        unknown = tuple(UnknownDomain(g.uuid, g.name, int(g.power_state))
+                        for g in guests.values() if g.uuid not in by_uuid)
+        if unknown:
+            LOG.warning("%d guests on the hypervisor have no instance in the database "
+                        "(left alone): %s", len(unknown),
+                        ", ".join(f"{d.name} ({d.uuid})" for d in unknown[:10])
+                        + (" ..." if len(unknown) > 10 else ""))
+        self._log_summary(outcomes, evac_outcomes)
+        if firewall_error is not None:
+            raise firewall_error
+        return InitHostResult(tuple(outcomes), tuple(evac_outcomes), unknown, self.dry_run)
+
+    def _start_instances(self, records, guests, migrations, by_uuid, evac_outcomes,
+                         migration_statuses, outcomes, updates) -> None:
+        """Evacuations, then _init_instance for every other instance, inside one firewall
+        deferral (one apply at the end). Fills the lists and dicts it is given."""
         with self.firewall_deferred():
             if self.driver.capabilities.supports_evacuate:
                 plans = plan_evacuations(migrations, self.host,
                                          {u: g.name for u, g in guests.items()},
                                          self.conf.compute.shared_storage)
-                evac_outcomes, migration_statuses = destroy_evacuated(
+                evac, statuses = destroy_evacuated(
                     self.driver, plans, dry_run=self.dry_run,
-                    network_info=lambda uuid: self._vifs(by_uuid.get(uuid), quiet=True))
+                    network_info=lambda uuid: self._vifs(by_uuid.get(uuid), quiet=True) or ())
+                evac_outcomes.extend(evac)
+                migration_statuses.update(statuses)
                 evacuated = {p.instance_uuid for p in plans}
             else:
                 evacuated = set()
@@ -115,21 +146,6 @@ class ComputeManager:
                     kept.append(rec.uuid)
             if not self.dry_run:
                 self.firewall.retain_only(kept)
-        if not self.dry_run and (updates or migration_statuses):
-            with self.db.sessions.begin() as session:
-                q.update_instances(session, updates)
-                q.set_migration_statuses(session, migration_statuses)
-        if not self.dry_run:
-            self.power_sync.release()
-        unknown = tuple(UnknownDomain(g.uuid, g.name, int(g.power_state))
-                        for g in guests.values() if g.uuid not in by_uuid)
-        if unknown:
-            LOG.warning("%d guests on the hypervisor have no instance in the database "
-                        "(left alone): %s", len(unknown),
-                        ", ".join(f"{d.name} ({d.uuid})" for d in unknown[:10])
-                        + (" ..." if len(unknown) > 10 else ""))
-        self._log_summary(outcomes, evac_outcomes)
-        return InitHostResult(tuple(outcomes), tuple(evac_outcomes), unknown, self.dry_run)
 
     def firewall_deferred(self):
         return self.firewall.defer_apply()

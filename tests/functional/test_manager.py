@@ -290,3 +290,27 @@ def test_init_host_applies_the_firewall_once(tmp_path, sqlite_db, executor):  # 
     assert restores(executor, 4) == 1
     jumps = [line for line in save(executor, 4) if line.startswith("-A cagent-fwd -d 10.")]
     assert len(jumps) == len(running) - 1
+
+
+def test_failed_firewall_apply_still_saves_the_driver_work(tmp_path, sqlite_db):
+    from agent.errors import FirewallError
+    from agent.network.executor import SubprocessExecutor
+    from agent.network.firewall import IptablesFirewall
+    from agent.network.iptables import IptablesManager
+
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.STOPPED, task_state=s.POWERING_ON,
+                        power_state=P.SHUTDOWN)], [domain(U, P.SHUTDOWN)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    # Every iptables command fails for real (run through /bin/false).
+    firewall = IptablesFirewall(IptablesManager("cagent", SubprocessExecutor(["false"])))
+    manager = ComputeManager(conf, sqlite_db, driver, firewall)
+    try:
+        with pytest.raises(FirewallError):
+            manager.init_host()
+    finally:
+        manager.stop()
+    assert guest_power(driver, U) == P.RUNNING
+    row = instance_row(sqlite_db, U)
+    assert (row.vm_state, row.task_state, row.power_state) == (s.ACTIVE, None, P.RUNNING)
