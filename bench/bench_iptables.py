@@ -1,7 +1,7 @@
 """Benchmark: firewall apply at start-up, deferred (one restore per family) against one restore
 per instance, with the real iptables-save/-restore inside a private network namespace.
 
-Run as root:  .venv/bin/python bench/bench_iptables.py [--sizes 1000 5000] [--full]
+Run as root:  .venv/bin/python bench/bench_iptables.py [--sizes 1000 5000] [--full] [--legacy]
 
 Every instance has one VIF with an IPv4 and an IPv6 address and three security-group rules, so
 each family's table holds 6 rules per instance plus one jump. Columns:
@@ -93,9 +93,14 @@ class Result:
     estimated: bool = False
 
 
+LEGACY = {4: ("iptables-legacy-save", "iptables-legacy-restore"),
+          6: ("ip6tables-legacy-save", "ip6tables-legacy-restore")}
+TOOLS = None  # the commands under their plain names, as the agent runs them; --legacy changes it
+
+
 def firewall_in(prefix_argv) -> tuple[IptablesFirewall, TimedExecutor]:
     executor = TimedExecutor(SubprocessExecutor(prefix_argv))
-    return IptablesFirewall(IptablesManager("cagent", executor)), executor
+    return IptablesFirewall(IptablesManager("cagent", executor, tools=TOOLS)), executor
 
 
 def prepare(firewall, numbers, deferred: bool) -> None:
@@ -160,11 +165,16 @@ def main(argv=None) -> int:
                         help="run every per-instance apply for real instead of estimating")
     parser.add_argument("--samples", type=int, default=5,
                         help="applies measured at each sample point of the estimate")
+    parser.add_argument("--legacy", action="store_true",
+                        help="use the iptables-legacy-* commands instead of the default ones")
     args = parser.parse_args(argv)
+    global TOOLS
+    TOOLS = LEGACY if args.legacy else None
     if os.geteuid() != 0:
         print("bench_iptables: needs root (private network namespace)", file=sys.stderr)
         return 2
-    version = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout.strip()
+    version = subprocess.run(["iptables-legacy" if args.legacy else "iptables", "-V"],
+                             capture_output=True, text=True).stdout.strip()
     print(f"iptables: {version}; each instance: 1 VIF, IPv4 + IPv6, 3 rules")
     header = (f"{'instances':>9}  {'mode':<13} {'restores':>8}  {'total s':>9}  "
               f"{'in commands s':>13}  note")
