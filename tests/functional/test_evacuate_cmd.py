@@ -1,0 +1,207 @@
+"""`agent evacuate` through the real command line, on every backend: refusals that name the
+reason and change nothing, the records and moves of an evacuation, the dry run, and the source
+agent's start-up completing the records."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select, update
+
+from agent.cli import main
+from agent.db.models import ComputeNode, Instance, Migration, Service
+from agent.heartbeat import Heartbeat
+from agent.registry import register_service
+
+LONG_AGO = dt.datetime(2020, 1, 1, 0, 0, 0)
+SRC, DST = "src-host", "dst-host"
+
+
+@pytest.fixture
+def agent(any_db_url, capsys):
+    """Run `agent ARGS --db URL`; returns (exit status, stdout, stderr)."""
+    def run(*args: str) -> tuple[int, str, str]:
+        status = main([*args, "--db", any_db_url])
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
+
+
+def add_host(db, host: str, *, node: str | None = None) -> int:
+    service = register_service(db, host, starting=False)
+    assert Heartbeat(db, service.id, 10).beat()
+    if node is not None:
+        with db.sessions.begin() as session:
+            session.add(ComputeNode(service_id=service.id, host=host, hypervisor_hostname=node))
+    return service.id
+
+
+def set_service(db, host: str, **values) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(update(Service).where(Service.host == host).values(**values))
+
+
+def add_instances(db, host: str, n: int, *, deleted: int = 0) -> list[str]:
+    uuids = []
+    with db.sessions.begin() as session:
+        for i in range(n):
+            row = Instance(display_name=f"{host}-vm{i}", host=host, node=f"{host}-node",
+                           vm_state="active", power_state=1, deleted=0)
+            session.add(row)
+            session.flush()
+            if deleted:
+                row.deleted = row.id
+            uuids.append(row.uuid)
+    return uuids
+
+
+def placement(db) -> dict[str, tuple[str, str]]:
+    with db.sessions() as session:
+        return {r.uuid: (r.host, r.node) for r in session.execute(
+            select(Instance.uuid, Instance.host, Instance.node).where(Instance.deleted == 0))}
+
+
+def migrations(db) -> list[Migration]:
+    with db.sessions() as session:
+        return list(session.scalars(select(Migration).order_by(Migration.id)))
+
+
+@pytest.fixture
+def hosts(any_db):
+    """SRC with three live instances (and one soft-deleted), DST up with one node, and a
+    bystander host with its own instance."""
+    add_host(any_db, SRC, node=f"{SRC}-node")
+    add_host(any_db, DST, node=f"{DST}-node")
+    add_host(any_db, "other", node="other-node")
+    evacuees = add_instances(any_db, SRC, 3)
+    add_instances(any_db, SRC, 1, deleted=1)
+    add_instances(any_db, "other", 1)
+    return evacuees
+
+
+def test_evacuate_refused_while_source_up_names_force_down(agent, any_db, hosts):
+    before = placement(any_db)
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST)
+    assert status == 1
+    assert f"service compute-agent on host {SRC} is up (last seen" in err
+    assert f"'agent services force-down --host {SRC}'" in err
+    assert placement(any_db) == before
+    assert migrations(any_db) == []
+
+
+def test_evacuate_forced_down_source_moves_instances_with_one_record_each(agent, any_db, hosts):
+    set_service(any_db, SRC, forced_down=True)
+    untouched = {u: p for u, p in placement(any_db).items() if u not in hosts}
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST)
+    assert status == 0, err
+    assert f"evacuated 3 instance(s) from host {SRC} (forced down) to host {DST}" in out
+    after = placement(any_db)
+    assert {u: after[u] for u in hosts} == {u: (DST, f"{DST}-node") for u in hosts}
+    assert {u: p for u, p in after.items() if u not in hosts} == untouched
+    records = migrations(any_db)
+    assert sorted(m.instance_uuid for m in records) == sorted(hosts)
+    for m in records:
+        assert (m.migration_type, m.status, m.source_compute, m.dest_compute, m.source_node,
+                m.dest_node) == ("evacuation", "done", SRC, DST, f"{SRC}-node", f"{DST}-node")
+        assert str(m.id) in out
+    # Lifting forced_down is refused until the source's agent has cleaned up.
+    status, _, err = agent("services", "force-down", "--unset", "--host", SRC)
+    assert status == 1 and "still in status 'done'" in err
+
+
+def test_evacuate_source_down_by_age_is_allowed(agent, any_db, hosts):
+    set_service(any_db, SRC, last_seen_up=LONG_AGO)
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST)
+    assert status == 0, err
+    assert "(down: last seen" in out
+    assert len(migrations(any_db)) == 3
+
+
+def test_evacuate_dry_run_writes_nothing(agent, any_db, hosts):
+    set_service(any_db, SRC, forced_down=True)
+    before = placement(any_db)
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST, "--dry-run")
+    assert status == 0, err
+    assert "would evacuate 3 instance(s)" in out and "dry run: nothing written" in out
+    for uuid in hosts:
+        assert uuid in out
+    assert placement(any_db) == before
+    assert migrations(any_db) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    pytest.param({"disabled": True, "disabled_reason": "maintenance"},
+                 f"destination host {DST} is disabled (maintenance): enable it with "
+                 f"'agent services enable --host {DST}'", id="dest-disabled"),
+    pytest.param({"forced_down": True}, f"destination host {DST} is forced down",
+                 id="dest-forced-down"),
+    pytest.param({"last_seen_up": LONG_AGO}, f"destination host {DST} is down (last seen",
+                 id="dest-down"),
+])
+def test_evacuate_refused_for_unusable_destination(agent, any_db, hosts, change, expected):
+    set_service(any_db, SRC, forced_down=True)
+    set_service(any_db, DST, **change)
+    before = placement(any_db)
+    status, _, err = agent("evacuate", "--host", SRC, "--to", DST)
+    assert status == 1
+    assert expected in err
+    assert placement(any_db) == before and migrations(any_db) == []
+
+
+def test_evacuate_refused_for_unknown_hosts_and_self(agent, any_db, hosts):
+    set_service(any_db, SRC, forced_down=True)
+    status, _, err = agent("evacuate", "--host", SRC, "--to", "nowhere")
+    assert status == 1 and "destination host 'nowhere': no service" in err
+    status, _, err = agent("evacuate", "--host", "nowhere", "--to", DST)
+    assert status == 1 and "source host 'nowhere': no service" in err
+    status, _, err = agent("evacuate", "--host", SRC, "--to", SRC)
+    assert status == 1 and "to itself" in err
+    assert migrations(any_db) == []
+
+
+def test_evacuate_refused_when_destination_has_no_node(agent, any_db, hosts):
+    add_host(any_db, "fresh")
+    set_service(any_db, SRC, forced_down=True)
+    status, _, err = agent("evacuate", "--host", SRC, "--to", "fresh")
+    assert status == 1 and "destination host fresh has no compute node yet" in err
+
+
+def test_source_agent_start_destroys_evacuated_guests_and_completes_records(
+        agent, any_db, tmp_path):
+    """The whole hand-over in one process: evacuate, then SRC's own start-up (ComputeHost on
+    fakevirt, the hypervisor still holding the guests) destroys them and completes the
+    records; forced_down can then be lifted."""
+    from agent.compute.host import ComputeHost
+    from agent.config import load_config
+    from agent.network.firewall import NoopFirewall
+    from fakevirt.driver import FakeDriver
+    from fakevirt.scenario import generate_scenario
+    from fakevirt.seed import seed_database
+
+    url = any_db.engine.url.render_as_string(hide_password=False)
+    scenario = generate_scenario(4, hostname=SRC)
+    seed_database(any_db, scenario)
+    add_host(any_db, DST, node=f"{DST}-node")
+    conf = load_config(None, {}).replace(host=SRC, state_path=str(tmp_path / "state"))
+    service = register_service(any_db, SRC)
+    first = ComputeHost(conf, any_db, service, driver=FakeDriver(conf, scenario=scenario),
+                        firewall=NoopFirewall())
+    first.start()
+    first.stop()
+    set_service(any_db, SRC, forced_down=True)
+    status, _, err = agent("evacuate", "--host", SRC, "--to", DST)
+    assert status == 0, err
+
+    driver = FakeDriver(conf, scenario=scenario)  # the restarted host still has its guests
+    assert len(driver.list_instances()) == 4
+    again = ComputeHost(conf, any_db, service, driver=driver, firewall=NoopFirewall())
+    again.start()
+    again.stop()
+    assert driver.list_instances() == []
+    assert {e.action for e in again.init_result.evacuated} == {"evacuated-destroyed"}
+    assert {m.status for m in migrations(any_db)} == {"completed"}
+    with any_db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Instance)
+                              .where(Instance.host == DST, Instance.deleted == 0)) == 4
+    assert main(["services", "force-down", "--unset", "--host", SRC, "--db", url]) == 0
