@@ -163,7 +163,9 @@ class AgentService:
                 self._start_scheduler()
                 self._finish_starting()
             except Exception as exc:  # noqa: BLE001 - every failure ends start-up the same way
-                raise self._start_failed(exc) from exc
+                error = self._start_failed(exc)
+                self._release()
+                raise error from exc
             self.notifier.ready(status="running")
             LOG.info("compute agent running on host %s (service id %s)", self.conf.host,
                      self.service.id)
@@ -172,22 +174,26 @@ class AgentService:
 
     def stop(self) -> None:
         """Shut down in order; each step bounded by graceful_shutdown_timeout."""
-        timeout = float(self.conf.graceful_shutdown_timeout)
         with request_context():
             self.notifier.stopping(status="stopping")
-            self._watchdog_stop.set()
-            if self.scheduler is not None:
-                self._bounded("periodic jobs", lambda: self.scheduler.shutdown(wait=True),
-                              timeout)
-            if self.host_work is not None:
-                self._bounded("host work", self.host_work.stop, timeout)
-            if self.heartbeat is not None:
-                self.heartbeat.stop(timeout=min(timeout, 10.0))
-            if self.db is not None:
-                self.db.dispose()
-            self.notifier.close()
+            self._release()
             LOG.info("compute agent stopped%s",
                      "" if self.clean_exit else " (some work did not finish in time)")
+
+    def _release(self) -> None:
+        """Stop what runs and release what is held, in order: the periodic jobs, the host
+        work, the heartbeat, the database engine."""
+        timeout = float(self.conf.graceful_shutdown_timeout)
+        self._watchdog_stop.set()
+        if self.scheduler is not None:
+            self._bounded("periodic jobs", lambda: self.scheduler.shutdown(wait=True), timeout)
+        if self.host_work is not None:
+            self._bounded("host work", self.host_work.stop, timeout)
+        if self.heartbeat is not None:
+            self.heartbeat.stop(timeout=min(timeout, 10.0))
+        if self.db is not None:
+            self.db.dispose()
+        self.notifier.close()
 
     # -- agent --once -------------------------------------------------------------------------
     def run_once(self) -> object:
@@ -205,11 +211,7 @@ class AgentService:
             except Exception as exc:  # noqa: BLE001
                 raise self._start_failed(exc) from exc
             finally:
-                if self.host_work is not None:
-                    self._bounded("host work", self.host_work.stop,
-                                  float(self.conf.graceful_shutdown_timeout))
-                if self.db is not None:
-                    self.db.dispose()
+                self._release()
 
     # -- start-up steps -----------------------------------------------------------------------
     def _register_and_beat(self, *, start_heartbeat: bool) -> None:

@@ -113,6 +113,19 @@ def test_unreachable_database_fails_with_one_line_and_no_password(tmp_path, agen
     assert "Traceback" not in stderr
 
 
+def test_failed_init_host_exits_non_zero_and_leaves_the_reason(tmp_path, agents):
+    missing = tmp_path / "missing-node.xml"
+    agent = agents(write_config(tmp_path, compute_driver="libvirt"), tmp_path / "agent.log",
+                   args=["--connection-uri", f"test://{missing}"])
+    assert agent.wait(DEADLINE) != 0
+    last = agent.log_text().strip().splitlines()[-1]
+    assert last.startswith("agent: error: ")
+    row = service_row(sqlite_url(tmp_path))
+    assert row.disabled is True
+    assert row.disabled_reason.startswith("AUTO: start-up failed: ")
+    assert row.report_count >= 1  # it did beat before init_host
+
+
 # -- in-process lifecycle with a host work of our own -----------------------------------------
 
 class RecordingHostWork:
@@ -229,3 +242,14 @@ def test_watchdog_is_withheld_while_unhealthy(tmp_path, notify_socket):
         assert notify_socket.receive(timeout=1.5) is None
     finally:
         service.stop()
+
+
+def test_failed_start_in_daemon_mode_releases_the_host_work_and_heartbeat(tmp_path):
+    work = RecordingHostWork(fail=DriverError("hypervisor gone"))
+    service = make_service(tmp_path, work)
+    with pytest.raises(DriverError):
+        service.start()
+    assert work.calls == ["start", "stop"]
+    assert not service.heartbeat.is_healthy()
+    row = service_row(sqlite_url(tmp_path))
+    assert row.disabled_reason == "AUTO: start-up failed: hypervisor gone"
