@@ -230,6 +230,10 @@ class IptablesManager:
         try:
             saved_text = self._executor.run([save_cmd, "-c", "-t", "filter"], None)
         except ProcessError as exc:
+            if self.dry_run:  # a dry run reports; it does not fail for lack of privileges
+                LOG.warning("dry run: cannot read the %s filter table, so cannot tell what "
+                            "would change: %s", FAMILY_NAME[family], exc)
+                return
             raise FirewallError(f"{save_cmd} failed: {exc}") from exc
         saved = parse_filter(saved_text, family)
         if saved is None and not model.chains:

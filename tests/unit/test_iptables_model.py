@@ -229,6 +229,30 @@ def test_dry_run_saves_but_never_restores(tables):
     assert tables.count("iptables-restore") == 0
 
 
+class DeniedTables(FakeTables):
+    """What a normal user gets: iptables-save refuses."""
+
+    def run(self, argv, stdin=None):
+        self.calls.append(Call(tuple(argv), stdin))
+        raise ProcessError(argv, 4, "iptables-save v1.8.9 (nf_tables): Could not fetch rule "
+                                    "set generation id: Permission denied (you must be root)")
+
+
+def test_failed_save_raises_naming_the_command():
+    manager = IptablesManager("cagent", DeniedTables(), families=(4,))
+    with pytest.raises(FirewallError, match="iptables-save failed.*Permission denied"):
+        manager.add_chain(4, "cagent-a")
+
+
+def test_dry_run_without_privileges_warns_instead_of_failing(caplog):
+    tables = DeniedTables()
+    manager = IptablesManager("cagent", tables, dry_run=True)
+    with caplog.at_level(logging.WARNING, logger="agent.network.iptables"):
+        manager.add_chain(4, "cagent-a")
+    assert "dry run: cannot read the IPv4 filter table" in caplog.text
+    assert [call.argv[0] for call in tables.calls] == ["iptables-save", "ip6tables-save"]
+
+
 @pytest.mark.parametrize("bad", [
     lambda m: m.ensure_jump(4, "cagent-top", "cagent-x"),
     lambda m: m.add_chain(5, "cagent-x"),
