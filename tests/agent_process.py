@@ -104,7 +104,11 @@ class NotifySocket:
 
 
 class AgentProcess:
-    """One agent child process; its stderr (the log) goes to `log_path`."""
+    """One agent child process; its stderr (the log) goes to `log_path`.
+
+    With a `wrapper` (faketime), `pid` is the wrapper's: the agent is its child, and its own
+    pid is the sender pid of its notifications (`Notification.pid`).
+    """
 
     def __init__(self, config: Path, log_path: Path, *, args: Sequence[str] = (),
                  env: dict[str, str] | None = None, wrapper: Sequence[str] = ()):

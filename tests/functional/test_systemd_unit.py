@@ -41,6 +41,7 @@ def seconds(value: str) -> float:
     return int(match.group(1)) * units[match.group(2)]
 
 
+@pytest.mark.systemd
 def test_unit_verifies_without_any_warning(tmp_path, systemd_analyze):
     # verify checks that ExecStart's binary exists: check a copy that points at this
     # checkout's agent (the shipped path is where `pip install` as root puts it).
@@ -57,6 +58,7 @@ def test_unit_verifies_without_any_warning(tmp_path, systemd_analyze):
     assert result.returncode == 0
 
 
+@pytest.mark.systemd
 def test_unit_exposure_is_at_most_five(systemd_analyze):
     result = subprocess.run([systemd_analyze, "security", "--offline=true", str(UNIT)],
                             capture_output=True, text=True, timeout=120)
