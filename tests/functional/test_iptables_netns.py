@@ -88,8 +88,9 @@ def save(executor, family: int) -> list[str]:
 
 
 def host_tables() -> list[str]:
+    """The host's filter tables as both variants see them."""
     out = []
-    for tool in ("iptables-save", "ip6tables-save"):
+    for tool in (tools[family][0] for tools in VARIANTS.values() for family in (4, 6)):
         text = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
         out.extend(line for line in text.splitlines() if not line.startswith("#"))
     return out
