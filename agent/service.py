@@ -156,6 +156,8 @@ class AgentService:
         with request_context():
             try:
                 self._register_and_beat(start_heartbeat=True)
+                if self._stop_requested.is_set():
+                    return False
                 if self.host_work is not None:
                     self._status("registered; running init_host and the first resource audit")
                     if not self._start_host_work_interruptibly():
