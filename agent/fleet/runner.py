@@ -246,8 +246,10 @@ class FleetRunner:
             if steady_at is None and self.started + self.failed == opts.count:
                 steady_at, steady_beats = now, beats_ok
                 self.beats.mark_steady()
+                with self._lock:
+                    last = self._last_started_at or now
                 LOG.info("fleet: all %d agents started in %.1f s (%d failed)", opts.count,
-                         now - t0, self.failed)
+                         last - t0, self.failed)
             statements = sum(self.statements.totals().values())
             self._log_progress(now - last_t, beats_ok - last_beats, statements - last_statements)
             last_t, last_beats, last_statements = now, beats_ok, statements

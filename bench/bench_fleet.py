@@ -1,0 +1,201 @@
+"""Benchmark: N simulated compute agents in this one process against one database (the fleet of
+`agent fleet`), on a throw-away database that is created for the run and dropped after it.
+
+  .venv/bin/python bench/bench_fleet.py --count 1000 --duration 120 \
+      --db postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+--db names a PostgreSQL server (any database on it: a new `agent_bench_fleet_<pid>` is created
+next to it) or is omitted for a SQLite file in a temporary directory. Prints the fleet report,
+the database server's CPU over the run (the local `postgres` processes, read with psutil) and,
+with --profile, the functions where the agent process spent its time (py-spy, all threads).
+Asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from agent.config import RawValue, load_config  # noqa: E402
+from agent.db import migrate  # noqa: E402
+from agent.db.engine import make_database  # noqa: E402
+from agent.fleet.runner import FleetOptions, FleetRunner  # noqa: E402
+from agent.log import setup_logging  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--instances-per-host", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=120.0,
+                        help="seconds of the run, start-up ramp included (default 120)")
+    parser.add_argument("--report-interval", type=int, default=10)
+    parser.add_argument("--service-down-time", type=int, default=60)
+    parser.add_argument("--update-resources-interval", type=int, default=60)
+    parser.add_argument("--periodic-fuzzy-delay", type=int, default=60)
+    parser.add_argument("--ramp", type=float, default=None)
+    parser.add_argument("--beat-workers", type=int, default=8)
+    parser.add_argument("--job-workers", type=int, default=2)
+    parser.add_argument("--start-workers", type=int, default=2)
+    parser.add_argument("--db", metavar="URL",
+                        help="a PostgreSQL server URL (a throw-away database is created on it)")
+    parser.add_argument("--keep", action="store_true", help="do not drop the database")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="sample all threads with py-spy during the steady part and write "
+                             "the collapsed stacks here; the top functions are printed")
+    parser.add_argument("--report", metavar="FILE", help="write the results as JSON")
+    return parser.parse_args(argv)
+
+
+class ThrowAwayPostgres:
+    def __init__(self, server_url: str):
+        url = make_url(server_url)
+        self.admin = make_database(url.render_as_string(hide_password=False))
+        self.name = f"agent_bench_fleet_{os.getpid()}"
+        self.url = url.set(database=self.name).render_as_string(hide_password=False)
+
+    def __enter__(self) -> str:
+        with self.admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text(f'CREATE DATABASE "{self.name}"'))
+        db = make_database(self.url)
+        migrate.upgrade(db)
+        db.dispose()
+        return self.url
+
+    def drop(self) -> None:
+        with self.admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU seconds used so far by the local PostgreSQL server's processes (None if none)."""
+    import psutil
+
+    total, found = 0.0, False
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "postmaster"):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+            found = True
+    return total if found else None
+
+
+def start_profiler(path: str, delay: float, seconds: float) -> threading.Thread | None:
+    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(py_spy):
+        print("py-spy not found: pip install py-spy (no profile taken)", file=sys.stderr)
+        return None
+
+    def record() -> None:
+        time.sleep(delay)
+        subprocess.run([py_spy, "record", "--pid", str(os.getpid()), "--duration",
+                        str(int(seconds)), "--rate", "50", "--format", "raw", "--output", path,
+                        "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    return thread
+
+
+def top_functions(path: str, n: int = 15) -> list[tuple[str, float, float]]:
+    """(function, self %, total %) of the collapsed stacks py-spy wrote; idle waits left out."""
+    idle = ("wait (threading.py", "_worker (concurrent/futures", "select (", "sleep",
+            "_wait_for_tstate_lock")
+    own, inclusive = collections.Counter(), collections.Counter()
+    total = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            frames = stack.split(";")
+            if any(frames[-1].startswith(word) or word in frames[-1] for word in idle):
+                continue
+            samples = int(count)
+            total += samples
+            own[frames[-1]] += samples
+            for frame in set(frames):
+                inclusive[frame] += samples
+    if not total:
+        return []
+    return [(name, 100.0 * samples / total, 100.0 * inclusive[name] / total)
+            for name, samples in own.most_common(n)]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    for name in ("agent.compute", "agent.registry", "agent.heartbeat", "agent.virt",
+                 "agent.network", "agent.scheduler", "fakevirt", "agent.db.migrate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    state = tempfile.mkdtemp(prefix="bench-fleet-")
+    pg = ThrowAwayPostgres(args.db) if args.db else None
+    url = pg.__enter__() if pg else f"sqlite:///{state}/fleet.sqlite"
+    try:
+        raw = {("DEFAULT", "report_interval"): args.report_interval,
+               ("DEFAULT", "service_down_time"): args.service_down_time,
+               ("DEFAULT", "update_resources_interval"): args.update_resources_interval,
+               ("DEFAULT", "periodic_fuzzy_delay"): args.periodic_fuzzy_delay,
+               ("DEFAULT", "state_path"): state, ("database", "connection"): url}
+        conf = load_config(None, {k: RawValue(str(v), "bench") for k, v in raw.items()})
+        options = FleetOptions(count=args.count, instances_per_host=args.instances_per_host,
+                               duration=args.duration, ramp=args.ramp,
+                               beat_workers=args.beat_workers, job_workers=args.job_workers,
+                               start_workers=args.start_workers, progress_interval=10.0)
+        runner = FleetRunner(conf, options)
+        profile = None
+        if args.profile:
+            # The steady part: from half the run to its end (the ramp is usually over).
+            profile = start_profiler(args.profile, args.duration / 2, args.duration / 2 - 2)
+        db_cpu0, wall0 = postgres_cpu_seconds() if pg else None, time.monotonic()
+        report = runner.run()
+        db_cpu1, wall1 = postgres_cpu_seconds() if pg else None, time.monotonic()
+        if profile is not None:
+            profile.join()
+    finally:
+        if pg is not None and not args.keep:
+            pg.drop()
+        shutil.rmtree(state, ignore_errors=True)
+    out = report.as_dict()
+    if db_cpu0 is not None and db_cpu1 is not None:
+        out["db_server_cpu_percent_of_one_core"] = round(100 * (db_cpu1 - db_cpu0)
+                                                         / (wall1 - wall0), 1)
+    out["load_average_at_end"] = os.getloadavg()
+    print()
+    print(report.format_table(), end="")
+    if "db_server_cpu_percent_of_one_core" in out:
+        print(f"{'database cpu':<15}  {out['db_server_cpu_percent_of_one_core']:.0f} % of one "
+              "core (local postgres processes, whole run)")
+    print(f"{'load average':<15}  {' '.join(f'{x:.2f}' for x in out['load_average_at_end'])}")
+    if args.profile and os.path.exists(args.profile):
+        top = top_functions(args.profile)
+        out["profile_top"] = [{"function": f, "self_percent": round(s, 1),
+                               "total_percent": round(t, 1)} for f, s, t in top]
+        print("\nprofile (py-spy, all threads, busy samples only): self %  total %  function")
+        for name, own, total in top:
+            print(f"  {own:5.1f}  {total:5.1f}  {name}")
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=2, sort_keys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
