@@ -82,11 +82,7 @@ def any_db(any_db_url) -> Database:
 
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path}/agent.sqlite"
-    db = make_database(url)
-    _create_schema(db)
-    db.dispose()
-    return url
+    return _prepare_url("sqlite", tmp_path, {})
 
 
 @pytest.fixture
