@@ -153,6 +153,19 @@ def auto_enable(db, service_id: int, reason: str) -> bool:
     return changed
 
 
+def replace_auto_reason(db, service_id: int, old: str, new: str) -> bool:
+    """Change the disable reason from the automatic `old` to the automatic `new`, only if the
+    service is still disabled with `old` (an operator's reason set meanwhile is kept). Returns
+    whether it did."""
+    _check_auto_reason(old)
+    _check_auto_reason(new)
+    stmt = (update(Service)
+            .where(Service.id == service_id, Service.deleted == 0,
+                   Service.disabled.is_(True), Service.disabled_reason == old)
+            .values(disabled_reason=new))
+    return _execute(db, stmt)
+
+
 def _check_auto_reason(reason: str) -> None:
     if not reason.startswith(AUTO_PREFIX):
         raise ValueError(f"automatic disable reason {reason!r} must start with {AUTO_PREFIX!r}")

@@ -297,19 +297,13 @@ class AgentService:
         return StartupError(f"start-up failed: {reason}")
 
     def _mark_start_failed(self, reason: str) -> None:
-        """Replace 'AUTO: starting' by 'AUTO: start-up failed: <reason>', in one conditional
-        UPDATE: a row an operator disabled meanwhile keeps the operator's reason."""
-        from sqlalchemy import update
-
-        from agent.db.models import Service
-        from agent.registry import AUTO_STARTING
+        """Replace 'AUTO: starting' by 'AUTO: start-up failed: <reason>'; a row an operator
+        disabled meanwhile keeps the operator's reason."""
+        from agent.registry import AUTO_STARTING, replace_auto_reason
 
         try:
-            with self.db.engine.begin() as conn:
-                conn.execute(update(Service)
-                             .where(Service.id == self.service.id, Service.disabled.is_(True),
-                                    Service.disabled_reason == AUTO_STARTING)
-                             .values(disabled_reason=start_failed_reason(reason)))
+            replace_auto_reason(self.db, self.service.id, AUTO_STARTING,
+                                start_failed_reason(reason))
         except Exception as exc:  # noqa: BLE001 - already failing; say so and go on
             LOG.warning("could not record the failed start-up on the service row: %s",
                         short_reason(exc))

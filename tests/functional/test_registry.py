@@ -12,7 +12,8 @@ from agent.db.engine import make_database
 from agent.db.models import Service
 from agent.db.service_queries import delete_service, set_disabled
 from agent.registry import (AUTO_STARTING, NEW_SERVICE_DISABLED, auto_disable, auto_enable,
-                            finish_starting, load_service, register_service)
+                            finish_starting, load_service, register_service,
+                            replace_auto_reason)
 
 
 def live_rows(db, host: str) -> list[Service]:
@@ -159,6 +160,19 @@ def test_auto_disable_and_enable_never_override_an_operator(any_db):
     set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
     assert auto_disable(any_db, record.id, "AUTO: libvirt connection lost") is False
     assert auto_enable(any_db, record.id, "AUTO: libvirt connection lost") is False
+    after = load_service(any_db, "cn1")
+    assert after.disabled and after.disabled_reason == "maintenance"
+
+
+def test_replace_auto_reason_only_replaces_that_reason(any_db):
+    record = register_service(any_db, "cn1")
+    assert replace_auto_reason(any_db, record.id, AUTO_STARTING,
+                               "AUTO: start-up failed: no libvirt") is True
+    assert load_service(any_db, "cn1").disabled_reason == "AUTO: start-up failed: no libvirt"
+
+    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
+    assert replace_auto_reason(any_db, record.id, "AUTO: start-up failed: no libvirt",
+                               "AUTO: start-up failed: again") is False
     after = load_service(any_db, "cn1")
     assert after.disabled and after.disabled_reason == "maintenance"
 
