@@ -68,16 +68,36 @@ def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str 
     Two processes registering the same (host, binary) at once end with one row: the loser of
     the insert race hits the unique constraint and reads the winner's row. A new row is created
     disabled when `enable_new` is false. With `starting`, an enabled row is disabled with reason
-    AUTO_STARTING until `finish_starting`; a row that is already disabled (by an operator or by
-    enable_new_services) is left exactly as it is.
+    AUTO_STARTING until `finish_starting`, and so is a row that an earlier run of the agent left
+    with an automatic reason (e.g. 'AUTO: connection to libvirt lost' when it stopped while
+    libvirt was down): this run re-evaluates it. A row an operator disabled (or that
+    enable_new_services created disabled) is left exactly as it is.
     """
     record = load_service(db, host, binary)
     if record is None:
         record = _create_service(db, host, binary, topic, enable_new, starting)
-    if starting and not record.disabled:
-        auto_disable(db, record.id, AUTO_STARTING)
+    if starting and record.disabled_reason != AUTO_STARTING and (
+            not record.disabled or _is_auto(record.disabled_reason)):
+        if _claim_for_start(db, record.id) and record.disabled:
+            LOG.info("Service id %s was left disabled by an earlier run (%s); it is "
+                     "re-evaluated by this start-up", record.id, record.disabled_reason)
         record = load_service_by_id(db, record.id) or record
     return record
+
+
+def _is_auto(reason: str | None) -> bool:
+    return bool(reason) and reason.startswith(AUTO_PREFIX)
+
+
+def _claim_for_start(db, service_id: int) -> bool:
+    """Disable with AUTO_STARTING if enabled or disabled for an automatic reason: one
+    conditional UPDATE, so an operator's disable landing meanwhile is kept."""
+    stmt = (update(Service)
+            .where(Service.id == service_id, Service.deleted == 0,
+                   (Service.disabled.is_(False)) | Service.disabled_reason.startswith(
+                       AUTO_PREFIX, autoescape=True))
+            .values(disabled=True, disabled_reason=AUTO_STARTING))
+    return _execute(db, stmt)
 
 
 def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,

@@ -55,9 +55,8 @@ class ComputeHost:
             from agent.virt.connection_guard import ConnectionGuard
 
             self.driver.register_connection_listener(ConnectionGuard(self.db, self.service.id))
+        # The driver has logged its own warnings; they also go into the inventory.
         self.driver_info = self.driver.get_driver_info()
-        for warning in self.driver_info.warnings:
-            LOG.warning("driver %s: %s", self.driver_info.name, warning)
         self.tracker.check_node_identity()
         self.init_result = self.manager.init_host()
         self.tracker.update_available_resource(startup=True)

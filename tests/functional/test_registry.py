@@ -164,6 +164,17 @@ def test_auto_disable_and_enable_never_override_an_operator(any_db):
     assert after.disabled and after.disabled_reason == "maintenance"
 
 
+@pytest.mark.parametrize("left_by_earlier_run", [
+    "AUTO: connection to libvirt lost", "AUTO: start-up failed: no route to libvirtd"], ids=str)
+def test_automatic_reason_of_an_earlier_run_is_reevaluated(any_db, left_by_earlier_run):
+    record = register_service(any_db, "cn1", starting=False)
+    auto_disable(any_db, record.id, left_by_earlier_run)
+
+    assert register_service(any_db, "cn1").disabled_reason == AUTO_STARTING
+    assert finish_starting(any_db, record.id) is True
+    assert not load_service(any_db, "cn1").disabled
+
+
 def test_replace_auto_reason_only_replaces_that_reason(any_db):
     record = register_service(any_db, "cn1")
     assert replace_auto_reason(any_db, record.id, AUTO_STARTING,
