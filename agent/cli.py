@@ -24,6 +24,7 @@ OVERRIDES = {
     "db": ("database", "connection"),
     "state_path": ("DEFAULT", "state_path"),
     "connection_uri": ("libvirt", "connection_uri"),
+    "scenario": ("fakevirt", "scenario"),
 }
 
 
@@ -44,6 +45,9 @@ def common_options() -> argparse.ArgumentParser:
                        help="database URL (config: [database] connection)")
     group.add_argument("--state-path", metavar="DIR", default=argparse.SUPPRESS,
                        help="state directory (embedded SQLite database, node identity)")
+    group.add_argument("--scenario", metavar="FILE", default=argparse.SUPPRESS,
+                       help="fakevirt scenario file: the fake host and its guests "
+                            "(config: [fakevirt] scenario)")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="log at DEBUG level")
     return common

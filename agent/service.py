@@ -226,8 +226,7 @@ class AgentService:
         self._status("opening the database")
         self.db = (self._database_factory or database_from_conf)(conf)
         LOG.info("database %s", self.db.url)
-        auto_upgrade = self.db.engine.url.get_backend_name() == "sqlite"
-        migrate.ensure_schema(self.db, auto_upgrade=auto_upgrade)
+        migrate.ensure_schema(self.db)
         self._status("registering the service")
         self.service = register_service(self.db, conf.host,
                                         enable_new=conf.enable_new_services, starting=True)

@@ -55,7 +55,7 @@ def run_seed(args, conf) -> int:
     scenario = load_scenario(args.file)
     db = database_from_conf(conf)
     try:
-        migrate.ensure_schema(db, auto_upgrade=False)
+        migrate.ensure_schema(db)
         result = seed_database(db, scenario, default_host=conf.host, replace=args.replace)
     finally:
         db.dispose()

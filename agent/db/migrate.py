@@ -146,12 +146,16 @@ def upgrade(db: Database) -> str | None:
     return before
 
 
-def ensure_schema(db: Database, *, auto_upgrade: bool) -> None:
+def ensure_schema(db: Database, *, auto_upgrade: bool | None = None) -> None:
     """At start-up: make sure the schema is at HEAD.
 
-    Up to date: returns after one read. Empty or older: upgrades when `auto_upgrade` (the embedded
-    SQLite default), otherwise raises DatabaseError telling the operator to run 'agent db sync'.
+    Up to date: returns after one read. Empty or older: upgrades when `auto_upgrade`, otherwise
+    raises DatabaseError telling the operator to run 'agent db sync'. By default only the
+    embedded SQLite database upgrades itself: a shared server database is upgraded on purpose,
+    once, by an operator.
     """
+    if auto_upgrade is None:
+        auto_upgrade = db.engine.url.get_backend_name() == "sqlite"
     revision = current_revision(db)
     if revision == HEAD:
         return

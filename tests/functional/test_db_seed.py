@@ -16,6 +16,7 @@ from agent.db.models import Instance, Migration
 from agent.errors import ScenarioError
 from agent.virt.types import PowerState
 from fakevirt.scenario import generate_scenario, load_scenario
+from tests.pgserver import throwaway_postgresql  # noqa: F401
 from fakevirt.seed import seed_database
 
 EXAMPLE = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "etc",
@@ -130,9 +131,19 @@ def test_instances_without_host_get_the_agent_host(sqlite_url, tmp_path, capsys)
     assert (row.host, row.node) == ("compute-7", "compute-7")
 
 
-def test_seed_without_schema_says_to_run_db_sync(tmp_path, capsys):
-    url = f"sqlite:///{tmp_path}/empty.sqlite"
-    assert main(["db", "seed", EXAMPLE, "--db", url]) != 0
+def test_seed_creates_the_embedded_sqlite_schema(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/new.sqlite"
+    assert main(["db", "seed", EXAMPLE, "--db", url]) == 0
+    assert "seeded" in capsys.readouterr().out
+    db = make_database(url)
+    try:
+        assert rows_by_uuid(db, Instance)
+    finally:
+        db.dispose()
+
+
+def test_seed_into_a_server_without_schema_says_to_run_db_sync(throwaway_postgresql, capsys):
+    assert main(["db", "seed", EXAMPLE, "--db", throwaway_postgresql.url]) != 0
     err = capsys.readouterr().err
     assert "agent db sync" in err
 
