@@ -154,7 +154,7 @@ def _print_table(entries: list[dict]) -> None:
         lines.append((str(e["id"]), e["binary"], e["host"], e["status"], e["state"],
                       _short(e["updated_at"]), _short(e["last_seen_up"]),
                       e["disabled_reason"] or "-", "yes" if e["forced_down"] else "no",
-                      f"{offset:+.1f} s" if offset is not None else "-",
+                      f"{round(offset, 1) + 0.0:+.1f} s" if offset is not None else "-",
                       e["down_reason"] or "-"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
     for line in lines:
