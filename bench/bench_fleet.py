@@ -93,7 +93,8 @@ def postgres_cpu_seconds() -> float | None:
                 times = proc.cpu_times()
             except psutil.Error:
                 continue
-            total += times.user + times.system
+            # Backends that exited are reaped by the postmaster: their CPU is in its children_*.
+            total += times.user + times.system + times.children_user + times.children_system
             found = True
     return total if found else None
 
@@ -106,7 +107,8 @@ def start_profiler(path: str, delay: float, seconds: float) -> threading.Thread 
 
     def record() -> None:
         time.sleep(delay)
-        subprocess.run([py_spy, "record", "--pid", str(os.getpid()), "--duration",
+        # --gil: only samples of the thread holding the GIL, i.e. where the CPU goes.
+        subprocess.run([py_spy, "record", "--gil", "--pid", str(os.getpid()), "--duration",
                         str(int(seconds)), "--rate", "50", "--format", "raw", "--output", path,
                         "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False)
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
         top = top_functions(args.profile)
         out["profile_top"] = [{"function": f, "self_percent": round(s, 1),
                                "total_percent": round(t, 1)} for f, s, t in top]
-        print("\nprofile (py-spy, all threads, busy samples only): self %  total %  function")
+        print("\nprofile (py-spy --gil: the thread holding the GIL): self %  total %  function")
         for name, own, total in top:
             print(f"  {own:5.1f}  {total:5.1f}  {name}")
     if args.report:

@@ -205,8 +205,8 @@ class FleetRunner:
             return self._run_agents(process, cpu0)
         finally:
             self.statements.detach()
-            self.db.dispose()
-            poll_db.dispose()
+            for db in (self.db, poll_db):
+                db.dispose()
 
     def _open(self, pool_size: int):
         from agent.db.engine import make_database
