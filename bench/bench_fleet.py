@@ -99,6 +99,13 @@ def postgres_cpu_seconds() -> float | None:
     return total if found else None
 
 
+PROFILE_RATE = 50  # samples per second
+
+
+def profile_seconds(duration: float) -> float:
+    return max(1.0, duration / 2 - 2)
+
+
 def start_profiler(path: str, delay: float, seconds: float) -> threading.Thread | None:
     py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.path.exists(py_spy):
@@ -109,7 +116,7 @@ def start_profiler(path: str, delay: float, seconds: float) -> threading.Thread 
         time.sleep(delay)
         # --gil: only samples of the thread holding the GIL, i.e. where the CPU goes.
         subprocess.run([py_spy, "record", "--gil", "--pid", str(os.getpid()), "--duration",
-                        str(int(seconds)), "--rate", "50", "--format", "raw", "--output", path,
+                        str(int(seconds)), "--rate", str(PROFILE_RATE), "--format", "raw", "--output", path,
                         "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False)
 
@@ -141,6 +148,48 @@ def top_functions(path: str, n: int = 15) -> list[tuple[str, float, float]]:
             for name, samples in own.most_common(n)]
 
 
+# Where the GIL time goes, by the part of the fleet whose frame is on the stack.
+COMPONENTS = (("heartbeats", "Heartbeat.beat"),
+              ("resource audits", "ResourceTracker.update_available_resource"),
+              ("power-state syncs", "PowerStateSync.sync_power_states"),
+              ("agent start-ups", "FleetRunner._start_agent"),
+              ("beat/job timers", "DueScheduler._run_timer"),
+              ("services poller", "ServicesPoller.poll"))
+
+
+def components(path: str, rate: int, seconds: float) -> tuple[float, list[tuple[str, float]]]:
+    """(share of the wall time the GIL was held, [(component, share of those samples)])."""
+    counts, total = collections.Counter(), 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            samples = int(count)
+            total += samples
+            name = next((label for label, frame in COMPONENTS if frame in stack), "other")
+            counts[name] += samples
+    if not total:
+        return 0.0, []
+    share = total / (rate * seconds) if seconds > 0 else 0.0
+    return share, [(label, 100.0 * counts[label] / total)
+                   for label in [c[0] for c in COMPONENTS] + ["other"]]
+
+
+def print_profile(path: str, seconds: float, out: dict) -> None:
+    held, parts = components(path, PROFILE_RATE, seconds)
+    top = top_functions(path)
+    out["profile_gil_held_percent"] = round(100 * held, 1)
+    out["profile_components"] = {label: round(p, 1) for label, p in parts}
+    out["profile_top"] = [{"function": f, "self_percent": round(s, 1),
+                           "total_percent": round(t, 1)} for f, s, t in top]
+    print(f"\nprofile (py-spy --gil, {seconds:.0f} s of the steady part): the GIL was held "
+          f"{100 * held:.0f} % of the time; by component:")
+    for label, pct in parts:
+        print(f"  {pct:5.1f} %  {label}")
+    print("top functions (self %, total %):")
+    for name, own, total in top:
+        print(f"  {own:5.1f}  {total:5.1f}  {name}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
@@ -165,7 +214,8 @@ def main(argv=None) -> int:
         profile = None
         if args.profile:
             # The steady part: from half the run to its end (the ramp is usually over).
-            profile = start_profiler(args.profile, args.duration / 2, args.duration / 2 - 2)
+            profile = start_profiler(args.profile, args.duration / 2,
+                                     profile_seconds(args.duration))
         db_cpu0, wall0 = postgres_cpu_seconds() if pg else None, time.monotonic()
         report = runner.run()
         db_cpu1, wall1 = postgres_cpu_seconds() if pg else None, time.monotonic()
@@ -187,12 +237,7 @@ def main(argv=None) -> int:
               "core (local postgres processes, whole run)")
     print(f"{'load average':<15}  {' '.join(f'{x:.2f}' for x in out['load_average_at_end'])}")
     if args.profile and os.path.exists(args.profile):
-        top = top_functions(args.profile)
-        out["profile_top"] = [{"function": f, "self_percent": round(s, 1),
-                               "total_percent": round(t, 1)} for f, s, t in top]
-        print("\nprofile (py-spy --gil: the thread holding the GIL): self %  total %  function")
-        for name, own, total in top:
-            print(f"  {own:5.1f}  {total:5.1f}  {name}")
+        print_profile(args.profile, profile_seconds(args.duration), out)
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2, sort_keys=True)

@@ -26,6 +26,9 @@ from agent.fleet.latency import LatencyHistogram
 
 LOG = logging.getLogger(__name__)
 
+# Weight of the newest run in `recent_lateness` (an exponential moving average).
+RECENT_WEIGHT = 0.02
+
 
 def next_due(due: float, interval: float, finished: float, jitter: float = 0.0) -> float:
     """When a task that was due at `due` runs next, given that this run finished at `finished`:
@@ -69,6 +72,8 @@ class DueScheduler:
         self.steady_lateness = LatencyHistogram()
         self._steady_from: float | None = None
         self.overruns = 0
+        # Moving average of the lateness of the latest runs: how far behind the pool is now.
+        self.recent_lateness = 0.0
 
     def add(self, task: Task, first_due: float) -> None:
         """Schedule `task`; its first run is due at `first_due` (on the scheduler's clock)."""
@@ -116,6 +121,7 @@ class DueScheduler:
         started = self._clock()
         late = started - due
         self.lateness.add(late)
+        self.recent_lateness += RECENT_WEIGHT * (late - self.recent_lateness)
         steady_from = self._steady_from
         if steady_from is not None and due >= steady_from:
             self.steady_lateness.add(late)

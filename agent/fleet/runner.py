@@ -34,6 +34,12 @@ from agent.log import request_context
 
 LOG = logging.getLogger(__name__)
 
+# Start-ups wait while heartbeats run later than this: a start-up (registration, init_host,
+# the first audit) costs the process as much as dozens of beats, and beats must not queue
+# behind it. The single agent isolates its heartbeat thread from start-up work for the same
+# reason.
+START_YIELD_LATENESS = 0.05  # seconds
+
 AUDIT_JOB = "update_available_resource"
 SYNC_JOB = "sync_power_states"
 
@@ -274,15 +280,29 @@ class FleetRunner:
         # [0, interval): N agents started at once would otherwise register, audit and beat
         # in lockstep for ever - a thundering herd of N statements at the same instant every
         # interval, whose queueing shows up as late beats (and, at scale, false downs).
+        # Start-ups also yield to heartbeats: at most two per start worker are outstanding,
+        # and none is submitted while beats run late (START_YIELD_LATENESS).
         n = len(self.agents)
+        outstanding = threading.BoundedSemaphore(2 * self.options.start_workers)
         for index, agent in enumerate(self.agents):
             at = t0 + ramp * index / n
             if self._stop.wait(max(0.0, at - self._clock())):
                 return
+            # Yield for at most one interval per start-up, so start-up always progresses.
+            yield_until = self._clock() + self.interval
+            while True:
+                if self._stop.is_set():
+                    return
+                if (self.beats.recent_lateness > START_YIELD_LATENESS
+                        and self._clock() < yield_until):
+                    self._stop.wait(0.05)
+                elif outstanding.acquire(timeout=0.05):
+                    break
             try:
-                pool.submit(self._start_agent, agent)
+                future = pool.submit(self._start_agent, agent)
             except RuntimeError:
                 return
+            future.add_done_callback(lambda _f: outstanding.release())
 
     def _start_agent(self, agent: SimulatedAgent) -> None:
         if self._stop.is_set():
