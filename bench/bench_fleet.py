@@ -51,6 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--beat-workers", type=int, default=8)
     parser.add_argument("--job-workers", type=int, default=2)
     parser.add_argument("--start-workers", type=int, default=2)
+    parser.add_argument("--switch-interval", type=float, metavar="S",
+                        help="sys.setswitchinterval for the run (Python's default: 0.005)")
     parser.add_argument("--db", metavar="URL",
                         help="a PostgreSQL server URL (a throw-away database is created on it)")
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
@@ -196,6 +198,8 @@ def main(argv=None) -> int:
     for name in ("agent.compute", "agent.registry", "agent.heartbeat", "agent.virt",
                  "agent.network", "agent.scheduler", "fakevirt", "agent.db.migrate"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     state = tempfile.mkdtemp(prefix="bench-fleet-")
     pg = ThrowAwayPostgres(args.db) if args.db else None
     url = pg.__enter__() if pg else f"sqlite:///{state}/fleet.sqlite"
@@ -230,6 +234,8 @@ def main(argv=None) -> int:
         out["db_server_cpu_percent_of_one_core"] = round(100 * (db_cpu1 - db_cpu0)
                                                          / (wall1 - wall0), 1)
     out["load_average_at_end"] = os.getloadavg()
+    out["switch_interval_s"] = sys.getswitchinterval()
+    out["beat_workers"], out["start_workers"] = args.beat_workers, args.start_workers
     print()
     print(report.format_table(), end="")
     if "db_server_cpu_percent_of_one_core" in out:
