@@ -118,8 +118,8 @@ def start_profiler(path: str, delay: float, seconds: float) -> threading.Thread 
         time.sleep(delay)
         # --gil: only samples of the thread holding the GIL, i.e. where the CPU goes.
         subprocess.run([py_spy, "record", "--gil", "--pid", str(os.getpid()), "--duration",
-                        str(int(seconds)), "--rate", str(PROFILE_RATE), "--format", "raw", "--output", path,
-                        "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        str(int(seconds)), "--rate", str(PROFILE_RATE), "--format", "raw",
+                        "--output", path, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False)
 
     thread = threading.Thread(target=record, daemon=True)

@@ -6,16 +6,11 @@ same code: `register_service` (disabled 'AUTO: starting'), a first `Heartbeat.be
 `finish_starting`, then `Heartbeat.beat()` every report_interval and the host's periodic jobs
 (`ComputeHost.periodic_jobs()`: resource audit, power-state sync). What is shared is the
 machinery: one engine and pool, one `DueScheduler` for every heartbeat, one for every periodic
-job, a small pool for start-ups, one `services list` poller on a connection of its own.
-
-Two differences from a real host, both about threads: lifecycle events are not handled (each
-host would need its own event worker thread, and a fake hypervisor emits events only when
-told to; the periodic power-state sync still runs), and the firewall is the no-op one.
+job, a small pool for start-ups, one `services list` poller on a connection of its own. How a simulated host differs from a real one: simulated.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
@@ -24,11 +19,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Callable
 
 from agent.fleet.beat_scheduler import DueScheduler, Task
 from agent.fleet.report import FleetReport
+from agent.fleet.simulated import SimulatedAgent, agent_conf, host_names
 from agent.fleet.statements import StatementCounter
 from agent.log import request_context
 
@@ -72,72 +67,6 @@ class FleetOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {value:g}: must not be negative")
-
-
-def host_names(prefix: str, count: int) -> list[str]:
-    width = max(5, len(str(count)))
-    return [f"{prefix}{i:0{width}d}" for i in range(1, count + 1)]
-
-
-def agent_conf(conf, host: str):
-    """The configuration of one simulated agent: the fleet's, with its own host name, the fake
-    driver, no firewall and no lifecycle-event thread (see the module docstring)."""
-    values = dict(conf.values)
-    values[("DEFAULT", "host")] = host
-    values[("DEFAULT", "compute_driver")] = "fake"
-    values[("DEFAULT", "firewall_driver")] = "noop"
-    values[("workarounds", "handle_virt_lifecycle_events")] = False
-    return dataclasses.replace(conf, values=MappingProxyType(values))
-
-
-class SimulatedAgent:
-    """One host of the fleet. Its state directory holds only its node identity file."""
-
-    def __init__(self, conf, db, scenario, state_dir: str):
-        self.conf = conf
-        self.host = conf.host
-        self.db = db
-        self.scenario = scenario
-        self.state_dir = state_dir
-        self.service = None
-        self.heartbeat = None
-        self.host_work = None
-        self.tasks: list[Task] = []
-
-    def register(self) -> bool:
-        """Register the service and send the first beat; True when the beat went through."""
-        from agent.heartbeat import Heartbeat
-        from agent.registry import register_service
-
-        self.service = register_service(self.db, self.host,
-                                        enable_new=self.conf.enable_new_services, starting=True)
-        self.heartbeat = Heartbeat(self.db, self.service.id, self.conf.report_interval,
-                                   name=f"heartbeat {self.host}", host=self.service.host,
-                                   binary=self.service.binary)
-        return self.heartbeat.beat()
-
-    def start_host_work(self) -> None:
-        from agent.compute.host import ComputeHost
-        from agent.compute.node_identity import NodeIdentityStore
-        from agent.network.firewall import NoopFirewall
-        from fakevirt.driver import FakeDriver
-
-        self.host_work = ComputeHost(self.conf, self.db, self.service,
-                                     driver=FakeDriver(self.conf, scenario=self.scenario),
-                                     firewall=NoopFirewall(),
-                                     identity_store=NodeIdentityStore(self.state_dir))
-        self.host_work.start()
-
-    def finish_starting(self) -> None:
-        from agent.registry import finish_starting
-
-        finish_starting(self.db, self.service.id)
-
-    def stop(self) -> None:
-        for task in self.tasks:
-            task.cancelled = True
-        if self.host_work is not None:
-            self.host_work.stop()
 
 
 class FleetRunner:

@@ -16,7 +16,8 @@ from agent.db.models import ComputeNode, Instance, Service
 from agent.fleet.beat_scheduler import next_due
 from agent.fleet.latency import LatencyHistogram
 from agent.fleet.report import FleetReport
-from agent.fleet.runner import FleetOptions, FleetRunner, host_names
+from agent.fleet.runner import FleetOptions, FleetRunner
+from agent.fleet.simulated import host_names
 from tests.agent_process import AgentProcess, wait_for, write_config
 
 N, M = 20, 2
