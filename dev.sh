@@ -3,6 +3,7 @@
 #   ./dev.sh run [AGENT ARGS...]   run the agent on the embedded defaults (SQLite under ./state,
 #                                  fakevirt driver); e.g. ./dev.sh run --once
 #   ./dev.sh test [PYTEST ARGS...] run the whole test suite
+#   ./dev.sh setup                 install only (Debian packages, the test environment)
 # As root it installs the Debian packages it needs (libvirt-dev for libvirt-python, iptables,
 # faketime, ...); as a normal user it expects them and says which are missing.
 set -euo pipefail
@@ -57,8 +58,12 @@ case "$cmd" in
         install_python test
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    setup)
+        install_debian_packages
+        install_python test
+        ;;
     *)
-        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
