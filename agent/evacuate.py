@@ -20,9 +20,9 @@ from typing import Sequence
 from sqlalchemy import insert, select, update
 
 from agent.compute import states
-from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
-from agent.db.service_queries import EVACUATION_DONE, ServiceRow
-from agent.errors import ServiceError, ServiceNotFound
+from agent.db.models import ComputeNode, Instance, Migration, utcnow
+from agent.db.service_queries import EVACUATION_DONE, ServiceRow, find_service, service_row
+from agent.errors import ServiceError
 from agent.liveness import service_state
 from agent.registry import COMPUTE_BINARY
 
@@ -106,8 +106,9 @@ def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: fl
     """Evacuate every live instance of `source_host` to `dest_host` (see the module
     docstring). Raises ServiceNotFound / ServiceError, changing nothing, when refused."""
     with db.sessions.begin() as session:
-        source = _service(session, source_host, binary, "source", lock=True)
-        dest = _service(session, dest_host, binary, "destination", lock=False)
+        source = service_row(find_service(session, source_host, binary, lock=True,
+                                          role="source host"))
+        dest = service_row(find_service(session, dest_host, binary, role="destination host"))
         db_now = session.scalar(select(utcnow()))
         source_nodes = _nodes(session, source_host)
         dest_nodes = _nodes(session, dest_host)
@@ -147,21 +148,6 @@ def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: fl
              source_host, target.source_state, dest_host, target.dest_node)
     return EvacuationResult(source_host, dest_host, target.dest_node, target.source_state,
                             done, False)
-
-
-def _service(session, host: str, binary: str, role: str, *, lock: bool) -> ServiceRow:
-    stmt = select(Service).where(Service.host == host, Service.binary == binary,
-                                 Service.deleted == 0)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = session.scalars(stmt).one_or_none()
-    if row is None:
-        raise ServiceNotFound(f"{role} host {host!r}: no service {binary!r} registered for it "
-                              "('agent services list' shows the registered hosts)")
-    values = {name: getattr(row, name) for name in ServiceRow.__dataclass_fields__}
-    for name in ("disabled", "forced_down"):
-        values[name] = bool(values[name])
-    return ServiceRow(**values)
 
 
 def _nodes(session, host: str) -> list[str]:

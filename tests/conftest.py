@@ -116,3 +116,7 @@ def _prepare_url(backend: str, tmp_path, cache: dict[str, Database]) -> str:
         cache[backend] = db
     _empty_tables(cache[backend])
     return url
+
+
+# Last: tests.pgserver uses require_tier from this module.
+from tests.pgserver import throwaway_postgresql  # noqa: E402,F401 - a fixture for every test

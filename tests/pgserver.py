@@ -1,8 +1,6 @@
 """A private, throw-away PostgreSQL server for tests that stop and restart the database.
 
-Use it from a test module with::
-
-    from tests.pgserver import throwaway_postgresql  # noqa: F401  (a pytest fixture)
+tests/conftest.py makes the fixture available to every test::
 
     def test_something(throwaway_postgresql):
         url = throwaway_postgresql.url  # postgresql+psycopg://postgres@127.0.0.1:PORT/postgres

@@ -47,7 +47,7 @@ _COLUMNS = (Service.id, Service.uuid, Service.host, Service.binary, Service.topi
             Service.created_at, Service.updated_at)
 
 
-def _row(values) -> ServiceRow:
+def service_row(values) -> ServiceRow:
     """From a result row or a Service object (same attribute names)."""
     return ServiceRow(id=values.id, uuid=values.uuid, host=values.host, binary=values.binary,
                       topic=values.topic, report_count=values.report_count,
@@ -70,7 +70,7 @@ def list_services(db, host: str | None = None,
     with db.engine.connect() as conn:
         rows = conn.execute(stmt.order_by(Service.id)).all()
     db_now = rows[0].db_now if rows else None
-    return db_now, [_row(r) for r in rows]
+    return db_now, [service_row(r) for r in rows]
 
 
 def check_reason(reason: str | None) -> None:
@@ -98,7 +98,7 @@ def set_forced_down(db, host: str, binary: str, forced_down: bool) -> tuple[Serv
     lift that. Lifting is refused while evacuations from the host are in status 'done': the
     host would come back and run guests that were rebuilt elsewhere."""
     with db.sessions.begin() as session:
-        service = _find(session, host, binary, lock=True)
+        service = find_service(session, host, binary, lock=True)
         if not forced_down:
             pending = session.scalar(
                 select(func.count()).select_from(Migration)
@@ -118,7 +118,7 @@ def delete_service(db, host: str, binary: str) -> ServiceRow:
     """Soft-delete the service row (and the host's compute nodes). Refused while instances are
     on the host or migrations from or to it are in progress."""
     with db.sessions.begin() as session:
-        service = _find(session, host, binary, lock=True)
+        service = find_service(session, host, binary, lock=True)
         instances = session.scalar(
             select(func.count()).select_from(Instance)
             .where(Instance.deleted == 0, Instance.host == host))
@@ -136,7 +136,7 @@ def delete_service(db, host: str, binary: str) -> ServiceRow:
             raise ServiceError(f"cannot delete service host {host!r} binary {binary!r}: "
                                + " and ".join(problems)
                                + "; move or delete them first")
-        before = _row(service)
+        before = service_row(service)
         session.execute(update(Service).where(Service.id == service.id)
                         .values(deleted=service.id, deleted_at=utcnow()))
         session.execute(update(ComputeNode)
@@ -147,25 +147,28 @@ def delete_service(db, host: str, binary: str) -> ServiceRow:
 
 def _change(db, host: str, binary: str, **values) -> tuple[ServiceRow, ServiceRow]:
     with db.sessions.begin() as session:
-        return _apply(session, _find(session, host, binary, lock=True), **values)
+        return _apply(session, find_service(session, host, binary, lock=True), **values)
 
 
 def _apply(session, service: Service, **values) -> tuple[ServiceRow, ServiceRow]:
-    before = _row(service)
+    before = service_row(service)
     session.execute(update(Service).where(Service.id == service.id).values(**values))
-    after = _row(session.get(Service, service.id, populate_existing=True))
+    after = service_row(session.get(Service, service.id, populate_existing=True))
     return before, after
 
 
-def _find(session, host: str, binary: str, *, lock: bool = False) -> Service:
+def find_service(session, host: str, binary: str, *, lock: bool = False,
+                 role: str | None = None) -> Service:
+    """The live service row of `host` and `binary` (locked FOR UPDATE with `lock`); raises
+    ServiceNotFound, naming the `role` ("source host", ...) when given."""
     stmt = select(Service).where(Service.host == host, Service.binary == binary,
                                  Service.deleted == 0)
     if lock:
         stmt = stmt.with_for_update()
     service = session.scalars(stmt).one_or_none()
     if service is None:
-        raise ServiceNotFound(f"no service with host {host!r} and binary {binary!r} in the "
-                              "service registry ('agent services list' shows the registered "
-                              "ones)")
+        what = f"{role} {host!r}: no" if role else f"no service with host {host!r} and"
+        raise ServiceNotFound(f"{what} service with binary {binary!r} in the service "
+                              "registry ('agent services list' shows the registered ones)")
     return service
 

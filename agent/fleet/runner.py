@@ -124,8 +124,7 @@ class FleetRunner:
         poll_db = self._open(pool_size=1)
         self.statements.attach(self.db.engine)
         try:
-            migrate.ensure_schema(self.db, auto_upgrade=self.db.engine.url.get_backend_name()
-                                  == "sqlite")
+            migrate.ensure_schema(self.db)
             hosts = host_names(opts.host_prefix, opts.count)
             state_root = os.path.join(conf.state_path, "fleet")
             for host in hosts:

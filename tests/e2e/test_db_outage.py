@@ -10,7 +10,6 @@ import pytest
 
 from tests.agent_process import (AgentProcess, NotifySocket, agent_command, service_row,
                                  wait_for, write_config)
-from tests.pgserver import throwaway_postgresql  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.postgresql
 

@@ -16,7 +16,6 @@ from agent.db.models import Instance, Migration
 from agent.errors import ScenarioError
 from agent.virt.types import PowerState
 from fakevirt.scenario import generate_scenario, load_scenario
-from tests.pgserver import throwaway_postgresql  # noqa: F401
 from fakevirt.seed import seed_database
 
 EXAMPLE = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "etc",

@@ -20,7 +20,6 @@ from agent.db.service_queries import delete_service, list_services
 from agent.heartbeat import Heartbeat, host_utcnow
 from agent.log import RequestIdFilter
 from agent.registry import COMPUTE_BINARY, finish_starting, register_service
-from tests.pgserver import throwaway_postgresql  # noqa: F401 - pytest fixture
 
 DEADLINE_SECONDS = 30
 

@@ -248,12 +248,11 @@ def test_repeating_mismatch_is_logged_once_until_it_clears(tmp_path, sqlite_db, 
 
 
 # -- the firewall: one restore per family for the whole init_host (real iptables, netns) --------
-from tests.functional.test_iptables_netns import (executor, make_firewall, netns,  # noqa: E402,F401
-                                                  netns_tier, restores, save, tools)
+from tests.functional.netns import make_firewall, restores, save  # noqa: E402
 
 
 @pytest.mark.netns
-def test_init_host_applies_the_firewall_once(tmp_path, sqlite_db, executor):  # noqa: F811
+def test_init_host_applies_the_firewall_once(tmp_path, sqlite_db, executor):
 
     from fakevirt.scenario import generate_scenario
 
