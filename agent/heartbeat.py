@@ -89,7 +89,7 @@ class Heartbeat:
             self._last_activity = time.monotonic()
             try:
                 host_time = _naive_utc(self._clock())
-                with self._db.engine.begin() as conn:
+                with self._db.single_statement() as conn:
                     matched = conn.execute(self._statement, {"host_time": host_time}).rowcount
             except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any error
                 self._failed(self._classify(exc), exc)
