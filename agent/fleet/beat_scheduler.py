@@ -79,7 +79,8 @@ class DueScheduler:
         """Schedule `task`; its first run is due at `first_due` (on the scheduler's clock)."""
         with self._cond:
             heapq.heappush(self._heap, (first_due, next(self._seq), task))
-            self._cond.notify()
+            if self._heap[0][2] is task:  # the timer sleeps until the earliest run: wake it
+                self._cond.notify()
 
     def mark_steady(self) -> None:
         """From now on, lateness is also recorded in `steady_lateness`."""
