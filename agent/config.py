@@ -96,8 +96,9 @@ def read_ini(path: str) -> dict[tuple[str, str], RawValue]:
         if match:
             section = match.group("name").strip()
             if section not in SECTIONS:
-                raise ConfigError(f"{where}: unknown section [{section}]{_suggest(section, SECTIONS)}"
-                                  f"; known sections: {', '.join(SECTIONS)}")
+                raise ConfigError(f"{where}: unknown section [{section}]"
+                                  f"{_suggest(section, SECTIONS)}; known sections: "
+                                  f"{', '.join(SECTIONS)}")
             continue
         if line[:1].isspace():
             raise ConfigError(f"{where}: indented line {stripped!r}: continuation lines are not "

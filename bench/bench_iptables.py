@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from agent.network.executor import SubprocessExecutor  # noqa: E402
 from agent.network.firewall import IptablesFirewall  # noqa: E402
 from agent.network.iptables import IptablesManager  # noqa: E402
-from agent.network.network_info import parse_network_info  # noqa: E402
+from tests.functional.netns import uuid_of, vifs_of  # noqa: E402
 
 
 class TimedExecutor:
@@ -68,21 +68,6 @@ class Namespace:
     def __exit__(self, *exc):
         self.proc.kill()
         self.proc.wait()
-
-
-def uuid_of(i: int) -> str:
-    return f"00000000-0000-4000-8000-{i:012d}"
-
-
-def vifs_of(i: int):
-    return parse_network_info(uuid_of(i), [{
-        "id": f"port-{i}", "address": "fa:16:3e:00:00:01",
-        "fixed_ips": [{"address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"},
-                      {"address": f"2001:db8::{i:x}"}],
-        "rules": [{"protocol": "tcp", "port_min": 22},
-                  {"protocol": "icmp", "ethertype": 6},
-                  {"protocol": "udp", "port_min": 5000, "port_max": 5100,
-                   "source_cidr": "192.0.2.0/24"}]}])
 
 
 @dataclass

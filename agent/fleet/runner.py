@@ -6,7 +6,8 @@ same code: `register_service` (disabled 'AUTO: starting'), a first `Heartbeat.be
 `finish_starting`, then `Heartbeat.beat()` every report_interval and the host's periodic jobs
 (`ComputeHost.periodic_jobs()`: resource audit, power-state sync). What is shared is the
 machinery: one engine and pool, one `DueScheduler` for every heartbeat, one for every periodic
-job, a small pool for start-ups, one `services list` poller on a connection of its own. How a simulated host differs from a real one: simulated.py.
+job, a small pool for start-ups, one `services list` poller on a connection of its own. How a
+simulated host differs from a real one: simulated.py.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import pytest
 from agent.network.executor import RecordingExecutor, SubprocessExecutor
 from agent.network.firewall import IptablesFirewall
 from agent.network.iptables import IptablesManager
+from agent.network.network_info import parse_network_info
 from tests.conftest import require_tier
 
 VARIANTS = {
@@ -92,3 +93,19 @@ def spawn_netns(stack: list) -> str:
             pass
         time.sleep(0.01)
     require_tier("netns", False, "unshare -n did not start a network namespace")
+
+
+# Instance i of a generated host: one VIF with an IPv4 and an IPv6 address and three rules.
+def uuid_of(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def vifs_of(i: int):
+    return parse_network_info(uuid_of(i), [{
+        "id": f"port-{i}", "address": "fa:16:3e:00:00:01",
+        "fixed_ips": [{"address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"},
+                      {"address": f"2001:db8::{i:x}"}],
+        "rules": [{"protocol": "tcp", "port_min": 22},
+                  {"protocol": "icmp", "ethertype": 6},
+                  {"protocol": "udp", "port_min": 5000, "port_max": 5100,
+                   "source_cidr": "192.0.2.0/24"}]}])

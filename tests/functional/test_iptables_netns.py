@@ -19,8 +19,8 @@ from agent.errors import FirewallError
 from agent.network.executor import SubprocessExecutor
 from agent.network.firewall import IptablesFirewall
 from agent.network.iptables import IptablesManager
-from agent.network.network_info import parse_network_info
-from tests.functional.netns import VARIANTS, make_firewall, restores, save, spawn_netns
+from tests.functional.netns import (VARIANTS, make_firewall, restores, save, spawn_netns,
+                                    uuid_of, vifs_of)
 
 pytestmark = pytest.mark.netns
 
@@ -32,21 +32,6 @@ def host_tables() -> list[str]:
         text = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
         out.extend(line for line in text.splitlines() if not line.startswith("#"))
     return out
-
-
-def uuid_of(i: int) -> str:
-    return f"00000000-0000-4000-8000-{i:012d}"
-
-
-def vifs_of(i: int):
-    return parse_network_info(uuid_of(i), [{
-        "id": f"port-{i}", "address": "fa:16:3e:00:00:01",
-        "fixed_ips": [{"address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"},
-                      {"address": f"2001:db8::{i:x}"}],
-        "rules": [{"protocol": "tcp", "port_min": 22},
-                  {"protocol": "icmp", "ethertype": 6},
-                  {"protocol": "udp", "port_min": 5000, "port_max": 5100,
-                   "source_cidr": "192.0.2.0/24"}]}])
 
 
 def start(firewall, numbers) -> None:
