@@ -114,6 +114,11 @@ OPTIONS: tuple[Opt, ...] = (
         "Upper bound of the random delay before the first periodic job runs, so that many "
         "hosts started together do not audit in lockstep. 0 disables the delay.",
         unit="seconds", min=0, max=3600),
+    Opt("DEFAULT", "shutdown_timeout", "int", 60,
+        "When the agent powers a guest off cleanly (an interrupted power-off resumed at "
+        "start-up, a soft reboot), the longest wait for the guest to shut down after being "
+        "asked; after it the guest is destroyed. 0 destroys it right after asking.",
+        unit="seconds", min=0, max=3600),
     Opt("DEFAULT", "graceful_shutdown_timeout", "int", 60,
         "At SIGTERM/SIGINT, the longest wait for a running periodic job and for the host work "
         "to stop; after it the agent exits anyway. Keep it below systemd's TimeoutStopSec.",

@@ -30,19 +30,22 @@ _ACTIVE_STATES = (PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED)
 
 
 class LibvirtDriver(ComputeDriver):
-    """`shutdown_timeout` bounds a clean shutdown before the guest is destroyed;
-    `poll_interval` is how often the guest's state is read while waiting."""
+    """`shutdown_timeout` (default: the `shutdown_timeout` option) bounds a clean shutdown
+    before the guest is destroyed; `poll_interval` is how often the guest's state is read while
+    waiting."""
 
     name = "libvirt"
     capabilities = Capabilities(supports_evacuate=True, supports_events=True)
 
-    def __init__(self, conf: Any, *, host: Host | None = None, shutdown_timeout: float = 60.0,
+    def __init__(self, conf: Any, *, host: Host | None = None,
+                 shutdown_timeout: float | None = None,
                  poll_interval: float = 0.5, sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic):
         self._conf = conf
         self._host = host or Host(conf.libvirt.connection_uri)
         self._host.bind(on_event=self.emit_event, on_connection=self.emit_connection)
-        self._shutdown_timeout = shutdown_timeout
+        self._shutdown_timeout = (conf.shutdown_timeout if shutdown_timeout is None
+                                  else shutdown_timeout)
         self._poll_interval = poll_interval
         self._sleep = sleep
         self._monotonic = monotonic
