@@ -127,23 +127,30 @@ def start_profiler(path: str, delay: float, seconds: float) -> threading.Thread 
     return thread
 
 
+def collapsed_stacks(path: str):
+    """(stack, samples) of each line py-spy wrote. Lines are split at '\n' only: a frame name
+    read from a running process can hold a stray '\r' or undecodable bytes."""
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if stack and count.isdigit():
+                yield stack, int(count)
+
+
 def top_functions(path: str, n: int = 15) -> list[tuple[str, float, float]]:
     """(function, self %, total %) of the collapsed stacks py-spy wrote; idle waits left out."""
     idle = ("wait (threading.py", "_worker (concurrent/futures", "select (", "sleep",
             "_wait_for_tstate_lock")
     own, inclusive = collections.Counter(), collections.Counter()
     total = 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            frames = stack.split(";")
-            if any(frames[-1].startswith(word) or word in frames[-1] for word in idle):
-                continue
-            samples = int(count)
-            total += samples
-            own[frames[-1]] += samples
-            for frame in set(frames):
-                inclusive[frame] += samples
+    for stack, samples in collapsed_stacks(path):
+        frames = stack.split(";")
+        if any(frames[-1].startswith(word) or word in frames[-1] for word in idle):
+            continue
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
     if not total:
         return []
     return [(name, 100.0 * samples / total, 100.0 * inclusive[name] / total)
@@ -162,13 +169,10 @@ COMPONENTS = (("heartbeats", "Heartbeat.beat"),
 def components(path: str, rate: int, seconds: float) -> tuple[float, list[tuple[str, float]]]:
     """(share of the wall time the GIL was held, [(component, share of those samples)])."""
     counts, total = collections.Counter(), 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            samples = int(count)
-            total += samples
-            name = next((label for label, frame in COMPONENTS if frame in stack), "other")
-            counts[name] += samples
+    for stack, samples in collapsed_stacks(path):
+        total += samples
+        name = next((label for label, frame in COMPONENTS if frame in stack), "other")
+        counts[name] += samples
     if not total:
         return 0.0, []
     share = total / (rate * seconds) if seconds > 0 else 0.0
