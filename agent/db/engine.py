@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -116,7 +118,27 @@ def database_from_conf(conf) -> Database:
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _switch_to_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _switch_to_wal(cursor, *, sleep=time.sleep, clock=time.monotonic) -> None:
+    """Put the file in WAL mode (a no-op once it is). The switch needs the file to itself, and
+    while another connection holds a lock on a file not yet in WAL mode (two agents creating the
+    same new database) SQLite answers "database is locked" at once, without waiting out its busy
+    timeout: retry until that timeout has passed."""
+    deadline = clock() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or clock() >= deadline:
+                raise
+        sleep(delay)
+        delay = min(2 * delay, 0.1)

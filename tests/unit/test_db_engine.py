@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -85,3 +86,25 @@ def test_sqlite_directory_that_cannot_be_created_is_database_error(tmp_path):
     with pytest.raises(DatabaseError, match=f"database sqlite:///{blocker}/agent.sqlite: cannot "
                                             f"create the directory {blocker}: "):
         make_database(f"sqlite:///{blocker}/agent.sqlite")
+
+
+def test_first_connection_waits_for_a_writer_to_switch_a_new_file_to_wal(tmp_path):
+    # Two agents creating the same new database: while one holds a write lock on the file (not
+    # yet in WAL mode), SQLite refuses the other's switch to WAL at once instead of waiting out
+    # the busy timeout. The connection must wait for the lock and then switch.
+    path = tmp_path / "agent.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (a)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    db = make_database(f"sqlite:///{path}")
+    releaser = threading.Timer(0.3, writer.execute, args=("COMMIT",))
+    releaser.start()
+    try:
+        with db.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("SELECT a FROM t")).scalar() == 1  # after the commit
+    finally:
+        releaser.join()
+        writer.close()
+        db.dispose()
