@@ -126,19 +126,19 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
         cursor.close()
 
 
-def _switch_to_wal(cursor, *, sleep=time.sleep, clock=time.monotonic) -> None:
+def _switch_to_wal(cursor) -> None:
     """Put the file in WAL mode (a no-op once it is). The switch needs the file to itself, and
     while another connection holds a lock on a file not yet in WAL mode (two agents creating the
     same new database) SQLite answers "database is locked" at once, without waiting out its busy
     timeout: retry until that timeout has passed."""
-    deadline = clock() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     delay = 0.005
     while True:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or clock() >= deadline:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        sleep(delay)
+        time.sleep(delay)
         delay = min(2 * delay, 0.1)
