@@ -217,6 +217,16 @@ def mask_password(text: str) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
+def short_reason(exc: BaseException | None) -> str:
+    """One line saying why `exc` happened: the first line of the database driver's message
+    when there is one, any URL password masked."""
+    if exc is None:
+        return "unknown error"
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    return mask_password(text.splitlines()[0])
+
+
 def _range(opt: Opt) -> str:
     unit = f" {opt.unit}" if opt.unit else ""
     if opt.min is not None and opt.max is not None:

@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 
 from agent.compute import states
 from agent.db.models import ComputeNode, Instance, Migration, utcnow
-from agent.db.service_queries import EVACUATION_DONE, ServiceRow, find_service, service_row
+from agent.db.service_queries import ServiceRow, find_service, service_row
 from agent.errors import ServiceError
 from agent.liveness import service_state
 from agent.registry import COMPUTE_BINARY
@@ -130,7 +130,7 @@ def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: fl
             {"uuid": p.migration_uuid, "instance_uuid": p.uuid, "source_compute": source_host,
              "dest_compute": dest_host, "source_node": p.source_node,
              "dest_node": target.dest_node, "migration_type": states.EVACUATION,
-             "status": EVACUATION_DONE, "deleted": 0} for p in planned])
+             "status": states.EVACUATION_DONE, "deleted": 0} for p in planned])
         moved = session.execute(
             update(Instance)
             .where(Instance.id.in_([r.id for r in rows]), Instance.host == source_host,

@@ -26,7 +26,7 @@ from typing import Callable
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
-from agent.config import mask_password
+from agent.config import short_reason
 from agent.db.models import Service, utcnow
 from agent.log import request_context
 
@@ -129,10 +129,10 @@ class Heartbeat:
                        "service registry, e.g. by 'agent services delete'); it is not "
                        "recreated: restart the agent to register this host again")
         elif condition == _UNREACHABLE:
-            message = (f"cannot reach the database {self._db.url}: {_reason(exc)}; "
+            message = (f"cannot reach the database {self._db.url}: {short_reason(exc)}; "
                        f"retrying every {self.interval:g} s")
         else:
-            message = f"beat failed: {type(exc).__name__}: {_reason(exc)}"
+            message = f"beat failed: {type(exc).__name__}: {short_reason(exc)}"
         self.last_error = message
         if condition == self._condition:
             LOG.debug("%s: still failing (%d failed beats): %s", self.name, self._failed_beats,
@@ -206,12 +206,3 @@ class Heartbeat:
         if last is None:
             return False
         return time.monotonic() - last <= 2 * self.interval + HEALTH_SLACK_SECONDS
-
-
-def _reason(exc: BaseException | None) -> str:
-    """The first line of the driver's message, with any URL password masked."""
-    if exc is None:
-        return "unknown error"
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    return mask_password(text.splitlines()[0])

@@ -18,10 +18,11 @@ import logging
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
-from agent.config import mask_password
+from agent.config import short_reason
 from agent.errors import AgentError, StartupError
 from agent.log import request_context
 from agent.systemd import Notifier, watchdog_interval
@@ -82,11 +83,22 @@ class ServiceReport:
                             "report_count": self.report_count}}
 
 
-def short_reason(exc: BaseException) -> str:
-    """One line saying why `exc` happened, database driver noise and passwords removed."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    return mask_password(text.splitlines()[0])
+@contextmanager
+def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
+    """While inside: SIGTERM and SIGINT call `request_stop` with the signal's name (only the
+    main thread can set handlers; elsewhere nothing is installed). The previous handlers are
+    restored on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, lambda num, _frame:
+                                      request_stop(signal.Signals(num).name))
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def start_failed_reason(reason: str) -> str:
@@ -100,15 +112,13 @@ class AgentService:
     def __init__(self, conf: "Config", *, dry_run: bool = False,
                  notifier: Notifier | None = None,
                  host_work_factory: HostWorkFactory | None = None,
-                 watchdog_seconds: float | None = None,
-                 database_factory: Callable[["Config"], "Database"] | None = None):
+                 watchdog_seconds: float | None = None):
         self.conf = conf
         self.dry_run = dry_run
         self.notifier = notifier if notifier is not None else Notifier.from_environment()
         self.watchdog_seconds = (watchdog_seconds if watchdog_seconds is not None
                                  else watchdog_interval())
         self._host_work_factory = host_work_factory
-        self._database_factory = database_factory
         self.db: Database | None = None
         self.service: ServiceRecord | None = None
         self.heartbeat = None
@@ -123,15 +133,11 @@ class AgentService:
     def run(self) -> int:
         """Start, run until SIGTERM/SIGINT, stop. Returns the exit status (0); a failed
         start-up raises AgentError after cleaning up."""
-        previous = self._install_signal_handlers()
-        try:
+        with stop_on_signals(self.request_stop):
             if self.start():
                 self._stop_requested.wait()
             self.stop()
             return 0
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
     def request_stop(self, why: str = "stop requested") -> None:
         """Ask the running agent to stop (thread- and signal-safe)."""
@@ -140,15 +146,6 @@ class AgentService:
             return
         LOG.info("%s: stopping", why)
         self._stop_requested.set()
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(
-                signum, lambda num, _frame: self.request_stop(signal.Signals(num).name))
-        return previous
 
     def start(self) -> bool:
         """The start-up sequence. True when the agent is running; False when a stop was
@@ -224,7 +221,7 @@ class AgentService:
 
         conf = self.conf
         self._status("opening the database")
-        self.db = (self._database_factory or database_from_conf)(conf)
+        self.db = database_from_conf(conf)
         LOG.info("database %s", self.db.url)
         migrate.ensure_schema(self.db)
         self._status("registering the service")

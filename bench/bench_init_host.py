@@ -18,15 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.compute.host import ComputeHost
 from agent.config import load_config
 from agent.db import migrate
 from agent.db.engine import make_database
-from agent.network.firewall import NoopFirewall
-from agent.registry import register_service
-from fakevirt.driver import FakeDriver
-from fakevirt.seed import seed_database
-from tests.functional.statement_counter import count_statements, mixed_scenario
+from tests.functional.statement_counter import count_statements, mixed_scenario, seeded_host
 
 
 def run(size: int, workdir: Path) -> dict:
@@ -34,16 +29,10 @@ def run(size: int, workdir: Path) -> dict:
     url = f"sqlite:///{workdir}/{host_name}.sqlite"
     db = make_database(url)
     migrate.upgrade(db)
-    scenario = mixed_scenario(size, host_name)
-    seed_database(db, scenario)
     conf = load_config(None, {("DEFAULT", "host"): host_name,
                               ("DEFAULT", "state_path"): str(workdir / host_name),
                               ("database", "connection"): url})
-    service = register_service(db, host_name)
-    driver = FakeDriver(conf, scenario=scenario)
-    host = ComputeHost(conf, db, service, driver=driver, firewall=NoopFirewall())
-    driver.init_host(host_name)
-    host.tracker.check_node_identity()
+    host = seeded_host(conf, db, mixed_scenario(size, host_name))
     try:
         with count_statements(db.engine) as init_count:
             start = time.perf_counter()

@@ -14,6 +14,7 @@ from typing import Iterable
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent.config import short_reason
 from agent.db.engine import Database
 from agent.db.models import Instance, Migration
 from agent.errors import DatabaseError, ScenarioError
@@ -80,7 +81,7 @@ def seed_database(db: Database, scenario: Scenario, *, default_host: str | None 
                     session.execute(insert(model), rows)
     except SQLAlchemyError as exc:
         raise DatabaseError(f"seeding {db.url} failed, nothing was written: "
-                            f"{_first_line(exc)} (is the schema there? run 'agent db sync')"
+                            f"{short_reason(exc)} (is the schema there? run 'agent db sync')"
                             ) from None
     LOG.info("seeded %d instances and %d migrations from %s (%d replaced)", len(instances),
              len(migrations), scenario.source, replaced)
@@ -97,8 +98,3 @@ def _present(session, model, uuids: list[str]) -> set[str]:
 def _chunks(items: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start:start + _CHUNK]
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -8,6 +8,7 @@ Used by the functional and end-to-end lifecycle tests. The agent runs as
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -165,3 +166,14 @@ def agent_command(*args: str, env: dict[str, str] | None = None,
     full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
                           text=True, env=full_env, cwd=str(REPO_ROOT), timeout=timeout)
+
+
+def listed_service(config, host: str) -> dict | None:
+    """The host's entry in `agent services list --format json`, or None (no such service, or
+    the command failed)."""
+    result = agent_command("services", "list", "--config", str(config), "--host", host,
+                           "--format", "json")
+    if result.returncode != 0:
+        return None
+    services = json.loads(result.stdout)["services"]
+    return services[0] if services else None

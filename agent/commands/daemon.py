@@ -10,18 +10,10 @@ import sys
 LOG = logging.getLogger(__name__)
 
 
-def host_work_factory(conf):
-    """The host work (virt driver + compute manager) the agent runs, or None.
-
-    None: the agent registers and heartbeats only; AgentService logs that no host work is
-    plugged in. The compute side (`agent.compute.host.ComputeHost`) is the default.
-    """
-    return _compute_host
-
-
 def _compute_host(conf, db, service, dry_run):
-    # Imported here, after the first beat: the compute side pulls in the driver and its
-    # libraries, which must not delay the heartbeat.
+    """The host work the agent runs: the virt driver, the firewall, the compute manager and
+    the resource tracker. Imported here, after the first beat: the compute side pulls in the
+    driver and its libraries, which must not delay the heartbeat."""
     from agent.compute.host import ComputeHost
 
     return ComputeHost(conf, db, service, dry_run)
@@ -30,15 +22,12 @@ def _compute_host(conf, db, service, dry_run):
 def run(args, conf) -> int:
     from agent.log import setup_logging
     from agent.service import AgentService
-    from agent.systemd import Notifier, watchdog_interval
 
     setup_logging(conf.debug, conf.log_file)
     for warning in conf.warnings:
         LOG.warning("%s", warning)
     service = AgentService(conf, dry_run=getattr(args, "dry_run", False),
-                           notifier=Notifier.from_environment(),
-                           watchdog_seconds=watchdog_interval(),
-                           host_work_factory=host_work_factory(conf))
+                           host_work_factory=_compute_host)
     if getattr(args, "once", False):
         report = service.run_once()
         sys.stdout.write(render_report(report, getattr(args, "format", "table")))

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 LOG = logging.getLogger(__name__)
 
@@ -64,11 +62,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args):
-    from agent.errors import ConfigError
     from agent.fleet.runner import FleetOptions
 
-    if args.progress_interval <= 0:
-        raise ConfigError(f"--progress-interval {args.progress_interval:g}: must be positive")
     options = FleetOptions(count=args.count, instances_per_host=args.instances_per_host,
                            duration=args.duration, ramp=args.ramp, host_prefix=args.host_prefix,
                            beat_workers=args.beat_workers, job_workers=args.job_workers,
@@ -81,6 +76,7 @@ def options_from_args(args):
 def run(args, conf) -> int:
     from agent.fleet.runner import FleetRunner
     from agent.log import setup_logging
+    from agent.service import stop_on_signals
 
     options = options_from_args(args)
     if args.report:
@@ -91,16 +87,8 @@ def run(args, conf) -> int:
     for warning in conf.warnings:
         LOG.warning("%s", warning)
     runner = FleetRunner(conf, options)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(
-                signum, lambda num, _frame: runner.request_stop(signal.Signals(num).name))
-    try:
+    with stop_on_signals(runner.request_stop):
         report = runner.run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     sys.stdout.write(report.format_table())
     sys.stdout.flush()
     if args.report:

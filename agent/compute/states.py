@@ -83,7 +83,8 @@ IO_TASKS = frozenset({RESIZE_MIGRATING, REBUILDING, RESIZE_PREP, IMAGE_SNAPSHOT,
 EVACUATION = "evacuation"
 LIVE_MIGRATION = "live-migration"
 # An evacuation whose destination has taken over: the source's guest must go.
-EVACUATION_CLEANUP_STATUSES = ("accepted", "pre-migrating", "done")
+EVACUATION_DONE = "done"  # the destination took over; the source has not cleaned up yet
+EVACUATION_CLEANUP_STATUSES = ("accepted", "pre-migrating", EVACUATION_DONE)
 # Statuses after which a migration no longer holds resources.
 FINISHED_MIGRATION_STATUSES = ("confirmed", "reverted", "failed", "completed", "cancelled",
                                "done", "error")

@@ -9,17 +9,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select, update
 
+from agent.compute.states import EVACUATION, EVACUATION_DONE, FINISHED_MIGRATION_STATUSES
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
 from agent.errors import ServiceError, ServiceNotFound
 
 MAX_REASON_LENGTH = 255  # services.disabled_reason is String(255)
-
-# Migration statuses after which a migration no longer holds anything on its hosts (nova's
-# list for "in progress": every status except these).
-FINISHED_MIGRATION_STATUSES = ("confirmed", "reverted", "error", "failed", "completed",
-                               "cancelled", "done")
-EVACUATION = "evacuation"
-EVACUATION_DONE = "done"  # evacuated elsewhere; the source host has not cleaned up yet
 
 
 @dataclass(frozen=True)

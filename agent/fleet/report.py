@@ -92,6 +92,7 @@ class FleetReport:
 
 
 def _ms(seconds: float | None) -> str:
+    """Seconds as whole milliseconds for the report and progress lines."""
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 

@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from agent.config import short_reason
 from agent.fleet.beat_scheduler import DueScheduler, Task
-from agent.fleet.report import FleetReport
+from agent.fleet.report import FleetReport, _ms
 from agent.fleet.simulated import SimulatedAgent, agent_conf, host_names
 from agent.fleet.statements import StatementCounter
 from agent.log import request_context
@@ -64,6 +65,8 @@ class FleetOptions:
         if self.instances_per_host < 0:
             raise ConfigError(f"--instances-per-host {self.instances_per_host}: must be 0 or "
                               "more")
+        if self.progress_interval <= 0:
+            raise ConfigError(f"--progress-interval {self.progress_interval:g}: must be positive")
         for name in ("duration", "ramp", "poll_interval"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -72,12 +75,10 @@ class FleetOptions:
 
 class FleetRunner:
     def __init__(self, conf, options: FleetOptions, *,
-                 database_factory: Callable[..., object] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         options.check()
         self.conf = conf
         self.options = options
-        self._database_factory = database_factory
         self._clock = clock
         self._rng = random.Random(options.seed)
         self._stop = threading.Event()
@@ -146,8 +147,7 @@ class FleetRunner:
     def _open(self, pool_size: int):
         from agent.db.engine import make_database
 
-        factory = self._database_factory or make_database
-        return factory(self.conf.database.connection, pool_size=pool_size,
+        return make_database(self.conf.database.connection, pool_size=pool_size,
                        connect_timeout=self.conf.database.connect_timeout)
 
     def _run_agents(self, process, cpu0) -> FleetReport:
@@ -177,7 +177,7 @@ class FleetRunner:
             if wait <= 0 or self._stop.wait(wait):
                 break
             now = self._clock()
-            beats_ok, _ = self._beat_totals()
+            beats_ok, beats_failed = self._beat_totals()
             if steady_at is None and self.started + self.failed == opts.count:
                 steady_at, steady_beats = now, beats_ok
                 self.beats.mark_steady()
@@ -186,7 +186,8 @@ class FleetRunner:
                 LOG.info("fleet: all %d agents started in %.1f s (%d failed)", opts.count,
                          last - t0, self.failed)
             statements = sum(self.statements.totals().values())
-            self._log_progress(now - last_t, beats_ok - last_beats, statements - last_statements)
+            self._log_progress(now - last_t, beats_ok - last_beats, beats_failed,
+                               statements - last_statements)
             last_t, last_beats, last_statements = now, beats_ok, statements
         LOG.info("fleet: stopping (%s)", self._stopped_by)
         self._stop.set()
@@ -249,8 +250,6 @@ class FleetRunner:
                 self._schedule_jobs(agent)
                 agent.finish_starting()
             except Exception as exc:  # noqa: BLE001 - one host failing does not stop the fleet
-                from agent.service import short_reason
-
                 LOG.error("fleet: agent %s failed to start: %s", agent.host, short_reason(exc))
                 for task in agent.tasks:
                     task.cancelled = True
@@ -305,12 +304,12 @@ class FleetRunner:
                 failed += heartbeat.beats_failed
         return ok, failed
 
-    def _log_progress(self, elapsed: float, beats: int, statements: int) -> None:
+    def _log_progress(self, elapsed: float, beats: int, beats_failed: int,
+                      statements: int) -> None:
         p99 = self.beats.lateness.percentile(0.99)
         with self._lock:
             live, errors = len(self._live), sum(self._job_errors.values())
             audits = self._job_runs.get(AUDIT_JOB, 0)
-        _, beats_failed = self._beat_totals()
         LOG.info("fleet: %d/%d agents started (%d live, %d failed); %.1f beats/s (target "
                  "%.1f); beat lateness p99 %s, max %s so far; %.0f statements/s; %d audits; "
                  "errors: %d beats, %d jobs; live agents seen down: %d",
@@ -378,7 +377,3 @@ class FleetRunner:
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 3) if denominator > 0 else None
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"

@@ -9,7 +9,6 @@ the real one: with the embedded SQLite database the "database clock" would be th
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -17,8 +16,8 @@ import signal
 
 import pytest
 
-from tests.agent_process import (AgentProcess, NotifySocket, agent_command, wait_for,
-                                 write_config)
+from tests.agent_process import (AgentProcess, NotifySocket, agent_command, listed_service,
+                                 wait_for, write_config)
 from tests.conftest import require_tier
 
 pytestmark = [pytest.mark.faketime, pytest.mark.postgresql]
@@ -31,15 +30,6 @@ def faketime():
     path = shutil.which("faketime")
     require_tier("faketime", path is not None, "the faketime tool is not installed")
     return path
-
-
-def listed(config, host: str) -> dict | None:
-    result = agent_command("services", "list", "--config", str(config), "--host", host,
-                           "--format", "json")
-    if result.returncode != 0:
-        return None
-    services = json.loads(result.stdout)["services"]
-    return services[0] if services else None
 
 
 @pytest.mark.parametrize(("offset", "expected"), [("+3600s", HOUR), ("-3600s", -HOUR)],
@@ -64,12 +54,12 @@ def test_skewed_host_is_up_then_down_after_it_is_killed(offset, expected, faketi
 
         # Up, through several beats, with the host's offset measured and shown.
         def up_after_beats():
-            entry = listed(config, host)
+            entry = listed_service(config, host)
             return entry if entry and entry["state"] == "up" and entry["report_count"] >= 3 \
                 else None
 
         entry = wait_for(up_after_beats)
-        assert entry, (listed(config, host), agent.log_text())
+        assert entry, (listed_service(config, host), agent.log_text())
         assert entry["clock_offset_seconds"] == pytest.approx(expected, abs=60)
         table = agent_command("services", "list", "--config", str(config), "--host", host)
         assert re.search(r"\bup\b", table.stdout)
@@ -80,11 +70,11 @@ def test_skewed_host_is_up_then_down_after_it_is_killed(offset, expected, faketi
         agent.wait()
 
         def down():
-            entry = listed(config, host)
+            entry = listed_service(config, host)
             return entry if entry and entry["state"] == "down" else None
 
         entry = wait_for(down)
-        assert entry, listed(config, host)
+        assert entry, listed_service(config, host)
         assert re.match(r"last seen \d+ s ago", entry["down_reason"])
     finally:
         if agent_pid is not None:

@@ -10,7 +10,6 @@ and none duplicated.
 
 from __future__ import annotations
 
-import json
 import signal
 
 import pytest
@@ -18,7 +17,8 @@ from sqlalchemy import func, select
 
 from agent.db.engine import make_database
 from agent.db.models import ComputeNode, Instance, Migration
-from tests.agent_process import AgentProcess, agent_command, wait_for, write_config
+from tests.agent_process import (AgentProcess, agent_command, listed_service, wait_for,
+                                 write_config)
 
 pytestmark = [pytest.mark.postgresql]
 
@@ -50,18 +50,9 @@ def host_config(directory, url: str, host: str, guests):
     return config, scenario
 
 
-def service(config, host: str) -> dict | None:
-    result = agent_command("services", "list", "--config", str(config), "--host", host,
-                           "--format", "json")
-    if result.returncode != 0:
-        return None
-    services = json.loads(result.stdout)["services"]
-    return services[0] if services else None
-
-
 def state_is(config, host: str, state: str):
     def check():
-        entry = service(config, host)
+        entry = listed_service(config, host)
         return entry if entry is not None and entry["state"] == state else None
     return check
 
@@ -128,7 +119,7 @@ def test_evacuation_of_a_dead_host_to_another_across_two_agents(postgresql_url, 
         forced = agent_command("services", "force-down", "--config", str(src_conf),
                                "--host", SRC)
         assert forced.returncode == 0, forced.stderr
-        assert service(src_conf, SRC)["down_reason"] == "forced down"
+        assert listed_service(src_conf, SRC)["down_reason"] == "forced down"
         evacuated = agent_command("evacuate", "--config", str(src_conf), "--host", SRC,
                                   "--to", DST)
         assert evacuated.returncode == 0, evacuated.stderr

@@ -1,4 +1,5 @@
-"""Counting the SQL statements an operation sends (an executemany counts as one)."""
+"""Counting the SQL statements an operation sends (an executemany counts as one), and a
+fakevirt host seeded with a mix of start-up cases to count them on (tests and bench_init_host)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,21 @@ def mixed_scenario(n: int, hostname: str) -> Scenario:
             rec = dataclasses.replace(rec, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)
         instances.append(rec)
     return dataclasses.replace(base, instances=tuple(instances), migrations=tuple(migrations))
+
+
+def seeded_host(conf, db, scenario: Scenario):
+    """A ComputeHost for `scenario` (seeded into `db`, service registered, driver up, node
+    identity checked), ready for init_host and audits; the caller stops it."""
+    from agent.compute.host import ComputeHost
+    from agent.network.firewall import NoopFirewall
+    from agent.registry import register_service
+    from fakevirt.driver import FakeDriver
+    from fakevirt.seed import seed_database
+
+    seed_database(db, scenario)
+    service = register_service(db, conf.host)
+    driver = FakeDriver(conf, scenario=scenario)
+    host = ComputeHost(conf, db, service, driver=driver, firewall=NoopFirewall())
+    driver.init_host(conf.host)
+    host.tracker.check_node_identity()
+    return host

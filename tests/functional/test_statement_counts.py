@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from agent.compute.host import ComputeHost
 from agent.db.engine import make_database
-from agent.network.firewall import NoopFirewall
-from agent.registry import register_service
-from fakevirt.driver import FakeDriver
-from fakevirt.seed import seed_database
 from tests.functional.compute_helpers import make_conf
-from tests.functional.statement_counter import count_statements, mixed_scenario
+from tests.functional.statement_counter import count_statements, mixed_scenario, seeded_host
 
 
 def measure(tmp_path, db, n):
     host_name = f"count-{n}"
-    scenario = mixed_scenario(n, host_name)
-    seed_database(db, scenario)
     conf = make_conf(tmp_path / host_name, db).replace(host=host_name)
-    service = register_service(db, host_name)
-    driver = FakeDriver(conf, scenario=scenario)
-    host = ComputeHost(conf, db, service, driver=driver, firewall=NoopFirewall())
-    driver.init_host(host_name)
-    host.tracker.check_node_identity()
+    host = seeded_host(conf, db, mixed_scenario(n, host_name))
     try:
         with count_statements(db.engine) as init:
             result = host.manager.init_host()
