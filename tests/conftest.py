@@ -10,6 +10,7 @@ Database URLs for the server tiers come from AGENT_TEST_POSTGRESQL_URL and AGENT
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -26,13 +27,23 @@ SERVER_URL_ENV = {
 
 
 def require_tier(tier: str, available: bool, reason: str) -> None:
-    """Skip (or, under CI, fail) the calling test when its real part is missing."""
+    """Skip (or, under CI, fail) the calling test, or the calling module when called at import
+    time, when its real part is missing."""
     if available:
         return
     if IN_CI:
         pytest.fail(f"required test tier '{tier}' is unavailable under CI: {reason}",
                     pytrace=False)
-    pytest.skip(f"tier '{tier}' unavailable: {reason}")
+    pytest.skip(f"tier '{tier}' unavailable: {reason}", allow_module_level=True)
+
+
+def import_libvirt():
+    """The libvirt module; without libvirt-python the 'libvirt' tier is missing."""
+    require_tier("libvirt", importlib.util.find_spec("libvirt") is not None,
+                 "libvirt-python is not installed")
+    import libvirt
+
+    return libvirt
 
 
 def server_url(backend: str) -> str:

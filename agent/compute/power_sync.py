@@ -200,5 +200,5 @@ class PowerStateSync:
                 changes.append((rec.id, decision.new_power_state))
         if changes and not self.dry_run:
             with self.db.sessions.begin() as session:
-                q.update_power_states(session, changes)
+                q.update_power_states(session, self.host, changes)
         return len(changes)

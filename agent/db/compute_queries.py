@@ -176,11 +176,16 @@ def _params(u: InstanceUpdate) -> dict:
             "b_task": u.task_state, "b_power": u.power_state}
 
 
-def update_power_states(session: Session, changes: Iterable[tuple[int, int]]) -> None:
-    """One executemany UPDATE of instances.power_state by id."""
-    params = [{"b_id": iid, "b_power": power} for iid, power in changes]
+def update_power_states(session: Session, host: str,
+                        changes: Iterable[tuple[int, int]]) -> None:
+    """One executemany UPDATE of instances.power_state by id, only where the row is still as
+    the sync decided on it (on `host`, no task in flight): an operation started or a move made
+    meanwhile is not overwritten."""
+    params = [{"b_id": iid, "b_power": power, "b_host": host} for iid, power in changes]
     if params:
-        session.execute(update(_I).where(_I.c.id == bindparam("b_id"))
+        session.execute(update(_I).where(_I.c.id == bindparam("b_id"),
+                                         _I.c.host == bindparam("b_host"),
+                                         _I.c.task_state.is_(None))
                         .values(power_state=bindparam("b_power"), updated_at=utcnow()), params)
 
 

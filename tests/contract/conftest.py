@@ -16,6 +16,7 @@ import pytest
 from agent.config import Config, RawValue, resolve
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import InstanceRef, PowerState
+from tests.conftest import import_libvirt
 
 CONTRACT_HOST = "contract-host"
 EXAMPLE_SCENARIO = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "etc",
@@ -77,7 +78,7 @@ LIBVIRT_CONTRACT_STOPPED_DELAY_S = 0.5
 
 
 def _libvirt_subject(tmp_path, uri: str, restore: Callable[[], None] | None = None) -> Subject:
-    libvirt = pytest.importorskip("libvirt")
+    libvirt = import_libvirt()
     from agent.virt.libvirt.driver import LibvirtDriver
     from agent.virt.libvirt.host import Host, start_event_loop
     from agent.virt.libvirt.checks import power_state_from_domain_state
@@ -101,7 +102,7 @@ def _libvirt_subject(tmp_path, uri: str, restore: Callable[[], None] | None = No
 def libvirt_test_default_factory(tmp_path) -> Subject:
     """LibvirtDriver on libvirt's built-in test hypervisor (test:///default: one running
     guest named 'test')."""
-    libvirt = pytest.importorskip("libvirt")
+    libvirt = import_libvirt()
     uri = "test:///default"
     conn = libvirt.open(uri)
     try:

@@ -75,14 +75,6 @@ dest_compute = "once-2"
 """
 
 
-def run_once(tmp_path, *extra):
-    state = tmp_path / "state"
-    args = ["--host", "once-1", "--state-path", str(state), "--driver", "fake"]
-    result = agent_command(*args, "db", "sync")
-    assert result.returncode == 0, result.stderr
-    return agent_command(*args, *extra)
-
-
 def setup_scenario(tmp_path):
     path = tmp_path / "scenario.toml"
     path.write_text(SCENARIO, encoding="utf-8")
@@ -90,12 +82,7 @@ def setup_scenario(tmp_path):
     state = tmp_path / "state"
     seed = agent_command("--config", str(tmp_path / "agent.conf"), "--host", "once-1",
                          "--state-path", str(state), "db", "seed", str(path))
-    if seed.returncode != 0:
-        sync = agent_command("--host", "once-1", "--state-path", str(state), "db", "sync")
-        assert sync.returncode == 0, sync.stderr
-        seed = agent_command("--config", str(tmp_path / "agent.conf"), "--host", "once-1",
-                             "--state-path", str(state), "db", "seed", str(path))
-    assert seed.returncode == 0, seed.stderr
+    assert seed.returncode == 0, seed.stderr  # seeding creates the embedded schema
     return ["--config", str(tmp_path / "agent.conf"), "--host", "once-1", "--state-path",
             str(state)]
 

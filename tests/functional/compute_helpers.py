@@ -70,3 +70,21 @@ def make_host(tmp_path, db, scenario, *, host=HOST, dry_run=False, driver=None, 
     service = register_service(db, host)
     driver = driver or FakeDriver(conf, scenario=scenario)
     return ComputeHost(conf, db, service, dry_run, driver=driver, firewall=NoopFirewall())
+
+
+GONE = "gone"  # guest_power of a guest the hypervisor does not have
+
+
+def guest_power(driver, uuid):
+    """The guest's power state on the hypervisor, or GONE."""
+    from agent.errors import InstanceNotFound
+    from agent.virt.types import InstanceRef
+
+    try:
+        return driver.get_info(InstanceRef(uuid, "")).power_state
+    except InstanceNotFound:
+        return GONE
+
+
+def guest_exists(driver, uuid) -> bool:
+    return guest_power(driver, uuid) != GONE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import pytest
 from sqlalchemy import update
@@ -59,7 +60,7 @@ def test_notify_sequence_end_to_end(tmp_path, notify_socket, agents):
     # The first beat is in the database before READY, and start-up has lifted AUTO: starting.
     row = service_row(sqlite_url(tmp_path))
     assert row is not None and row.report_count >= 1
-    assert row.disabled is False or row.disabled_reason == AUTO_STARTING
+    assert (row.disabled, row.disabled_reason) == (False, None)
 
     watchdog = notify_socket.receive_until("WATCHDOG=1")
     assert watchdog is not None, agent.log_text()
@@ -226,6 +227,7 @@ def test_periodic_jobs_of_the_host_work_run_and_stop_with_the_agent(tmp_path):
     count = len(runs)
     assert work.calls == ["start", "periodic_jobs", "stop"]
     assert not service.scheduler.is_healthy()
+    time.sleep(3 * 0.2)  # three more intervals: a job still scheduled would have run
     assert len(runs) == count
 
 
@@ -236,9 +238,11 @@ def test_watchdog_is_withheld_while_unhealthy(tmp_path, notify_socket):
     try:
         assert notify_socket.receive_until("WATCHDOG=1") is not None
         service.scheduler.shutdown(wait=True)  # the scheduler dies: unhealthy
-        # Drain what was sent before the health check saw it, then expect silence.
+        # Drain what was sent before the health check saw it (a ping every 0.2 s would never
+        # end: bounded), then expect silence.
+        deadline = time.monotonic() + 5.0
         while notify_socket.receive(timeout=1.0) is not None:
-            pass
+            assert time.monotonic() < deadline, "WATCHDOG=1 still sent while unhealthy"
         assert notify_socket.receive(timeout=1.5) is None
     finally:
         service.stop()

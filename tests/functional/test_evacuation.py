@@ -13,19 +13,11 @@ from agent.db.models import ComputeNode
 from agent.errors import StartupError
 from agent.virt.types import InstanceRef, PowerState as P
 from fakevirt.scenario import InstanceRecord, MigrationRecord
-from tests.functional.compute_helpers import (HOST, domain, make_host, make_scenario,
-                                              migration_row, seeded)
+from tests.functional.compute_helpers import (HOST, domain, guest_exists, make_host,
+                                              make_scenario, migration_row, seeded)
 
 EVAC = "22222222-2222-4222-8222-222222222222"  # evacuated to host 'dest'
 MINE = "33333333-3333-4333-8333-333333333333"  # still ours
-
-
-def guest_exists(driver, uuid):
-    try:
-        driver.get_info(InstanceRef(uuid, ""))
-        return True
-    except Exception:  # noqa: BLE001 - InstanceNotFound
-        return False
 
 
 def scenario_with(status=None, source=HOST, kind="evacuation"):
@@ -176,8 +168,9 @@ def qemu_guests():
     """Two tiny running QEMU guests (evacuated one, ours); destroyed and undefined afterwards."""
     import os
 
-    libvirt = pytest.importorskip("libvirt")
-    from tests.conftest import require_tier
+    from tests.conftest import import_libvirt, require_tier
+
+    libvirt = import_libvirt()
 
     try:
         conn = libvirt.open(QEMU_URI)

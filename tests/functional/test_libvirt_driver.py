@@ -17,9 +17,10 @@ from agent.errors import DriverError, HypervisorVersionError, InstanceNotFound
 from agent.virt.libvirt.driver import LibvirtDriver
 from agent.virt.libvirt.host import Host
 from agent.virt.types import InstanceRef, PowerState, RebootType, Transition
+from tests.conftest import import_libvirt
 from tests.libvirt_xml import write_node
 
-libvirt = pytest.importorskip("libvirt")
+libvirt = import_libvirt()
 
 DEADLINE_S = 30.0
 NEXT_FLOOR_WARNING = "libvirt 9.0.0 is older than 10.0.0, which the next release will require"

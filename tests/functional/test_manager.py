@@ -6,17 +6,18 @@ from __future__ import annotations
 import uuid as uuid_lib
 
 import pytest
+from sqlalchemy import update
 
 from agent.compute import states as s
 from agent.compute.manager import ComputeManager
-from agent.virt.types import InstanceRef, LifecycleEvent, PowerState as P, Transition
+from agent.db.models import Instance
+from agent.virt.types import LifecycleEvent, PowerState as P, Transition
 from fakevirt.scenario import InstanceRecord, MigrationRecord
-from tests.functional.compute_helpers import (HOST, domain, instance_row, make_conf,
-                                              make_driver, make_scenario, migration_row,
-                                              noop_firewall, seeded)
+from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,
+                                              make_conf, make_driver, make_scenario,
+                                              migration_row, noop_firewall, seeded)
 
 U = "11111111-1111-4111-8111-111111111111"
-GONE = "gone"
 
 # id, vm, task, db power, guest power (None: no guest), old_vm_state, resume flag,
 # -> action, vm_state, task_state, power_state, row deleted, guest afterwards
@@ -60,13 +61,6 @@ CASES = [
     ("plain-running", s.ACTIVE, None, P.RUNNING, P.RUNNING, None, True,
      "none", s.ACTIVE, None, P.RUNNING, False, P.RUNNING),
 ]
-
-
-def guest_power(driver, uuid):
-    try:
-        return driver.get_info(InstanceRef(uuid, "")).power_state
-    except Exception:  # noqa: BLE001 - InstanceNotFound: the guest is gone
-        return GONE
 
 
 @pytest.mark.parametrize("vm,task,db_power,guest,old_vm,resume,action,exp_vm,exp_task,"
@@ -207,10 +201,14 @@ def test_stale_lifecycle_event_is_dropped(tmp_path, sqlite_db):
     manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
     manager.init_host()
     manager.stop()  # handle events by hand below
-    # The guest says RUNNING; an old STOPPED event arrives late.
+    # The database holds an older state; the guest says RUNNING; an old STOPPED event arrives
+    # late. Applied, it would write what the guest says; dropped, the row is left alone.
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.uuid == U)
+                     .values(power_state=int(P.SHUTDOWN)))
     manager.power_sync.on_event(LifecycleEvent(U, Transition.STOPPED, 0.0))
     assert manager.power_sync.process_pending() == 0
-    assert instance_row(sqlite_db, U).power_state == P.RUNNING
+    assert instance_row(sqlite_db, U).power_state == P.SHUTDOWN
 
 
 def test_sync_power_states_copies_hypervisor_state(tmp_path, sqlite_db):
@@ -228,6 +226,28 @@ def test_sync_power_states_copies_hypervisor_state(tmp_path, sqlite_db):
     assert instance_row(sqlite_db, missing).power_state == P.NOSTATE
     # An instance with a task in flight is not touched.
     assert instance_row(sqlite_db, other).power_state == P.RUNNING
+
+
+def test_power_state_write_skips_rows_that_changed_since_they_were_read(sqlite_db):
+    # The sync decides on rows it read; an operation started (task_state set) or a move to
+    # another host in between must win over the sync's write.
+    from agent.db import compute_queries as q
+
+    busy, moved, plain = (str(uuid_lib.uuid4()) for _ in range(3))
+    seeded(sqlite_db, make_scenario(
+        [InstanceRecord(busy, host=HOST, node=HOST, vm_state=s.ACTIVE),
+         InstanceRecord(moved, host=HOST, node=HOST, vm_state=s.ACTIVE),
+         InstanceRecord(plain, host=HOST, node=HOST, vm_state=s.ACTIVE)], []))
+    ids = {u: instance_row(sqlite_db, u).id for u in (busy, moved, plain)}
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.uuid == busy)
+                     .values(task_state=s.POWERING_OFF))
+        conn.execute(update(Instance).where(Instance.uuid == moved).values(host="elsewhere"))
+    with sqlite_db.sessions.begin() as session:
+        q.update_power_states(session, HOST, [(i, int(P.SHUTDOWN)) for i in ids.values()])
+    assert instance_row(sqlite_db, plain).power_state == P.SHUTDOWN
+    assert instance_row(sqlite_db, busy).power_state == P.RUNNING
+    assert instance_row(sqlite_db, moved).power_state == P.RUNNING
 
 
 def test_repeating_mismatch_is_logged_once_until_it_clears(tmp_path, sqlite_db, caplog):
@@ -273,12 +293,8 @@ def test_init_host_applies_the_firewall_once(tmp_path, sqlite_db, executor):
     assert len(jumps) == len(running)
     # A restart after one running instance was deleted: its chain goes, in one more restore.
     gone = running[0]
-    from sqlalchemy import update as sql_update
-
-    from agent.db.models import Instance
-
     with sqlite_db.sessions.begin() as session:
-        session.execute(sql_update(Instance).where(Instance.uuid == gone.uuid)
+        session.execute(update(Instance).where(Instance.uuid == gone.uuid)
                         .values(deleted=Instance.id))
     executor.clear()
     manager = ComputeManager(conf, sqlite_db, driver, firewall)
