@@ -97,7 +97,7 @@ def read_ini(path: str) -> dict[tuple[str, str], RawValue]:
             section = match.group("name").strip()
             if section not in SECTIONS:
                 raise ConfigError(f"{where}: unknown section [{section}]"
-                                  f"{_suggest(section, SECTIONS)}; known sections: "
+                                  f"{did_you_mean(section, SECTIONS)}; known sections: "
                                   f"{', '.join(SECTIONS)}")
             continue
         if line[:1].isspace():
@@ -142,7 +142,7 @@ def resolve(raw: Mapping[tuple[str, str], RawValue], files: Iterable[str] = ()) 
         if (section, name) not in known:
             names = [o.name for o in OPTIONS if o.section == section]
             raise ConfigError(f"{value.origin}: unknown key {name!r} in [{section}]"
-                              f"{_suggest(name, names)}")
+                              f"{did_you_mean(name, names)}")
     values: dict[tuple[str, str], Any] = {}
     for opt in OPTIONS:
         if opt.key in raw:
@@ -196,7 +196,7 @@ def parse_value(opt: Opt, raw: RawValue) -> Any:
             raise bad("a path")
         return os.path.abspath(os.path.expanduser(text))
     if opt.choices is not None and text not in opt.choices:
-        raise bad("one of " + ", ".join(opt.choices) + _suggest(text, opt.choices))
+        raise bad("one of " + ", ".join(opt.choices) + did_you_mean(text, opt.choices))
     return text
 
 
@@ -240,6 +240,7 @@ def _num(value: float | None) -> str:
     return str(int(value)) if value is not None and float(value).is_integer() else str(value)
 
 
-def _suggest(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1)
+def did_you_mean(word: object, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
+    close = difflib.get_close_matches(str(word), list(candidates), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

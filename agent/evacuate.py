@@ -55,12 +55,11 @@ class EvacuationTarget:
 
     dest_node: str
     source_state: str
-    source_nodes: tuple[str, ...]
 
 
 def check_evacuation(source: ServiceRow, dest: ServiceRow, *, db_now: dt.datetime,
-                     service_down_time: float, source_nodes: Sequence[str],
-                     dest_nodes: Sequence[str], binary: str = COMPUTE_BINARY
+                     service_down_time: float, dest_nodes: Sequence[str],
+                     binary: str = COMPUTE_BINARY
                      ) -> EvacuationTarget:
     """Raises ServiceError saying why the evacuation is refused; otherwise the target."""
     if source.host == dest.host:
@@ -98,7 +97,7 @@ def check_evacuation(source: ServiceRow, dest: ServiceRow, *, db_now: dt.datetim
                            f"({', '.join(dest_nodes)}); evacuating to a host with several "
                            "nodes is not supported")
     why = "forced down" if source.forced_down else f"down: {src_state.reason}"
-    return EvacuationTarget(dest_nodes[0], why, tuple(source_nodes))
+    return EvacuationTarget(dest_nodes[0], why)
 
 
 def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: float,
@@ -113,8 +112,7 @@ def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: fl
         source_nodes = _nodes(session, source_host)
         dest_nodes = _nodes(session, dest_host)
         target = check_evacuation(source, dest, db_now=db_now,
-                                  service_down_time=service_down_time,
-                                  source_nodes=source_nodes, dest_nodes=dest_nodes,
+                                  service_down_time=service_down_time, dest_nodes=dest_nodes,
                                   binary=binary)
         rows = session.execute(
             select(Instance.id, Instance.uuid, Instance.display_name, Instance.node)

@@ -78,7 +78,6 @@ class Heartbeat:
         self._last_activity: float | None = None
         self.beats_ok = 0
         self.beats_failed = 0
-        self.last_ok_monotonic: float | None = None
         self.last_error: str | None = None
 
     # -- one tick ---------------------------------------------------------------------------
@@ -111,7 +110,6 @@ class Heartbeat:
 
     def _succeeded(self) -> None:
         self.beats_ok += 1
-        self.last_ok_monotonic = time.monotonic()
         if self._condition is not None:
             LOG.info("%s recovered: %s reported again after %d failed beats", self.name,
                      self._describe(lookup=False), self._failed_beats)

@@ -33,12 +33,11 @@ sys.path.insert(0, ROOT)
 from agent.db.engine import make_database  # noqa: E402
 from agent.db.migrate import upgrade  # noqa: E402
 from agent.db.models import Service  # noqa: E402
-from fakevirt.scenario import generate_scenario  # noqa: E402
+from fakevirt.scenario import POWER_STATE_WORDS, generate_scenario  # noqa: E402
 from fakevirt.seed import seed_database  # noqa: E402
 
 HOST = "bench-host"
-POWER_WORDS = {0: "nostate", 1: "running", 3: "paused", 4: "shutdown", 6: "crashed",
-               7: "suspended"}
+POWER_WORDS = {int(state): word for word, state in POWER_STATE_WORDS.items()}
 
 
 def write_scenario_file(scenario, path: str) -> None:

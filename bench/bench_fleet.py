@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from agent.commands.fleet import AGENT_LOGGERS  # noqa: E402
 from agent.config import RawValue, load_config  # noqa: E402
 from agent.db import migrate  # noqa: E402
 from agent.db.engine import make_database  # noqa: E402
@@ -199,8 +200,7 @@ def print_profile(path: str, seconds: float, out: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
-    for name in ("agent.compute", "agent.registry", "agent.heartbeat", "agent.virt",
-                 "agent.network", "agent.scheduler", "fakevirt", "agent.db.migrate"):
+    for name in (*AGENT_LOGGERS, "agent.db.migrate"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)

@@ -21,8 +21,9 @@ from typing import Callable, Sequence
 
 from agent.errors import DriverError, InstanceNotFound
 from agent.virt.driver import ComputeDriver
-from agent.virt.types import (VIF, Capabilities, DriverInfo, HostResources, InstanceInfo,
-                              InstanceRef, LifecycleEvent, PowerState, RebootType, Transition)
+from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, HostResources,
+                              InstanceInfo, InstanceRef, LifecycleEvent, PowerState, RebootType,
+                              Transition)
 from fakevirt.faults import Faults
 from fakevirt.scenario import DomainSpec, Scenario, load_scenario
 
@@ -31,7 +32,6 @@ LOG = logging.getLogger(__name__)
 # Namespace of node uuids: the same node name always gets the same uuid.
 NODE_UUID_NAMESPACE = uuid_lib.UUID("0b5e6f9e-8c43-5d0c-9a47-3c0f4d1b2a77")
 # Guests in these states are "on": stopping them is a STOPPED transition.
-_ACTIVE = (PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED)
 _DEFAULT_FEATURES = ("sse", "sse2", "ssse3", "sse4.1", "sse4.2", "popcnt", "lm", "nx")
 
 
@@ -182,7 +182,7 @@ class FakeDriver(ComputeDriver):
             self._vifs.pop(instance.uuid, None)
             if destroy_disks:
                 self._disks.discard(instance.uuid)
-        if info.power_state in _ACTIVE:
+        if info.power_state in ACTIVE_POWER_STATES:
             self._emit(instance.uuid, Transition.STOPPED)
 
     def power_off(self, instance: InstanceRef, clean_shutdown: bool = True) -> None:
@@ -262,7 +262,7 @@ class FakeDriver(ComputeDriver):
             self._change(instance.uuid, _start)
         else:
             self._change(instance.uuid, lambda s: (PowerState.SHUTDOWN, (Transition.STOPPED,))
-                         if s in _ACTIVE else (PowerState.SHUTDOWN, ()))
+                         if s in ACTIVE_POWER_STATES else (PowerState.SHUTDOWN, ()))
 
     # -- hypervisor-side changes, for tests and demos ---------------------------------------
     def add_domain(self, info: InstanceInfo) -> None:
@@ -319,7 +319,7 @@ def _start(state: PowerState):
 
 
 def _restart(state: PowerState):
-    if state in _ACTIVE:
+    if state in ACTIVE_POWER_STATES:
         return PowerState.RUNNING, (Transition.STOPPED, Transition.STARTED)
     return PowerState.RUNNING, (Transition.STARTED,)
 

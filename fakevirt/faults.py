@@ -27,7 +27,6 @@ class Faults:
         self._notify_connection = notify_connection
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._init_host_error: DriverError | None = None
         self._disconnected: str | None = None
         self._failures: dict[tuple[str, str | None], AgentError] = {}
         self._delays: dict[str, float] = {}
@@ -36,8 +35,7 @@ class Faults:
     def fail_init_host(self, message: str = DEFAULT_INIT_HOST_MESSAGE,
                        exc: DriverError | None = None) -> None:
         """`init_host` raises `exc` (default: DriverError(message)) until cleared."""
-        with self._lock:
-            self._init_host_error = exc if exc is not None else DriverError(message)
+        self.fail("init_host", exc=exc if exc is not None else DriverError(message))
 
     def drop_connection(self, reason: str = "connection to the fake hypervisor lost") -> None:
         """Every call raises DriverError(reason) until `restore_connection`; connection
@@ -76,14 +74,9 @@ class Faults:
     def clear(self) -> None:
         """Every switch off; a dropped connection is restored (listeners hear it)."""
         with self._lock:
-            self._init_host_error = None
             self._failures.clear()
             self._delays.clear()
         self.restore_connection()
-
-    @property
-    def is_connected(self) -> bool:
-        return self._disconnected is None
 
     # -- the driver's side ----------------------------------------------------------------
     def check(self, method: str, instance_uuid: str | None = None) -> None:
@@ -92,13 +85,8 @@ class Faults:
         with self._lock:
             delay = self._delays.get(method)
             disconnected = self._disconnected
-            if method == "init_host":
-                error: AgentError | None = self._init_host_error
-            else:
-                error = None
-            if error is None and self._failures:
-                error = (self._failures.get((method, instance_uuid))
-                         or self._failures.get((method, None)))
+            error = (self._failures.get((method, instance_uuid))
+                     or self._failures.get((method, None))) if self._failures else None
         if delay:
             self._sleep(delay)
         if disconnected is not None:

@@ -8,13 +8,13 @@ benchmarks. The format is documented in docs/scenario-format.md.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import tomllib
 import uuid as uuid_lib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from agent.config import did_you_mean
 from agent.errors import ScenarioError
 from agent.network.network_info import NetworkInfoError, parse_network_info
 from agent.virt.types import VIF, FixedIP, PowerState, SecurityGroupRule
@@ -152,7 +152,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if _str(value) not in choices:
             raise _Invalid(f"{value!r} is not one of {', '.join(choices)}"
-                           f"{_suggest(value, choices)}")
+                           f"{did_you_mean(value, choices)}")
         return value
     return parse
 
@@ -170,7 +170,7 @@ def _power(value: Any) -> PowerState:
     if isinstance(value, str) and value in POWER_STATE_WORDS:
         return POWER_STATE_WORDS[value]
     raise _Invalid(f"{value!r} is not one of {', '.join(POWER_STATE_WORDS)}"
-                   f"{_suggest(str(value), POWER_STATE_WORDS)}")
+                   f"{did_you_mean(str(value), POWER_STATE_WORDS)}")
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
@@ -186,7 +186,7 @@ def _table(value: Any, fields: dict[str, _Field], what: str) -> dict[str, Any]:
         raise _Invalid(f"{what.rstrip('.') or 'entry'}: expected a table, got {value!r}", True)
     for key in value:
         if key not in fields:
-            raise _Invalid(f"unknown key '{what}{key}'{_suggest(key, fields)}; known keys: "
+            raise _Invalid(f"unknown key '{what}{key}'{did_you_mean(key, fields)}; known keys: "
                            f"{', '.join(fields)}", True)
     out = {}
     for key, spec in fields.items():
@@ -222,7 +222,7 @@ def _check_keys(value: Any, keys: tuple[str, ...], what: str) -> None:
         raise _Invalid(f"{what}: expected a table, got {value!r}", True)
     for key in value:
         if key not in keys:
-            raise _Invalid(f"unknown key '{what}.{key}'{_suggest(key, keys)}; known keys: "
+            raise _Invalid(f"unknown key '{what}.{key}'{did_you_mean(key, keys)}; known keys: "
                            f"{', '.join(keys)}", True)
 
 
@@ -274,11 +274,6 @@ _MIGRATION_FIELDS = {
 SECTIONS = ("host", "domains", "instances", "migrations")
 
 
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def load_scenario(path: str) -> Scenario:
     """Read and validate the scenario file at `path`. Raises ScenarioError (one line)."""
     try:
@@ -300,7 +295,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
 
     for key, value in data.items():
         if key not in SECTIONS:
-            raise fail(key, f"unknown section{_suggest(key, SECTIONS)}; known sections: "
+            raise fail(key, f"unknown section{did_you_mean(key, SECTIONS)}; known sections: "
                             f"[host], [[domains]], [[instances]], [[migrations]]")
         if key != "host" and not (isinstance(value, list)
                                   and all(isinstance(v, dict) for v in value)):

@@ -94,10 +94,6 @@ class Plan:
     changes: Mapping[str, object] = field(default_factory=dict)
     steps: tuple[Step, ...] = ()
 
-    @property
-    def is_noop(self) -> bool:
-        return not self.changes and not self.steps
-
 
 def reboot_type(task_state: str | None, power: PowerState) -> str:
     """HARD when the guest is not running, else SOFT for soft reboot tasks, else HARD."""

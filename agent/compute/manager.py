@@ -119,7 +119,7 @@ class ComputeManager:
                          migration_statuses, outcomes, updates) -> None:
         """Evacuations, then _init_instance for every other instance, inside one firewall
         deferral (one apply at the end). Fills the lists and dicts it is given."""
-        with self.firewall_deferred():
+        with self.firewall.defer_apply():
             if self.driver.capabilities.supports_evacuate:
                 plans = plan_evacuations(migrations, self.host,
                                          {u: g.name for u, g in guests.items()},
@@ -146,9 +146,6 @@ class ComputeManager:
                     kept.append(rec.uuid)
             if not self.dry_run:
                 self.firewall.retain_only(kept)
-
-    def firewall_deferred(self):
-        return self.firewall.defer_apply()
 
     def _init_virt_events(self) -> None:
         if self.dry_run:

@@ -10,7 +10,7 @@ about, never deleted. In a dry run the rows that would be written are reported, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 from agent.compute.node_identity import (KnownNode, NodeIdentity, NodeIdentityStore,
@@ -41,7 +41,6 @@ class AuditResult:
     nodes: tuple[NodeReport, ...]
     orphan_nodes: tuple[str, ...] = ()
     unknown_domains: tuple[str, ...] = ()  # uuids of guests no live instance row knows
-    statements: Mapping[str, int] = field(default_factory=dict)
 
 
 def tracked_instance(rec: q.InstanceRecord) -> TrackedInstance:

@@ -82,7 +82,6 @@ class NodeUsage:
     running_vms: int
     current_workload: int
     stats: Mapping[str, str] = field(default_factory=dict)
-    instance_uuids: frozenset[str] = frozenset()
     migration_ids: frozenset[int] = frozenset()
 
 
@@ -178,7 +177,6 @@ def compute_usage(*, memory_mb: int, local_gb: int, node_instances: Sequence[Tra
         running_vms=len(counted),
         current_workload=workload,
         stats=merged,
-        instance_uuids=tracked,
         migration_ids=frozenset(migration_ids),
     )
 

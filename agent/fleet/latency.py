@@ -63,14 +63,3 @@ class LatencyHistogram:
                 if seen >= rank:
                     return min(bucket_upper_edge(index), self.max)
         return self.max  # pragma: no cover - counts always add up to count
-
-    def merged(self, other: "LatencyHistogram") -> "LatencyHistogram":
-        result = LatencyHistogram()
-        for source in (self, other):
-            with source._lock:
-                for index, n in enumerate(source._counts):
-                    result._counts[index] += n
-                result.count += source.count
-                result.total += source.total
-                result.max = max(result.max, source.max)
-        return result

@@ -37,7 +37,6 @@ class ServicesPoller:
         self.errors = 0
         self.false_downs = 0
         self.max_poll_seconds = 0.0
-        self.last_seen_rows = 0
 
     def poll(self) -> int:
         """One `services list`: returns how many live agents it shows down. Never raises."""
@@ -51,7 +50,6 @@ class ServicesPoller:
             return 0
         self.max_poll_seconds = max(self.max_poll_seconds, time.monotonic() - started)
         self.polls += 1
-        self.last_seen_rows = len(rows)
         down = 0
         seen = set()
         for row in rows:

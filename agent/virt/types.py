@@ -20,6 +20,10 @@ class PowerState(enum.IntEnum):
     SUSPENDED = 7
 
 
+# The guest is on: it holds its vCPUs and memory on the host.
+ACTIVE_POWER_STATES = (PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED)
+
+
 class Transition(enum.Enum):
     """A guest lifecycle transition reported by the hypervisor."""
 

@@ -16,8 +16,8 @@ from agent.errors import DriverError, InstanceNotFound
 from agent.virt.driver import ComputeDriver
 from agent.virt.libvirt import checks, resources
 from agent.virt.libvirt.host import Host
-from agent.virt.types import (Capabilities, DriverInfo, HostResources, InstanceInfo,
-                              InstanceRef, PowerState, RebootType, VIF)
+from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, HostResources,
+                              InstanceInfo, InstanceRef, PowerState, RebootType)
 
 LOG = logging.getLogger(__name__)
 
@@ -26,7 +26,6 @@ VIR_ERR_OPERATION_INVALID = 55  # e.g. destroying a guest that is not running
 # Guest states in which resume_state_on_host_boot leaves the guest alone (as nova does).
 _RESUME_LEAVES = (PowerState.RUNNING, PowerState.SUSPENDED, PowerState.NOSTATE,
                   PowerState.PAUSED)
-_ACTIVE_STATES = (PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED)
 
 
 class LibvirtDriver(ComputeDriver):
@@ -114,7 +113,7 @@ class LibvirtDriver(ComputeDriver):
             caps = conn.getCapabilities()
             hv_type = conn.getType()
             hv_version = conn.getVersion()
-        active = [info for info in self._domain_infos() if info.power_state in _ACTIVE_STATES]
+        active = [info for info in self._domain_infos() if info.power_state in ACTIVE_POWER_STATES]
         disk_path = resources.ensure_instances_path(self._conf.instances_path,
                                                     self._conf.state_path)
         disk = resources.disk_usage(disk_path)

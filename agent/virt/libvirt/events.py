@@ -82,10 +82,10 @@ class EventDelayer:
     called from one thread while held events fire from timer threads."""
 
     def __init__(self, emit: Callable[[LifecycleEvent], None], *,
-                 delay: float = STOPPED_DELAY_S, timer_factory: TimerFactory = _thread_timer):
+                 delay: float = STOPPED_DELAY_S, timer_factory: TimerFactory | None = None):
         self._emit = emit
         self._delay = delay
-        self._timer_factory = timer_factory
+        self._timer_factory = timer_factory or _thread_timer
         self._held: dict[str, Timer] = {}
         self._lock = threading.Lock()
 

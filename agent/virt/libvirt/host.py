@@ -91,10 +91,8 @@ class Host:
         self._on_connection = on_connection
         self._clock = clock
         self._reconnect_delays = tuple(reconnect_delays) or (1.0,)
-        delayer_args = {"delay": stopped_delay}
-        if timer_factory is not None:
-            delayer_args["timer_factory"] = timer_factory
-        self._delayer = events.EventDelayer(self._emit_event, **delayer_args)
+        self._delayer = events.EventDelayer(self._emit_event, delay=stopped_delay,
+                                            timer_factory=timer_factory)
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -134,11 +132,6 @@ class Host:
             conn, self._conn = self._conn, None
         if conn is not None:
             self._disconnect(conn)
-
-    @property
-    def is_connected(self) -> bool:
-        with self._lock:
-            return self._conn is not None
 
     def get_connection(self) -> Any:
         """The live connection; `DriverError` while it is lost (a reconnect is under way)."""
