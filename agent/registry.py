@@ -8,6 +8,7 @@ reason always starts with ``AUTO: `` and is only lifted when the row still carri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -78,10 +79,13 @@ def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str 
         record = _create_service(db, host, binary, topic, enable_new, starting)
     if starting and record.disabled_reason != AUTO_STARTING and (
             not record.disabled or _is_auto(record.disabled_reason)):
-        if _claim_for_start(db, record.id) and record.disabled:
-            LOG.info("Service id %s was left disabled by an earlier run (%s); it is "
-                     "re-evaluated by this start-up", record.id, record.disabled_reason)
-        record = load_service_by_id(db, record.id) or record
+        if _claim_for_start(db, record.id):
+            if record.disabled:
+                LOG.info("Service id %s was left disabled by an earlier run (%s); it is "
+                         "re-evaluated by this start-up", record.id, record.disabled_reason)
+            record = dataclasses.replace(record, disabled=True, disabled_reason=AUTO_STARTING)
+        else:  # an operator's disable (or a delete) landed in between: read what is there
+            record = load_service_by_id(db, record.id) or record
     return record
 
 
