@@ -23,7 +23,7 @@ from agent.compute import states
 from agent.db.models import ComputeNode, Instance, Migration, utcnow
 from agent.db.service_queries import ServiceRow, find_service, service_row
 from agent.errors import ServiceError
-from agent.liveness import service_state
+from agent.liveness import state_of
 from agent.registry import COMPUTE_BINARY
 
 LOG = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ def check_evacuation(source: ServiceRow, dest: ServiceRow, *, db_now: dt.datetim
     if source.host == dest.host:
         raise ServiceError(f"cannot evacuate host {source.host!r} to itself: --to must name "
                            "another host")
-    src_state = service_state(source.forced_down, source.last_seen_up, source.created_at,
-                              source.last_seen_host_time, db_now, service_down_time)
+    src_state = state_of(source, db_now, service_down_time)
     if src_state.up:
         seen = ("" if src_state.age_seconds is None
                 else f" (last seen {src_state.age_seconds:.0f} s ago)")
@@ -74,8 +73,7 @@ def check_evacuation(source: ServiceRow, dest: ServiceRow, *, db_now: dt.datetim
             f"service {binary} on host {source.host} is up{seen}: force it down first with "
             f"'agent services force-down --host {source.host}' or wait until it is down "
             f"(service_down_time {service_down_time:g} s)")
-    dst_state = service_state(dest.forced_down, dest.last_seen_up, dest.created_at,
-                              dest.last_seen_host_time, db_now, service_down_time)
+    dst_state = state_of(dest, db_now, service_down_time)
     if dest.forced_down:
         raise ServiceError(f"destination host {dest.host} is forced down: lift it with "
                            f"'agent services force-down --unset --host {dest.host}' or choose "

@@ -23,6 +23,13 @@ class ServiceState:
     clock_offset_seconds: float | None  # host clock minus database clock at the last beat
 
 
+def state_of(row, db_now: dt.datetime, service_down_time: float) -> ServiceState:
+    """service_state for a service row (anything with its forced_down, last_seen_up,
+    created_at and last_seen_host_time)."""
+    return service_state(row.forced_down, row.last_seen_up, row.created_at,
+                         row.last_seen_host_time, db_now, service_down_time)
+
+
 def service_state(forced_down: bool, last_seen_up: dt.datetime | None,
                   created_at: dt.datetime | None, last_seen_host_time: dt.datetime | None,
                   db_now: dt.datetime, service_down_time: float) -> ServiceState:

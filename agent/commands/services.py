@@ -122,10 +122,9 @@ def run_list(args, conf, db) -> int:
 
 
 def _entry(row, db_now, service_down_time) -> dict:
-    from agent.liveness import service_state
+    from agent.liveness import state_of
 
-    state = service_state(row.forced_down, row.last_seen_up, row.created_at,
-                          row.last_seen_host_time, db_now, service_down_time)
+    state = state_of(row, db_now, service_down_time)
     return {
         "id": row.id, "uuid": row.uuid, "binary": row.binary, "host": row.host,
         "topic": row.topic, "status": "disabled" if row.disabled else "enabled",

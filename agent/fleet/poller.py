@@ -14,7 +14,7 @@ import time
 from typing import Callable, Collection
 
 from agent.db.service_queries import list_services
-from agent.liveness import service_state
+from agent.liveness import state_of
 from agent.registry import COMPUTE_BINARY
 
 LOG = logging.getLogger(__name__)
@@ -56,8 +56,7 @@ class ServicesPoller:
             if row.host not in live:
                 continue
             seen.add(row.host)
-            state = service_state(row.forced_down, row.last_seen_up, row.created_at,
-                                  row.last_seen_host_time, db_now, self._down_time)
+            state = state_of(row, db_now, self._down_time)
             if not state.up:
                 down += 1
                 self._report(row.host, state.reason or "down")
