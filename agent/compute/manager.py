@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from agent.compute import states
 from agent.compute.decisions import InstanceState, OnError, Op, Plan, Step, plan_instance
@@ -207,9 +207,16 @@ class ComputeManager:
         mig_changes: dict[int, str] = {}
         if plan.changes and self.dry_run:
             LOG.info("dry run: instance %s would be saved with %s", rec.uuid, plan.changes)
+        parsed: list = []  # the VIFs, parsed (and a bad network_info logged) once per instance
+
+        def vifs() -> tuple[VIF, ...] | None:
+            if not parsed:
+                parsed.append(self._vifs(rec))
+            return parsed[0]
+
         for step in plan.steps:
             try:
-                self._run_step(rec, ref, step, migrations, mig_changes)
+                self._run_step(rec, ref, step, migrations, mig_changes, vifs)
             except NotImplementedError:
                 LOG.warning("instance %s: the driver cannot %s", rec.uuid, step.op.value)
                 continue
@@ -240,7 +247,8 @@ class ComputeManager:
         return outcome, update, mig_changes
 
     def _run_step(self, rec: q.InstanceRecord, ref: InstanceRef, step: Step,
-                  migrations: Sequence[q.MigrationRecord], mig_changes: dict[int, str]) -> None:
+                  migrations: Sequence[q.MigrationRecord], mig_changes: dict[int, str],
+                  instance_vifs: Callable[[], tuple[VIF, ...] | None]) -> None:
         op = step.op
         if op is Op.ABORT_MIGRATION:
             for mig in migrations:
@@ -256,11 +264,11 @@ class ComputeManager:
                 LOG.warning("dry run: instance %s: would %s", rec.uuid, op.value)
             return
         if op is Op.FIREWALL:
-            vifs = self._vifs(rec)
+            vifs = instance_vifs()
             if vifs is not None:
                 self.firewall.prepare_instance(rec.uuid, ref.name, vifs)
             return
-        vifs = self._vifs(rec) or ()
+        vifs = instance_vifs() or ()
         LOG.info("instance %s: %s", rec.uuid, op.value)
         if op is Op.DESTROY:
             self.driver.destroy(ref, vifs, destroy_disks=True)

@@ -329,3 +329,23 @@ def test_failed_firewall_apply_still_saves_the_driver_work(tmp_path, sqlite_db):
     assert guest_power(driver, U) == P.RUNNING
     row = instance_row(sqlite_db, U)
     assert (row.vm_state, row.task_state, row.power_state) == (s.ACTIVE, None, P.RUNNING)
+
+
+def test_bad_network_info_is_reported_once_and_the_instance_still_initialized(
+        tmp_path, sqlite_db, caplog):
+    # A running instance's steps (plug vifs, firewall) all need its VIFs: a network_info that
+    # cannot be used is one error for the instance, not one per step.
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.uuid == U)
+                     .values(network_info='[{"id": "port-1", "fixed_ips": "not a list"}]'))
+    conf = make_conf(tmp_path, sqlite_db)
+    manager = ComputeManager(conf, sqlite_db, make_driver(conf, scenario), noop_firewall())
+    try:
+        result = manager.init_host()
+    finally:
+        manager.stop()
+    errors = [r for r in caplog.records if "left as they were" in r.getMessage()]
+    assert len(errors) == 1 and U in errors[0].getMessage()
+    assert [(o.uuid, o.error) for o in result.instances] == [(U, None)]
