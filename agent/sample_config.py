@@ -25,7 +25,7 @@ def render_sample() -> str:
 
 def _render_opt(opt: Opt) -> str:
     lines = [""]
-    lines += ["# " + line for line in textwrap.wrap(opt.help, 96)]
+    lines += ["# " + line for line in textwrap.wrap(opt.help, 96, break_on_hyphens=False)]
     facts = [f"type: {opt.type}"]
     if opt.unit:
         facts.append(f"unit: {opt.unit}")

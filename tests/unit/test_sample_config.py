@@ -24,7 +24,10 @@ def test_every_option_appears_with_its_help():
     sample = render_sample()
     for opt in OPTIONS:
         assert re.search(rf"^#{re.escape(opt.name)} =", sample, re.M), opt.name
-        assert opt.help.split()[0] in sample
+        # The whole help text, as the comment block above the option.
+        comment = " ".join(line[2:] for line in _block_of(sample, opt.name)
+                           if line.startswith("# ") and not line.startswith("# (type: "))
+        assert opt.help in comment, opt.name
 
 
 def test_sample_loads_and_uncommented_defaults_are_valid(tmp_path):
@@ -33,8 +36,22 @@ def test_sample_loads_and_uncommented_defaults_are_valid(tmp_path):
     path.write_text(uncommented)
     conf = load_config(str(path))
     assert conf.report_interval == 10
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    # Every uncommented value is the default it documents.
+    assert dict(conf.values) == dict(load_config(str(empty)).values)
 
 
 def test_config_sample_command_prints_it(capsys):
     assert main(["config", "sample"]) == 0
     assert capsys.readouterr().out == render_sample()
+
+
+def _block_of(sample: str, name: str) -> list[str]:
+    """The comment lines between the previous option (or section header) and `#name = `."""
+    lines = sample.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith(f"#{name} ="))
+    start = end
+    while start > 0 and lines[start - 1].startswith("# "):
+        start -= 1
+    return lines[start:end]
