@@ -250,9 +250,13 @@ class FleetRunner:
                 self._schedule_jobs(agent)
                 agent.finish_starting()
             except Exception as exc:  # noqa: BLE001 - one host failing does not stop the fleet
-                LOG.error("fleet: agent %s failed to start: %s", agent.host, short_reason(exc))
-                for task in agent.tasks:
-                    task.cancelled = True
+                reason = short_reason(exc)
+                LOG.error("fleet: agent %s failed to start: %s", agent.host, reason)
+                try:
+                    agent.start_failed(reason)
+                except Exception as cleanup:  # noqa: BLE001 - already failing; say so, go on
+                    LOG.warning("fleet: agent %s: cleaning up the failed start: %s", agent.host,
+                                short_reason(cleanup))
                 with self._lock:
                     self._live.discard(agent.host)
                     self.failed += 1

@@ -73,6 +73,19 @@ class SimulatedAgent:
 
         finish_starting(self.db, self.service.id)
 
+    def start_failed(self, reason: str) -> None:
+        """After a failed start-up, as the single agent does: nothing of it keeps running, and
+        the row's 'AUTO: starting' becomes 'AUTO: start-up failed: <reason>'."""
+        from agent.registry import AUTO_STARTING, replace_auto_reason
+        from agent.service import start_failed_reason
+
+        try:
+            self.stop()
+        finally:
+            if self.service is not None:
+                replace_auto_reason(self.db, self.service.id, AUTO_STARTING,
+                                    start_failed_reason(reason))
+
     def stop(self) -> None:
         for task in self.tasks:
             task.cancelled = True

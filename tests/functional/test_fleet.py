@@ -150,3 +150,29 @@ def test_latency_percentiles_of_many_samples():
     assert histogram.percentile(0.99) == pytest.approx(0.99, abs=0.002)
     assert histogram.percentile(1.0) == 42.0 and histogram.max == 42.0
     assert LatencyHistogram().percentile(0.99) is None
+
+
+def test_failed_simulated_start_stops_it_and_says_why_on_the_row(tmp_path):
+    # As the single agent: a host whose start-up failed is not left 'AUTO: starting'.
+    from agent.db import migrate
+    from agent.fleet.beat_scheduler import Task
+    from agent.fleet.simulated import SimulatedAgent, agent_conf
+    from fakevirt.scenario import generate_scenario
+
+    url = f"sqlite:///{tmp_path}/fleet.sqlite"
+    conf = fleet_conf(tmp_path, url)
+    db = make_database(url)
+    try:
+        migrate.ensure_schema(db)
+        agent = SimulatedAgent(agent_conf(conf, "fleet-00001"), db,
+                               generate_scenario(0, hostname="fleet-00001"), str(tmp_path / "a"))
+        assert agent.register()
+        agent.tasks.append(Task("beat", lambda: None, 10.0))
+        agent.start_failed("the hypervisor said no")
+        assert all(task.cancelled for task in agent.tasks)
+        with db.sessions() as session:
+            row = session.scalars(select(Service)).one()
+        assert row.disabled
+        assert row.disabled_reason == "AUTO: start-up failed: the hypervisor said no"
+    finally:
+        db.dispose()
