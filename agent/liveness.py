@@ -3,6 +3,11 @@
 Both times in the verdict come from the database server's clock (`last_seen_up` is written with
 it, `db_now` is read with it), so a host whose own clock is off cannot change the verdict. The
 host's clock offset is measured anyway, from `last_seen_host_time`, and shown to the operator.
+
+A last beat ahead of `db_now` (the database server's clock was set back after it was written) is
+no proof of life: nothing says when that beat really happened. Beyond a small tolerance the
+service is down, with a reason saying so; nova's servicegroup compares the absolute elapsed time
+with service_down_time for the same reason.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from dataclasses import dataclass
 # An offset beyond this is worth a warning: logs and certificates on that host are misleading,
 # even though liveness is unaffected.
 CLOCK_OFFSET_WARNING_SECONDS = 30.0
+
+# How far a beat may be ahead of the database's clock and still count. A beat committed while a
+# reader's statement ran is a little ahead of the `db_now` that statement read (PostgreSQL's
+# now() is the transaction's start), and the stored times are rounded to the second on some
+# backends; anything further ahead means the clock was stepped back.
+FUTURE_TOLERANCE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,12 +45,20 @@ def service_state(forced_down: bool, last_seen_up: dt.datetime | None,
                   created_at: dt.datetime | None, last_seen_host_time: dt.datetime | None,
                   db_now: dt.datetime, service_down_time: float) -> ServiceState:
     """The verdict for one service: up iff not forced down and
-    (db_now - (last_seen_up or created_at)) <= service_down_time."""
+    -FUTURE_TOLERANCE_SECONDS <= (db_now - (last_seen_up or created_at)) <= service_down_time
+    (times naive UTC, both from the database's clock; service_down_time in seconds). A beat
+    (or, never reported, a creation) further in the future is down: "last beat N s in the
+    future"."""
     offset = clock_offset(last_seen_up, last_seen_host_time)
     reference = last_seen_up or created_at
     age = (db_now - reference).total_seconds() if reference is not None else None
     if forced_down:
         return ServiceState(False, "forced down", age, offset)
+    if age is not None and age < -FUTURE_TOLERANCE_SECONDS:
+        what = "last beat" if last_seen_up is not None else "never reported; registered"
+        return ServiceState(False, f"{what} {-age:.0f} s in the future (database clock set "
+                                   f"back?; tolerance {FUTURE_TOLERANCE_SECONDS:g} s)", age,
+                            offset)
     if age is not None and age <= service_down_time:
         return ServiceState(True, None, age, offset)
     if last_seen_up is None:

@@ -113,6 +113,24 @@ def test_list_down_reason_says_how_long_ago(any_db, cli):
                                     "(service_down_time 60 s)")
 
 
+def test_list_beat_in_the_future_is_down(any_db, cli):
+    # The database server's clock was set back a day after this service's last beat.
+    service_id = add_service(any_db, "ahead")
+    with any_db.engine.connect() as conn:
+        row = conn.execute(Service.__table__.select().where(Service.id == service_id)).one()
+    tomorrow = row.last_seen_up + dt.timedelta(days=1)
+    set_service(any_db, service_id, last_seen_up=tomorrow, last_seen_host_time=tomorrow)
+
+    entry = listed(cli)["ahead"]
+    status, out, _ = cli("list")
+
+    assert entry["state"] == "down"
+    assert entry["down_reason"].startswith("last beat 8640")
+    assert "s in the future (database clock set back?; tolerance 5 s)" in entry["down_reason"]
+    line = next(line for line in out.splitlines() if " ahead " in line)
+    assert " down " in line and "in the future" in line
+
+
 def test_list_filters_by_host_and_binary(any_db, cli):
     add_service(any_db, "cn1")
     add_service(any_db, "cn2")

@@ -38,6 +38,19 @@ CASES = [
     pytest.param(False, ago(120), ago(600), NOW, False,
                  "last seen 120 s ago (service_down_time 60 s)", 120,
                  id="host-clock-cannot-make-stale-beat-look-fresh"),
+    pytest.param(False, ago(-86400), ago(600), ago(-86400), False,
+                 "last beat 86400 s in the future (database clock set back?; tolerance 5 s)",
+                 -86400, id="beat-a-day-in-the-future-down"),
+    pytest.param(False, ago(-6), ago(600), ago(-6), False,
+                 "last beat 6 s in the future (database clock set back?; tolerance 5 s)",
+                 -6, id="beat-just-past-the-tolerance-down"),
+    pytest.param(False, ago(-5), ago(600), ago(-5), True, None, -5,
+                 id="beat-within-the-tolerance-up"),
+    pytest.param(False, None, ago(-3600), None, False,
+                 "never reported; registered 3600 s in the future (database clock set "
+                 "back?; tolerance 5 s)", -3600, id="never-reported-created-in-the-future-down"),
+    pytest.param(True, ago(-86400), ago(600), ago(-86400), False, "forced down", -86400,
+                 id="forced-down-wins-over-a-future-beat"),
 ]
 
 
