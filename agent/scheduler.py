@@ -2,8 +2,9 @@
 
 Each job runs on a worker thread of its own scheduler, apart from the heartbeat, with
 `max_instances=1` (a run that outlasts its interval is never doubled) and `coalesce=True` (runs
-missed while the process was stalled collapse into one). Every run gets a new request id and an
-exception in a run is logged with its traceback; the schedule goes on.
+missed while the process was stalled collapse into one). Every run gets a new request id. A job
+that starts failing is logged in one line, and once more when it recovers (`FailureLog`): during
+an outage every run fails the same way, and its traceback goes to DEBUG. The schedule goes on.
 
 APScheduler is imported when the scheduler starts, not when this module is imported, so that the
 start-up path up to the first heartbeat stays light.
@@ -17,6 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from agent.failure_log import FailureLog
 from agent.log import request_context
 
 LOG = logging.getLogger(__name__)
@@ -68,16 +70,21 @@ def first_run_delay(job: PeriodicJob, fuzzy_delay: float, rng: random.Random) ->
     return max(0.0, base) + fuzz
 
 
-def run_job(job: PeriodicJob) -> None:
-    """One run of a job: its own request id, exceptions logged with the traceback."""
+def failure_log_for(job: PeriodicJob) -> FailureLog:
+    return FailureLog(LOG, f"periodic job {job.name}")
+
+
+def run_job(job: PeriodicJob, failures: FailureLog) -> None:
+    """One run of a job: its own request id; an exception is reported through `failures`
+    (the job's FailureLog: one line when it starts failing, one when it recovers)."""
     with request_context():
         LOG.debug("periodic job %s: starting", job.name)
         try:
             job.func()
-        except Exception:  # noqa: BLE001 - a failed run must not end the schedule
-            LOG.exception("periodic job %s failed; it runs again in about %s s", job.name,
-                          _seconds(job.interval_seconds))
+        except Exception as exc:  # noqa: BLE001 - a failed run must not end the schedule
+            failures.failed(exc, f"it runs again in about {_seconds(job.interval_seconds)} s")
         else:
+            failures.succeeded()
             LOG.debug("periodic job %s: done", job.name)
 
 
@@ -126,7 +133,8 @@ class PeriodicScheduler:
         now = self._now()
         for job in self._jobs:
             delay = first_run_delay(job, self._fuzzy_delay, self._rng)
-            scheduler.add_job(run_job, "interval", args=(job,), id=job.name, name=job.name,
+            scheduler.add_job(run_job, "interval", args=(job, failure_log_for(job)), id=job.name,
+                              name=job.name,
                               seconds=job.interval_seconds,
                               jitter=jitter_for(job.interval_seconds),
                               next_run_time=now + dt.timedelta(seconds=delay))

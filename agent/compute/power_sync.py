@@ -23,6 +23,7 @@ from typing import Iterable
 from agent.compute import states
 from agent.db import compute_queries as q
 from agent.errors import InstanceNotFound
+from agent.failure_log import FailureLog
 from agent.log import request_context
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import InstanceRef, LifecycleEvent, PowerState
@@ -81,6 +82,7 @@ class PowerStateSync:
         self._stopping = threading.Event()
         self._held = False
         self._worker: threading.Thread | None = None
+        self._event_failures = FailureLog(LOG, "handling lifecycle events")
         # Mismatches already reported, so a repeating one is logged when it starts and when
         # it clears, not at every sync.
         self._reported: dict[str, str] = {}
@@ -130,8 +132,10 @@ class PowerStateSync:
                 with request_context():
                     try:
                         self.process_pending()
-                    except Exception:  # noqa: BLE001 - the worker must go on
-                        LOG.exception("handling lifecycle events failed")
+                    except Exception as exc:  # noqa: BLE001 - the worker must go on
+                        self._event_failures.failed(exc)
+                    else:
+                        self._event_failures.succeeded()
 
     def process_pending(self) -> int:
         """Handle the queued events: re-read each guest, drop stale events (the guest is no

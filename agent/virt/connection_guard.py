@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from agent import registry
+from agent.failure_log import FailureLog
 
 LOG = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ class ConnectionGuard:
         self._db = db
         self._service_id = service_id
         self._disabled_reason = disabled_reason
+        self._failures = FailureLog(LOG, "recording the hypervisor connection state on "
+                                         f"service id {service_id}", level=logging.WARNING)
 
     def __call__(self, available: bool, reason: str = "") -> None:
         try:
@@ -34,6 +37,8 @@ class ConnectionGuard:
                 LOG.warning("Hypervisor connection lost (%s): disabling service id %s",
                             reason or "no reason given", self._service_id)
                 registry.auto_disable(self._db, self._service_id, self._disabled_reason)
-        except Exception:  # noqa: BLE001 - the driver's thread must outlive a database outage
-            LOG.exception("Could not record the hypervisor connection change (available=%s) "
-                          "on service id %s", available, self._service_id)
+        except Exception as exc:  # noqa: BLE001 - the driver's thread must outlive an outage
+            self._failures.failed(exc, "the hypervisor connection is "
+                                       + ("back" if available else "lost"))
+        else:
+            self._failures.succeeded()

@@ -43,5 +43,7 @@ def test_database_failure_is_logged_not_raised(sqlite_db, caplog):
     with sqlite_db.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE services")
     guard(False, "connection to libvirt lost: end of file")  # must not raise into the driver
-    assert any("Could not record the hypervisor connection change" in r.getMessage()
-               for r in caplog.records)
+    lines = [r for r in caplog.records if "recording the hypervisor connection" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    assert "failing: OperationalError" in lines[0].getMessage()
+    assert "services" in lines[0].getMessage()  # the database's own reason: no such table

@@ -74,20 +74,66 @@ def test_jobs_run_repeatedly_each_with_its_own_request_id(running):
     assert [job.name for job in scheduler.jobs] == ["update_available_resource"]
 
 
-def test_a_failing_job_is_logged_with_traceback_and_runs_again(running, caplog):
-    caplog.set_level(logging.ERROR, logger="agent.scheduler")
+def test_a_failing_job_is_logged_once_and_runs_again(running, caplog):
+    caplog.set_level(logging.INFO, logger="agent.scheduler")
     calls = []
 
     def broken():
         calls.append(1)
         raise RuntimeError("audit exploded")
 
-    scheduler = running([PeriodicJob("audit", broken, 0.2, 0)])
-    assert wait_for(lambda: len(calls) >= 2)
-    failures = [r for r in caplog.records if "periodic job audit failed" in r.getMessage()]
-    assert failures and failures[0].exc_info is not None
-    assert "audit exploded" in caplog.text
+    scheduler = running([PeriodicJob("audit", broken, 0.1, 0)])
+    assert wait_for(lambda: len(calls) >= 4)
+    lines = [r for r in caplog.records if r.name == "agent.scheduler"
+             and "periodic job audit" in r.getMessage() and "every" not in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.ERROR and lines[0].exc_info is None
+    assert ("periodic job audit failing: RuntimeError: audit exploded; it runs again in about "
+            "0.1 s") in lines[0].getMessage()
+    assert "Traceback" not in caplog.text
     assert scheduler.is_healthy()
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_clears(running, caplog):
+    caplog.set_level(logging.INFO, logger="agent.scheduler")
+    outage = threading.Event()
+    outage.set()
+    runs = {"failed": 0, "ok": 0}
+
+    def audit():
+        if outage.is_set():
+            runs["failed"] += 1
+            raise ConnectionError("database unreachable")
+        runs["ok"] += 1
+
+    running([PeriodicJob("update_available_resource", audit, 0.1, 0),
+             PeriodicJob("sync_power_states", audit, 0.1, 0)])
+    assert wait_for(lambda: runs["failed"] >= 10)
+    outage.clear()
+    assert wait_for(lambda: runs["ok"] >= 6)
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.scheduler"
+             and r.levelno >= logging.INFO and "periodic job" in r.getMessage()
+             and "every" not in r.getMessage()]
+    for job in ("update_available_resource", "sync_power_states"):
+        mine = [line for line in lines if f"periodic job {job} " in line]
+        assert len(mine) == 2, lines
+        assert "failing: ConnectionError: database unreachable" in mine[0]
+        assert "recovered after" in mine[1]
+
+
+def test_the_traceback_is_at_debug(running, caplog):
+    caplog.set_level(logging.DEBUG, logger="agent.scheduler")
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("audit exploded")
+
+    running([PeriodicJob("audit", broken, 0.1, 0)])
+    assert wait_for(lambda: len(calls) >= 3)
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert tracebacks and all(r.levelno == logging.DEBUG for r in tracebacks)
 
 
 def test_a_slow_job_never_runs_twice_at_once(running):

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from agent.errors import DriverError
+from agent.failure_log import FailureLog
 from agent.virt.libvirt import events
 from agent.virt.types import LifecycleEvent
 
@@ -99,6 +100,7 @@ class Host:
         self._callback_ids: list[int] = []
         self._stop = threading.Event()
         self._dispatcher: threading.Thread | None = None
+        self._dispatch_failures = FailureLog(LOG, f"handling libvirt notifications from {uri}")
 
     def bind(self, *, on_event: Callable[[LifecycleEvent], None],
              on_connection: Callable[[bool, str], None]) -> None:
@@ -212,8 +214,10 @@ class Host:
                     self._handle_lifecycle(*item[1:])
                 else:
                     self._handle_closed(*item[1:])
-            except Exception:  # noqa: BLE001 - the dispatcher must outlive a bad listener
-                LOG.exception("Handling a libvirt %s notification failed", item[0])
+            except Exception as exc:  # noqa: BLE001 - the dispatcher must outlive a bad listener
+                self._dispatch_failures.failed(exc)
+            else:
+                self._dispatch_failures.succeeded()
 
     def _handle_lifecycle(self, dom: Any, event: int, detail: int, timestamp: float) -> None:
         uuid = dom.UUIDString()
