@@ -3,6 +3,8 @@
 Both times in the verdict come from the database server's clock (`last_seen_up` is written with
 it, `db_now` is read with it), so a host whose own clock is off cannot change the verdict. The
 host's clock offset is measured anyway, from `last_seen_host_time`, and shown to the operator.
+SQLite has no server: there "the database's clock" is the clock of whichever process runs the
+statement, so a process whose clock is off can be judged down, and no offset can be measured.
 
 A last beat ahead of `db_now` (the database server's clock was set back after it was written) is
 no proof of life: nothing says when that beat really happened. Beyond a small tolerance the
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+
+from agent.registry import AUTO_STARTING
 
 # An offset beyond this is worth a warning: logs and certificates on that host are misleading,
 # even though liveness is unaffected.
@@ -36,19 +40,22 @@ class ServiceState:
 
 def state_of(row, db_now: dt.datetime, service_down_time: float) -> ServiceState:
     """service_state for a service row (anything with its forced_down, last_seen_up,
-    created_at and last_seen_host_time)."""
+    created_at, last_seen_host_time and disabled_reason)."""
     return service_state(row.forced_down, row.last_seen_up, row.created_at,
-                         row.last_seen_host_time, db_now, service_down_time)
+                         row.last_seen_host_time, db_now, service_down_time,
+                         starting=row.disabled_reason == AUTO_STARTING)
 
 
 def service_state(forced_down: bool, last_seen_up: dt.datetime | None,
                   created_at: dt.datetime | None, last_seen_host_time: dt.datetime | None,
-                  db_now: dt.datetime, service_down_time: float) -> ServiceState:
+                  db_now: dt.datetime, service_down_time: float, *,
+                  starting: bool = False) -> ServiceState:
     """The verdict for one service: up iff not forced down and
     -FUTURE_TOLERANCE_SECONDS <= (db_now - (last_seen_up or created_at)) <= service_down_time
     (times naive UTC, both from the database's clock; service_down_time in seconds). A beat
     (or, never reported, a creation) further in the future is down: "last beat N s in the
-    future"."""
+    future". `starting`: the row still carries the agent's 'AUTO: starting', so a down service
+    whose beats stopped died before its start-up finished, and its reason says so."""
     offset = clock_offset(last_seen_up, last_seen_host_time)
     reference = last_seen_up or created_at
     age = (db_now - reference).total_seconds() if reference is not None else None
@@ -61,10 +68,11 @@ def service_state(forced_down: bool, last_seen_up: dt.datetime | None,
                             offset)
     if age is not None and age <= service_down_time:
         return ServiceState(True, None, age, offset)
+    died = "died in start-up ('AUTO: starting' never lifted): " if starting else ""
     if last_seen_up is None:
         registered = f"registered {age:.0f} s ago" if age is not None else "no creation time"
-        return ServiceState(False, f"never reported ({registered})", age, offset)
-    return ServiceState(False, f"last seen {age:.0f} s ago (service_down_time "
+        return ServiceState(False, f"{died}never reported ({registered})", age, offset)
+    return ServiceState(False, f"{died}last seen {age:.0f} s ago (service_down_time "
                                f"{service_down_time:g} s)", age, offset)
 
 

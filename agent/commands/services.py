@@ -11,10 +11,22 @@ import functools
 import json
 import sys
 
+from agent.display import escape
+
 COMPUTE_BINARY = "compute-agent"  # agent.registry.COMPUTE_BINARY, without importing SQLAlchemy
 
-COLUMNS = ("ID", "Binary", "Host", "Status", "State", "Updated At", "Last Seen Up",
+# nova's `openstack compute service list` columns (ID, Binary, Host, Zone, Status, State,
+# Updated At, Disabled Reason, Forced Down), with this agent's own after them.
+COLUMNS = ("ID", "Binary", "Host", "Zone", "Status", "State", "Updated At", "Last Seen Up",
            "Disabled Reason", "Forced Down", "Clock Offset", "Down Reason")
+# Table widths of the free-text columns (longer values end in '...'; --format json keeps them).
+COLUMN_WIDTHS = {"Disabled Reason": 40, "Down Reason": 64}
+COMPUTE_ZONE = "nova"      # nova's availability zone of compute services
+INTERNAL_ZONE = "internal"  # nova's zone of every other binary
+SQLITE_CLOCK_NOTE = (
+    "note: SQLite has no database server clock: each process stamps its beats and judges them "
+    "with its own clock, so a process whose clock is off can be shown down, and the clock "
+    "offset cannot be measured (n/a); use PostgreSQL or MariaDB for hosts that share a database")
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
@@ -108,31 +120,40 @@ def run_list(args, conf, db) -> int:
     from agent.liveness import clock_warning
 
     db_now, rows = list_services(db, _target_host(args), args.service_binary)
-    entries = [_entry(row, db_now, conf.service_down_time) for row in rows]
+    server_clock = db.engine.dialect.name != "sqlite"
+    entries = [_entry(row, db_now, conf.service_down_time, server_clock) for row in rows]
     if args.output_format == "json":
         print(json.dumps({"services": entries, "db_now": _iso(db_now),
-                          "service_down_time": conf.service_down_time}, indent=2))
+                          "service_down_time": conf.service_down_time,
+                          "clock_source": ("database server" if server_clock
+                                           else "each process's own clock (SQLite)")},
+                         indent=2))
     else:
-        _print_table(entries)
+        print(format_table(entries, server_clock), end="")
+        if entries and not server_clock:
+            print(SQLITE_CLOCK_NOTE)
     for entry in entries:
         warning = clock_warning(entry["host"], entry["clock_offset_seconds"])
         if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+            print(f"warning: {escape(warning)}", file=sys.stderr)
     return 0
 
 
-def _entry(row, db_now, service_down_time) -> dict:
+def _entry(row, db_now, service_down_time, server_clock: bool = True) -> dict:
+    """One service as `list --format json` shows it; the clock offset is None (n/a) without a
+    database server clock."""
     from agent.liveness import state_of
 
     state = state_of(row, db_now, service_down_time)
+    offset = state.clock_offset_seconds if server_clock else None
     return {
         "id": row.id, "uuid": row.uuid, "binary": row.binary, "host": row.host,
+        "zone": COMPUTE_ZONE if row.binary == COMPUTE_BINARY else INTERNAL_ZONE,
         "topic": row.topic, "status": "disabled" if row.disabled else "enabled",
         "state": "up" if state.up else "down", "updated_at": _iso(row.updated_at),
         "last_seen_up": _iso(row.last_seen_up), "disabled_reason": row.disabled_reason,
         "forced_down": row.forced_down, "report_count": row.report_count,
-        "clock_offset_seconds": (round(state.clock_offset_seconds, 3)
-                                 if state.clock_offset_seconds is not None else None),
+        "clock_offset_seconds": round(offset, 3) if offset is not None else None,
         "age_seconds": (round(state.age_seconds, 3) if state.age_seconds is not None
                         else None),
         "down_reason": state.reason,
@@ -143,21 +164,29 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _print_table(entries: list[dict]) -> None:
+def format_table(entries: list[dict], server_clock: bool = True) -> str:
+    """The `services list` table for entries of `_entry`: one line per service whatever its
+    values hold (control characters escaped, long text cut with '...'). The clock offset reads
+    n/a without a database server clock, '-' before the first beat."""
+    from agent.display import grid
+
     if not entries:
-        print("No services registered (that match).")
-        return
-    lines = [COLUMNS]
+        return "No services registered (that match).\n"
+    rows = []
     for e in entries:
         offset = e["clock_offset_seconds"]
-        lines.append((str(e["id"]), e["binary"], e["host"], e["status"], e["state"],
-                      _short(e["updated_at"]), _short(e["last_seen_up"]),
-                      e["disabled_reason"] or "-", "yes" if e["forced_down"] else "no",
-                      f"{round(offset, 1) + 0.0:+.1f} s" if offset is not None else "-",
-                      e["down_reason"] or "-"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    for line in lines:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        rows.append((e["id"], e["binary"], e["host"], e["zone"], e["status"], e["state"],
+                     _short(e["updated_at"]), _short(e["last_seen_up"]), e["disabled_reason"],
+                     "yes" if e["forced_down"] else "no",
+                     _offset_text(offset, server_clock),
+                     e["down_reason"]))
+    return grid(COLUMNS, rows, widths=COLUMN_WIDTHS)
+
+
+def _offset_text(offset: float | None, server_clock: bool) -> str:
+    if offset is None:
+        return "-" if server_clock else "n/a"
+    return f"{round(offset, 1) + 0.0:+.1f} s"
 
 
 def _short(iso: str | None) -> str:
@@ -165,7 +194,7 @@ def _short(iso: str | None) -> str:
 
 
 def _describe(row) -> str:
-    return f"service {row.binary} on host {row.host} (id {row.id})"
+    return escape(f"service {row.binary} on host {row.host} (id {row.id})")
 
 
 @_with_database
@@ -174,7 +203,8 @@ def run_enable(args, conf, db) -> int:
 
     before, after = set_disabled(db, _required_host(args), args.service_binary, False)
     if before.disabled:
-        was = f" (was disabled: {before.disabled_reason})" if before.disabled_reason else ""
+        was = (f" (was disabled: {escape(before.disabled_reason)})" if before.disabled_reason
+               else "")
         print(f"{_describe(after)}: enabled{was}")
     else:
         print(f"{_describe(after)}: already enabled, nothing changed")
@@ -188,11 +218,11 @@ def run_disable(args, conf, db) -> int:
     before, after = set_disabled(db, _required_host(args), args.service_binary, True,
                                  args.reason)
     if before.disabled:
-        now = repr(after.disabled_reason) if after.disabled_reason else "none"
+        now = repr(after.disabled_reason) if after.disabled_reason else "none"  # repr escapes
         print(f"{_describe(after)}: already disabled; reason changed from "
               f"{before.disabled_reason!r} to {now}")
     else:
-        reason = f" (reason: {after.disabled_reason})" if after.disabled_reason else ""
+        reason = f" (reason: {escape(after.disabled_reason)})" if after.disabled_reason else ""
         print(f"{_describe(after)}: disabled{reason}")
     return 0
 
