@@ -2,8 +2,9 @@
 from the database (usage.py), saved only when something besides updated_at changed.
 
 One audit costs a constant number of statements: one read of this host's nodes, one of its
-(and its migrations') instances, one of its migrations, then at most one INSERT per new node and
-one executemany UPDATE of the changed nodes. Nodes the driver stopped reporting are warned
+(and its migrations') instances, one of its migrations, then for each new node one INSERT (after
+the UPDATE that would bring back the node's soft-deleted row) and one executemany UPDATE of the
+changed nodes. Nodes the driver stopped reporting are warned
 about, never deleted. In a dry run the rows that would be written are reported, not written.
 """
 
@@ -175,7 +176,9 @@ class ResourceTracker:
         if not self.dry_run and (inserts or updates):
             with self.db.sessions.begin() as session:
                 for node_uuid, values in inserts:
-                    q.insert_compute_node(session, node_uuid, values)
+                    if q.create_compute_node(session, node_uuid, values) == "revived":
+                        LOG.info("compute node %s (%s) was deleted with its service; it is "
+                                 "live again", node_uuid, values["hypervisor_hostname"])
                 q.update_compute_nodes(session, updates)
         if not self.dry_run:
             self._persist_identities()

@@ -207,8 +207,18 @@ def load_compute_nodes(session: Session, host: str,
                        values={c: getattr(r, c) for c in NODE_COLUMNS}) for r in rows]
 
 
-def insert_compute_node(session: Session, uuid: str, values: Mapping[str, object]) -> None:
+def create_compute_node(session: Session, uuid: str, values: Mapping[str, object]) -> str:
+    """The node row with this uuid, made live with `values`: a soft-deleted row is brought back
+    (its uuid is unique among deleted rows too, so a node whose service was deleted keeps its
+    identity when it registers again, as nova undeletes it), else a new row is inserted.
+    Returns 'revived' or 'inserted'."""
+    revived = session.execute(update(_N).where(_N.c.uuid == uuid, _N.c.deleted != 0)
+                              .values(deleted=0, deleted_at=None, updated_at=utcnow(),
+                                      **values)).rowcount
+    if revived:
+        return "revived"
     session.execute(insert(_N).values(uuid=uuid, **values))
+    return "inserted"
 
 
 def update_compute_nodes(session: Session, changes: Sequence[tuple[int, Mapping[str, object]]]

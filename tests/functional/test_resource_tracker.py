@@ -50,6 +50,24 @@ def test_first_audit_creates_the_row_with_usage(tmp_path, any_db):
     assert row.uuid == (tmp_path / "state" / "compute_id").read_text().strip()
 
 
+
+def test_node_deleted_with_its_service_is_live_again_under_its_uuid(tmp_path, any_db):
+    from agent.db.service_queries import delete_service
+
+    scenario = seeded(any_db, make_scenario())
+    first = make_host(tmp_path, any_db, scenario)
+    first.start()
+    first.stop()
+    node_uuid = node_row(any_db).uuid
+    delete_service(any_db, HOST, first.service.binary)
+    again = make_host(tmp_path, any_db, scenario)  # registers a new service row
+    again.start()
+    row = node_row(any_db)
+    assert (row.uuid, row.service_id, row.deleted_at) == (node_uuid, again.service.id, None)
+    assert again.service.id != first.service.id
+    with any_db.sessions() as session:
+        assert session.scalars(select(ComputeNode.uuid)).all() == [node_uuid]
+
 def test_unchanged_audit_does_not_touch_updated_at(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(instances(3), []))
     host = make_host(tmp_path, sqlite_db, scenario)
