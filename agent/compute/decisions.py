@@ -7,6 +7,11 @@ whatever happens next (`changes`), then `steps` run in order through the driver,
 to save when it succeeds and what to do when it fails. `ComputeManager` executes plans; nothing
 here touches the driver or the database.
 
+Filtering is not a step of any row: it follows the outcome. Whatever path a plan took, the guest's
+power state once its steps are done (`power_after`) decides whether the instance gets its
+firewall rules (`needs_filtering`): a guest running at the end of start-up is filtered, a
+stopped one is not.
+
 The `action` word of a plan (shown in the inventory) is one of:
 
 ========================  ===========================================================
@@ -23,7 +28,7 @@ reverted-resize           a resize interrupted in resize_migrating was reverted
 aborted-migration         a live migration interrupted here was aborted (migration error)
 resumed                   the guest was running before and is restarted
                           (resume_guests_state_on_host_boot)
-none                      nothing to do but plug the vifs (and build the firewall chain)
+none                      nothing to do but plug the vifs
 evacuated-destroyed       (evacuation, not this module) the guest of an evacuated instance
                           was destroyed
 failed                    (manager) a step failed; the instance is set to ERROR when nova
@@ -67,7 +72,16 @@ class Op(enum.Enum):
     REVERT_RESIZE = "finish-revert-migration"
     ABORT_MIGRATION = "abort-migration"
     RESUME = "resume-state-on-host-boot"
-    FIREWALL = "firewall"
+
+
+# Driver operations that may change the guest's power state (when they succeed or fail half way):
+# after one of them, the power state read before the plan is stale.
+POWER_OPS = frozenset({Op.DESTROY, Op.REBOOT_SOFT, Op.REBOOT_HARD, Op.UNPAUSE, Op.POWER_OFF,
+                       Op.POWER_ON, Op.REVERT_RESIZE, Op.RESUME})
+# Guests whose memory is live: they run now, or run again without a start-up of this agent
+# (an unpause or resume), so their filtering must already be in place. libvirt's nwfilter, which
+# nova used, kept a paused guest's filters on its interfaces for the same reason.
+FILTERED_POWER_STATES = frozenset({PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED})
 
 
 class OnError(enum.Enum):
@@ -93,6 +107,21 @@ class Plan:
     action: str
     changes: Mapping[str, object] = field(default_factory=dict)
     steps: tuple[Step, ...] = ()
+
+
+def touches_power(plan: Plan) -> bool:
+    """Whether `plan` runs a driver operation that may change the guest's power state, so that
+    the power state it was planned on must be read again once its steps are done."""
+    return any(step.op in POWER_OPS for step in plan.steps)
+
+
+def needs_filtering(power: PowerState | None) -> bool:
+    """Whether a guest in `power` (None: it could not be read) gets its firewall rules.
+
+    RUNNING, PAUSED and SUSPENDED guests do; SHUTDOWN, CRASHED and missing (NOSTATE) ones do not.
+    A guest whose state is unknown does: rules on a guest that is off filter nothing, a running
+    guest without its rules takes any traffic."""
+    return power is None or power in FILTERED_POWER_STATES
 
 
 def reboot_type(task_state: str | None, power: PowerState) -> str:
@@ -198,8 +227,5 @@ def plan_instance(inst: InstanceState, driver_power: PowerState, *, host: str,
             and driver_power != PowerState.RUNNING):
         steps.append(Step(Op.RESUME, OnError.SET_ERROR,
                           then={"power_state": int(PowerState.RUNNING)}))
-        steps.append(Step(Op.FIREWALL, OnError.LOG))
         return plan("resumed", changes, steps)
-    if driver_power == PowerState.RUNNING:
-        steps.append(Step(Op.FIREWALL, OnError.LOG))
     return plan(action, changes, steps)

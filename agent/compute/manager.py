@@ -4,7 +4,12 @@
 found here that the database gives to another host), the firewall deferred, lifecycle events
 held, evacuated guests destroyed, every other instance planned by `decisions.plan_instance` and
 the plan executed through the driver, one firewall apply, then every database change written in
-batches. One failing instance never stops the others. In a dry run, plans are logged and
+batches. One failing instance never stops the others.
+
+The firewall follows the outcome, not the path: once an instance's steps are done, its guest's
+power state (read again when a step may have changed it) decides whether it gets its rules
+(`decisions.needs_filtering`); the one apply then holds the rules of exactly those instances,
+and drops every other chain of ours. In a dry run, plans are logged and
 reported and nothing is changed: no driver mutation, no firewall change, no database write.
 """
 
@@ -12,11 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, NamedTuple, Sequence
 
 from agent.compute import states
-from agent.compute.decisions import InstanceState, OnError, Op, Plan, Step, plan_instance
+from agent.compute.decisions import (InstanceState, OnError, Op, Plan, Step, needs_filtering,
+                                     plan_instance, touches_power)
 from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)
 from agent.compute.power_sync import PowerStateSync
 from agent.db import compute_queries as q
@@ -55,6 +61,16 @@ class InitHostResult:
     evacuated: tuple[EvacuationOutcome, ...]
     unknown_domains: tuple[UnknownDomain, ...]
     dry_run: bool = False
+
+
+class _Started(NamedTuple):
+    """One instance after its plan ran (see `ComputeManager._init_instance`)."""
+
+    outcome: InstanceOutcome
+    update: q.InstanceUpdate | None
+    migration_statuses: dict[int, str]
+    power_after: PowerState | None  # the guest once its steps are done; None: unknown
+    vifs: Callable[[], tuple[VIF, ...] | None]
 
 
 class ComputeManager:
@@ -118,7 +134,9 @@ class ComputeManager:
     def _start_instances(self, records, guests, migrations, by_uuid, evac_outcomes,
                          migration_statuses, outcomes, updates) -> None:
         """Evacuations, then _init_instance for every other instance, inside one firewall
-        deferral (one apply at the end). Fills the lists and dicts it is given."""
+        deferral (one apply at the end, holding the rules of exactly the instances of this host
+        whose guest needs filtering once its steps are done). Fills the lists and dicts it is
+        given."""
         with self.firewall.defer_apply():
             if self.driver.capabilities.supports_evacuate:
                 plans = plan_evacuations(migrations, self.host,
@@ -132,20 +150,38 @@ class ComputeManager:
                 evacuated = {p.instance_uuid for p in plans}
             else:
                 evacuated = set()
-            kept: list[str] = []
+            filtered: list[str] = []
             for rec in records:
                 if rec.uuid in evacuated:
                     continue
-                outcome, update, mig_changes = self._init_instance(rec, guests.get(rec.uuid),
-                                                                   migrations)
+                started = self._init_instance(rec, guests.get(rec.uuid), migrations)
+                outcome = started.outcome
+                if (rec.host == self.host and outcome.action != "skipped-other-host"
+                        and needs_filtering(started.power_after)):
+                    filtered.append(rec.uuid)
+                    outcome = self._filter_instance(rec, outcome, started.vifs)
                 outcomes.append(outcome)
-                if update is not None:
-                    updates.append(update)
-                migration_statuses.update(mig_changes)
-                if rec.host == self.host and outcome.action not in ("deleted", "skipped"):
-                    kept.append(rec.uuid)
+                if started.update is not None:
+                    updates.append(started.update)
+                migration_statuses.update(started.migration_statuses)
             if not self.dry_run:
-                self.firewall.retain_only(kept)
+                self.firewall.retain_only(filtered)
+
+    def _filter_instance(self, rec: q.InstanceRecord, outcome: InstanceOutcome,
+                         vifs: Callable[[], tuple[VIF, ...] | None]) -> InstanceOutcome:
+        """(Re)build the rules of an instance whose guest needs filtering. A failure is logged
+        with the uuid and shown in the outcome; the instance's previous rules stay."""
+        if self.dry_run:
+            return outcome
+        parsed = vifs()
+        if parsed is None:
+            return outcome  # an invalid network_info was logged; the old rules stay
+        try:
+            self.firewall.prepare_instance(rec.uuid, outcome.name, parsed)
+        except Exception as exc:  # noqa: BLE001 - one instance never stops the others
+            LOG.error("instance %s: firewall rules not prepared: %s", rec.uuid, exc)
+            return replace(outcome, action="failed", error=f"firewall: {exc}")
+        return outcome
 
     def _init_virt_events(self) -> None:
         if self.dry_run:
@@ -174,19 +210,22 @@ class ComputeManager:
 
     # -- _init_instance -----------------------------------------------------------------------
     def _init_instance(self, rec: q.InstanceRecord, guest: InstanceInfo | None,
-                       migrations: Sequence[q.MigrationRecord]):
-        """Plan and execute one instance. Returns (outcome, update or None, migration
-        statuses). Never raises."""
+                       migrations: Sequence[q.MigrationRecord]) -> _Started:
+        """Plan and execute one instance. Never raises."""
         name = guest.name if guest is not None else rec.name
         ref = InstanceRef(rec.uuid, name)
-        try:
-            power = self.driver.get_info(ref, use_cache=False).power_state
-        except InstanceNotFound:
-            power = PowerState.NOSTATE
-        except Exception as exc:  # noqa: BLE001 - one instance never stops the others
-            LOG.error("instance %s: cannot read its guest: %s", rec.uuid, exc)
-            return (InstanceOutcome(rec.uuid, name, rec.vm_state, rec.task_state,
-                                    rec.power_state, "failed", str(exc)), None, {})
+        parsed: list = []  # the VIFs, parsed (and a bad network_info logged) once per instance
+
+        def vifs() -> tuple[VIF, ...] | None:
+            if not parsed:
+                parsed.append(self._vifs(rec))
+            return parsed[0]
+
+        power = self._read_power(ref)
+        if isinstance(power, Exception):
+            return _Started(InstanceOutcome(rec.uuid, name, rec.vm_state, rec.task_state,
+                                            rec.power_state, "failed", str(power)),
+                            None, {}, None, vifs)
         state = InstanceState(rec.uuid, name, rec.host, rec.vm_state, rec.task_state,
                               rec.power_state, rec.old_vm_state)
         plan = plan_instance(state, power, host=self.host,
@@ -195,10 +234,26 @@ class ComputeManager:
             LOG.warning("instance %s (guest %s) is here but the database gives it to host %s "
                         "and no evacuation record names this host: skipping, not touching it",
                         rec.uuid, name, rec.host)
-        return self._execute(rec, ref, plan, migrations)
+        outcome, update, mig_changes = self._execute(rec, ref, plan, migrations, vifs)
+        if touches_power(plan) and not self.dry_run:
+            after = self._read_power(ref)
+            power = None if isinstance(after, Exception) else after
+        return _Started(outcome, update, mig_changes, power, vifs)
+
+    def _read_power(self, ref: InstanceRef) -> PowerState | Exception:
+        """The guest's power state, uncached (NOSTATE when it is missing); the error, logged
+        with the uuid, when it cannot be read."""
+        try:
+            return self.driver.get_info(ref, use_cache=False).power_state
+        except InstanceNotFound:
+            return PowerState.NOSTATE
+        except Exception as exc:  # noqa: BLE001 - one instance never stops the others
+            LOG.error("instance %s: cannot read its guest: %s", ref.uuid, exc)
+            return exc
 
     def _execute(self, rec: q.InstanceRecord, ref: InstanceRef, plan: Plan,
-                 migrations: Sequence[q.MigrationRecord]):
+                 migrations: Sequence[q.MigrationRecord],
+                 vifs: Callable[[], tuple[VIF, ...] | None]):
         values = {"vm_state": rec.vm_state, "task_state": rec.task_state,
                   "power_state": rec.power_state}
         values.update(plan.changes)
@@ -207,13 +262,6 @@ class ComputeManager:
         mig_changes: dict[int, str] = {}
         if plan.changes and self.dry_run:
             LOG.info("dry run: instance %s would be saved with %s", rec.uuid, plan.changes)
-        parsed: list = []  # the VIFs, parsed (and a bad network_info logged) once per instance
-
-        def vifs() -> tuple[VIF, ...] | None:
-            if not parsed:
-                parsed.append(self._vifs(rec))
-            return parsed[0]
-
         for step in plan.steps:
             try:
                 self._run_step(rec, ref, step, migrations, mig_changes, vifs)
@@ -260,13 +308,7 @@ class ComputeManager:
                         " [dry run]" if self.dry_run else "")
             return
         if self.dry_run:
-            if op is not Op.FIREWALL:
-                LOG.warning("dry run: instance %s: would %s", rec.uuid, op.value)
-            return
-        if op is Op.FIREWALL:
-            vifs = instance_vifs()
-            if vifs is not None:
-                self.firewall.prepare_instance(rec.uuid, ref.name, vifs)
+            LOG.warning("dry run: instance %s: would %s", rec.uuid, op.value)
             return
         vifs = instance_vifs() or ()
         LOG.info("instance %s: %s", rec.uuid, op.value)

@@ -276,7 +276,7 @@ def test_init_host_applies_the_firewall_once(tmp_path, sqlite_db, executor):
 
     from fakevirt.scenario import generate_scenario
 
-    scenario = generate_scenario(40, hostname=HOST)  # 7 in 10 guests running
+    scenario = generate_scenario(40, hostname=HOST)  # 7 in 10 guests running, 1 paused
     seed_scenario = seeded(sqlite_db, scenario)
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, seed_scenario)
@@ -287,7 +287,7 @@ def test_init_host_applies_the_firewall_once(tmp_path, sqlite_db, executor):
     finally:
         manager.stop()
     assert (restores(executor, 4), restores(executor, 6)) == (1, 1)
-    running = [d for d in scenario.domains if d.power_state == P.RUNNING]
+    running = [d for d in scenario.domains if d.power_state in (P.RUNNING, P.PAUSED)]
     v4 = save(executor, 4)
     jumps = [line for line in v4 if line.startswith("-A cagent-fwd -d 10.")]
     assert len(jumps) == len(running)

@@ -3,7 +3,8 @@
 import pytest
 
 from agent.compute import states as s
-from agent.compute.decisions import (InstanceState, OnError, Op, plan_instance, reboot_type)
+from agent.compute.decisions import (InstanceState, OnError, Op, needs_filtering, plan_instance,
+                                     reboot_type, touches_power)
 from agent.virt.types import PowerState as P
 
 HOST = "cmp1"
@@ -37,9 +38,9 @@ CASES = [
     ("5-rebuild-spawning-stopped", inst(s.STOPPED, s.REBUILD_SPAWNING), P.SHUTDOWN, False,
      "set-error", {"vm_state": s.ERROR, "task_state": None}, []),
     ("6-snapshot", inst(s.ACTIVE, s.IMAGE_UPLOADING), P.RUNNING, False, "cleared-task",
-     {"task_state": None}, [Op.PLUG_VIFS, Op.FIREWALL]),
+     {"task_state": None}, [Op.PLUG_VIFS]),
     ("6-backup-untouched", inst(s.ACTIVE, s.IMAGE_BACKUP), P.RUNNING, False, "none",
-     {}, [Op.PLUG_VIFS, Op.FIREWALL]),
+     {}, [Op.PLUG_VIFS]),
     ("7-resize-prep", inst(s.STOPPED, s.RESIZE_PREP), P.SHUTDOWN, False, "cleared-task",
      {"task_state": None}, [Op.PLUG_VIFS]),
     ("8-deleting", inst(s.ACTIVE, s.DELETING), P.RUNNING, False, "deleted", {}, [Op.DESTROY]),
@@ -52,9 +53,9 @@ CASES = [
     ("9-reboot-pending-hard-stopped", inst(s.STOPPED, s.REBOOT_PENDING_HARD), P.SHUTDOWN, False,
      "rebooted-hard", {}, [Op.REBOOT_HARD]),
     ("10-rebooting-done", inst(s.ACTIVE, s.REBOOTING), P.RUNNING, False, "cleared-task",
-     {"task_state": None, "vm_state": s.ACTIVE}, [Op.PLUG_VIFS, Op.FIREWALL]),
+     {"task_state": None, "vm_state": s.ACTIVE}, [Op.PLUG_VIFS]),
     ("10-pausing-done", inst(s.ACTIVE, s.PAUSING), P.RUNNING, False, "cleared-task",
-     {"task_state": None, "vm_state": s.ACTIVE}, [Op.PLUG_VIFS, Op.FIREWALL]),
+     {"task_state": None, "vm_state": s.ACTIVE}, [Op.PLUG_VIFS]),
     ("11-unpausing", inst(s.PAUSED, s.UNPAUSING), P.PAUSED, False, "unpaused", {},
      [Op.UNPAUSE]),
     ("12-powering-off", inst(s.ACTIVE, s.POWERING_OFF), P.RUNNING, False, "powered-off", {},
@@ -62,7 +63,7 @@ CASES = [
     ("13-powering-on", inst(s.STOPPED, s.POWERING_ON), P.SHUTDOWN, False, "powered-on", {},
      [Op.POWER_ON]),
     ("14-plain-running", inst(s.ACTIVE), P.RUNNING, False, "none", {},
-     [Op.PLUG_VIFS, Op.FIREWALL]),
+     [Op.PLUG_VIFS]),
     ("14-plain-stopped", inst(s.STOPPED, power=P.SHUTDOWN), P.SHUTDOWN, False, "none", {},
      [Op.PLUG_VIFS]),
     ("15-resize-migrating", inst(s.ACTIVE, s.RESIZE_MIGRATING), P.SHUTDOWN, False,
@@ -70,16 +71,16 @@ CASES = [
     ("15-error-resize-migrating", inst(s.ERROR, s.RESIZE_MIGRATING), P.SHUTDOWN, False,
      "reverted-resize", {}, [Op.PLUG_VIFS, Op.REVERT_RESIZE]),
     ("16-migrating", inst(s.ACTIVE, s.MIGRATING), P.RUNNING, False, "aborted-migration", {},
-     [Op.PLUG_VIFS, Op.ABORT_MIGRATION, Op.FIREWALL]),
+     [Op.PLUG_VIFS, Op.ABORT_MIGRATION]),
     ("17-resume", inst(s.ACTIVE), P.SHUTDOWN, True, "resumed", {},
-     [Op.PLUG_VIFS, Op.RESUME, Op.FIREWALL]),
+     [Op.PLUG_VIFS, Op.RESUME]),
     ("17-resume-missing-guest", inst(s.ACTIVE), P.NOSTATE, True, "resumed", {},
-     [Op.PLUG_VIFS, Op.RESUME, Op.FIREWALL]),
+     [Op.PLUG_VIFS, Op.RESUME]),
     ("17-no-resume-flag", inst(s.ACTIVE), P.SHUTDOWN, False, "none", {}, [Op.PLUG_VIFS]),
     ("17-was-stopped", inst(s.STOPPED, power=P.SHUTDOWN), P.SHUTDOWN, True, "none", {},
      [Op.PLUG_VIFS]),
     ("other-task-untouched", inst(s.ACTIVE, s.SUSPENDING), P.RUNNING, False, "none", {},
-     [Op.PLUG_VIFS, Op.FIREWALL]),
+     [Op.PLUG_VIFS]),
 ]
 
 
@@ -125,3 +126,19 @@ def test_failures_set_error_where_nova_does():
 ], ids=["soft-running", "soft-pending", "soft-guest-down", "hard-running", "hard-paused"])
 def test_reboot_type(task, power, expected):
     assert reboot_type(task, power) == expected
+
+
+@pytest.mark.parametrize("power,expected", [
+    (P.RUNNING, True), (P.PAUSED, True), (P.SUSPENDED, True), (None, True),
+    (P.SHUTDOWN, False), (P.CRASHED, False), (P.NOSTATE, False),
+], ids=["running", "paused", "suspended", "unknown", "shutdown", "crashed", "missing"])
+def test_filtering_follows_the_guest_power_state(power, expected):
+    assert needs_filtering(power) is expected
+
+
+@pytest.mark.parametrize("case", [c for c in CASES], ids=[c[0] for c in CASES])
+def test_plans_that_may_change_the_guest_are_read_again(case):
+    _id, instance, power, resume, _action, _changes, expected_ops = case
+    plan = plan_instance(instance, power, host=HOST, resume_guests=resume)
+    # Only plugging VIFs and aborting a migration leave the guest's power state as it was.
+    assert touches_power(plan) is bool(set(expected_ops) - {Op.PLUG_VIFS, Op.ABORT_MIGRATION})
