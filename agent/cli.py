@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("table", "json"), default="table",
                         help="inventory format with --once (default: table)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="report every destroy, state change and power action start-up "
-                             "would take, and take none")
+                        help="with --once: report every destroy, state change and power "
+                             "action start-up would take, and take none; nothing is written "
+                             "(no registration, no beat, no node row, no compute_id)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers, common)

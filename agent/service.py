@@ -8,6 +8,10 @@ systemd READY=1. While running, WATCHDOG=1 goes out only while the heartbeat and
 are healthy. SIGTERM or SIGINT stops it: STOPPING=1, the scheduler (waiting for the running job),
 the host work, the heartbeat, the database engine; exit status 0.
 
+A dry run (`agent --once --dry-run`) reads through a database that refuses writes and never
+registers, beats or marks the service: it leaves the service row, even a live daemon's, exactly
+as it was, whether it succeeds or fails.
+
 Nothing heavy is imported before the first beat (no libvirt, no Alembic unless the schema is
 upgraded): the goal is a beat within 2 s of process start.
 """
@@ -19,12 +23,12 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 from agent.config import short_reason
-from agent.errors import AgentError, StartupError
+from agent.errors import AgentError, ConfigError, StartupError
 from agent.log import request_context
+from agent.service_report import ServiceReport
 from agent.systemd import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
@@ -59,28 +63,9 @@ class HostWork(Protocol):
         """The host's inventory after start(), printed by `agent --once`."""
 
 
-HostWorkFactory = Callable[["Config", "Database", "ServiceRecord", bool], HostWork]
-
-
-@dataclass(frozen=True)
-class ServiceReport:
-    """What `agent --once` reports when no host work is plugged in: the service row."""
-
-    host: str
-    binary: str
-    service_id: int
-    service_uuid: str
-    disabled: bool
-    disabled_reason: str | None
-    report_count: int | None
-    host_work: str = "none"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "host_work": self.host_work,
-                "service": {"id": self.service_id, "uuid": self.service_uuid,
-                            "binary": self.binary, "disabled": self.disabled,
-                            "disabled_reason": self.disabled_reason,
-                            "report_count": self.report_count}}
+# (conf, database, this host's service row, dry run): the row is None only in a dry run for a
+# host that has none yet.
+HostWorkFactory = Callable[["Config", "Database", "ServiceRecord | None", bool], HostWork]
 
 
 @contextmanager
@@ -107,7 +92,11 @@ def start_failed_reason(reason: str) -> str:
 
 
 class AgentService:
-    """One agent process's lifecycle. `run()` is the daemon, `run_once()` is `agent --once`."""
+    """One agent process's lifecycle. `run()` is the daemon, `run_once()` is `agent --once`.
+
+    With `dry_run` (only for run_once) the database is opened read-only and the service row is
+    read, never registered, claimed, beaten for, enabled or marked failed: a dry run writes
+    nothing, whether it succeeds or fails."""
 
     def __init__(self, conf: "Config", *, dry_run: bool = False,
                  notifier: Notifier | None = None,
@@ -132,7 +121,11 @@ class AgentService:
     # -- the daemon ---------------------------------------------------------------------------
     def run(self) -> int:
         """Start, run until SIGTERM/SIGINT, stop. Returns the exit status (0); a failed
-        start-up raises AgentError after cleaning up."""
+        start-up raises AgentError after cleaning up. A dry run is one pass (run_once), never
+        a daemon: ConfigError."""
+        if self.dry_run:
+            raise ConfigError("--dry-run needs --once: a dry run is one start-up pass that "
+                              "changes nothing, not a daemon")
         with stop_on_signals(self.request_stop):
             if self.start():
                 self._stop_requested.wait()
@@ -200,10 +193,14 @@ class AgentService:
         start(); returns its report (or a ServiceReport without host work) and stops."""
         with request_context():
             try:
-                self._register_and_beat(start_heartbeat=False)
+                if self.dry_run:
+                    self._open_for_dry_run()
+                else:
+                    self._register_and_beat(start_heartbeat=False)
                 if self.host_work is not None:
                     self.host_work.start()
-                self._finish_starting()
+                if not self.dry_run:
+                    self._finish_starting()
                 if self.host_work is not None:
                     return self.host_work.report()
                 return self._service_report()
@@ -244,6 +241,32 @@ class AgentService:
                         "and runs no driver, no init_host and no resource audit")
         else:
             self.host_work = self._host_work_factory(conf, self.db, self.service, self.dry_run)
+
+    def _open_for_dry_run(self) -> None:
+        """A dry run's start: the database opened read-only (agent.db.read_only: any write
+        raises), its schema checked but never created or upgraded, and this host's service row
+        read but never created, claimed or beaten for. The host work gets the row as it is, or
+        None when the host has none yet."""
+        from agent.db import migrate
+        from agent.db.engine import database_from_conf
+        from agent.registry import load_service
+
+        conf = self.conf
+        self._status("opening the database read-only (dry run)")
+        self.db = database_from_conf(conf, read_only=True)
+        LOG.info("database %s, read-only: a dry run writes nothing", self.db.url)
+        migrate.ensure_schema(self.db, auto_upgrade=False)
+        self.service = load_service(self.db, conf.host)
+        if self.service is None:
+            LOG.info("dry run: host %s has no service row; a start would register one",
+                     conf.host)
+        else:
+            LOG.info("dry run: service id %s of host %s left as it is (%s), no beat",
+                     self.service.id, self.service.host,
+                     "disabled: " + (self.service.disabled_reason or "")
+                     if self.service.disabled else "enabled")
+        if self._host_work_factory is not None:
+            self.host_work = self._host_work_factory(conf, self.db, self.service, True)
 
     def _start_host_work_interruptibly(self) -> bool:
         """Run host_work.start() on its own thread so that a stop request is honoured at
@@ -286,7 +309,7 @@ class AgentService:
         LOG.debug("start-up failure", exc_info=exc)
         self.notifier.stopping(status=f"start-up failed: {reason}")
         self._watchdog_stop.set()
-        if self.service is not None and self.db is not None:
+        if self.service is not None and self.db is not None and not self.dry_run:
             self._mark_start_failed(reason)
         if isinstance(exc, AgentError):
             return exc
@@ -308,6 +331,12 @@ class AgentService:
         from sqlalchemy import select
 
         from agent.db.models import Service
+        from agent.registry import COMPUTE_BINARY
+
+        if self.service is None:  # a dry run for a host without a row
+            return ServiceReport(host=self.conf.host, binary=COMPUTE_BINARY, service_id=None,
+                                 service_uuid=None, disabled=False, disabled_reason=None,
+                                 report_count=None)
 
         with self.db.engine.connect() as conn:
             row = conn.execute(select(Service.disabled, Service.disabled_reason,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -45,21 +44,10 @@ def run(args, conf) -> int:
 
 def render_report(report, fmt: str) -> str:
     """The --once report as text: JSON or a readable table."""
-    from agent.service import ServiceReport
+    from agent.service_report import ServiceReport
 
     if isinstance(report, ServiceReport):
-        data = report.as_dict()
-        if fmt == "json":
-            return json.dumps(data, indent=2, sort_keys=True) + "\n"
-        service = data["service"]
-        status = ("disabled (" + (service["disabled_reason"] or "") + ")"
-                  if service["disabled"] else "enabled")
-        rows = [("host", data["host"]), ("binary", service["binary"]),
-                ("service id", service["id"]), ("service uuid", service["uuid"]),
-                ("status", status), ("report_count", service["report_count"]),
-                ("host work", "none plugged in (no driver, no init_host, no audit)")]
-        width = max(len(name) for name, _ in rows)
-        return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+        return report.render(fmt)
     from agent import inventory
 
     return inventory.to_json(report) if fmt == "json" else inventory.format_table(report)

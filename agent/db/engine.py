@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.db import read_only as read_only_db
 from agent.errors import ConfigError, DatabaseError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -53,9 +54,14 @@ class Database:
                 yield conn
 
 
-def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> Database:
+def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5,
+                  read_only: bool = False) -> Database:
     """Build the engine and session factory for `url`; a bad URL is a ConfigError naming it
-    (password masked). No connection is opened here."""
+    (password masked). No connection is opened here.
+
+    With `read_only` (a dry run) the database refuses every write, on the client and on the
+    server (agent.db.read_only), and nothing is created: a missing SQLite file is a
+    DatabaseError."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -66,7 +72,10 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> 
     kwargs: dict = {"future": True}
     if backend == "sqlite":
         path = parsed.database
-        if path and path != ":memory:":
+        if read_only:
+            kwargs["creator"] = read_only_db.sqlite_creator(path or "", masked_url(url),
+                                                            SQLITE_BUSY_TIMEOUT_MS)
+        elif path and path != ":memory:":
             directory = os.path.dirname(os.path.abspath(path))
             try:
                 os.makedirs(directory, exist_ok=True)
@@ -93,7 +102,13 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> 
         raise ConfigError(f"[database] connection = {masked_url(url)!r}: database driver "
                           f"missing ({exc}); install compute-agent[postgresql] or "
                           "compute-agent[mysql]") from None
-    if backend == "sqlite":
+    if read_only:
+        event.listen(engine, "before_cursor_execute",
+                     read_only_db.refuse_writes(masked_url(url)))
+        on_connect = read_only_db.session_read_only(backend)
+        if on_connect is not None:
+            event.listen(engine, "connect", on_connect)
+    elif backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
 
@@ -111,9 +126,9 @@ def masked_url(url: str) -> str:
         return f"{scheme.group(0) if scheme else ''}***@{tail}"
 
 
-def database_from_conf(conf) -> Database:
+def database_from_conf(conf, *, read_only: bool = False) -> Database:
     return make_database(conf.database.connection, pool_size=conf.database.pool_size,
-                         connect_timeout=conf.database.connect_timeout)
+                         connect_timeout=conf.database.connect_timeout, read_only=read_only)
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:

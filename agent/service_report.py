@@ -1,0 +1,47 @@
+"""What `agent --once` reports when no host work is plugged in: this host's service row."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """The service row after one pass (or, in a dry run, as it was: service_id None when the
+    host has no row yet)."""
+
+    host: str
+    binary: str
+    service_id: int | None
+    service_uuid: str | None
+    disabled: bool
+    disabled_reason: str | None
+    report_count: int | None
+    host_work: str = "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "host_work": self.host_work,
+                "service": {"id": self.service_id, "uuid": self.service_uuid,
+                            "binary": self.binary, "disabled": self.disabled,
+                            "disabled_reason": self.disabled_reason,
+                            "report_count": self.report_count}}
+
+    def render(self, fmt: str) -> str:
+        """JSON (`fmt` 'json') or a two-column table."""
+        data = self.as_dict()
+        if fmt == "json":
+            return json.dumps(data, indent=2, sort_keys=True) + "\n"
+        if self.service_id is None:
+            status = "not registered"
+        elif self.disabled:
+            status = f"disabled ({self.disabled_reason or ''})"
+        else:
+            status = "enabled"
+        rows = [("host", self.host), ("binary", self.binary),
+                ("service id", self.service_id), ("service uuid", self.service_uuid),
+                ("status", status), ("report_count", self.report_count),
+                ("host work", "none plugged in (no driver, no init_host, no audit)")]
+        width = max(len(name) for name, _ in rows)
+        return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)

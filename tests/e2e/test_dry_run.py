@@ -1,0 +1,148 @@
+"""`agent --once --dry-run` writes nothing anywhere: next to a running daemon of the same host
+its service row stays exactly as the daemon left it (whether the dry run succeeds or its driver
+cannot connect), the database file does not change, and for a new host no service row, node
+row, compute_id or state directory appears."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+
+import pytest
+
+from agent.config import load_config
+from agent.db.models import Base
+from agent.service import AgentService
+from agent.systemd import Notifier
+from tests.agent_process import AgentProcess, NotifySocket, agent_command, write_config
+from tests.conftest import import_libvirt
+
+HOST = "dry-1"
+# The daemon beats once at start and then not for an hour, and runs no periodic job: whatever
+# changes in the database while it runs was written by someone else.
+QUIET = {"report_interval": 3600, "service_down_time": 86400,
+         "update_resources_interval": -1, "sync_power_state_interval": -1}
+
+
+def database_dump(path) -> dict[str, list]:
+    """Every row of every agent table, read with a plain connection."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                for table in Base.metadata.tables}
+
+
+def file_digests(directory) -> dict[str, str]:
+    """sha256 of each file in `directory` except SQLite's shared-memory index (-shm), which
+    every reader updates."""
+    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+            for name in sorted(os.listdir(directory)) if not name.endswith("-shm")}
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A running agent daemon for HOST, started (READY=1) and then quiet."""
+    config = write_config(tmp_path, host=HOST, **QUIET)
+    sock = NotifySocket(tmp_path / "notify.sock")
+    agent = AgentProcess(config, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": sock.path})
+    try:
+        assert sock.receive_until("READY=1") is not None, agent.log_text()
+        yield config
+    finally:
+        agent.stop()
+        sock.close()
+
+
+def dry_run(config, *args):
+    return agent_command("--config", str(config), "--once", "--dry-run", *args)
+
+
+def test_successful_dry_run_leaves_a_live_daemons_row_and_the_database_as_they_were(
+        tmp_path, daemon):
+    state = tmp_path / "state"
+    before, files = database_dump(state / "agent.sqlite"), file_digests(state)
+    (service,) = before["services"]
+    result = dry_run(daemon)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("DRY RUN")
+    after = database_dump(state / "agent.sqlite")
+    assert after["services"] == [service]  # disabled, reason, last_seen_up, report_count, ...
+    assert after == before
+    assert file_digests(state) == files
+
+
+def test_failing_dry_run_leaves_a_live_daemons_row_as_it_was(tmp_path, daemon):
+    import_libvirt()
+    state = tmp_path / "state"
+    before, files = database_dump(state / "agent.sqlite"), file_digests(state)
+    missing = tmp_path / "missing-node.xml"
+    result = dry_run(daemon, "--driver", "libvirt", "--connection-uri", f"test://{missing}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("agent: error: ")
+    after = database_dump(state / "agent.sqlite")
+    assert after["services"] == before["services"]
+    assert "start-up failed" not in str(after["services"])
+    assert after == before
+    assert file_digests(state) == files
+
+
+def test_dry_run_of_a_new_host_creates_no_row_no_identity_and_no_directory(tmp_path, daemon):
+    state = tmp_path / "state"
+    before = database_dump(state / "agent.sqlite")
+    fresh = tmp_path / "fresh-state"
+    result = dry_run(daemon, "--host", "dry-2", "--state-path", str(fresh),
+                     "--db", f"sqlite:///{state}/agent.sqlite", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert "host dry-2 has no service row" in result.stderr
+    assert database_dump(state / "agent.sqlite") == before
+    assert not fresh.exists()  # no compute_id, no directory for it
+
+
+def test_dry_run_on_a_missing_database_creates_nothing(tmp_path):
+    state = tmp_path / "state"
+    result = agent_command("--host", HOST, "--state-path", str(state), "--once", "--dry-run")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"agent: error: database sqlite:///{state}/agent.sqlite: no such file "
+        f"{state}/agent.sqlite (opened read-only: nothing is created)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_dry_run_without_once_is_refused_as_bad_input(tmp_path):
+    result = agent_command("--host", HOST, "--state-path", str(tmp_path / "state"),
+                           "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "agent: error: --dry-run needs --once: a dry run is one start-up pass that changes "
+        "nothing, not a daemon")
+    assert os.listdir(tmp_path) == []
+
+
+def table_rows(url) -> dict[str, list]:
+    from sqlalchemy import select
+
+    from agent.db.engine import make_database
+
+    db = make_database(url)
+    try:
+        with db.engine.connect() as conn:
+            return {name: conn.execute(select(table).order_by(*table.primary_key.columns))
+                    .all() for name, table in Base.metadata.tables.items()}
+    finally:
+        db.dispose()
+
+
+def test_dry_run_writes_nothing_on_every_backend(tmp_path, any_db_url):
+    """The same start-up pass, in process, on each database: first for real (a row, a node),
+    then as a dry run, which leaves every table as it was."""
+    from agent.commands.daemon import _compute_host
+
+    config = write_config(tmp_path, database_url=any_db_url, host=HOST, **QUIET)
+    conf = load_config(str(config))
+    AgentService(conf, notifier=Notifier(None), host_work_factory=_compute_host).run_once()
+    before = table_rows(any_db_url)
+    assert len(before["services"]) == 1 and len(before["compute_nodes"]) == 1
+    report = AgentService(conf, dry_run=True, notifier=Notifier(None),
+                          host_work_factory=_compute_host).run_once()
+    assert report.dry_run is True
+    assert table_rows(any_db_url) == before
