@@ -338,12 +338,18 @@ class ComputeManager:
             return ()
         from agent.network.network_info import parse_network_info
 
+        refused: list = []
         try:
-            return parse_network_info(rec.uuid, rec.network_info)
+            vifs = parse_network_info(rec.uuid, rec.network_info, refused)
         except ValueError as exc:
             if not quiet:
                 LOG.error("%s; its firewall rules are left as they were", exc)
             return None
+        if not quiet:
+            for exc in refused:
+                LOG.error("%s; this rule is refused (it allows nothing), the instance's other "
+                          "rules apply", exc)
+        return vifs
 
     def _log_summary(self, outcomes: Sequence[InstanceOutcome],
                      evacuated: Sequence[EvacuationOutcome]) -> None:

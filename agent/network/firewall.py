@@ -42,11 +42,16 @@ class FirewallDriver(abc.ABC):
 
     def prepare_from_network_info(self, instance_uuid: str, name: str,
                                   network_info: str | list | None) -> bool:
-        """`prepare_instance` from the stored instances.network_info (JSON). A value that may
-        not reach a rule is logged with the instance and field, and that instance is skipped
-        (its previous rules stay); returns whether it was prepared."""
+        """`prepare_instance` from the stored instances.network_info (JSON). A rule that
+        cannot be rendered exactly is logged with the instance, rule and field, and left out
+        (it allows nothing; the other rules apply). Any other value that may not reach a rule
+        is logged and that instance is skipped (its previous rules stay). Returns whether it
+        was prepared."""
+        refused: list[NetworkInfoError] = []
         try:
-            vifs = parse_network_info(instance_uuid, network_info)
+            vifs = parse_network_info(instance_uuid, network_info, refused)
+            for exc in refused:
+                LOG.error("firewall rule refused (it allows nothing): %s", exc)
             self.prepare_instance(instance_uuid, name, vifs)
         except NetworkInfoError as exc:
             LOG.warning("firewall rules not updated: %s", exc)

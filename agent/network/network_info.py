@@ -12,9 +12,28 @@ The stored JSON is a list of VIFs. Each VIF is an object with:
   as nova stores them, "network": {"subnets": [{"ips": [{"address": ..., "type": "fixed"}]}]}
   (addresses of another type, e.g. floating, are not fixed IPs and are ignored),
   and optional "rules" (or "security_group_rules"): [{"protocol": "tcp"|"udp"|"icmp"|null,
-  "port_min": int, "port_max": int, "source_cidr": "10.0.0.0/8", "ethertype": 4|6|"IPv4"|"IPv6"}].
+  "port_min": int, "port_max": int, "source_cidr": "10.0.0.0/8", "ethertype": 4|6|"IPv4"|"IPv6",
+  "direction": "ingress"|"egress", "remote_group_id": null}].
 For tcp/udp, port_min..port_max is the destination port range (port_max defaults to port_min);
 for icmp, port_min is the ICMP type and port_max the code, as in nova's security groups.
+
+A rule is rendered to exactly what it says or refused (NetworkInfoError naming the instance, the
+rule and the field); nothing is widened or guessed:
+- protocol: tcp, udp, icmp (icmpv6 / ipv6-icmp for IPv6; icmp on an IPv6 rule means ICMPv6, as
+  in neutron), case-insensitive, or their numbers 6, 17, 1, 58; null, "any" or "" for every
+  protocol. Other protocols and numbers are refused: the chain has no rule for them.
+- ports (tcp/udp): integers 0..65535, port_min <= port_max; none means every port.
+- ICMP type 0..255 and code 0..255, -1 or null for "any" (a code needs a type). IPv4 type 255 is
+  refused: iptables reads it as "any type".
+- source_cidr: an IP network of the rule's ethertype with no host bits set (10.0.0.5/24 is
+  refused: it may mean 10.0.0.0/24 or 10.0.0.5/32); a /0 prefix is every source.
+- direction: ingress (the default) is filtered; egress rules are not rendered (outbound traffic
+  is not filtered here, so an egress allow holds as it is). remote_group_id (a rule allowing the
+  members of a group) cannot be rendered: refused. Any other key is refused, so that a misspelt
+  or unsupported field never turns into a rule that allows more.
+
+`parse_network_info(..., refused=[])` collects refused rules instead of raising, so that the
+instance's other rules still apply: a refused rule allows nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +46,14 @@ from typing import Any
 from agent.virt.types import VIF, FixedIP, SecurityGroupRule
 
 PROTOCOLS = ("tcp", "udp", "icmp")
+# Names and numbers accepted for each protocol; icmpv6 only on IPv6 rules.
+_PROTOCOL_WORDS = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": "icmp",
+                   "1": "icmp", "icmpv6": "icmpv6", "ipv6-icmp": "icmpv6", "58": "icmpv6",
+                   "any": None, "": None}
+RULE_KEYS = ("protocol", "port_min", "port_max", "source_cidr", "ethertype", "direction",
+             "remote_group_id")
+# iptables' ICMP (IPv4) type that matches every type ("--icmp-type any").
+ICMP_ANY_TYPE = 255
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
 _DEVNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
@@ -59,8 +86,13 @@ def validate_name(instance_uuid: str, name: Any) -> str:
     return name
 
 
-def parse_network_info(instance_uuid: str, raw: str | list | None) -> tuple[VIF, ...]:
-    """The validated VIFs of an instance from its stored network_info (JSON text or list)."""
+def parse_network_info(instance_uuid: str, raw: str | list | None,
+                       refused: list[NetworkInfoError] | None = None) -> tuple[VIF, ...]:
+    """The validated VIFs of an instance from its stored network_info (JSON text or list).
+
+    Raises NetworkInfoError for the first bad value. With a `refused` list, a bad security-group
+    rule is appended to it and left out of its VIF instead (the other rules stay); any other bad
+    value still raises."""
     uuid = _checked_uuid(instance_uuid)
     if raw is None or raw == "":
         return ()
@@ -72,7 +104,8 @@ def parse_network_info(instance_uuid: str, raw: str | list | None) -> tuple[VIF,
     if not isinstance(raw, list):
         raise NetworkInfoError(uuid, "(document)", f"expected a list of VIFs, got "
                                                    f"{type(raw).__name__}")
-    return _unique(uuid, tuple(_parse_vif(uuid, f"[{i}]", item) for i, item in enumerate(raw)))
+    return _unique(uuid, tuple(_parse_vif(uuid, f"[{i}]", item, refused)
+                               for i, item in enumerate(raw)))
 
 
 def validate_vifs(instance_uuid: str, vifs: Any) -> tuple[VIF, ...]:
@@ -117,7 +150,8 @@ def _checked_uuid(instance_uuid: Any) -> str:
         raise NetworkInfoError(repr(instance_uuid), "instance uuid", str(exc)) from None
 
 
-def _parse_vif(uuid: str, where: str, item: Any) -> VIF:
+def _parse_vif(uuid: str, where: str, item: Any,
+               refused: list[NetworkInfoError] | None = None) -> VIF:
     if not isinstance(item, dict):
         raise NetworkInfoError(uuid, where, f"expected an object, got {type(item).__name__}")
     vif_id = item.get("id")
@@ -134,8 +168,17 @@ def _parse_vif(uuid: str, where: str, item: Any) -> VIF:
              for i, ip in enumerate(_list(uuid, f"{where}.fixed_ips", item.get("fixed_ips")))]
     fixed.extend(_nested_ips(uuid, where, item.get("network")))
     rules_key = "rules" if "rules" in item else "security_group_rules"
-    rules = [_parse_rule(uuid, f"{where}.{rules_key}[{i}]", rule)
-             for i, rule in enumerate(_list(uuid, f"{where}.{rules_key}", item.get(rules_key)))]
+    rules = []
+    for i, rule in enumerate(_list(uuid, f"{where}.{rules_key}", item.get(rules_key))):
+        try:
+            parsed = _parse_rule(uuid, f"{where}.{rules_key}[{i}]", rule)
+        except NetworkInfoError as exc:
+            if refused is None:
+                raise
+            refused.append(exc)
+            continue
+        if parsed is not None:
+            rules.append(parsed)
     return VIF(id=vif_id, address=mac.lower(), fixed_ips=tuple(fixed), rules=tuple(rules),
                devname=devname)
 
@@ -190,34 +233,62 @@ def _address(uuid: str, where: str, value: Any) -> ipaddress.IPv4Address | ipadd
     return address
 
 
-def _parse_rule(uuid: str, where: str, item: Any) -> SecurityGroupRule:
+def _parse_rule(uuid: str, where: str, item: Any) -> SecurityGroupRule | None:
+    """One rule, exactly as it will be rendered; None for an egress rule (not filtered here)."""
     if not isinstance(item, dict):
         raise NetworkInfoError(uuid, where, "expected an object")
+    unknown = sorted(str(key) for key in item if key not in RULE_KEYS)
+    if unknown:
+        raise NetworkInfoError(uuid, f"{where}.{unknown[0]}",
+                               f"unknown key (known: {', '.join(RULE_KEYS)})")
+    if item.get("remote_group_id") is not None:
+        raise NetworkInfoError(uuid, f"{where}.remote_group_id",
+                               f"{item['remote_group_id']!r}: a rule for the members of a "
+                               f"security group cannot be rendered (give source_cidr instead)")
+    direction = item.get("direction", "ingress")
+    if direction not in ("ingress", "egress", None):
+        raise NetworkInfoError(uuid, f"{where}.direction",
+                               f"{direction!r} is not 'ingress' or 'egress'")
     ethertype = item.get("ethertype", 4)
     if isinstance(ethertype, bool) or not isinstance(ethertype, (int, str)) or (
             ethertype not in _ETHERTYPES):
         raise NetworkInfoError(uuid, f"{where}.ethertype",
                                f"{ethertype!r} is not 4, 6, 'IPv4' or 'IPv6'")
     version = _ETHERTYPES[ethertype]
-    protocol = item.get("protocol")
-    if protocol in ("any", ""):
-        protocol = None
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise NetworkInfoError(uuid, f"{where}.protocol",
-                               f"{protocol!r} is not one of {', '.join(PROTOCOLS)} (or null)")
+    protocol = _protocol(uuid, f"{where}.protocol", item.get("protocol"), version)
     port_min, port_max = item.get("port_min"), item.get("port_max")
     if protocol in ("tcp", "udp"):
         port_min, port_max = _range(uuid, where, port_min, port_max, 65535, "port")
     elif protocol == "icmp":
-        port_min, port_max = _icmp(uuid, where, port_min, port_max)
+        port_min, port_max = _icmp(uuid, where, port_min, port_max, version)
     elif port_min is not None or port_max is not None:
         raise NetworkInfoError(uuid, f"{where}.port_min",
                                "ports need protocol tcp or udp (icmp type/code need icmp)")
     source = item.get("source_cidr")
     if source is not None:
         source = _cidr(uuid, f"{where}.source_cidr", source, version)
+    if direction == "egress":
+        return None
     return SecurityGroupRule(protocol=protocol, port_min=port_min, port_max=port_max,
                              source_cidr=source, ethertype=version)
+
+
+def _protocol(uuid: str, where: str, value: Any, version: int) -> str | None:
+    """tcp, udp, icmp (ICMPv6 on an IPv6 rule) or None (every protocol)."""
+    if value is None:
+        return None
+    word = str(value).lower() if isinstance(value, (str, int)) and not isinstance(
+        value, bool) else None
+    if word not in _PROTOCOL_WORDS:
+        raise NetworkInfoError(uuid, where, f"{value!r} is not one of tcp, udp, icmp, icmpv6 "
+                                            f"(or 6, 17, 1, 58), or null for every protocol")
+    protocol = _PROTOCOL_WORDS[word]
+    if protocol == "icmpv6":
+        if version != 6:
+            raise NetworkInfoError(uuid, where, f"{value!r} is ICMPv6 but the rule's ethertype "
+                                                f"is IPv{version}")
+        protocol = "icmp"
+    return protocol
 
 
 def _int(uuid: str, where: str, value: Any, low: int, high: int) -> int:
@@ -239,19 +310,27 @@ def _range(uuid, where, low, high, limit, what) -> tuple[int | None, int | None]
     return low, high
 
 
-def _icmp(uuid, where, icmp_type, code) -> tuple[int | None, int | None]:
+def _icmp(uuid, where, icmp_type, code, version) -> tuple[int | None, int | None]:
     # nova's -1 means "any" for both the type and the code.
-    icmp_type = None if icmp_type == -1 else icmp_type
-    code = None if code == -1 else code
+    icmp_type = None if _is_minus_one(icmp_type) else icmp_type
+    code = None if _is_minus_one(code) else code
     if icmp_type is None:
         if code is not None:
             raise NetworkInfoError(uuid, f"{where}.port_max", "an ICMP code needs a type")
         return None, None
-    return (_int(uuid, f"{where}.port_min", icmp_type, 0, 255),
-            None if code is None else _int(uuid, f"{where}.port_max", code, 0, 255))
+    icmp_type = _int(uuid, f"{where}.port_min", icmp_type, 0, 255)
+    if version == 4 and icmp_type == ICMP_ANY_TYPE:
+        raise NetworkInfoError(uuid, f"{where}.port_min",
+                               f"ICMP type {ICMP_ANY_TYPE} cannot be rendered: iptables reads it "
+                               f"as every type (use -1 or null for every type)")
+    return icmp_type, None if code is None else _int(uuid, f"{where}.port_max", code, 0, 255)
 
 
-def _cidr(uuid: str, where: str, value: Any, version: int) -> str:
+def _is_minus_one(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value == -1
+
+
+def _cidr(uuid: str, where: str, value: Any, version: int) -> str | None:
     if not isinstance(value, str) or "%" in value:
         raise NetworkInfoError(uuid, where, f"{value!r} is not a CIDR")
     try:
@@ -261,4 +340,10 @@ def _cidr(uuid: str, where: str, value: Any, version: int) -> str:
     if network.version != version:
         raise NetworkInfoError(uuid, where, f"{value!r} is IPv{network.version} but the rule's "
                                             f"ethertype is IPv{version}")
-    return str(network)
+    address = ipaddress.ip_interface(value).ip
+    if address != network.network_address:
+        raise NetworkInfoError(uuid, where, f"{value!r} has host bits set: give {network} for "
+                                            f"the network or {address}/{network.max_prefixlen} "
+                                            f"for the one host")
+    # Every source: iptables prints no -s for a /0, so neither does the rule.
+    return None if network.prefixlen == 0 else str(network)

@@ -246,3 +246,76 @@ def test_instance_gets_only_the_traffic_its_rules_allow(routed, tools):
                                  ("2001:db8::5", 22): True, ("2001:db8::5", 2222): False}
     firewall.remove_instance(uuid)
     assert all(reachable(client).values())
+
+
+ECHO = """
+import os, socket, struct, sys, time
+def checksum(data):
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+ident, payload = os.getpid() & 0xFFFF, b"probe..."
+header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
+packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, 1) + payload
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+sock.sendto(packet, (sys.argv[1], 0))
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    sock.settimeout(max(0.01, deadline - time.monotonic()))
+    try:
+        data = sock.recv(2048)
+    except socket.timeout:
+        break
+    icmp = data[(data[0] & 0x0F) * 4:]
+    if icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+        sys.exit(0)
+sys.exit(1)
+"""
+
+
+def answers_echo(client: str, address: str) -> bool:
+    """Whether an ICMP echo request from the client to `address` gets its reply."""
+    return subprocess.run(["nsenter", f"--net={client}", sys.executable, "-c", ECHO, address,
+                           str(PROBE_TIMEOUT)]).returncode == 0
+
+
+def test_icmp_type_255_rule_does_not_let_an_echo_request_through(routed, tools, caplog):
+    # iptables reads ICMP type 255 as "any type": the rule is refused rather than rendered, so
+    # an echo request is dropped while the instance's other rules apply.
+    router, client = routed
+    assert answers_echo(client, "10.0.0.5")  # no firewall yet
+    firewall = IptablesFirewall(IptablesManager("cagent", SubprocessExecutor(router),
+                                                tools=tools))
+    uuid = uuid_of(8)
+    vif = {"id": "port-8", "address": "fa:16:3e:00:00:08", "fixed_ips": [{"address": "10.0.0.5"}]}
+    assert firewall.prepare_from_network_info(uuid, "vm-8", [dict(vif, rules=[
+        {"protocol": "icmp", "port_min": 255, "port_max": 255},
+        {"protocol": "tcp", "port_min": 22}])])
+    assert f"instance {uuid}: network_info [0].rules[0].port_min" in caplog.text
+    assert not answers_echo(client, "10.0.0.5")
+    assert reachable(client)[("10.0.0.5", 22)]
+    # The same chain with an echo-request rule lets it through: the probe can succeed.
+    assert firewall.prepare_from_network_info(uuid, "vm-8", [dict(vif, rules=[
+        {"protocol": "icmp", "port_min": 8, "port_max": 0}])])
+    assert answers_echo(client, "10.0.0.5")
+
+
+def test_rules_are_loaded_exactly_as_rendered(executor):
+    # Every accepted form, restored for real and saved back: the kernel prints each rule
+    # exactly as rendered, so a restart with nothing changed restores nothing.
+    from tests.unit.test_network_info import EXACT
+
+    rules = [stored for stored, _family, _specs in EXACT.values()]
+    vif = {"id": "port-1", "address": "fa:16:3e:00:00:01",
+           "fixed_ips": [{"address": "10.0.0.1"}, {"address": "2001:db8::1"}], "rules": rules}
+    firewall = make_firewall(executor)
+    assert firewall.prepare_from_network_info(uuid_of(1), "vm-1", [vif])
+    chain = firewall.manager.hashed_chain_name(f"{uuid_of(1)}/port-1")
+    for family in (4, 6):
+        saved = [line for line in save(executor, family) if line.startswith(f"-A {chain} ")]
+        wanted = [spec for _stored, fam, specs in EXACT.values() if fam == family
+                  for spec in specs]
+        assert saved[2:-1] == [f"-A {chain} {spec}" for spec in wanted]
+    executor.clear()
+    assert make_firewall(executor).prepare_from_network_info(uuid_of(1), "vm-1", [vif])
+    assert (restores(executor, 4), restores(executor, 6)) == (0, 0)

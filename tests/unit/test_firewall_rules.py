@@ -183,19 +183,39 @@ def test_load_firewall_bad_prefix_names_the_option(tmp_path, tables):
 
 
 
+def test_prepare_from_network_info_refuses_a_bad_rule_and_keeps_the_others(
+        firewall, tables, caplog):
+    # A rule that cannot be rendered exactly allows nothing: the instance is still filtered,
+    # with its other rules, and the log names the instance, the rule and the field.
+    doc = json.dumps([{"id": "p", "address": "fa:16:3e:00:00:02",
+                       "fixed_ips": [{"address": "10.0.0.6"}],
+                       "rules": [{"protocol": "tcp", "port_min": "22; rm -rf /"},
+                                 {"protocol": "icmp", "port_min": 255, "port_max": 255},
+                                 {"protocol": "udp", "port_min": 53}]}])
+    with caplog.at_level(logging.WARNING, logger="agent.network.firewall"):
+        assert firewall.prepare_from_network_info(B, "vm-b", doc) is True
+    assert f"instance {B}: network_info [0].rules[0].port_min" in caplog.text
+    assert f"instance {B}: network_info [0].rules[1].port_min: ICMP type 255" in caplog.text
+    chain = firewall.manager.hashed_chain_name(f"{B}/p")
+    assert firewall.manager.chains(4)[chain] == (
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-m conntrack --ctstate INVALID -j DROP",
+        "-p udp -m udp --dport 53 -j ACCEPT", "-j DROP")
+    assert "rm" not in "\n".join(our_lines(tables, 4))
+
+
 def test_prepare_from_network_info_logs_and_skips_a_bad_instance(firewall, tables, caplog):
     bad = json.dumps([{"id": "p", "address": "fa:16:3e:00:00:02",
-                       "fixed_ips": [{"address": "10.0.0.6"}],
-                       "rules": [{"protocol": "tcp", "port_min": "22; rm -rf /"}]}])
+                       "fixed_ips": [{"address": "10.0.0.6 -j ACCEPT"}]}])
     good = json.dumps([{"id": "p", "address": "fa:16:3e:00:00:01",
                         "fixed_ips": [{"address": "10.0.0.5"}]}])
     with caplog.at_level(logging.WARNING, logger="agent.network.firewall"):
         with firewall.defer_apply():
             assert firewall.prepare_from_network_info(B, "vm-b", bad) is False
             assert firewall.prepare_from_network_info(A, "vm-a", good) is True
-    assert f"instance {B}: network_info [0].rules[0].port_min" in caplog.text
+    assert f"instance {B}: network_info [0].fixed_ips[0].address" in caplog.text
     text = "\n".join(our_lines(tables, 4))
-    assert "10.0.0.5/32" in text and "10.0.0.6" not in text and "rm" not in text
+    assert "10.0.0.5/32" in text and "10.0.0.6" not in text
 
 
 def test_noop_firewall_does_not_even_parse_network_info():
