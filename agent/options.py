@@ -176,6 +176,15 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("database", "connect_timeout", "int", 5,
         "Seconds to wait for a database connection before the attempt counts as failed.",
         unit="seconds", min=1, max=600),
+    Opt("database", "statement_timeout", "int", 10,
+        "The longest one database call (a statement, a commit, a wait for a lock) may take "
+        "before it counts as failed, so that a frozen or unreachable database server is a lost "
+        "database, not a hung agent. PostgreSQL: the server's statement_timeout, TCP keepalives "
+        "and tcp_user_timeout, and a client-side limit 2 s longer that closes the connection "
+        "when the server answers nothing; MariaDB/MySQL: PyMySQL's read_timeout and "
+        "write_timeout; SQLite: the busy timeout (waiting for another connection's lock). Keep "
+        "it well below report_interval x 2 so that a beat stuck on the database does not make "
+        "the agent look hung to the systemd watchdog.", unit="seconds", min=1, max=3600),
     Opt("libvirt", "virt_type", "str", "kvm",
         "Hypervisor type libvirt drives.", choices=("kvm", "qemu", "lxc", "parallels")),
     Opt("libvirt", "connection_uri", "str", "derived from virt_type (qemu:///system for "

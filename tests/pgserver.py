@@ -19,6 +19,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -117,6 +118,24 @@ class ThrowawayPostgreSQL:
         """Stop the server: 'fast' disconnects clients at once, 'immediate' is like a crash."""
         self._run("pg_ctl", "-D", self.datadir, "-m", mode, "-w", "stop")
 
+    def server_pids(self) -> list[int]:
+        """The postmaster first, then every process it forked (backends, checkpointer, ...)."""
+        with open(os.path.join(self.datadir, "postmaster.pid"), encoding="ascii") as fh:
+            postmaster = int(fh.readline())
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                                  text=True).stdout.split()
+        return [postmaster, *(int(pid) for pid in children)]
+
+    def freeze(self) -> None:
+        """SIGSTOP every server process (the postmaster first, so it forks no new one): the
+        server keeps its sockets open and answers nothing, as a hung host would."""
+        for pid in self.server_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.server_pids():
+            os.kill(pid, signal.SIGCONT)
+
     def is_running(self) -> bool:
         command = [os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "status"]
         if self._as_root:
@@ -124,6 +143,8 @@ class ThrowawayPostgreSQL:
         return subprocess.run(command, capture_output=True).returncode == 0
 
     def destroy(self) -> None:
+        if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+            self.thaw()  # a test that failed while the server was frozen
         if os.path.exists(self.datadir) and self.is_running():
             self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)

@@ -90,12 +90,13 @@ class NodeIdentityStore:
 
     def read(self) -> str | None:
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                text = fh.read().strip()
+            with open(self.path, "rb") as fh:
+                text = fh.read(4096).decode("utf-8", errors="replace").strip()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StartupError(f"{self.path}: cannot read the node identity: {exc}") from None
+            raise StartupError(f"{self.path}: cannot read the node identity: "
+                               f"{exc.strerror or exc}") from None
         try:
             return str(uuid_lib.UUID(text))
         except ValueError:

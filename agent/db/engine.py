@@ -1,8 +1,9 @@
 """One engine and one session factory per process, built from the configuration.
 
 SQLite (the embedded default) gets WAL and a busy timeout so the heartbeat thread and the
-start-up work can share the file; server databases get a bounded connect timeout and pre-ping so
-an outage is noticed at the next statement rather than hanging it.
+start-up work can share the file, and a watch on the file (`sqlite_file`); server databases get
+pre-ping. Every call has a time limit (`deadlines`): a frozen server fails a statement within
+statement_timeout instead of hanging it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.db import deadlines
 from agent.db import read_only as read_only_db
+from agent.db.sqlite_file import SQLiteFile
 from agent.errors import ConfigError, DatabaseError
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+# The defaults of [database] connect_timeout and statement_timeout (seconds).
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,14 @@ class Database:
                 yield conn
 
 
-def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5,
+def make_database(url: str, *, pool_size: int = 5,
+                  connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+                  statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
                   read_only: bool = False) -> Database:
     """Build the engine and session factory for `url`; a bad URL is a ConfigError naming it
-    (password masked). No connection is opened here.
+    (password masked). No connection is opened here. `connect_timeout` bounds opening a
+    connection and `statement_timeout` every statement, commit and wait for a lock (seconds;
+    see `agent.db.deadlines` for what each backend does with them).
 
     With `read_only` (a dry run) the database refuses every write, on the client and on the
     server (agent.db.read_only), and nothing is created: a missing SQLite file is a
@@ -70,29 +79,31 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5,
                           ) from None
     backend = parsed.get_backend_name()
     kwargs: dict = {"future": True}
+    watch = None
     if backend == "sqlite":
         path = parsed.database
         if read_only:
             kwargs["creator"] = read_only_db.sqlite_creator(path or "", masked_url(url),
-                                                            SQLITE_BUSY_TIMEOUT_MS)
+                                                            int(statement_timeout * 1000))
         elif path and path != ":memory:":
+            watch = SQLiteFile(path)
             directory = os.path.dirname(os.path.abspath(path))
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
                 raise DatabaseError(f"database {masked_url(url)}: cannot create the directory "
                                     f"{directory}: {exc.strerror}") from None
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+        kwargs["connect_args"] = {"timeout": float(statement_timeout),
                                   "check_same_thread": False}
     elif backend == "postgresql":
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                      connect_args={"connect_timeout": connect_timeout})
+                      connect_args=deadlines.postgresql_connect_args(connect_timeout,
+                                                                    statement_timeout))
     elif backend in ("mysql", "mariadb"):
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                       pool_recycle=3600,
-                      connect_args={"connect_timeout": connect_timeout,
-                                    "read_timeout": max(30, connect_timeout),
-                                    "write_timeout": max(30, connect_timeout)})
+                      connect_args=deadlines.mysql_connect_args(connect_timeout,
+                                                               statement_timeout))
     else:
         raise ConfigError(f"[database] connection = {masked_url(url)!r}: unsupported backend "
                           f"{backend!r}; expected sqlite, postgresql or mysql")
@@ -109,7 +120,18 @@ def make_database(url: str, *, pool_size: int = 5, connect_timeout: int = 5,
         if on_connect is not None:
             event.listen(engine, "connect", on_connect)
     elif backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
+        busy_ms = int(statement_timeout * 1000)
+        event.listen(engine, "connect",
+                     lambda dbapi_connection, _record: _sqlite_on_connect(dbapi_connection,
+                                                                          busy_ms))
+        if watch is not None:
+            watch.attach(engine)
+    if backend == "postgresql" and parsed.get_driver_name() == "psycopg":
+        bounded = deadlines.postgresql_connection_class(
+            statement_timeout + deadlines.CLIENT_GRACE_SECONDS)
+        event.listen(engine, "do_connect",
+                     lambda _dialect, _record, cargs, cparams: bounded.connect(*cargs,
+                                                                              **cparams))
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
 
 
@@ -128,25 +150,27 @@ def masked_url(url: str) -> str:
 
 def database_from_conf(conf, *, read_only: bool = False) -> Database:
     return make_database(conf.database.connection, pool_size=conf.database.pool_size,
-                         connect_timeout=conf.database.connect_timeout, read_only=read_only)
+                         connect_timeout=conf.database.connect_timeout,
+                         statement_timeout=conf.database.statement_timeout,
+                         read_only=read_only)
 
 
-def _sqlite_on_connect(dbapi_connection, _record) -> None:
+def _sqlite_on_connect(dbapi_connection, busy_ms: int) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        _switch_to_wal(cursor)
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        _switch_to_wal(cursor, busy_ms)
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
 
 
-def _switch_to_wal(cursor) -> None:
+def _switch_to_wal(cursor, busy_ms: int) -> None:
     """Put the file in WAL mode (a no-op once it is). The switch needs the file to itself, and
     while another connection holds a lock on a file not yet in WAL mode (two agents creating the
     same new database) SQLite answers "database is locked" at once, without waiting out its busy
     timeout: retry until that timeout has passed."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_ms / 1000
     delay = 0.005
     while True:
         try:

@@ -148,7 +148,8 @@ class FleetRunner:
         from agent.db.engine import make_database
 
         return make_database(self.conf.database.connection, pool_size=pool_size,
-                       connect_timeout=self.conf.database.connect_timeout)
+                             connect_timeout=self.conf.database.connect_timeout,
+                             statement_timeout=self.conf.database.statement_timeout)
 
     def _run_agents(self, process, cpu0) -> FleetReport:
         opts = self.options

@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy import text
 
-from agent.db.engine import SQLITE_BUSY_TIMEOUT_MS, make_database, masked_url
+from agent.db.engine import STATEMENT_TIMEOUT_SECONDS, make_database, masked_url
 from agent.errors import ConfigError, DatabaseError
 
 SECRET = "s3cr3t-Pa55"
@@ -62,7 +62,8 @@ def test_sqlite_gets_wal_and_busy_timeout(tmp_path):
     try:
         with db.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_TIMEOUT_MS
+            assert (conn.execute(text("PRAGMA busy_timeout")).scalar()
+                    == STATEMENT_TIMEOUT_SECONDS * 1000)
     finally:
         db.dispose()
     # WAL is a property of the file: any later reader (sqlite3 CLI, another agent) sees it.

@@ -1,6 +1,8 @@
 """The node identity check (compute_id file against the database) and the power-sync
 decisions, as pure functions."""
 
+import os
+
 import pytest
 
 from agent.compute import states as s
@@ -72,3 +74,25 @@ def test_power_sync_decision(row, live, new, mismatch):
     decision = decide_power_sync(row, live, "h1")
     assert decision.new_power_state == (int(new) if new is not None else None)
     assert bool(decision.mismatch) is mismatch
+
+
+@pytest.mark.parametrize("content,message", [
+    pytest.param(b"\xff\xfe\x00garbage\x80", "compute_id: not a uuid", id="binary-garbage"),
+    pytest.param(b"", "compute_id: not a uuid: ''", id="empty"),
+    pytest.param(b"\x00" * 8192, "compute_id: not a uuid", id="zeroes"),
+])
+def test_corrupt_identity_file_is_an_error_naming_the_file(tmp_path, content, message):
+    store = NodeIdentityStore(str(tmp_path / "state"))
+    os.makedirs(tmp_path / "state")
+    (tmp_path / "state" / "compute_id").write_bytes(content)
+    with pytest.raises(StartupError, match=message) as err:
+        store.read()
+    assert str(tmp_path / "state" / "compute_id") in str(err.value)
+
+
+def test_unreadable_identity_file_is_an_error_naming_the_file(tmp_path):
+    store = NodeIdentityStore(str(tmp_path / "state"))
+    os.makedirs(tmp_path / "state" / "compute_id")  # a directory where the file should be
+    with pytest.raises(StartupError, match="compute_id: cannot read the node identity: Is a "
+                                           "directory"):
+        store.read()

@@ -1,0 +1,117 @@
+"""Every database call has a time limit: a frozen server (SIGSTOP on every PostgreSQL
+process) fails a beat within the limit instead of hanging it, logged once when lost and once
+when back; a statement that outlives statement_timeout fails on every server backend."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from agent.db import migrate
+from agent.db.engine import make_database
+from agent.heartbeat import Heartbeat
+from agent.registry import register_service
+from tests.conftest import server_url
+
+# Far beyond the limits under test (2 s statement_timeout, 2 s connect_timeout), far below
+# "for ever": a call still running after this is hung.
+HUNG_AFTER_SECONDS = 45
+
+
+def bounded(call):
+    """Run `call` on a thread; its result (or its exception), or an AssertionError when it is
+    still running after HUNG_AFTER_SECONDS."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(HUNG_AFTER_SECONDS)
+    assert not thread.is_alive(), f"{call} still blocked after {HUNG_AFTER_SECONDS} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def heartbeat_lines(caplog, level):
+    return [r.getMessage() for r in caplog.records
+            if r.name == "agent.heartbeat" and r.levelno == level]
+
+
+@pytest.mark.postgresql
+def test_frozen_postgresql_fails_beats_within_the_limit_then_recovers(throwaway_postgresql,
+                                                                     caplog):
+    caplog.set_level(logging.INFO, logger="agent.heartbeat")
+    server = throwaway_postgresql
+    db = make_database(server.url, connect_timeout=2, statement_timeout=2)
+    try:
+        migrate.upgrade(db)
+        record = register_service(db, "frozen-host")
+        heartbeat = Heartbeat(db, record.id, 1)
+        assert heartbeat.beat() is True
+
+        server.freeze()
+        try:
+            failed = [bounded(heartbeat.beat) for _ in range(3)]
+        finally:
+            server.thaw()
+        assert failed == [False, False, False]
+        [lost] = heartbeat_lines(caplog, logging.WARNING)
+        assert "cannot reach the database" in lost
+        assert heartbeat_lines(caplog, logging.ERROR) == []
+
+        assert bounded(heartbeat.beat) is True
+        assert bounded(heartbeat.beat) is True
+        recovered = [line for line in heartbeat_lines(caplog, logging.INFO)
+                     if "recovered" in line]
+        assert len(recovered) == 1 and "after 3 failed beats" in recovered[0]
+        assert len(heartbeat_lines(caplog, logging.WARNING)) == 1
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgresql
+def test_frozen_postgresql_reason_names_the_limit(throwaway_postgresql):
+    server = throwaway_postgresql
+    db = make_database(server.url, connect_timeout=2, statement_timeout=2)
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            server.freeze()
+            try:
+                with pytest.raises(OperationalError) as err:
+                    bounded(lambda: conn.execute(text("SELECT 1")))
+            finally:
+                server.thaw()
+        assert "no answer from the PostgreSQL server within 4 s" in str(err.value)
+        with db.engine.connect() as conn:  # the pool dropped the dead connection
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("backend,sleep,message", [
+    pytest.param("postgresql", "SELECT pg_sleep(30)", "statement timeout", id="postgresql",
+                 marks=pytest.mark.postgresql),
+    pytest.param("mysql", "SELECT SLEEP(30)", "Lost connection", id="mysql",
+                 marks=pytest.mark.mysql),
+])
+def test_statement_longer_than_statement_timeout_fails(backend, sleep, message):
+    db = make_database(server_url(backend), statement_timeout=1)
+    try:
+        with db.engine.connect() as conn:
+            with pytest.raises(OperationalError, match=message):
+                bounded(lambda: conn.execute(text(sleep)))
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.dispose()
