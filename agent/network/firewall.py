@@ -7,6 +7,8 @@ each fixed IP into its VIF's chain. `NoopFirewall` has the same API and filters 
 no privileges, which is why it is the embedded default.
 
 Callers wrap start-up in `defer_apply()` so that all instances cost one restore per family.
+Deferral is per caller (thread): another thread's change made meanwhile is not dropped; its
+apply waits for the block to end and returns once its rules are loaded, or raises FirewallError.
 """
 
 from __future__ import annotations
@@ -68,11 +70,14 @@ class FirewallDriver(abc.ABC):
 
     @abc.abstractmethod
     def defer_apply(self) -> contextlib.AbstractContextManager[None]:
-        """Inside the block, changes are collected; they are applied once when it exits."""
+        """Inside the block, this caller's changes are collected; they are applied once when
+        it exits. Another caller's apply meanwhile waits for the block to end."""
 
     @abc.abstractmethod
     def apply(self) -> None:
-        """Apply now (no-op while deferred). Raises FirewallError; the old rules then stay."""
+        """Apply now (no-op inside this caller's deferral block; waits while another caller
+        defers). Returns once the changes are loaded. Raises FirewallError; the old rules then
+        stay."""
 
 
 class NoopFirewall(FirewallDriver):

@@ -11,6 +11,14 @@ The model holds, per address family, the chains the agent owns (every name start
   chains that are no longer in the model are simply left out, which deletes them;
 - when the result equals what is loaded, nothing is restored.
 
+Deferral belongs to the caller (the thread), not to the process. While one caller is inside a
+`defer_apply()` block, its model is half-built (start-up has not yet prepared every instance), so
+no apply may load it: another caller's apply waits until no other caller defers, and returns only
+once its own changes are in the kernel, carried by the deferring caller's apply at the end of its
+block or made by itself. It raises FirewallError when that apply failed. So an operation's rules
+are loaded, or it learns they are not, before it saves its outcome, and nothing is silently left
+unapplied. A caller must not wait for another thread while it holds a deferral block open.
+
 Why a full `*filter` restore rather than `--noflush`: the whole table is swapped in one
 transaction by both iptables variants (legacy: one table replace; nft: one netlink batch), so
 either every change lands or none does, and removing a stale chain or jump needs no `-D`/`-X`
@@ -87,7 +95,13 @@ class IptablesManager:
         self._executor = executor
         self._models = {family: _Model() for family in self.families}
         self._lock = threading.RLock()
-        self._defer_depth = 0
+        # Signalled (under the lock) when a caller leaves its outermost deferral block.
+        self._idle = threading.Condition(self._lock)
+        self._local = threading.local()  # .depth: this thread's deferral blocks
+        self._deferring = 0  # threads inside a deferral block
+        self._waiting = 0  # callers whose apply waits for another caller's block to end
+        self._version = 0  # bumped by every change of the model
+        self._applied = -1  # the model version the kernel last received in full
         self._pre_apply: list[Callable[[], None]] = []
 
     @property
@@ -172,14 +186,22 @@ class IptablesManager:
     # -- applying -------------------------------------------------------------------------
     @property
     def is_deferred(self) -> bool:
-        return self._defer_depth > 0
+        """Whether the calling thread is inside a `defer_apply()` block."""
+        return getattr(self._local, "depth", 0) > 0
+
+    @property
+    def waiting_callers(self) -> int:
+        """How many callers' applies wait now for another caller's deferral block to end."""
+        with self._lock:
+            return self._waiting
 
     @contextlib.contextmanager
     def defer_apply(self) -> Iterator[None]:
-        """Changes inside the block touch only the model; the outermost block applies once on
-        exit. When the block raised, a failed apply is logged and the block's error goes on."""
+        """This caller's changes inside the block touch only the model; its outermost block
+        applies once on exit (waiting, as `apply`, while another caller defers). When the
+        block raised, a failed apply is logged and the block's error goes on."""
         with self._lock:
-            self._defer_depth += 1
+            self._enter_deferral()
         failed = False
         try:
             yield
@@ -188,31 +210,41 @@ class IptablesManager:
             raise
         finally:
             with self._lock:
-                self._defer_depth -= 1
-                outermost = self._defer_depth == 0
-            if outermost:
-                if failed:
+                outermost = self._leave_deferral()
+                if outermost and failed:
                     try:
                         self.apply()
                     except FirewallError as exc:
                         LOG.error("firewall apply after a failed block also failed: %s", exc)
-                else:
+                elif outermost:
                     self.apply()
 
     def apply(self) -> None:
-        """Make the kernel's filter tables match the model; no-op while deferred.
+        """Make the kernel's filter tables match the model; no-op inside this caller's
+        deferral block. While another caller defers, waits for the end of its block: its apply
+        then carries this caller's changes too, or this caller applies them itself.
 
         Raises FirewallError when a save or restore fails; the rules loaded before stay.
         """
         with self._lock:
             if self.is_deferred:
                 return
-            self._defer_depth += 1  # callbacks change the model without applying
+            wanted = self._version
+            self._waiting += 1
+            try:
+                while self._deferring:
+                    self._idle.wait()
+                    if self._applied >= wanted:
+                        return  # another caller's apply loaded these changes
+            finally:
+                self._waiting -= 1
+            self._enter_deferral(count=False)  # callbacks change the model without applying
             try:
                 for callback in self._pre_apply:
                     callback()
             finally:
-                self._defer_depth -= 1
+                self._leave_deferral(count=False)
+            version = self._version
             errors = []
             for family in self.families:
                 try:
@@ -221,6 +253,22 @@ class IptablesManager:
                     errors.append(str(exc))
             if errors:
                 raise FirewallError("; ".join(errors))
+            self._applied = version
+
+    def _enter_deferral(self, count: bool = True) -> None:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0 and count:
+            self._deferring += 1
+        self._local.depth = depth + 1
+
+    def _leave_deferral(self, count: bool = True) -> bool:
+        """Leave one block; True when it was this caller's outermost."""
+        self._local.depth -= 1
+        if self._local.depth or not count:
+            return False
+        self._deferring -= 1
+        self._idle.notify_all()
+        return True
 
     def _apply_family(self, family: int) -> None:
         save_cmd, restore_cmd = self.tools[family]
@@ -288,5 +336,6 @@ class IptablesManager:
         return target is not None and self.is_ours(target) and target not in model.chains
 
     def _changed(self) -> None:
+        self._version += 1
         if not self.is_deferred:
             self.apply()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -19,6 +20,7 @@ from agent.errors import FirewallError
 from agent.network.executor import SubprocessExecutor
 from agent.network.firewall import IptablesFirewall
 from agent.network.iptables import IptablesManager
+from tests.agent_process import DEADLINE, wait_for
 from tests.functional.netns import (VARIANTS, make_firewall, restores, save, spawn_netns,
                                     uuid_of, vifs_of)
 
@@ -142,6 +144,88 @@ def test_failed_restore_keeps_earlier_rules_and_logs_the_lines_around(executor, 
         manager.set_rules(4, chain, good)
         manager.set_rules(6, chain, ["-j DROP"])
     assert f"-A {chain} -j DROP" in save(executor, 6)
+
+
+# -- two callers: start-up defers while an operation applies ------------------------------------
+
+def chains_in_kernel(executor, firewall, numbers) -> dict[int, bool]:
+    """Per instance: whether the kernel holds its chain and the jump to it (IPv4)."""
+    v4 = save(executor, 4)
+    out = {}
+    for i in numbers:
+        chain = firewall.manager.hashed_chain_name(f"{uuid_of(i)}/port-{i}")
+        out[i] = f":{chain} - [0:0]" in v4 and any(
+            line.startswith("-A cagent-fwd -d ") and line.endswith(f"-j {chain}") for line in v4)
+    return out
+
+
+def run_beside_start_up(firewall, operation, start_up_rest):
+    """Start-up (this thread) holds its deferral block open while `operation` runs on another
+    thread; once that thread waits for the block to end, `start_up_rest` runs inside the
+    block. Returns (what the operation returned or raised, start-up's FirewallError or None).
+    """
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = operation()
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    error = None
+    try:
+        with firewall.defer_apply():
+            firewall.prepare_instance(uuid_of(1), "vm-1", vifs_of(1))
+            worker.start()
+            waiting = wait_for(
+                lambda: firewall.manager.waiting_callers == 1 or not worker.is_alive())
+            assert waiting and worker.is_alive(), f"the operation did not wait: {outcome}"
+            start_up_rest()
+    except FirewallError as exc:
+        error = exc
+    worker.join(DEADLINE)
+    assert not worker.is_alive()
+    return outcome, error
+
+
+def test_operation_during_start_up_returns_with_its_rules_in_the_kernel(executor):
+    start(make_firewall(executor), [1, 2])  # what the previous agent process left
+    executor.clear()
+    firewall = make_firewall(executor)  # a new process: start-up on one thread, ...
+
+    def operation():  # ... an operation on another
+        firewall.prepare_instance(uuid_of(3), "vm-3", vifs_of(3))
+        return chains_in_kernel(executor, firewall, [1, 2, 3])
+
+    def start_up_rest():
+        # While start-up's model is half built, nothing of it is loaded: the previous rules
+        # of instance 2, not yet prepared again, are still in the kernel.
+        assert chains_in_kernel(executor, firewall, [1, 2, 3]) == {1: True, 2: True, 3: False}
+        firewall.prepare_instance(uuid_of(2), "vm-2", vifs_of(2))
+
+    outcome, error = run_beside_start_up(firewall, operation, start_up_rest)
+    assert error is None
+    assert outcome == {"value": {1: True, 2: True, 3: True}}
+    # start-up's one apply carried the operation's rules: still one restore per family
+    assert (restores(executor, 4), restores(executor, 6)) == (1, 1)
+
+
+def test_operation_learns_when_the_apply_carrying_its_rules_failed(executor):
+    firewall = make_firewall(executor)
+    manager = firewall.manager
+
+    def operation():
+        firewall.prepare_instance(uuid_of(3), "vm-3", vifs_of(3))
+
+    def start_up_rest():
+        # A rule iptables-restore rejects, put straight into the model: every apply fails.
+        manager.set_rules(4, manager.chain_name("broken"), ["-j NOSUCHTARGET"])
+
+    outcome, error = run_beside_start_up(firewall, operation, start_up_rest)
+    assert isinstance(error, FirewallError)
+    assert isinstance(outcome.get("error"), FirewallError)  # not a silent success
+    assert chains_in_kernel(executor, firewall, [1, 3]) == {1: False, 3: False}
 
 
 # -- packets: what a user of an instance notices -------------------------------------------------
