@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Developer entry point: installs what the agent needs, then runs it or its tests.
 #   ./dev.sh run [AGENT ARGS...]   run the agent on the embedded defaults (SQLite under ./state,
-#                                  fakevirt driver); e.g. ./dev.sh run --once
+#                                  fakevirt driver); e.g. ./dev.sh run --once. ./state is only a
+#                                  default: --state-path, or a --config file that sets
+#                                  state_path, wins
 #   ./dev.sh test [PYTEST ARGS...] run the whole test suite
 #   ./dev.sh setup                 install only (Debian packages, the test environment)
 # As root it installs the Debian packages it needs (libvirt-dev for libvirt-python, iptables,
@@ -32,17 +34,64 @@ install_debian_packages() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Extras per purpose; the test environment holds everything the run environment needs.
+RUN_EXTRAS=libvirt,postgresql,mysql
+TEST_EXTRAS=test
+
 install_python() {
-    local extras=$1
-    local stamp="$VENV/.installed-$extras"
+    local purpose=$1 extras=$2
+    local stamp="$VENV/.installed-$purpose"
+    if [ "$purpose" = run ] && is_current "$VENV/.installed-test"; then
+        return 0
+    fi
+    is_current "$stamp" && return 0
     if [ ! -x "$VENV/bin/python" ]; then
+        echo "dev.sh: creating the virtual environment $VENV (first run only)" >&2
         python3 -m venv "$VENV"
-        "$VENV/bin/pip" install -q --upgrade pip
+        quietly "$VENV/bin/pip" install --upgrade pip
     fi
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-        "$VENV/bin/pip" install -q -e ".[$extras]"
-        touch "$stamp"
+    echo "dev.sh: installing compute-agent[$extras] into $VENV (up to a minute the first" \
+         "time)" >&2
+    quietly "$VENV/bin/pip" install -e ".[$extras]"
+    touch "$stamp"
+    echo "dev.sh: installed" >&2
+}
+
+quietly() {  # run a command with its output in $VENV/install.log, shown only if it fails
+    if ! "$@" >"$VENV/install.log" 2>&1; then
+        cat "$VENV/install.log" >&2
+        echo "dev.sh: failed: $* (output above and in $VENV/install.log)" >&2
+        exit 1
     fi
+}
+
+is_current() {  # the stamp exists and pyproject.toml did not change since
+    [ -f "$1" ] && ! [ pyproject.toml -nt "$1" ]
+}
+
+# True when the agent's arguments choose the state directory themselves: --state-path, or a
+# configuration file (--config FILE, else /etc/compute-agent/agent.conf when it exists) that
+# sets [DEFAULT] state_path. The file is read with the agent's own parser; a file it cannot
+# read counts as not setting it (the agent then reports the problem itself).
+sets_state_path() {
+    local config="" previous="" arg
+    for arg in "$@"; do
+        case "$arg" in
+            --state-path|--state-path=*) return 0 ;;
+            --config=*) config=${arg#--config=} ;;
+        esac
+        [ "$previous" = --config ] && config=$arg
+        previous=$arg
+    done
+    if [ -z "$config" ] && [ -f /etc/compute-agent/agent.conf ]; then
+        config=/etc/compute-agent/agent.conf
+    fi
+    [ -n "$config" ] && [ -f "$config" ] || return 1
+    "$VENV/bin/python" - "$config" <<'PY' 2>/dev/null
+import sys
+from agent.config import read_ini
+sys.exit(0 if ("DEFAULT", "state_path") in read_ini(sys.argv[1]) else 1)
+PY
 }
 
 cmd=${1:-}
@@ -50,20 +99,23 @@ shift || true
 case "$cmd" in
     run)
         install_debian_packages
-        install_python libvirt
+        install_python run "$RUN_EXTRAS"
+        if sets_state_path "$@"; then
+            exec "$VENV/bin/agent" "$@"
+        fi
         exec "$VENV/bin/agent" --state-path "${AGENT_STATE_PATH:-$PWD/state}" "$@"
         ;;
     test)
         install_debian_packages
-        install_python test
+        install_python test "$TEST_EXTRAS"
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     setup)
         install_debian_packages
-        install_python test
+        install_python test "$TEST_EXTRAS"
         ;;
     *)
-        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
