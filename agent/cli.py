@@ -4,18 +4,22 @@
 subcommands (`db`, `services`, `config`, ...) live in `agent.commands`, one module each, with a
 `register(subparsers, common)` that adds its parser and sets `func(args, conf) -> int`.
 
-Errors from the library (`AgentError`) become one line on stderr and a non-zero exit status.
+Errors from the library (`AgentError`) become one line on stderr and a non-zero exit status;
+any other exception a traceback and exit status 1. Both with passwords removed
+(`agent.redact`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from typing import Sequence
 
 from agent import __version__
 from agent.commands import COMMAND_MODULES
 from agent.errors import AgentError
+from agent.redact import redact_text
 
 # Command-line options that override a configuration key: dest -> (section, name).
 OVERRIDES = {
@@ -90,10 +94,12 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    secrets: tuple[str, ...] = ()
     try:
         from agent.config import load_config
 
         conf = load_config(getattr(args, "config", None), overrides_from_args(args))
+        secrets = conf.secrets()
         func = getattr(args, "func", None)
         if func is None:
             from agent.commands import daemon
@@ -101,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             func = daemon.run
         return func(args, conf)
     except AgentError as exc:
-        print(f"agent: error: {exc}", file=sys.stderr)
+        print(redact_text(f"agent: error: {exc}", secrets), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception:  # noqa: BLE001 - a bug: show it, without the passwords it may quote
+        print(redact_text(traceback.format_exc(), secrets), end="", file=sys.stderr)
+        return 1

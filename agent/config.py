@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from agent.errors import ConfigError
 from agent.options import OPTIONS, SECTIONS, Opt, Resolved
+from agent.redact import UnsafeURL, check_url, redact_text, redact_url, secrets_of
 
 DEFAULT_CONFIG_FILE = "/etc/compute-agent/agent.conf"
 
@@ -62,6 +63,15 @@ class Config:
                 raise KeyError(name)
             values[("DEFAULT", name)] = value
         return Config(MappingProxyType(values), self.files, self.warnings)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values in the secret options (URL passwords), for log redaction."""
+        found: set[str] = set()
+        for opt in OPTIONS:
+            value = self.values.get(opt.key)
+            if opt.secret and isinstance(value, str):
+                found.update(secrets_of(value))
+        return tuple(sorted(found))
 
 
 class _Section:
@@ -195,6 +205,13 @@ def parse_value(opt: Opt, raw: RawValue) -> Any:
         if not text:
             raise bad("a path")
         return os.path.abspath(os.path.expanduser(text))
+    if opt.secret:
+        try:
+            check_url(text)
+        except UnsafeURL as exc:
+            raise ConfigError(f"{raw.origin}: [{opt.section}] {opt.name} (value not shown): "
+                              f"not a URL whose password can be kept out of logs: {exc}"
+                              ) from None
     if opt.choices is not None and text not in opt.choices:
         raise bad("one of " + ", ".join(opt.choices) + did_you_mean(text, opt.choices))
     return text
@@ -208,23 +225,18 @@ def display(opt: Opt | None, value: Any) -> str:
         return ", ".join(value)
     text = str(value)
     if opt is not None and opt.secret:
-        return mask_password(text)
+        return redact_url(text)
     return text
-
-
-def mask_password(text: str) -> str:
-    """Hide the password of a URL: 'postgresql://u:secret@h/db' -> 'postgresql://u:***@h/db'."""
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
 def short_reason(exc: BaseException | None) -> str:
     """One line saying why `exc` happened: the first line of the database driver's message
-    when there is one, any URL password masked."""
+    when there is one, passwords removed (`agent.redact.redact_text`)."""
     if exc is None:
         return "unknown error"
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    return mask_password(text.splitlines()[0])
+    return redact_text(text.splitlines()[0])
 
 
 def _range(opt: Opt) -> str:

@@ -10,9 +10,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import sys
 import uuid
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from agent.errors import ConfigError
+from agent.files import open_append
+from agent.redact import redact_text
 
 FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s [%(request_id)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -45,11 +50,48 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def setup_logging(debug: bool = False, log_file: str | None = None) -> None:
-    """Configure the root logger once: stderr (the journal under systemd) or `log_file`."""
+class RedactingFormatter(logging.Formatter):
+    """The agent's line format, with passwords removed from the whole line, traceback included
+    (`agent.redact.redact_text`): URLs and key=value pairs by their form, and the configured
+    secrets wherever a library quoted them."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        super().__init__(FORMAT, DATE_FORMAT)
+        self._secrets = tuple(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record), self._secrets)
+
+
+class PrivateFileHandler(logging.StreamHandler):
+    """Appends to a log file created with mode 0640 (`agent.files`), never through a symbolic
+    link planted at its name."""
+
+    def __init__(self, path: str):
+        try:
+            fd = open_append(path)
+        except OSError as exc:
+            why = "a symbolic link, not followed" if os.path.islink(path) else exc.strerror
+            raise ConfigError(f"[DEFAULT] log_file = {path!r}: cannot open it for appending: "
+                              f"{why}") from None
+        super().__init__(os.fdopen(fd, "a", encoding="utf-8"))
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
+
+
+def setup_logging(debug: bool = False, log_file: str | None = None,
+                  secrets: Iterable[str] = ()) -> None:
+    """Configure the root logger once: stderr (the journal under systemd) or `log_file`.
+    Every line goes through `RedactingFormatter` with `secrets` (`Config.secrets()`). A log file
+    that cannot be opened is a ConfigError naming it."""
     handler: logging.Handler
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    handler = PrivateFileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(secrets))
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -22,7 +22,7 @@ def run(args, conf) -> int:
     from agent.log import setup_logging
     from agent.service import AgentService
 
-    setup_logging(conf.debug, conf.log_file)
+    setup_logging(conf.debug, conf.log_file, conf.secrets())
     for warning in conf.warnings:
         LOG.warning("%s", warning)
     service = AgentService(conf, dry_run=getattr(args, "dry_run", False),

@@ -30,7 +30,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 def run(args, conf) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    from agent.config import mask_password
+    from agent.config import short_reason
     from agent.db.engine import database_from_conf
     from agent.errors import DatabaseError, ServiceError
     from agent.evacuate import evacuate_host
@@ -45,9 +45,8 @@ def run(args, conf) -> int:
                                service_down_time=conf.service_down_time,
                                binary=args.service_binary, dry_run=dry_run)
     except DBAPIError as exc:
-        detail = str(getattr(exc, "orig", exc)).strip().splitlines()
         raise DatabaseError(f"database {db.url}: "
-                            f"{mask_password(detail[0] if detail else type(exc).__name__)} "
+                            f"{short_reason(exc)} "
                             "(nothing was changed)") from None
     finally:
         db.dispose()

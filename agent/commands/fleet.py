@@ -81,7 +81,7 @@ def run(args, conf) -> int:
     options = options_from_args(args)
     if args.report:
         _check_writable(args.report)
-    setup_logging(conf.debug, conf.log_file)
+    setup_logging(conf.debug, conf.log_file, conf.secrets())
     for name in AGENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if conf.debug else args.agent_log_level)
     for warning in conf.warnings:
@@ -92,7 +92,7 @@ def run(args, conf) -> int:
     sys.stdout.write(report.format_table())
     sys.stdout.flush()
     if args.report:
-        _write_atomically(args.report, report.to_json())
+        _write_report(args.report, report.to_json())
         LOG.info("fleet: report written to %s", args.report)
     return 0
 
@@ -108,10 +108,11 @@ def _check_writable(path: str) -> None:
                           "writable")
 
 
-def _write_atomically(path: str, text: str) -> None:
-    import os
+def _write_report(path: str, text: str) -> None:
+    from agent.errors import AgentError
+    from agent.files import write_atomically
 
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        raise AgentError(f"--report {path}: cannot write the report: {exc.strerror}") from None

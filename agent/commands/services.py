@@ -97,16 +97,15 @@ def _with_database(func):
     def wrapper(args, conf) -> int:
         from sqlalchemy.exc import DBAPIError
 
-        from agent.config import mask_password
+        from agent.config import short_reason
         from agent.errors import DatabaseError
 
         db = _database(conf)
         try:
             return func(args, conf, db)
         except DBAPIError as exc:
-            detail = str(getattr(exc, "orig", exc)).strip().splitlines()
             raise DatabaseError(f"database {db.url}: "
-                                f"{mask_password(detail[0] if detail else type(exc).__name__)}"
+                                f"{short_reason(exc)}"
                                 " (check that the server is reachable and that the schema is "
                                 "up to date: 'agent db sync')") from None
         finally:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from agent.errors import StartupError
+from agent.files import ensure_directory, write_atomically
 
 LOG = logging.getLogger(__name__)
 
@@ -104,14 +105,15 @@ class NodeIdentityStore:
                                "file must hold one uuid") from None
 
     def write(self, node_uuid: str) -> None:
-        """Atomically: a temporary file renamed over the old one."""
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(node_uuid + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        """Atomically, mode 0640, state_path created 0750 if missing (`agent.files`): a new
+        temporary file created exclusively, synced and renamed over the old one. A failure is a
+        StartupError naming the file; the old file is left as it was."""
+        try:
+            ensure_directory(os.path.dirname(self.path))
+            write_atomically(self.path, node_uuid + "\n")
+        except OSError as exc:
+            raise StartupError(f"{self.path}: cannot write the node identity: "
+                               f"{exc.strerror}") from None
         LOG.info("node identity %s written to %s", node_uuid, self.path)
 
 

@@ -9,7 +9,6 @@ statement_timeout instead of hanging it.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from agent.db import deadlines
 from agent.db import read_only as read_only_db
 from agent.db.sqlite_file import SQLiteFile
 from agent.errors import ConfigError, DatabaseError
+from agent.files import create_private_file, ensure_directory
+from agent.redact import UnsafeURL, check_url, redact_url, secrets_of
 
 # The defaults of [database] connect_timeout and statement_timeout (seconds).
 CONNECT_TIMEOUT_SECONDS = 5
@@ -38,8 +39,13 @@ class Database:
 
     @property
     def url(self) -> str:
-        """The URL with its password masked: safe to log or print."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The URL with every password masked (user-info and query): safe to log or print."""
+        return redact_url(self.engine.url.render_as_string(hide_password=False))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The URL's secret values, for removing them from a driver's message."""
+        return secrets_of(self.engine.url.render_as_string(hide_password=False))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -64,17 +70,23 @@ def make_database(url: str, *, pool_size: int = 5,
                   statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
                   read_only: bool = False) -> Database:
     """Build the engine and session factory for `url`; a bad URL is a ConfigError naming it
-    (password masked). No connection is opened here. `connect_timeout` bounds opening a
-    connection and `statement_timeout` every statement, commit and wait for a lock (seconds;
-    see `agent.db.deadlines` for what each backend does with them).
+    (passwords masked), a URL whose password could not be masked (`agent.redact.check_url`) a
+    ConfigError that does not show it. No connection is opened here. `connect_timeout` bounds
+    opening a connection and `statement_timeout` every statement, commit and wait for a lock
+    (seconds; see `agent.db.deadlines` for what each backend does with them).
 
     With `read_only` (a dry run) the database refuses every write, on the client and on the
     server (agent.db.read_only), and nothing is created: a missing SQLite file is a
     DatabaseError."""
     try:
+        check_url(url)
+    except UnsafeURL as exc:
+        raise ConfigError(f"[database] connection (value not shown): not a URL whose password "
+                          f"can be kept out of logs: {exc}") from None
+    try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError(f"[database] connection = {masked_url(url)!r}: not a database URL; "
+        raise ConfigError(f"[database] connection = {redact_url(url)!r}: not a database URL; "
                           "expected e.g. sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
                           ) from None
     backend = parsed.get_backend_name()
@@ -83,16 +95,11 @@ def make_database(url: str, *, pool_size: int = 5,
     if backend == "sqlite":
         path = parsed.database
         if read_only:
-            kwargs["creator"] = read_only_db.sqlite_creator(path or "", masked_url(url),
+            kwargs["creator"] = read_only_db.sqlite_creator(path or "", redact_url(url),
                                                             int(statement_timeout * 1000))
         elif path and path != ":memory:":
             watch = SQLiteFile(path)
-            directory = os.path.dirname(os.path.abspath(path))
-            try:
-                os.makedirs(directory, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseError(f"database {masked_url(url)}: cannot create the directory "
-                                    f"{directory}: {exc.strerror}") from None
+            _create_sqlite_file(url, os.path.abspath(path))
         kwargs["connect_args"] = {"timeout": float(statement_timeout),
                                   "check_same_thread": False}
     elif backend == "postgresql":
@@ -105,17 +112,17 @@ def make_database(url: str, *, pool_size: int = 5,
                       connect_args=deadlines.mysql_connect_args(connect_timeout,
                                                                statement_timeout))
     else:
-        raise ConfigError(f"[database] connection = {masked_url(url)!r}: unsupported backend "
+        raise ConfigError(f"[database] connection = {redact_url(url)!r}: unsupported backend "
                           f"{backend!r}; expected sqlite, postgresql or mysql")
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
-        raise ConfigError(f"[database] connection = {masked_url(url)!r}: database driver "
+        raise ConfigError(f"[database] connection = {redact_url(url)!r}: database driver "
                           f"missing ({exc}); install compute-agent[postgresql] or "
                           "compute-agent[mysql]") from None
     if read_only:
         event.listen(engine, "before_cursor_execute",
-                     read_only_db.refuse_writes(masked_url(url)))
+                     read_only_db.refuse_writes(redact_url(url)))
         on_connect = read_only_db.session_read_only(backend)
         if on_connect is not None:
             event.listen(engine, "connect", on_connect)
@@ -135,17 +142,21 @@ def make_database(url: str, *, pool_size: int = 5,
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
 
 
-def masked_url(url: str) -> str:
-    """`url` with its password hidden, also when it cannot be parsed as a URL (then everything
-    up to the last '@' may be credentials, so all of it is hidden)."""
+def _create_sqlite_file(url: str, path: str) -> None:
+    """Create the database's directory (0750) and the empty database file (0640) before SQLite
+    does: SQLite would create the file 0644 whatever the umask, and gives its -wal and -shm files
+    the database file's mode (`agent.files`)."""
+    directory = os.path.dirname(path)
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        head, at, tail = url.rpartition("@")
-        if not at:
-            return url
-        scheme = re.match(r"[A-Za-z0-9+._-]+:/*", head)
-        return f"{scheme.group(0) if scheme else ''}***@{tail}"
+        ensure_directory(directory)
+    except OSError as exc:
+        raise DatabaseError(f"database {redact_url(url)}: cannot create the directory "
+                            f"{directory}: {exc.strerror}") from None
+    try:
+        create_private_file(path)
+    except OSError as exc:
+        raise DatabaseError(f"database {redact_url(url)}: cannot create {path}: "
+                            f"{exc.strerror}") from None
 
 
 def database_from_conf(conf, *, read_only: bool = False) -> Database:

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Iterator
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.config import mask_password
 from agent.db.engine import Database
 from agent.errors import DatabaseError
+from agent.redact import redact_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config as AlembicConfig
@@ -92,18 +92,17 @@ def outdated_schema_message(url: str, revision: str | None) -> str:
     return f"database {url} has schema revision {revision}, expected {HEAD}: run 'agent db sync'"
 
 
-def describe_failure(exc: BaseException, *, password: str | None = None) -> str:
-    """The driver's reason for a failed database operation, on one line, password removed."""
+def describe_failure(exc: BaseException, *, secrets: tuple[str, ...] = ()) -> str:
+    """The driver's reason for a failed database operation, on one line, passwords (and the
+    `secrets` of the URL, wherever they appear) removed."""
     reason = getattr(exc, "orig", None) or exc
     message = " ".join(str(reason).split()) or type(reason).__name__
-    if password:
-        message = message.replace(password, "***")
-    return mask_password(message)
+    return redact_text(message, secrets)
 
 
 def database_error(db: Database, exc: BaseException) -> DatabaseError:
     """A one-line DatabaseError for `exc`: the masked URL and the driver's reason."""
-    reason = describe_failure(exc, password=db.engine.url.password)
+    reason = describe_failure(exc, secrets=db.secrets)
     return DatabaseError(f"database {db.url}: {reason}")
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from agent.cli import build_parser, main, overrides_from_args
-from agent.config import load_config, mask_password
+from agent.config import load_config
 from agent.errors import ConfigError
 
 
@@ -136,13 +136,26 @@ def test_bad_command_line_value_names_the_flag(tmp_path):
             build_parser().parse_args(["--state-path", ""])))
 
 
-def test_secret_value_is_masked_in_errors(tmp_path):
-    with pytest.raises(ConfigError) as err:
-        load_config(write(tmp_path, "[database]\npool_size = 0\n"))
-    assert "pool_size" in str(err.value)
-    assert mask_password("postgresql+psycopg://agent:s3cret@db/nova") == \
-        "postgresql+psycopg://agent:***@db/nova"
-    assert mask_password("sqlite:////tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://agent:s3cr@et@db/nova",
+    "postgresql+psycopg://agent:s3cr/et@db/nova",
+    "mysql+pymysql://agent:s3c ret@db/nova",
+    "postgresql+psycopg://db/nova?password=s3cr@et",
+], ids=["at", "slash", "blank", "at-in-query"])
+def test_connection_that_cannot_be_masked_is_refused_without_showing_it(tmp_path, url, capsys):
+    path = write(tmp_path, f"[database]\nconnection = {url}\n")
+    assert main(["--config", path, "config", "sample"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"agent: error: {path}:2: [database] connection (value not shown): "
+                          "not a URL whose password can be kept out of logs: ")
+    assert err.count("\n") == 1
+    assert "s3c" not in err and "et@db" not in err
+
+
+def test_secrets_lists_every_password_of_the_connection(tmp_path):
+    conf = load_config(write(tmp_path, "[database]\nconnection = postgresql+psycopg://u:"
+                                       "p%40ss@db/nova?sslpassword=k3y\n"))
+    assert set(conf.secrets()) == {"p%40ss", "p@ss", "k3y"}
 
 
 def test_cli_exits_2_with_one_line(tmp_path, capsys):

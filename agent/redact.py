@@ -1,0 +1,160 @@
+"""Secrets out of everything the agent prints, logs or stores.
+
+Database URLs (and, later, messaging transport URLs such as ``rabbit://user:pass@host:5672/``)
+carry passwords in two places: the user-info (``user:PASSWORD@host``) and the query string
+(``?password=...``, libpq's ``&password=``, ``sslpassword``, PyMySQL's ``passwd``, tokens). Every
+path that shows a URL or a message that may quote one goes through this module:
+
+- `check_url` refuses, before anything uses it, a URL whose credentials cannot be told apart
+  from its host, path or query (an unencoded '@', '/', '?', '#' or ',' in a password, blanks);
+- `redact_url` shows a URL with every password replaced by ``***``;
+- `redact_text` does the same inside free text (exception messages, log lines, tracebacks);
+- `secrets_of` lists a URL's secret values, so that a formatter can also remove them where a
+  library quoted them outside any URL.
+
+The masking follows what oslo.utils' ``mask_password`` does for nova's logs (secret keys by
+name, whatever the quoting) and what SQLAlchemy's ``URL.render_as_string(hide_password=True)``
+does for the user-info, extended to the query string, which SQLAlchemy shows as written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+from urllib.parse import unquote, unquote_plus
+
+MASK = "***"
+
+# Query keys (and key=value pairs in text) whose values are secrets, matched anywhere in the
+# key, any case: password, PASSWORD, sslpassword, passwd, pwd, secret, token, api_key, auth...
+_SECRET_KEY = r"[\w.-]*(?:pass|pwd|secret|token|key|auth|cred)[\w.-]*"
+_SECRET_KEY_RE = re.compile(_SECRET_KEY, re.IGNORECASE)
+# key=value, key: value, 'key': 'value', "key"="value" in free text.
+_SECRET_PAIR_RE = re.compile(
+    r"(?P<key>\b" + _SECRET_KEY + r")(?P<sep>['\"]?\s*[=:]\s*)"
+    r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,'\"}<>)\]]+)", re.IGNORECASE)
+_SCHEME_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<slashes>//)?")
+# A URL inside free text: scheme:// up to a blank, a quote or a bracket.
+_URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+_HOSTPORT_RE = re.compile(r"(?:\[[0-9A-Fa-f:.%\w]*\]|[^:\[\]]*)(?::\d*)?")
+# Shorter secrets are masked only where they appear as a password (URL, key=value): masking
+# every occurrence of "ab" would garble the log without protecting anything.
+MIN_LITERAL_SECRET = 4
+
+
+class UnsafeURL(ValueError):
+    """A URL whose credentials cannot be told apart safely; the message never quotes it."""
+
+
+def check_url(url: str) -> None:
+    """Raise `UnsafeURL` (message without any part of `url`) unless `url` is
+    ``scheme://[user[:password]@]host[:port][,...][/path][?query][#fragment]`` with every '@',
+    '/', '?', '#' and ',' inside a user name or password percent-encoded, and no blank, quote
+    or control character. Those are the URLs `redact_url` can show without any secret."""
+    _split(url)
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of every user-info and the value of every secret query key
+    replaced by ``***`` ('postgresql://u:pw@h/db?sslpassword=x' ->
+    'postgresql://u:***@h/db?sslpassword=***'). A URL `check_url` refuses is shown as its
+    scheme only ('postgresql+psycopg://***'), text without a scheme as ``***``."""
+    try:
+        scheme, authority, rest = _split(url)
+    except UnsafeURL:
+        match = _SCHEME_RE.match(url)
+        return match.group(0) + MASK if match else MASK
+    entries = []
+    for entry in authority.split(","):
+        userinfo, at, hostport = entry.rpartition("@")
+        if at:
+            user, colon, _password = userinfo.partition(":")
+            entry = f"{user}:{MASK}@{hostport}" if colon else entry
+        entries.append(entry)
+    return scheme + ",".join(entries) + _redact_query(rest)
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every URL in it passed through `redact_url`, every secret ``key=value``
+    (``password=x``, ``'password': 'x'``) masked, and every one of `secrets` at least
+    `MIN_LITERAL_SECRET` characters long replaced by ``***`` wherever it appears."""
+    parts = _URL_IN_TEXT_RE.split(text)  # text, URL, text, URL, ..., text
+    urls = _URL_IN_TEXT_RE.findall(text)
+    out = [_SECRET_PAIR_RE.sub(_mask_pair, parts[0])]
+    for url, after in zip(urls, parts[1:]):
+        out += [redact_url(url), _SECRET_PAIR_RE.sub(_mask_pair, after)]
+    text = "".join(out)
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= MIN_LITERAL_SECRET:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def secrets_of(url: str) -> tuple[str, ...]:
+    """The secret values in `url`, as written and percent-decoded: user-info passwords and the
+    values of secret query keys. For an unsafe URL, everything after the scheme."""
+    try:
+        _scheme, authority, rest = _split(url)
+    except UnsafeURL:
+        match = _SCHEME_RE.match(url)
+        tail = url[match.end():] if match else url
+        return tuple(v for v in {tail, unquote(tail)} if v)
+    found: set[str] = set()
+    for entry in authority.split(","):
+        userinfo, at, _hostport = entry.rpartition("@")
+        _user, colon, password = userinfo.partition(":")
+        if at and colon and password:
+            found.update((password, unquote(password)))
+    for pair in rest.partition("?")[2].split("&"):
+        key, eq, value = pair.partition("=")
+        if eq and value and _SECRET_KEY_RE.fullmatch(unquote(key)):
+            found.update((value, unquote(value), unquote_plus(value)))
+    return tuple(sorted(found))
+
+
+def _split(url: str) -> tuple[str, str, str]:
+    """('scheme://', authority, '/path?query#fragment') or UnsafeURL."""
+    if any(ch.isspace() or ch in "'\"<>\\" or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise UnsafeURL("it contains a blank, a quote, a backslash or a control character")
+    match = _SCHEME_RE.match(url)
+    if not match or not match.group("slashes"):
+        raise UnsafeURL("it does not start with SCHEME://")
+    rest = url[match.end():]
+    end = next((i for i, ch in enumerate(rest) if ch in "/?#"), len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in tail:
+        raise UnsafeURL("an '@' follows the host part; write '@', '/', '?' and '#' in a user "
+                        "name or password percent-encoded (%40, %2F, %3F, %23)")
+    entries = authority.split(",")
+    if len(entries) > 1 and "@" in authority and not all("@" in e for e in entries):
+        raise UnsafeURL("a ',' in the user-info; write ',' in a user name or password as %2C")
+    for entry in entries:
+        userinfo, _at, hostport = entry.rpartition("@")
+        if "@" in userinfo:
+            raise UnsafeURL("more than one '@' before the host; write '@' in a user name or "
+                            "password as %40")
+        if not _HOSTPORT_RE.fullmatch(hostport):
+            raise UnsafeURL("the host part is not HOST[:PORT]; write ':', ',' and '@' in a "
+                            "user name or password percent-encoded (%3A, %2C, %40)")
+    return match.group(0), authority, tail
+
+
+def _redact_query(rest: str) -> str:
+    """The query is everything after the first '?', split at '&' only (as SQLAlchemy and
+    libpq read it: a '#' or ';' belongs to the value)."""
+    path, question, query = rest.partition("?")
+    if not question:
+        return rest
+    pairs = []
+    for pair in query.split("&"):
+        key, eq, value = pair.partition("=")
+        if eq and value and _SECRET_KEY_RE.fullmatch(unquote(key)):
+            pair = f"{key}={MASK}"
+        pairs.append(pair)
+    return path + question + "&".join(pairs)
+
+
+def _mask_pair(match: re.Match) -> str:
+    value = match.group("value")
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{match.group('key')}{match.group('sep')}{quote}{MASK}{quote}"
