@@ -80,7 +80,7 @@ def pairs(rows: Sequence[tuple[str, object]]) -> str:
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """'1 guest', '2 guests', '0 guests'; `plural_form` for nouns not made with -s."""
-    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
+    return f"{count:,} {singular if count == 1 else plural_form or singular + 's'}"
 
 
 def version_text(version: int | str | None) -> str | None:

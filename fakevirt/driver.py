@@ -19,6 +19,7 @@ import time
 import uuid as uuid_lib
 from typing import Callable, Sequence
 
+from agent.display import plural
 from agent.errors import DriverError, InstanceNotFound
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, HostResources,
@@ -83,6 +84,8 @@ class FakeDriver(ComputeDriver):
                  clock: Callable[[], float] = time.time):
         if scenario is None:
             path = conf.fakevirt.scenario
+            if path:
+                LOG.info("fakevirt: reading scenario %s", path)  # seconds for a large one
             scenario = load_scenario(path) if path else Scenario()
         self.scenario = scenario
         self.nodename: str = scenario.host.hostname or conf.host
@@ -105,8 +108,8 @@ class FakeDriver(ComputeDriver):
         host. Emits nothing."""
         self.faults.check("init_host")
         self._host = host
-        LOG.info("fakevirt: host %s, node %s, %d domains", host, self.nodename,
-                 len(self._domains))
+        LOG.info("fakevirt: host %s, node %s, %s", host, self.nodename,
+                 plural(len(self._domains), "domain"))
 
     def cleanup_host(self) -> None:
         """Forgets the host; never raises, even with the connection dropped."""

@@ -1,6 +1,7 @@
 """Seeding the database with a scenario's instance and migration records (`agent db seed`).
 
-Everything is written in one transaction: all rows or none. `network_info` is stored as JSON
+Everything is written in one transaction: all rows or none. Rows go in chunks, with a progress
+line every few seconds (agent.progress) for scenarios large enough to take that long. `network_info` is stored as JSON
 text, written by `agent.network.network_info.dump_network_info` (the module that reads it).
 """
 
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,14 +19,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.config import short_reason
 from agent.db.engine import Database
 from agent.db.models import Instance, Migration
+from agent.display import plural
 from agent.errors import DatabaseError, ScenarioError
 from agent.network.network_info import dump_network_info
+from agent.progress import Progress
 from fakevirt.scenario import InstanceRecord, MigrationRecord, Scenario
 
 LOG = logging.getLogger(__name__)
 
 # Bound on the uuids in one IN (...) list, well below every backend's parameter limit.
 _CHUNK = 500
+# Rows per INSERT: large enough that each is one executemany batch, small enough that progress
+# can be seen.
+_INSERT_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class SeedResult:
     instances: int
     migrations: int
     replaced: int  # rows deleted first because --replace was given
+    seconds: float = 0.0  # how long the transaction took
 
 
 def instance_row(record: InstanceRecord, default_host: str | None) -> dict:
@@ -51,10 +59,13 @@ def migration_row(record: MigrationRecord) -> dict:
 
 
 def seed_database(db: Database, scenario: Scenario, *, default_host: str | None = None,
-                  replace: bool = False) -> SeedResult:
+                  replace: bool = False,
+                  clock: Callable[[], float] = time.monotonic) -> SeedResult:
     """Insert the scenario's instances and migrations in one transaction. Instances without a
     host (and a scenario without a hostname) get `default_host`. uuids already in the database
-    raise ScenarioError naming them, unless `replace`, which deletes those rows first."""
+    raise ScenarioError naming them, unless `replace`, which deletes those rows first. Logs
+    'seeding: N of TOTAL rows' every few seconds of `clock` (monotonic seconds) and one
+    summary line."""
     for index, record in enumerate(scenario.instances):
         if record.host is None and default_host is None:
             raise ScenarioError(f"{scenario.source}: instances[{index}] (uuid {record.uuid}): "
@@ -62,6 +73,8 @@ def seed_database(db: Database, scenario: Scenario, *, default_host: str | None 
     instances = [instance_row(r, default_host) for r in scenario.instances]
     migrations = [migration_row(r) for r in scenario.migrations]
     replaced = 0
+    progress = Progress(LOG, "seeding", len(instances) + len(migrations), unit="rows",
+                        clock=clock)
     try:
         with db.sessions.begin() as session:
             for model, rows, what in ((Instance, instances, "instance"),
@@ -77,15 +90,19 @@ def seed_database(db: Database, scenario: Scenario, *, default_host: str | None 
                 for chunk in _chunks(sorted(present)):
                     replaced += session.execute(
                         delete(model).where(model.uuid.in_(chunk))).rowcount
-                if rows:
-                    session.execute(insert(model), rows)
+                for start in range(0, len(rows), _INSERT_CHUNK):
+                    chunk = rows[start:start + _INSERT_CHUNK]
+                    session.execute(insert(model), chunk)
+                    progress.advance(len(chunk))
     except SQLAlchemyError as exc:
         raise DatabaseError(f"seeding {db.url} failed, nothing was written: "
                             f"{short_reason(exc)} (is the schema there? run 'agent db sync')"
                             ) from None
-    LOG.info("seeded %d instances and %d migrations from %s (%d replaced)", len(instances),
-             len(migrations), scenario.source, replaced)
-    return SeedResult(len(instances), len(migrations), replaced)
+    # The caller prints the summary; this line is for the debug log.
+    LOG.debug("seeded %s and %s from %s in %.1f s (%s replaced)",
+              plural(len(instances), "instance"), plural(len(migrations), "migration"),
+              scenario.source, progress.elapsed(), plural(replaced, "row"))
+    return SeedResult(len(instances), len(migrations), replaced, progress.elapsed())
 
 
 def _present(session, model, uuids: list[str]) -> set[str]:

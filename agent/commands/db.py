@@ -26,6 +26,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     seed.set_defaults(func=run_seed)
 
 
+# A scenario file this large takes seconds to read: say so before, and how long after.
+LARGE_SCENARIO_BYTES = 1_000_000
+
+
 def sync_summary(url: str, before: str | None, head: str) -> str:
     """The line `agent db sync` prints."""
     if before == head:
@@ -47,19 +51,38 @@ def run_sync(args, conf) -> int:
 
 
 def run_seed(args, conf) -> int:
+    import logging
+    import os
+    import time
+
     from agent.db import migrate
     from agent.db.engine import database_from_conf
+    from agent.display import plural
+    from agent.log import setup_logging
     from fakevirt.scenario import load_scenario
     from fakevirt.seed import seed_database
 
+    setup_logging(conf.debug, conf.log_file)
+    log = logging.getLogger(__name__)
+    size = os.path.getsize(args.file) if os.path.isfile(args.file) else 0
+    if size >= LARGE_SCENARIO_BYTES:
+        log.info("reading scenario %s (%.1f MB)", args.file, size / 1e6)
+    started = time.monotonic()
     scenario = load_scenario(args.file)
+    if size >= LARGE_SCENARIO_BYTES:
+        log.info("scenario %s: %s, %s and %s, read and checked in %.1f s", args.file,
+                 plural(len(scenario.domains), "domain"),
+                 plural(len(scenario.instances), "instance"),
+                 plural(len(scenario.migrations), "migration"), time.monotonic() - started)
     db = database_from_conf(conf)
     try:
         migrate.ensure_schema(db)
         result = seed_database(db, scenario, default_host=conf.host, replace=args.replace)
     finally:
         db.dispose()
-    replaced = f", replacing {result.replaced} existing rows" if result.replaced else ""
-    print(f"seeded {result.instances} instances and {result.migrations} migrations from "
-          f"{args.file} into {db.url}{replaced}")
+    replaced = (f", replacing {plural(result.replaced, 'existing row')}" if result.replaced
+                else "")
+    print(f"seeded {plural(result.instances, 'instance')} and "
+          f"{plural(result.migrations, 'migration')} from {args.file} into {db.url}{replaced} "
+          f"in {result.seconds:.1f} s")
     return 0

@@ -16,6 +16,7 @@ reported and nothing is changed: no driver mutation, no firewall change, no data
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple, Sequence
@@ -26,7 +27,9 @@ from agent.compute.decisions import (InstanceState, OnError, Op, Plan, Step, nee
 from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)
 from agent.compute.power_sync import PowerStateSync
 from agent.db import compute_queries as q
+from agent.display import plural
 from agent.errors import FirewallError, InstanceNotFound
+from agent.progress import Progress
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import VIF, InstanceInfo, InstanceRef, PowerState, RebootType
 
@@ -77,8 +80,9 @@ class ComputeManager:
     """Start-up and power-state work for one host, through one driver and one firewall."""
 
     def __init__(self, conf, db, driver: ComputeDriver, firewall, *, host: str | None = None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, clock: Callable[[], float] = time.monotonic):
         self.conf = conf
+        self._clock = clock  # monotonic seconds, for init_host's progress lines
         self.db = db
         self.driver = driver
         self.firewall = firewall
@@ -90,6 +94,7 @@ class ComputeManager:
     def init_host(self) -> InitHostResult:
         """Run start-up for every instance of this host. Call only after the node identity was
         checked (evacuated guests are destroyed here)."""
+        started_at = self._clock()
         guests = {g.uuid: g for g in self.driver.list_instances()}
         with self.db.sessions() as session:
             instances = q.load_host_instances(session, self.host)
@@ -97,8 +102,9 @@ class ComputeManager:
             others = q.load_instances_by_uuid(session, [u for u in guests if u not in known])
             migrations = q.load_host_migrations(session, self.host)
         records = instances + others
-        LOG.info("init_host: %d instances of host %s, %d guests on the hypervisor, "
-                 "%d open migrations", len(instances), self.host, len(guests), len(migrations))
+        LOG.info("init_host: %s of host %s, %s on the hypervisor, %s",
+                 plural(len(instances), "instance"), self.host, plural(len(guests), "guest"),
+                 plural(len(migrations), "open migration"))
 
         self._init_virt_events()
         evac_outcomes: list[EvacuationOutcome] = []
@@ -122,11 +128,11 @@ class ComputeManager:
         unknown = tuple(UnknownDomain(g.uuid, g.name, int(g.power_state))
                         for g in guests.values() if g.uuid not in by_uuid)
         if unknown:
-            LOG.warning("%d guests on the hypervisor have no instance in the database "
-                        "(left alone): %s", len(unknown),
+            LOG.warning("%s on the hypervisor %s no instance in the database (left alone): %s",
+                        plural(len(unknown), "guest"), "has" if len(unknown) == 1 else "have",
                         ", ".join(f"{d.name} ({d.uuid})" for d in unknown[:10])
                         + (" ..." if len(unknown) > 10 else ""))
-        self._log_summary(outcomes, evac_outcomes)
+        self._log_summary(outcomes, evac_outcomes, self._clock() - started_at)
         if firewall_error is not None:
             raise firewall_error
         return InitHostResult(tuple(outcomes), tuple(evac_outcomes), unknown, self.dry_run)
@@ -151,7 +157,9 @@ class ComputeManager:
             else:
                 evacuated = set()
             filtered: list[str] = []
+            progress = Progress(LOG, "init_host", len(records), clock=self._clock)
             for rec in records:
+                progress.advance()
                 if rec.uuid in evacuated:
                     continue
                 started = self._init_instance(rec, guests.get(rec.uuid), migrations)
@@ -311,7 +319,8 @@ class ComputeManager:
             LOG.warning("dry run: instance %s: would %s", rec.uuid, op.value)
             return
         vifs = instance_vifs() or ()
-        LOG.info("instance %s: %s", rec.uuid, op.value)
+        # Per instance at DEBUG: init_host logs progress and a summary of every action.
+        LOG.debug("instance %s: %s", rec.uuid, op.value)
         if op is Op.DESTROY:
             self.driver.destroy(ref, vifs, destroy_disks=True)
         elif op is Op.REBOOT_SOFT:
@@ -352,8 +361,11 @@ class ComputeManager:
         return vifs
 
     def _log_summary(self, outcomes: Sequence[InstanceOutcome],
-                     evacuated: Sequence[EvacuationOutcome]) -> None:
+                     evacuated: Sequence[EvacuationOutcome], seconds: float) -> None:
+        """One line for the whole start-up: how many instances, each action's count."""
         counts = Counter(o.action for o in outcomes)
         counts.update(e.action for e in evacuated)
-        LOG.info("init_host %sdone: %s", "(dry run) " if self.dry_run else "",
-                 ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "no instances")
+        actions = ", ".join(f"{n:,} {a}" for a, n in sorted(counts.items()))
+        LOG.info("init_host %sdone in %.1f s: %s%s", "(dry run) " if self.dry_run else "",
+                 seconds, plural(len(outcomes) + len(evacuated), "instance"),
+                 f" ({actions})" if actions else "")

@@ -38,7 +38,7 @@ def test_seed_example_writes_its_instances_and_migrations(any_db_url, capsys):
     out = capsys.readouterr().out
     scenario = load_scenario(EXAMPLE)
     assert (f"seeded {len(scenario.instances)} instances and {len(scenario.migrations)} "
-            "migrations") in out
+            "migration from ") in out  # the example has one
     db = make_database(any_db_url)
     try:
         instances = rows_by_uuid(db, Instance)
@@ -165,3 +165,34 @@ def test_seed_thousands_of_generated_instances(any_db):
         on_host = session.scalar(select(func.count()).select_from(Instance)
                                  .where(Instance.host == "big-host"))
     assert on_host == 2000
+
+
+def test_seed_logs_progress_every_few_seconds_and_prints_one_summary(sqlite_db, caplog):
+    import itertools
+    import logging
+
+    scenario = generate_scenario(12_000, hostname="big-1")
+    ticks = itertools.count(step=3)  # each reading of the clock is 3 s later
+
+    with caplog.at_level(logging.DEBUG, logger="fakevirt.seed"):
+        result = seed_database(sqlite_db, scenario, clock=lambda: float(next(ticks)))
+
+    assert result.instances == 12_000 and counts(sqlite_db) == (12_000, 0)
+    info = [r.getMessage() for r in caplog.records
+            if r.name == "fakevirt.seed" and r.levelno == logging.INFO]
+    assert info and all(line.startswith("seeding: ") and " of 12,000 rows (" in line
+                        for line in info)
+    assert "seeding: 10,000 of 12,000 rows (83 %)" in "\n".join(info)
+    assert result.seconds > 0
+
+
+def test_seed_command_counts_in_words(sqlite_url, tmp_path, capsys):
+    path = tmp_path / "one.toml"
+    path.write_text('[[instances]]\nuuid = "11111111-1111-4111-8111-111111111111"\n'
+                    'host = "cn1"\n', encoding="utf-8")
+
+    assert main(["db", "seed", str(path), "--db", sqlite_url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seeded 1 instance and 0 migrations from ")
+    assert main(["db", "seed", str(path), "--db", sqlite_url, "--replace"]) == 0
+    assert ", replacing 1 existing row in " in capsys.readouterr().out
