@@ -14,7 +14,7 @@ from typing import Sequence
 from agent.compute.manager import ComputeManager, InitHostResult
 from agent.compute.node_identity import NodeIdentityStore
 from agent.compute.resource_tracker import AuditResult, ResourceTracker
-from agent.inventory import Inventory
+from agent.inventory import Inventory, ServiceStatus
 
 LOG = logging.getLogger(__name__)
 
@@ -94,4 +94,20 @@ class ComputeHost:
             evacuated=init.evacuated if init else (),
             unknown_domains=init.unknown_domains if init else (),
             orphan_nodes=audit.orphan_nodes if audit else (),
-            dry_run=self.dry_run)
+            dry_run=self.dry_run, service=self.service_status())
+
+    def service_status(self) -> ServiceStatus | None:
+        """This host's service row as it is now, judged up or down on the database's clock
+        (nova's hypervisor `state`/`status`); None when the host has no service row."""
+        from agent.db.service_queries import list_services
+        from agent.liveness import state_of
+        from agent.registry import COMPUTE_BINARY
+
+        binary = self.service.binary if self.service is not None else COMPUTE_BINARY
+        db_now, rows = list_services(self.db, self.host, binary)
+        if not rows:
+            return None
+        row = rows[0]
+        return ServiceStatus(host=row.host, id=row.id, uuid=row.uuid, disabled=row.disabled,
+                             disabled_reason=row.disabled_reason,
+                             up=state_of(row, db_now, self.conf.service_down_time).up)

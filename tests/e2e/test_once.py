@@ -17,6 +17,7 @@ vcpus = 8
 memory_mb = 16384
 local_gb = 200
 cpu_arch = "x86_64"
+hypervisor_version = 7002022
 
 [[domains]]
 uuid = "11111111-1111-4111-8111-111111111111"
@@ -119,6 +120,29 @@ def test_once_json_on_a_fakevirt_scenario(tmp_path):
                              "'22222222-2222-4222-8222-222222222222'") == [("stopped", None)]
     assert db_rows(tmp_path, "SELECT uuid FROM compute_nodes") == [(node["uuid"],)]
     assert db_rows(tmp_path, "SELECT disabled FROM services") == [(0,)]
+    # What `openstack hypervisor show` has with the node: its service, up and enabled.
+    ((service_id, service_uuid),) = db_rows(tmp_path, "SELECT id, uuid FROM services")
+    assert (node["state"], node["status"]) == ("up", "enabled")
+    assert node["service"] == {"host": "once-1", "id": service_id, "uuid": service_uuid,
+                               "disabled_reason": None}
+    assert node["hypervisor_version"] == report["driver"]["hypervisor_version"] == 7002022
+
+
+def test_once_table_lists_every_instance_and_reads_versions(tmp_path):
+    args = setup_scenario(tmp_path)
+    result = agent_command(*args, "--once")
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    assert "fake 7.2.22" in table and "7002022" not in table
+    assert "instances: 2 (1 none, 1 powered-off)" in table
+    rows = {line.split()[1]: line for line in table.splitlines()
+            if line.startswith(("11111111-", "22222222-"))}
+    assert set(rows) == {"instance-00000001", "instance-00000002"}
+    assert rows["instance-00000001"].split()[-1] == "none"
+    assert "service  id 1 (" in table and "), enabled, up" in table
+    # One start-up, in a few lines: no line per instance at INFO.
+    assert "plug-vifs" not in result.stderr
+    assert "init_host done in" in result.stderr
 
 
 def test_once_dry_run_changes_nothing(tmp_path):
