@@ -67,6 +67,22 @@ def _empty_tables(db: Database) -> None:
             conn.execute(table.delete())
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """A command run in-process (`main([...])`) sets up logging on the stderr of that test;
+    the next test must not log into it once it is closed. pytest's own capture handlers are
+    left to pytest."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = set(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def _server_databases():
     created: dict[str, Database] = {}
