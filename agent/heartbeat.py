@@ -79,6 +79,9 @@ class Heartbeat:
         self.beats_ok = 0
         self.beats_failed = 0
         self.last_error: str | None = None
+        # time.monotonic() when the last beat failed (None: never): a service row that looks
+        # stale is explained by the beats that did not land.
+        self.last_failed_at: float | None = None
 
     # -- one tick ---------------------------------------------------------------------------
     def beat(self) -> bool:
@@ -120,6 +123,7 @@ class Heartbeat:
                   self.beats_ok)
 
     def _failed(self, condition: str, exc: BaseException | None) -> None:
+        self.last_failed_at = time.monotonic()
         self.beats_failed += 1
         self._failed_beats += 1
         if condition == _GONE:

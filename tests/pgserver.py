@@ -129,12 +129,17 @@ class ThrowawayPostgreSQL:
     def freeze(self) -> None:
         """SIGSTOP every server process (the postmaster first, so it forks no new one): the
         server keeps its sockets open and answers nothing, as a hung host would."""
-        for pid in self.server_pids():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal_all(signal.SIGSTOP)
 
     def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum: int) -> None:
         for pid in self.server_pids():
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass  # a backend that exited meanwhile
 
     def is_running(self) -> bool:
         command = [os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "status"]

@@ -1,7 +1,9 @@
 """`agent fleet`: N simulated compute agents in one process against one database, with a
 progress line every few seconds and a report at the end (table; JSON with --report FILE).
 
-Ctrl-C (SIGINT) or SIGTERM stops it cleanly with the report so far (exit status 0).
+Ctrl-C (SIGINT) or SIGTERM stops it cleanly with the report so far. Exit status 1 when the
+service list showed a live, beating agent down (a false down); downs explained by the agents'
+own failed beats (a database outage) are reported apart and do not fail the run.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                     "start-up and periodic audit, against the configured database (--db). "
                     "report_interval and service_down_time come from the configuration. "
                     "Prints progress every few seconds and a report at the end; Ctrl-C stops "
-                    "it with the report so far.")
+                    "it with the report so far. Exit status 1 when a live agent whose beats "
+                    "did not fail was shown down.")
     parser.add_argument("--count", type=int, required=True, metavar="N",
                         help="number of simulated agents")
     parser.add_argument("--instances-per-host", type=int, default=2, metavar="M",
@@ -94,7 +97,10 @@ def run(args, conf) -> int:
     if args.report:
         _write_report(args.report, report.to_json())
         LOG.info("fleet: report written to %s", args.report)
-    return 0
+    if report.exit_status:
+        LOG.error("fleet: the service list showed %d live, beating agent(s) down (false "
+                  "downs): failing the run", report.false_downs)
+    return report.exit_status
 
 
 def _check_writable(path: str) -> None:

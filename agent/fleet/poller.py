@@ -1,6 +1,12 @@
 """The operator's view while the fleet runs: `services list` polled on a connection of its own,
 counting every time a live agent (one that has sent its first beat and has not been stopped) is
-shown down. A correct fleet keeps that count at 0.
+shown down.
+
+A down is explained when the agent's own beats failed within service_down_time before the poll
+(the database was unreachable: the row is stale because the beats could not land, and the
+service list is right to say so). Any other down is false: the agent was beating, or should
+have been, and the list shows it dead. A correct fleet keeps the false count at 0, whatever
+outage it went through.
 
 The poller reads exactly what `agent services list` reads (`list_services`, one statement that
 also returns the database's clock) and judges each row with `service_state`, the same verdict.
@@ -11,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Collection
+from typing import Callable, Collection, Optional
 
 from agent.db.service_queries import list_services
+from agent.failure_log import FailureLog
 from agent.liveness import state_of
 from agent.registry import COMPUTE_BINARY
 
@@ -23,33 +30,48 @@ LOG = logging.getLogger(__name__)
 MAX_LOGGED = 20
 
 
+# explain(host, since): why `host` may rightly be shown down - its beats failed at or after
+# `since` (time.monotonic()) - or None.
+Explain = Callable[[str, float], Optional[str]]
+
+
 class ServicesPoller:
     def __init__(self, db, live_hosts: Callable[[], Collection[str]], service_down_time: float,
-                 interval: float, *, binary: str = COMPUTE_BINARY):
+                 interval: float, *, explain: Explain | None = None,
+                 binary: str = COMPUTE_BINARY):
         self._db = db
         self._live_hosts = live_hosts
+        self._explain = explain
         self._down_time = float(service_down_time)
         self.interval = float(interval)
         self._binary = binary
+        self._failures = FailureLog(LOG, "services poller: listing", level=logging.WARNING)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.polls = 0
         self.errors = 0
         self.false_downs = 0
+        self.outage_downs = 0  # downs explained by the agent's own failed beats
         self.max_poll_seconds = 0.0
 
     def poll(self) -> int:
-        """One `services list`: returns how many live agents it shows down. Never raises."""
+        """One `services list`: returns how many live agents it shows down without an
+        explanation (false downs); explained ones are counted in `outage_downs`. Never
+        raises."""
         live = set(self._live_hosts())  # taken first: each of these has beaten already
         started = time.monotonic()
         try:
             db_now, rows = list_services(self._db, binary=self._binary)
         except Exception as exc:  # noqa: BLE001 - counted and logged; the fleet goes on
             self.errors += 1
-            LOG.warning("services poller: listing failed: %s", exc)
+            self._failures.failed(exc)
             return 0
+        self._failures.succeeded()
         self.max_poll_seconds = max(self.max_poll_seconds, time.monotonic() - started)
         self.polls += 1
+        # A row shown down has had no beat land for service_down_time: failed beats in that
+        # window explain it.
+        since = started - self._down_time
         down = 0
         seen = set()
         for row in rows:
@@ -57,9 +79,16 @@ class ServicesPoller:
                 continue
             seen.add(row.host)
             state = state_of(row, db_now, self._down_time)
-            if not state.up:
-                down += 1
-                self._report(row.host, state.reason or "down")
+            if state.up:
+                continue
+            why = self._explain(row.host, since) if self._explain is not None else None
+            if why is not None:
+                self.outage_downs += 1
+                LOG.debug("services poller: agent %s shown down (%s): %s", row.host,
+                          state.reason, why)
+                continue
+            down += 1
+            self._report(row.host, state.reason or "down")
         for host in live - seen:
             down += 1
             self._report(host, "missing from the service list")

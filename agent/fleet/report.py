@@ -45,10 +45,17 @@ class FleetReport:
     peak_rss_mb: float
     polls: int
     poll_errors: int
-    false_downs: int
+    false_downs: int                   # live agents shown down while beating: must be 0
+    outage_downs: int                  # shown down while their own beats failed (an outage)
     max_poll_s: float | None
     errors: int
     stopped_by: str
+
+    @property
+    def exit_status(self) -> int:
+        """`agent fleet`'s exit status: 1 when the service list showed a live, beating agent
+        down (a false down), else 0. Downs an outage explains do not fail the run."""
+        return 1 if self.false_downs else 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +90,8 @@ class FleetReport:
             ("memory", f"{self.rss_mb:.0f} MB resident, peak {self.peak_rss_mb:.0f} MB"),
             ("services list", f"{self.polls} polls ({self.poll_errors} failed), max "
                               f"{_ms(self.max_poll_s)}; live agents seen down: "
-                              f"{self.false_downs}"),
+                              f"{self.false_downs} (and {self.outage_downs} while their "
+                              "beats failed)"),
             ("errors", str(self.errors)),
             ("stopped by", self.stopped_by),
         ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from agent.config import short_reason
+from agent.failure_log import FailureLog
 from agent.fleet.beat_scheduler import DueScheduler, Task
 from agent.fleet.report import FleetReport, _ms
 from agent.fleet.simulated import SimulatedAgent, agent_conf, host_names
@@ -86,11 +87,13 @@ class FleetRunner:
         self._lock = threading.Lock()
         self._live: set[str] = set()
         self.agents: list[SimulatedAgent] = []
+        self._by_host: dict[str, SimulatedAgent] = {}
         self.started = 0
         self.failed = 0
         self._last_started_at: float | None = None
         self._job_runs: dict[str, int] = {}
         self._job_errors: dict[str, int] = {}
+        self._job_failures: dict[str, FailureLog] = {}
         self.statements = StatementCounter()
         self.interval = float(conf.report_interval)
         self.beats = DueScheduler("beats", options.beat_workers, clock=clock, rng=self._rng)
@@ -108,6 +111,17 @@ class FleetRunner:
     def live_hosts(self) -> list[str]:
         with self._lock:
             return list(self._live)
+
+    def explain_down(self, host: str, since: float) -> str | None:
+        """Why the live agent `host` may rightly be shown down: one of its beats failed at or
+        after `since` (time.monotonic()); None when none did."""
+        agent = self._by_host.get(host)
+        heartbeat = agent.heartbeat if agent is not None else None
+        if heartbeat is None or heartbeat.last_failed_at is None:
+            return None
+        if heartbeat.last_failed_at < since:
+            return None
+        return f"its beats failed ({heartbeat.last_error or 'recovered since'})"
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> FleetReport:
@@ -134,10 +148,12 @@ class FleetRunner:
                 scenario = generate_scenario(opts.instances_per_host, hostname=host)
                 self.agents.append(SimulatedAgent(aconf, self.db, scenario,
                                                   os.path.join(state_root, host)))
+                self._by_host[host] = self.agents[-1]
             with self.statements.labelled("seed"):
                 seed_fleet_instances(self.db, [a.scenario for a in self.agents])
             self.poller = ServicesPoller(poll_db, self.live_hosts, conf.service_down_time,
-                                         opts.poll_interval or self.interval)
+                                         opts.poll_interval or self.interval,
+                                         explain=self.explain_down)
             return self._run_agents(process, cpu0)
         finally:
             self.statements.detach()
@@ -287,14 +303,22 @@ class FleetRunner:
             self.jobs.add(task, self._clock() + delay)
 
     def _job_func(self, job) -> Callable[[], None]:
+        # One FailureLog per job name for the whole fleet: an outage fails every host's runs,
+        # which is one line when it starts and one when it clears, not one per run.
+        with self._lock:
+            failures = self._job_failures.setdefault(
+                job.name, FailureLog(LOG, f"fleet: periodic job {job.name}"))
+
         def run() -> None:
             with request_context(), self.statements.labelled(job.name):
                 try:
                     job.func()
-                except Exception:  # noqa: BLE001 - logged and counted; the schedule goes on
-                    LOG.exception("periodic job %s failed", job.name)
+                except Exception as exc:  # noqa: BLE001 - logged and counted; schedule goes on
+                    failures.failed(exc)
                     with self._lock:
                         self._job_errors[job.name] = self._job_errors.get(job.name, 0) + 1
+                else:
+                    failures.succeeded()
                 with self._lock:
                     self._job_runs[job.name] = self._job_runs.get(job.name, 0) + 1
         return run
@@ -317,12 +341,13 @@ class FleetRunner:
             audits = self._job_runs.get(AUDIT_JOB, 0)
         LOG.info("fleet: %d/%d agents started (%d live, %d failed); %.1f beats/s (target "
                  "%.1f); beat lateness p99 %s, max %s so far; %.0f statements/s; %d audits; "
-                 "errors: %d beats, %d jobs; live agents seen down: %d",
+                 "errors: %d beats, %d jobs; live agents seen down: %d (and %d while their "
+                 "beats failed)",
                  self.started, self.options.count, live, self.failed,
                  beats / elapsed if elapsed > 0 else 0.0, self.options.count / self.interval,
                  _ms(p99), _ms(self.beats.lateness.max if self.beats.lateness.count else None),
                  statements / elapsed if elapsed > 0 else 0.0, audits, beats_failed, errors,
-                 self.poller.false_downs)
+                 self.poller.false_downs, self.poller.outage_downs)
 
     def _report(self, process, cpu0, t0, t_end, steady_at, steady_beats,
                 statements0) -> FleetReport:
@@ -374,7 +399,7 @@ class FleetRunner:
             rss_mb=round(process.memory_info().rss / 2**20, 1),
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             polls=self.poller.polls, poll_errors=self.poller.errors,
-            false_downs=self.poller.false_downs,
+            false_downs=self.poller.false_downs, outage_downs=self.poller.outage_downs,
             max_poll_s=self.poller.max_poll_seconds if self.poller.polls else None,
             errors=beats_failed + sum(job_errors.values()) + self.failed + self.poller.errors,
             stopped_by=self._stopped_by)
