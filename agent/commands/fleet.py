@@ -3,7 +3,8 @@ progress line every few seconds and a report at the end (table; JSON with --repo
 
 Ctrl-C (SIGINT) or SIGTERM stops it cleanly with the report so far. Exit status 1 when the
 service list showed a live, beating agent down (a false down); downs explained by the agents'
-own failed beats (a database outage) are reported apart and do not fail the run.
+own failed beats (a database outage) are reported apart and do not fail the run. At the end the
+simulated hosts' rows and state directories are removed unless --keep is given.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                         help="seconds between progress lines (default: 5)")
     parser.add_argument("--seed", type=int, metavar="N",
                         help="random seed of the start-up and heartbeat phases")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the simulated hosts' service, compute node and instance rows "
+                             "and their state directories (default: removed at the end)")
     parser.add_argument("--agent-log-level", default="WARNING",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log level of the simulated agents' own modules (default: "
@@ -71,7 +75,8 @@ def options_from_args(args):
                            duration=args.duration, ramp=args.ramp, host_prefix=args.host_prefix,
                            beat_workers=args.beat_workers, job_workers=args.job_workers,
                            start_workers=args.start_workers, poll_interval=args.poll_interval,
-                           progress_interval=args.progress_interval, seed=args.seed)
+                           progress_interval=args.progress_interval, seed=args.seed,
+                           keep=args.keep)
     options.check()
     return options
 

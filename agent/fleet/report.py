@@ -50,6 +50,7 @@ class FleetReport:
     max_poll_s: float | None
     errors: int
     stopped_by: str
+    cleanup: str = "kept"              # what was removed at the end (agent fleet --keep: kept)
 
     @property
     def exit_status(self) -> int:
@@ -94,6 +95,7 @@ class FleetReport:
                               "beats failed)"),
             ("errors", str(self.errors)),
             ("stopped by", self.stopped_by),
+            ("cleanup", self.cleanup),
         ]
         width = max(len(name) for name, _ in rows)
         return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)

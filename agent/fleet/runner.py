@@ -12,6 +12,7 @@ simulated host differs from a real one: simulated.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ from typing import Callable
 
 from agent.config import short_reason
 from agent.failure_log import FailureLog
+from agent.fleet.cleanup import clean_up
 from agent.fleet.beat_scheduler import DueScheduler, Task
 from agent.fleet.report import FleetReport, _ms
 from agent.fleet.simulated import SimulatedAgent, agent_conf, host_names
@@ -55,6 +57,7 @@ class FleetOptions:
     poll_interval: float | None = None   # None: report_interval
     progress_interval: float = 5.0
     seed: int | None = None
+    keep: bool = False                   # leave the hosts' rows and state directories behind
 
     def check(self) -> None:
         from agent.errors import ConfigError
@@ -154,7 +157,11 @@ class FleetRunner:
             self.poller = ServicesPoller(poll_db, self.live_hosts, conf.service_down_time,
                                          opts.poll_interval or self.interval,
                                          explain=self.explain_down)
-            return self._run_agents(process, cpu0)
+            report = self._run_agents(process, cpu0)
+            if opts.keep:
+                return dataclasses.replace(report, cleanup="kept (--keep)")
+            done = clean_up(self.db, state_root, hosts)
+            return dataclasses.replace(report, cleanup=done.describe())
         finally:
             self.statements.detach()
             for db in (self.db, poll_db):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 
 import pytest
@@ -58,7 +59,7 @@ def test_small_fleet_registers_beats_and_audits_every_agent_with_no_false_down(
     conf = fleet_conf(tmp_path, fleet_db_url)
     runner = FleetRunner(conf, FleetOptions(count=N, instances_per_host=M, duration=5.0,
                                             ramp=0.5, poll_interval=0.2, progress_interval=1.0,
-                                            seed=7))
+                                            seed=7, keep=True))
     report = runner.run()
 
     hosts = host_names("fleet-", N)
@@ -75,6 +76,36 @@ def test_small_fleet_registers_beats_and_audits_every_agent_with_no_false_down(
     # One UPDATE per beat: what the database pays per host and interval.
     assert report.statements_per_beat == 1.0
     assert report.statements_per_audit is not None and report.statements_per_audit >= 3
+    assert report.cleanup == "kept (--keep)"
+    assert sorted(os.listdir(tmp_path / "state" / "fleet")) == hosts
+
+
+def test_fleet_removes_its_rows_and_state_directories_at_the_end(tmp_path, fleet_db_url):
+    from agent.registry import register_service
+
+    conf = fleet_conf(tmp_path, fleet_db_url)
+    db = make_database(fleet_db_url)
+    try:
+        from agent.db import migrate
+
+        migrate.ensure_schema(db)
+        register_service(db, "real-host", starting=False)  # not the fleet's: it stays
+    finally:
+        db.dispose()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "mine.txt").write_text("not the fleet's")
+
+    report = FleetRunner(conf, FleetOptions(count=3, instances_per_host=2, duration=2.0,
+                                            ramp=0.1, poll_interval=0.2,
+                                            progress_interval=1.0)).run()
+
+    assert report.agents_started == 3
+    services, nodes, instances = rows(fleet_db_url)
+    assert (sorted(services), nodes, instances) == (["real-host"], 0, {})
+    assert os.listdir(tmp_path / "state") == ["mine.txt"]  # the fleet's directory is gone
+    assert report.cleanup == ("removed 3 service rows, 3 compute nodes, 6 instances and 3 "
+                              "state directories")
+    assert "cleanup" in report.format_table() and report.cleanup in report.format_table()
 
 
 def test_report_has_every_field(tmp_path):
@@ -112,6 +143,8 @@ def test_fleet_command_stops_on_sigint_with_the_report(tmp_path):
         proc.stop()
     assert "live agents seen down: 0" in out
     assert "stopped by       SIGINT" in out
+    assert f"removed {N} service rows, {N} compute nodes, {N * M} instances" in out
+    assert rows(url) == ({}, 0, {})
     data = json.loads(report_path.read_text())
     assert data["stopped_by"] == "SIGINT"
     assert data["agents_started"] == N and data["false_downs"] == 0
