@@ -16,7 +16,6 @@ import os
 import platform
 import threading
 import time
-import uuid as uuid_lib
 from typing import Callable, Sequence
 
 from agent.display import plural
@@ -30,9 +29,7 @@ from fakevirt.scenario import DomainSpec, Scenario, load_scenario
 
 LOG = logging.getLogger(__name__)
 
-# Namespace of node uuids: the same node name always gets the same uuid.
-NODE_UUID_NAMESPACE = uuid_lib.UUID("0b5e6f9e-8c43-5d0c-9a47-3c0f4d1b2a77")
-# Guests in these states are "on": stopping them is a STOPPED transition.
+# cpu_info features of a scenario host that lists none.
 _DEFAULT_FEATURES = ("sse", "sse2", "ssse3", "sse4.1", "sse4.2", "popcnt", "lm", "nx")
 
 
@@ -41,11 +38,6 @@ class _Capacity:
     vcpus: int
     memory_mb: int
     local_gb: int
-
-
-def node_uuid(nodename: str) -> str:
-    """The deterministic uuid of a fake node."""
-    return str(uuid_lib.uuid5(NODE_UUID_NAMESPACE, nodename))
 
 
 def host_capacity(scenario: Scenario, disk_path: str) -> _Capacity:
@@ -145,8 +137,7 @@ class FakeDriver(ComputeDriver):
             memory_mb_used=sum(d.memory_mb for d in running), local_gb_used=local_gb_used,
             hypervisor_type=self.scenario.host.hypervisor_type,
             hypervisor_version=self.scenario.host.hypervisor_version,
-            cpu_info=self._cpu_info(), disk_available_least=max(0, cap.local_gb - local_gb_used),
-            uuid=node_uuid(self.nodename))
+            cpu_info=self._cpu_info(), disk_available_least=max(0, cap.local_gb - local_gb_used))
 
     def _cpu_info(self) -> str:
         spec = self.scenario.host

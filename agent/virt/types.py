@@ -126,7 +126,6 @@ class HostResources:
     hypervisor_version: int
     cpu_info: str  # JSON: arch, model, vendor, topology, features
     disk_available_least: int | None = None
-    uuid: str | None = None
     stats: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -13,7 +13,7 @@ import pytest
 from agent.config import RawValue, resolve
 from agent.errors import DriverError, InstanceNotFound, ScenarioError
 from agent.virt.types import InstanceInfo, InstanceRef, PowerState, RebootType, Transition
-from fakevirt.driver import FakeDriver, node_uuid
+from fakevirt.driver import FakeDriver
 from fakevirt.scenario import Scenario, generate_scenario, load_scenario
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "etc",
@@ -55,7 +55,6 @@ def test_without_scenario_the_node_is_the_host_and_resources_are_this_machine(tm
     # state_path does not exist yet: the filesystem that will hold it is measured
     assert res.local_gb == psutil.disk_usage(str(tmp_path)).total // (1024 ** 3)
     assert (res.vcpus_used, res.memory_mb_used, res.local_gb_used) == (0, 0, 0)
-    assert res.uuid == node_uuid("compute-42")
     assert (res.hypervisor_type, res.hypervisor_version) == ("fake", 1000)
 
 
@@ -70,10 +69,6 @@ def test_scenario_host_sizes_and_usage_of_running_guests(tmp_path):
     cpu = json.loads(res.cpu_info)
     assert cpu["topology"] == {"cells": 1, "sockets": 2, "cores": 4, "threads": 2}
     assert cpu["arch"] == "x86_64" and "popcnt" in cpu["features"]
-
-
-def test_node_uuid_is_stable_per_name_and_differs_between_names():
-    assert node_uuid("a") == node_uuid("a") != node_uuid("b")
 
 
 def test_get_available_resource_for_another_node_names_both(tmp_path):
