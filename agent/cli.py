@@ -17,6 +17,7 @@ import traceback
 from typing import Sequence
 
 from agent import __version__
+from agent.cli_help import AgentArgumentParser
 from agent.commands import COMMAND_MODULES
 from agent.errors import AgentError
 from agent.redact import redact_text
@@ -59,7 +60,7 @@ def common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
-    parser = argparse.ArgumentParser(
+    parser = AgentArgumentParser(
         prog="agent", parents=[common],
         description="compute-agent: registers this hypervisor host in the shared database, "
                     "heartbeats, initializes its instances and audits its resources. Without a "

@@ -17,7 +17,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                     "SRC's service is down or forced down and DST's is up and enabled. Writes "
                     "one 'evacuation' migration (status 'done') per instance and moves the "
                     "instances to DST, all in one transaction. When SRC's agent starts again "
-                    "it destroys its copies of the guests and completes the migrations.")
+                    "it destroys its copies of the guests and completes the migrations.",
+        required_options={"--host": "the source host (SRC), whose service is down"})
     parser.add_argument("--to", dest="dest_host", required=True, metavar="DST",
                         help="the destination host")
     parser.add_argument("--binary", dest="service_binary", default=COMPUTE_BINARY, metavar="B",

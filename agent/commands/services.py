@@ -47,7 +47,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     def target(name: str, help_text: str, func) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, parents=[common], help=help_text,
                                  description=f"{help_text[0].upper()}{help_text[1:]}. "
-                                             "--host H (required) names its host.")
+                                             "--host H (required) names its host.",
+                                 required_options={"--host": "the service's host"})
         sub.add_argument("--binary", dest="service_binary", metavar="B",
                          default=COMPUTE_BINARY,
                          help=f"the service's binary (default: {COMPUTE_BINARY})")
