@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from agent.display import plural
 from agent.errors import DriverError, InstanceNotFound
+from agent.virt.disk import nearest_existing_dir
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, HostResources,
                               InstanceInfo, InstanceRef, LifecycleEvent, PowerState, RebootType,
@@ -52,16 +53,8 @@ def host_capacity(scenario: Scenario, disk_path: str) -> _Capacity:
         if memory_mb is None:
             memory_mb = psutil.virtual_memory().total // (1024 * 1024)
         if local_gb is None:
-            local_gb = psutil.disk_usage(_existing_dir(disk_path)).total // (1024 ** 3)
+            local_gb = psutil.disk_usage(nearest_existing_dir(disk_path)).total // (1024 ** 3)
     return _Capacity(vcpus, memory_mb, local_gb)
-
-
-def _existing_dir(path: str) -> str:
-    """`path`, or its nearest existing ancestor (the filesystem that will hold it)."""
-    path = os.path.abspath(path)
-    while not os.path.isdir(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
 
 
 class FakeDriver(ComputeDriver):

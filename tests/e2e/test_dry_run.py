@@ -86,16 +86,21 @@ def test_failing_dry_run_leaves_a_live_daemons_row_as_it_was(tmp_path, daemon):
     assert file_digests(state) == files
 
 
-def test_dry_run_of_a_new_host_creates_no_row_no_identity_and_no_directory(tmp_path, daemon):
+@pytest.mark.parametrize("driver", [(), ("--driver", "libvirt", "--connection-uri",
+                                         "test:///default")], ids=["fake", "libvirt"])
+def test_dry_run_of_a_new_host_creates_no_row_no_identity_and_no_directory(tmp_path, daemon,
+                                                                            driver):
+    if driver:
+        import_libvirt()
     state = tmp_path / "state"
     before = database_dump(state / "agent.sqlite")
     fresh = tmp_path / "fresh-state"
     result = dry_run(daemon, "--host", "dry-2", "--state-path", str(fresh),
-                     "--db", f"sqlite:///{state}/agent.sqlite", "--format", "json")
+                     "--db", f"sqlite:///{state}/agent.sqlite", "--format", "json", *driver)
     assert result.returncode == 0, result.stderr
     assert "host dry-2 has no service row" in result.stderr
     assert database_dump(state / "agent.sqlite") == before
-    assert not fresh.exists()  # no compute_id, no directory for it
+    assert not fresh.exists()  # no compute_id, no instances directory, no directory at all
 
 
 def test_dry_run_on_a_missing_database_creates_nothing(tmp_path):

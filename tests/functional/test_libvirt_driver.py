@@ -232,8 +232,8 @@ def test_get_available_resource_on_1000_domain_node(make_driver, node_1000, tmp_
     assert cpu["topology"] == {"cells": 2, "sockets": 2, "cores": 8, "threads": 2}
     assert set(cpu) == {"arch", "model", "vendor", "topology", "features"}
     instances = tmp_path / "state" / "instances"
-    assert instances.is_dir()  # created so that its filesystem can be measured
-    st = os.statvfs(instances)
+    assert not instances.exists()  # measured on the filesystem that will hold it, not created
+    st = os.statvfs(tmp_path)
     assert res.local_gb == st.f_frsize * st.f_blocks // 1024 ** 3
     assert 0 < res.local_gb_used <= res.local_gb
     assert res.disk_available_least is not None and res.disk_available_least <= res.local_gb

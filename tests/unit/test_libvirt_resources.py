@@ -70,18 +70,15 @@ def test_disk_usage_counts_sparse_files_against_available_least(tmp_path):
     assert after.available_least_gb <= after.free_gb - 2
 
 
-def test_ensure_instances_path_creates_it(tmp_path):
-    path = tmp_path / "state" / "instances"
-    assert resources.ensure_instances_path(str(path), str(tmp_path / "state")) == str(path)
-    assert path.is_dir()
-
-
-def test_ensure_instances_path_falls_back_to_state_path(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    state = tmp_path / "state"
-    assert resources.ensure_instances_path(str(blocker / "instances"), str(state)) == str(state)
-    assert state.is_dir()
+def test_a_missing_instances_path_is_measured_on_its_filesystem_and_not_created(tmp_path):
+    sparse = tmp_path / "disk.img"
+    with open(sparse, "wb") as fh:
+        fh.truncate(3 * resources.GiB)  # a sparse disk next to, not under, instances_path
+    missing = tmp_path / "state" / "instances"
+    usage = resources.disk_usage(str(missing))
+    assert usage.total_gb == resources.disk_usage(str(tmp_path)).total_gb
+    assert usage.available_least_gb == usage.free_gb  # no disks under it yet
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.img"]
 
 
 def test_read_uptime_from_proc_tree(tmp_path):

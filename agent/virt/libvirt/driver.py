@@ -114,9 +114,7 @@ class LibvirtDriver(ComputeDriver):
             hv_type = conn.getType()
             hv_version = conn.getVersion()
         active = [info for info in self._domain_infos() if info.power_state in ACTIVE_POWER_STATES]
-        disk_path = resources.ensure_instances_path(self._conf.instances_path,
-                                                    self._conf.state_path)
-        disk = resources.disk_usage(disk_path)
+        disk = resources.disk_usage(self._conf.instances_path)
         uptime = resources.read_uptime()
         return HostResources(
             hypervisor_hostname=node_name,

@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from agent.virt.disk import nearest_existing_dir
+
 LOG = logging.getLogger(__name__)
 
 GiB = 1024 ** 3
@@ -107,19 +109,6 @@ def memory_mb_used(total_mb: int, stats_kib: Mapping[str, int]) -> int:
     return min(total_mb, max(0, stats_total_kib - avail_kib) // 1024)
 
 
-def ensure_instances_path(instances_path: str, state_path: str) -> str:
-    """The directory whose filesystem holds instance disks: `instances_path`, created if
-    missing; `state_path` when it cannot be created."""
-    try:
-        os.makedirs(instances_path, exist_ok=True)
-        return instances_path
-    except OSError as exc:
-        LOG.warning("Cannot create instances_path %s (%s); reporting the disk of state_path %s",
-                    instances_path, exc, state_path)
-        os.makedirs(state_path, exist_ok=True)
-        return state_path
-
-
 def sparse_overcommit_bytes(path: str) -> int:
     """Bytes the sparse files under `path` may still claim: apparent size minus allocation."""
     total = 0
@@ -135,12 +124,16 @@ def sparse_overcommit_bytes(path: str) -> int:
 
 def disk_usage(path: str) -> DiskUsage:
     """Size, use and free space of the filesystem holding `path`, in GiB (rounded down), and
-    what is left once the sparse disks under `path` are fully written (disk_available_least)."""
-    st = os.statvfs(path)
+    what is left once the sparse disks under `path` are fully written (disk_available_least).
+    A missing `path` is measured on its nearest existing ancestor's filesystem, with no disks
+    under it yet; nothing is created."""
+    existing = nearest_existing_dir(path)
+    st = os.statvfs(existing)
     total = st.f_frsize * st.f_blocks
     free = st.f_frsize * st.f_bavail
     used = total - st.f_frsize * st.f_bfree
-    least = (free - sparse_overcommit_bytes(path)) // GiB
+    sparse = sparse_overcommit_bytes(path) if existing == os.path.abspath(path) else 0
+    least = (free - sparse) // GiB
     return DiskUsage(total // GiB, used // GiB, free // GiB, least)
 
 
