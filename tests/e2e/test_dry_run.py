@@ -15,7 +15,8 @@ from agent.config import load_config
 from agent.db.models import Base
 from agent.service import AgentService
 from agent.systemd import Notifier
-from tests.agent_process import AgentProcess, NotifySocket, agent_command, write_config
+from tests.agent_process import (REPO_ROOT, AgentProcess, NotifySocket, agent_command,
+                                 write_config)
 from tests.conftest import import_libvirt
 
 HOST = "dry-1"
@@ -151,3 +152,32 @@ def test_dry_run_writes_nothing_on_every_backend(tmp_path, any_db_url):
                           host_work_factory=_compute_host).run_once()
     assert report.dry_run is True
     assert table_rows(any_db_url) == before
+
+
+def test_dry_run_of_every_kind_of_action_writes_nothing_on_every_backend(tmp_path, any_db_url):
+    """The worked example (an evacuated guest to destroy, an interrupted power-off, paused and
+    crashed guests, a new node) planned in a dry run on each database: every write the pass
+    would make goes through a database that refuses writes, so a write path that forgot the
+    dry run fails this test; the tables and the state directory stay as they were."""
+    from agent.commands.daemon import _compute_host
+    from agent.db.engine import make_database
+    from fakevirt.scenario import load_scenario
+    from fakevirt.seed import seed_database
+
+    example = REPO_ROOT / "etc" / "scenario.example.toml"
+    db = make_database(any_db_url)
+    try:
+        seed_database(db, load_scenario(str(example)))
+    finally:
+        db.dispose()
+    before = table_rows(any_db_url)
+    config = write_config(tmp_path, database_url=any_db_url, host="compute-1", **QUIET)
+    (tmp_path / "state").mkdir()
+    conf = load_config(str(config), {("fakevirt", "scenario"): str(example)})
+    report = AgentService(conf, dry_run=True, notifier=Notifier(None),
+                          host_work_factory=_compute_host).run_once()
+    assert [e.action for e in report.evacuated] == ["evacuated-destroyed"]
+    assert "powered-off" in {i.action for i in report.instances}
+    assert [n.saved for n in report.nodes] == ["would-create"]
+    assert table_rows(any_db_url) == before
+    assert os.listdir(tmp_path / "state") == []
