@@ -22,6 +22,7 @@ from sqlalchemy import insert, select, update
 from agent.compute import states
 from agent.db.models import ComputeNode, Instance, Migration, utcnow
 from agent.db.service_queries import ServiceRow, find_service, service_row
+from agent.display import plural
 from agent.errors import ServiceError
 from agent.liveness import state_of
 from agent.registry import COMPUTE_BINARY
@@ -133,14 +134,15 @@ def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: fl
                    Instance.deleted == 0)
             .values(host=dest_host, node=target.dest_node)).rowcount
         if moved != len(rows):  # pragma: no cover - the rows are locked above
-            raise ServiceError(f"evacuation of host {source_host}: {len(rows)} instances "
-                               f"planned but {moved} moved; nothing was changed")
+            raise ServiceError(f"evacuation of host {source_host}: "
+                               f"{plural(len(rows), 'instance')} planned but {moved} moved; "
+                               "nothing was changed")
         ids = dict(session.execute(
             select(Migration.uuid, Migration.id)
             .where(Migration.uuid.in_([p.migration_uuid for p in planned]))).all())
     done = tuple(EvacuatedInstance(p.uuid, p.name, p.source_node, p.migration_uuid,
                                    ids[p.migration_uuid]) for p in planned)
-    LOG.info("evacuated %d instances from host %s (%s) to host %s node %s", len(done),
+    LOG.info("evacuated %s from host %s (%s) to host %s node %s", plural(len(done), "instance"),
              source_host, target.source_state, dest_host, target.dest_node)
     return EvacuationResult(source_host, dest_host, target.dest_node, target.source_state,
                             done, False)

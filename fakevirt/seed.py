@@ -85,8 +85,8 @@ def seed_database(db: Database, scenario: Scenario, *, default_host: str | None 
                     shown = ", ".join(sorted(present)[:3])
                     more = f" and {len(present) - 3} more" if len(present) > 3 else ""
                     raise ScenarioError(
-                        f"{scenario.source}: {len(present)} {what} uuid(s) already in the "
-                        f"database ({shown}{more}); use --replace to overwrite them")
+                        f"{scenario.source}: {plural(len(present), what + ' uuid')} already in "
+                        f"the database ({shown}{more}); use --replace to overwrite them")
                 for chunk in _chunks(sorted(present)):
                     replaced += session.execute(
                         delete(model).where(model.uuid.in_(chunk))).rowcount

@@ -56,9 +56,12 @@ def run(args, conf) -> int:
 
 
 def render(result) -> str:
+    from agent.display import plural
+
     verb = "would evacuate" if result.dry_run else "evacuated"
-    lines = [f"{verb} {len(result.instances)} instance(s) from host {result.source_host} "
-             f"({result.source_state}) to host {result.dest_host} (node {result.dest_node})"
+    count = plural(len(result.instances), "instance")
+    lines = [f"{verb} {count} from host {result.source_host} ({result.source_state})"
+             f" to host {result.dest_host} (node {result.dest_node})"
              + (" [dry run: nothing written]" if result.dry_run else "")]
     if result.instances:
         header = ("Instance UUID", "Name", "Source Node", "Migration")

@@ -103,8 +103,10 @@ def run(args, conf) -> int:
         _write_report(args.report, report.to_json())
         LOG.info("fleet: report written to %s", args.report)
     if report.exit_status:
-        LOG.error("fleet: the service list showed %d live, beating agent(s) down (false "
-                  "downs): failing the run", report.false_downs)
+        from agent.display import plural
+
+        LOG.error("fleet: the service list showed live, beating agents down %s (false "
+                  "downs): failing the run", plural(report.false_downs, "time"))
     return report.exit_status
 
 

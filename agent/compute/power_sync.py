@@ -22,6 +22,7 @@ from typing import Iterable
 
 from agent.compute import states
 from agent.db import compute_queries as q
+from agent.display import plural
 from agent.errors import InstanceNotFound
 from agent.failure_log import FailureLog
 from agent.log import request_context
@@ -179,8 +180,9 @@ class PowerStateSync:
             rows = q.load_host_instances(session, self.host)
         counts = (len(rows), len(guests))
         if counts[0] != counts[1] and counts != self._count_mismatch:
-            LOG.warning("power-state sync: %d instances in the database for host %s, %d guests "
-                        "on the hypervisor", counts[0], self.host, counts[1])
+            LOG.warning("power-state sync: %s in the database for host %s, %s on the "
+                        "hypervisor", plural(counts[0], "instance"), self.host,
+                        plural(counts[1], "guest"))
         elif counts[0] == counts[1] and self._count_mismatch is not None:
             LOG.info("power-state sync: instance and guest counts agree again (%d)", counts[0])
         self._count_mismatch = counts if counts[0] != counts[1] else None

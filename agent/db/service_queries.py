@@ -11,6 +11,7 @@ from sqlalchemy import func, or_, select, update
 
 from agent.compute.states import EVACUATION, EVACUATION_DONE, FINISHED_MIGRATION_STATUSES
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
+from agent.display import plural
 from agent.errors import ServiceError, ServiceNotFound
 
 MAX_REASON_LENGTH = 255  # services.disabled_reason is String(255)
@@ -101,8 +102,9 @@ def set_forced_down(db, host: str, binary: str, forced_down: bool) -> tuple[Serv
                        Migration.status == EVACUATION_DONE))
             if pending:
                 raise ServiceError(
-                    f"cannot unset forced_down for host {host!r} binary {binary!r}: {pending} "
-                    f"evacuation migration(s) from this host are still in status 'done'; "
+                    f"cannot unset forced_down for host {host!r} binary {binary!r}: "
+                    f"{plural(pending, 'evacuation migration')} from this host "
+                    f"{'is' if pending == 1 else 'are'} still in status 'done'; "
                     "start the agent on the host so it destroys the evacuated guests (their "
                     "migrations become 'completed'), then retry")
         return _apply(session, service, forced_down=forced_down)
@@ -123,9 +125,11 @@ def delete_service(db, host: str, binary: str) -> ServiceRow:
                    Migration.status.not_in(FINISHED_MIGRATION_STATUSES)))
         problems = []
         if instances:
-            problems.append(f"{instances} instance(s) are on this host")
+            problems.append(f"{plural(instances, 'instance')} "
+                            f"{'is' if instances == 1 else 'are'} on this host")
         if migrations:
-            problems.append(f"{migrations} migration(s) from or to this host are in progress")
+            problems.append(f"{plural(migrations, 'migration')} from or to this host "
+                            f"{'is' if migrations == 1 else 'are'} in progress")
         if problems:
             raise ServiceError(f"cannot delete service host {host!r} binary {binary!r}: "
                                + " and ".join(problems)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from agent.display import plural
+
 
 @dataclass(frozen=True)
 class FleetReport:
@@ -68,7 +70,7 @@ class FleetReport:
         rows = [
             ("agents", f"{self.agents_started} of {self.count} started"
                        f"{f', {self.agents_failed} failed' if self.agents_failed else ''}, "
-                       f"{self.instances_per_host} instances each"),
+                       f"{plural(self.instances_per_host, 'instance')} each"),
             ("database", self.database),
             ("duration", f"{self.duration_s:.1f} s (start-up {_s(self.startup_s)})"),
             ("report_interval", f"{self.report_interval_s:g} s "
@@ -84,12 +86,12 @@ class FleetReport:
                            f"{_n(self.statements_per_beat)}, per audit "
                            f"{_n(self.statements_per_audit)}, per start-up "
                            f"{_n(self.statements_per_startup)}"),
-            ("audits", f"{self.audits} ({self.audit_errors} errors), power syncs "
+            ("audits", f"{self.audits} ({plural(self.audit_errors, 'error')}), power syncs "
                        f"{self.power_syncs}; job lateness p99 {_ms(self.job_lateness_p99_s)}"),
             ("cpu", f"{self.cpu_user_s:.1f} s user, {self.cpu_system_s:.1f} s system "
                     f"({self.cpu_percent_of_one_core:.0f} % of one core)"),
             ("memory", f"{self.rss_mb:.0f} MB resident, peak {self.peak_rss_mb:.0f} MB"),
-            ("services list", f"{self.polls} polls ({self.poll_errors} failed), max "
+            ("services list", f"{plural(self.polls, 'poll')} ({self.poll_errors} failed), max "
                               f"{_ms(self.max_poll_s)}; live agents seen down: "
                               f"{self.false_downs} (and {self.outage_downs} while their "
                               "beats failed)"),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from agent.config import short_reason
+from agent.display import plural
 from agent.failure_log import FailureLog
 from agent.fleet.cleanup import clean_up
 from agent.fleet.beat_scheduler import DueScheduler, Task
@@ -177,9 +178,9 @@ class FleetRunner:
     def _run_agents(self, process, cpu0) -> FleetReport:
         opts = self.options
         ramp = self.interval if opts.ramp is None else opts.ramp
-        LOG.info("fleet: starting %d agents (%d instances each) over %g s against %s; "
-                 "report_interval %g s, service_down_time %g s", opts.count,
-                 opts.instances_per_host, ramp, self.db.url, self.interval,
+        LOG.info("fleet: starting %s (%s each) over %g s against %s; "
+                 "report_interval %g s, service_down_time %g s", plural(opts.count, "agent"),
+                 plural(opts.instances_per_host, "instance"), ramp, self.db.url, self.interval,
                  self.conf.service_down_time)
         t0 = self._clock()
         statements0 = sum(self.statements.totals().values())
@@ -207,8 +208,8 @@ class FleetRunner:
                 self.beats.mark_steady()
                 with self._lock:
                     last = self._last_started_at or now
-                LOG.info("fleet: all %d agents started in %.1f s (%d failed)", opts.count,
-                         last - t0, self.failed)
+                LOG.info("fleet: all %s started in %.1f s (%d failed)",
+                         plural(opts.count, "agent"), last - t0, self.failed)
             statements = sum(self.statements.totals().values())
             self._log_progress(now - last_t, beats_ok - last_beats, beats_failed,
                                statements - last_statements)
@@ -347,13 +348,14 @@ class FleetRunner:
             live, errors = len(self._live), sum(self._job_errors.values())
             audits = self._job_runs.get(AUDIT_JOB, 0)
         LOG.info("fleet: %d/%d agents started (%d live, %d failed); %.1f beats/s (target "
-                 "%.1f); beat lateness p99 %s, max %s so far; %.0f statements/s; %d audits; "
+                 "%.1f); beat lateness p99 %s, max %s so far; %.0f statements/s; %s; "
                  "errors: %d beats, %d jobs; live agents seen down: %d (and %d while their "
                  "beats failed)",
                  self.started, self.options.count, live, self.failed,
                  beats / elapsed if elapsed > 0 else 0.0, self.options.count / self.interval,
                  _ms(p99), _ms(self.beats.lateness.max if self.beats.lateness.count else None),
-                 statements / elapsed if elapsed > 0 else 0.0, audits, beats_failed, errors,
+                 statements / elapsed if elapsed > 0 else 0.0, plural(audits, "audit"), beats_failed,
+                 errors,
                  self.poller.false_downs, self.poller.outage_downs)
 
     def _report(self, process, cpu0, t0, t_end, steady_at, steady_beats,

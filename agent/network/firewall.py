@@ -18,6 +18,7 @@ import contextlib
 import logging
 from typing import Any, Iterable, Iterator, Sequence
 
+from agent.display import plural
 from agent.errors import ConfigError
 from agent.network.executor import Executor, SubprocessExecutor
 from agent.network.iptables import IptablesManager
@@ -173,7 +174,8 @@ class IptablesFirewall(FirewallDriver):
                 self.manager.set_rules(family, chain, specs)
             self._instances[uuid] = wanted
             self._top_dirty = True
-        LOG.debug("firewall prepared for instance %s (%s): %d chains", uuid, name, len(rules))
+        LOG.debug("firewall prepared for instance %s (%s): %s", uuid, name,
+                  plural(len(rules), "chain"))
 
     def remove_instance(self, instance_uuid: str) -> None:
         uuid = instance_uuid.lower()
@@ -191,7 +193,8 @@ class IptablesFirewall(FirewallDriver):
             for uuid in gone:
                 self.remove_instance(uuid)
         if gone:
-            LOG.info("firewall: removed the chains of %d instances no longer here", len(gone))
+            LOG.info("firewall: removed the chains of %s no longer here",
+                     plural(len(gone), "instance"))
 
     def defer_apply(self) -> contextlib.AbstractContextManager[None]:
         return self.manager.defer_apply()

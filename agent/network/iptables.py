@@ -41,6 +41,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
+from agent.display import plural
 from agent.errors import FirewallError
 from agent.network.executor import Executor, ProcessError
 from agent.network.iptables_text import (BUILTIN_CHAINS, FAMILY_NAME, error_context,
@@ -288,12 +289,13 @@ class IptablesManager:
             return  # no filter table loaded and nothing of ours to put in one
         merged = merge_filter(saved, model.chains, model.jumps, self.is_ours)
         if same_filter(saved, merged):
-            LOG.debug("%s filter table already up to date (%d chains of ours)",
-                      FAMILY_NAME[family], len(model.chains))
+            LOG.debug("%s filter table already up to date (%s of ours)",
+                      FAMILY_NAME[family], plural(len(model.chains), "chain"))
             return
         if self.dry_run:
-            LOG.info("dry run: would restore the %s filter table (%d lines, %d chains of ours)",
-                     FAMILY_NAME[family], len(merged), len(model.chains))
+            LOG.info("dry run: would restore the %s filter table (%s, %s of ours)",
+                     FAMILY_NAME[family], plural(len(merged), "line"),
+                     plural(len(model.chains), "chain"))
             return
         try:
             self._executor.run([restore_cmd, "-w", str(XTABLES_LOCK_WAIT), "-c"],
@@ -306,8 +308,8 @@ class IptablesManager:
             bad = f": {merged[number - 1]!r}" if number and number <= len(merged) else ""
             raise FirewallError(f"{restore_cmd} failed{where}{bad}; previous "
                                 f"{FAMILY_NAME[family]} rules left in place") from exc
-        LOG.info("restored the %s filter table: %d chains of ours, %d lines",
-                 FAMILY_NAME[family], len(model.chains), len(merged))
+        LOG.info("restored the %s filter table: %s of ours, %s", FAMILY_NAME[family],
+                 plural(len(model.chains), "chain"), plural(len(merged), "line"))
 
     # -- helpers --------------------------------------------------------------------------
     def _model(self, family: int) -> _Model:

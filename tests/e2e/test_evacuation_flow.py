@@ -123,7 +123,7 @@ def test_evacuation_of_a_dead_host_to_another_across_two_agents(postgresql_url, 
         evacuated = agent_command("evacuate", "--config", str(src_conf), "--host", SRC,
                                   "--to", DST)
         assert evacuated.returncode == 0, evacuated.stderr
-        assert f"evacuated 3 instance(s) from host {SRC} (forced down) to host {DST}" \
+        assert f"evacuated 3 instances from host {SRC} (forced down) to host {DST}" \
             in evacuated.stdout
         assert rows.instances() == [(u, DST, DST) for u in uuids]
         assert rows.migrations() == [(u, "evacuation", "done", SRC, DST) for u in uuids]

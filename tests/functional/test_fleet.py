@@ -120,6 +120,7 @@ def test_report_has_every_field(tmp_path):
     assert data["target_beats_per_second"] == 3.0
     for label in ("agents", "beats/s", "beat lateness", "statements", "services list"):
         assert label in report.format_table()
+    assert "3 of 3 started, 1 instance each" in report.format_table()
 
 
 def test_fleet_command_stops_on_sigint_with_the_report(tmp_path):

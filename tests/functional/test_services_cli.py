@@ -211,7 +211,7 @@ def test_force_down_and_unset_refused_while_evacuations_done(any_db, cli):
     add_migration(any_db, source="cn9", dest="cn1", migration_type="evacuation", status="done")
     status, out, err = cli("force-down", "--host", "cn1", "--unset")
     assert status != 0 and out == ""
-    assert "1 evacuation migration(s)" in err and "'done'" in err and "cn1" in err
+    assert "1 evacuation migration from this host is still" in err and "'done'" in err and "cn1" in err
     assert listed(cli)["cn1"]["forced_down"] is True
 
     set_migration_status(any_db, evacuation, "completed")
@@ -228,7 +228,7 @@ def test_delete_refused_with_an_instance_on_the_host(any_db, cli):
     status, out, err = cli("delete", "--host", "cn1")
 
     assert status != 0 and out == ""
-    assert "1 instance(s)" in err and "cn1" in err
+    assert "1 instance is on this host" in err and "cn1" in err
     assert "cn1" in listed(cli)
 
 
@@ -243,7 +243,7 @@ def test_delete_refused_with_a_migration_in_progress(any_db, cli, source, dest, 
                               status=status)
 
     code, _, err = cli("delete", "--host", "cn1")
-    assert code != 0 and "1 migration(s)" in err and "in progress" in err
+    assert code != 0 and "1 migration from or to this host is in progress" in err and "in progress" in err
     assert "cn1" in listed(cli)
 
     set_migration_status(any_db, migration, "confirmed")

@@ -12,6 +12,7 @@ import time
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterator, Sequence
 
+from agent.display import plural
 from agent.errors import DriverError, InstanceNotFound
 from agent.virt.driver import ComputeDriver
 from agent.virt.libvirt import checks, resources
@@ -296,8 +297,8 @@ class LibvirtDriver(ComputeDriver):
     def plug_vifs(self, instance: InstanceRef, network_info: Sequence[VIF]) -> None:
         # Host-side VIF plumbing (bridges, taps, OVS ports) belongs to the network service on
         # this host, not to the agent; libvirt re-creates taps when it starts a guest.
-        LOG.debug("plug_vifs for %s: %d VIF(s) left to the network service", instance.uuid,
-                  len(network_info))
+        LOG.debug("plug_vifs for %s: %s left to the network service", instance.uuid,
+                  plural(len(network_info), "VIF"))
 
     def finish_revert_migration(self, instance: InstanceRef, network_info: Sequence[VIF],
                                 power_on: bool = True) -> None:

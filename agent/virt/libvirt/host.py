@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from agent.display import plural
 from agent.errors import DriverError
 from agent.failure_log import FailureLog
 from agent.virt.libvirt import events
@@ -264,8 +265,8 @@ class Host:
                 continue
             with self._lock:
                 self._conn = conn
-            LOG.info("Connection to libvirt at %s restored after %d attempt(s)", self.uri,
-                     attempt)
+            LOG.info("Connection to libvirt at %s restored after %s", self.uri,
+                     plural(attempt, "attempt"))
             if self._on_connection is not None:
                 self._on_connection(True, "")
             return
