@@ -87,8 +87,11 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
 
 
 def start_failed_reason(reason: str) -> str:
-    """The disabled_reason left on the service row when start-up fails."""
-    return (START_FAILED_PREFIX + reason)[:DISABLED_REASON_MAX]
+    """The disabled_reason left on the service row when start-up fails: at most the column's
+    255 characters, a longer reason cut after a whole word and ending in '...'."""
+    from agent.display import clip
+
+    return clip(START_FAILED_PREFIX + reason, DISABLED_REASON_MAX)
 
 
 class AgentService:

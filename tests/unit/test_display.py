@@ -60,3 +60,12 @@ def test_plural_irregular():
     ("1.2.3", "1.2.3"), (None, None)])
 def test_version_text(version, shown):
     assert version_text(version) == shown
+
+
+def test_start_failed_reason_fits_the_column_cut_at_a_word():
+    from agent.service import start_failed_reason
+
+    reason = "cannot connect to libvirt at qemu:///system: " + "permission denied " * 20
+    stored = start_failed_reason(reason)
+    assert len(stored) <= 255 and stored.endswith("permission denied...")
+    assert start_failed_reason("no libvirt") == "AUTO: start-up failed: no libvirt"
