@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from agent.display import pairs
+
 
 @dataclass(frozen=True)
 class ServiceReport:
@@ -43,5 +45,4 @@ class ServiceReport:
                 ("service id", self.service_id), ("service uuid", self.service_uuid),
                 ("status", status), ("report_count", self.report_count),
                 ("host work", "none plugged in (no driver, no init_host, no audit)")]
-        width = max(len(name) for name, _ in rows)
-        return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+        return pairs(rows)

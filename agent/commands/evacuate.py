@@ -56,23 +56,21 @@ def run(args, conf) -> int:
 
 
 def render(result) -> str:
-    from agent.display import plural
+    from agent.display import escape, grid, plural
 
     verb = "would evacuate" if result.dry_run else "evacuated"
     count = plural(len(result.instances), "instance")
-    lines = [f"{verb} {count} from host {result.source_host} ({result.source_state})"
-             f" to host {result.dest_host} (node {result.dest_node})"
+    lines = [escape(f"{verb} {count} from host {result.source_host} ({result.source_state})"
+                    f" to host {result.dest_host} (node {result.dest_node})")
              + (" [dry run: nothing written]" if result.dry_run else "")]
     if result.instances:
         header = ("Instance UUID", "Name", "Source Node", "Migration")
         rows = [(i.uuid, i.name, i.source_node,
                  "-" if i.migration_id is None else f"{i.migration_id} (done)")
                 for i in result.instances]
-        widths = [max(len(str(r[c])) for r in rows + [header]) for c in range(len(header))]
-        for row in [header] + rows:
-            lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        lines.append(grid(header, rows).rstrip("\n"))
         if not result.dry_run:
-            lines.append(f"start the agent on {result.source_host} to destroy its copies; "
-                         f"'agent services force-down --unset --host {result.source_host}' is "
-                         "refused until then")
+            lines.append(escape(f"start the agent on {result.source_host} to destroy its "
+                                f"copies; 'agent services force-down --unset --host "
+                                f"{result.source_host}' is refused until then"))
     return "\n".join(lines) + "\n"

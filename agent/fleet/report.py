@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from agent.display import plural
+from agent.display import pairs, plural
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,7 @@ class FleetReport:
             ("stopped by", self.stopped_by),
             ("cleanup", self.cleanup),
         ]
-        width = max(len(name) for name, _ in rows)
-        return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+        return pairs(rows)
 
 
 def _ms(seconds: float | None) -> str:
