@@ -68,7 +68,7 @@ def service_state(forced_down: bool, last_seen_up: dt.datetime | None,
                             offset)
     if age is not None and age <= service_down_time:
         return ServiceState(True, None, age, offset)
-    died = "died in start-up ('AUTO: starting' never lifted): " if starting else ""
+    died = "died in start-up, " if starting else ""
     if last_seen_up is None:
         registered = f"registered {age:.0f} s ago" if age is not None else "no creation time"
         return ServiceState(False, f"{died}never reported ({registered})", age, offset)

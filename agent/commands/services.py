@@ -20,7 +20,7 @@ COMPUTE_BINARY = "compute-agent"  # agent.registry.COMPUTE_BINARY, without impor
 COLUMNS = ("ID", "Binary", "Host", "Zone", "Status", "State", "Updated At", "Last Seen Up",
            "Disabled Reason", "Forced Down", "Clock Offset", "Down Reason")
 # Table widths of the free-text columns (longer values end in '...'; --format json keeps them).
-COLUMN_WIDTHS = {"Disabled Reason": 40, "Down Reason": 64}
+COLUMN_WIDTHS = {"Disabled Reason": 32, "Down Reason": 64}
 COMPUTE_ZONE = "nova"      # nova's availability zone of compute services
 INTERNAL_ZONE = "internal"  # nova's zone of every other binary
 SQLITE_CLOCK_NOTE = (

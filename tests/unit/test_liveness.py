@@ -88,3 +88,23 @@ def test_clock_warning(offset, expected):
     else:
         assert warning.startswith(expected)
         assert "NTP" in warning
+
+
+# A row still carrying 'AUTO: starting': (last_seen_up, created_at, forced_down) -> reason
+STARTING_CASES = [
+    pytest.param(ago(5), ago(600), False, None, id="starting-and-beating-up"),
+    pytest.param(ago(120), ago(600), False,
+                 "died in start-up, last seen 120 s ago (service_down_time 60 s)",
+                 id="beats-stopped-in-start-up"),
+    pytest.param(None, ago(300), False,
+                 "died in start-up, never reported (registered 300 s ago)",
+                 id="died-before-the-first-beat"),
+    pytest.param(ago(120), ago(600), True, "forced down", id="forced-down-says-only-that"),
+]
+
+
+@pytest.mark.parametrize("last_seen_up,created_at,forced_down,reason", STARTING_CASES)
+def test_service_still_starting(last_seen_up, created_at, forced_down, reason):
+    state = service_state(forced_down, last_seen_up, created_at, last_seen_up, NOW, DOWN_TIME,
+                          starting=True)
+    assert (state.up, state.reason) == (reason is None, reason)
