@@ -13,7 +13,8 @@ files                       0640    compute_id, the SQLite database (its -wal an
 
 Owner and group may read (an operators' group can read logs and state), nobody else; only the
 owner writes. A stricter umask makes them stricter still, never looser. Existing files and
-directories keep their modes.
+directories keep their modes, but a state directory any user may write to stops start-up (a
+node identity planted there would decide what start-up destroys).
 
 Files replaced as a whole (compute_id, reports) are written to a new temporary file with a
 random name in the same directory, created exclusively (O_EXCL | O_NOFOLLOW: a file or symbolic
@@ -25,10 +26,43 @@ from __future__ import annotations
 
 import os
 import secrets as random_names
+from typing import Mapping
+
+from agent.errors import ConfigError
 
 DIR_MODE = 0o750
 FILE_MODE = 0o640
 _CREATE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+SYSTEM_STATE_PATH = "/var/lib/compute-agent"
+
+
+def default_state_path(environ: Mapping[str, str], euid: int) -> str:
+    """The state directory when `state_path` is not set, first match wins:
+
+    1. ``$STATE_DIRECTORY``: systemd's StateDirectory= (the shipped unit's
+       /var/lib/compute-agent; the first one when it lists several, colon-separated);
+    2. /var/lib/compute-agent for root (the same directory, for commands an operator runs);
+    3. ``$XDG_STATE_HOME/compute-agent`` (an absolute path only, as the XDG base directory
+       specification says);
+    4. ``$HOME/.local/state/compute-agent``, when HOME is set and not '/'.
+
+    None of them (a service without StateDirectory=, HOME unset) is a ConfigError saying what
+    to set: the user database's home directory is not guessed, it would be '/' for a dynamic
+    user."""
+    state_directory = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_directory:
+        return state_directory
+    if euid == 0:
+        return SYSTEM_STATE_PATH
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "compute-agent")
+    home = environ.get("HOME", "")
+    if home and home != "/":
+        return os.path.join(home, ".local", "state", "compute-agent")
+    raise ConfigError("[DEFAULT] state_path is not set and has no default here: neither "
+                      "$STATE_DIRECTORY (systemd's StateDirectory=), $XDG_STATE_HOME nor $HOME "
+                      "is set; set state_path in the configuration or pass --state-path")
 
 
 def ensure_directory(path: str, mode: int = DIR_MODE) -> None:
@@ -49,6 +83,15 @@ def ensure_directory(path: str, mode: int = DIR_MODE) -> None:
         except FileExistsError:
             if not os.path.isdir(directory):
                 raise
+
+
+def is_writable_by_others(path: str) -> bool:
+    """`path` exists and every user may create or replace files in it (the 'other' write bit,
+    sticky or not). Follows a symbolic link, as the agent's own use of the path does."""
+    try:
+        return bool(os.stat(path).st_mode & 0o002)
+    except FileNotFoundError:
+        return False
 
 
 def write_atomically(path: str, data: str, mode: int = FILE_MODE) -> None:

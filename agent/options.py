@@ -49,10 +49,9 @@ class Resolved:
 
 
 def _default_state_path(_: Resolved) -> str:
-    if os.geteuid() == 0:
-        return "/var/lib/compute-agent"
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "compute-agent")
+    from agent.files import default_state_path
+
+    return default_state_path(os.environ, os.geteuid())
 
 
 def _default_my_ip(_: Resolved) -> str:
@@ -80,10 +79,12 @@ OPTIONS: tuple[Opt, ...] = (
         "Name of this host in the service registry. Changing it on a host that has instances "
         "makes start-up stop: the node identity would no longer match.",
         derive=lambda _: socket.gethostname()),
-    Opt("DEFAULT", "state_path", "path", "/var/lib/compute-agent as root, else "
-        "$XDG_STATE_HOME/compute-agent",
+    Opt("DEFAULT", "state_path", "path", "$STATE_DIRECTORY (systemd's StateDirectory=), "
+        "else /var/lib/compute-agent as root, else $XDG_STATE_HOME/compute-agent or "
+        "$HOME/.local/state/compute-agent",
         "Directory for the agent's state: the embedded SQLite database and the node identity "
-        "file (compute_id).", derive=_default_state_path),
+        "file (compute_id). Created with mode 0750 (files in it 0640) if missing.",
+        derive=_default_state_path),
     Opt("DEFAULT", "instances_path", "path", "$state_path/instances",
         "Directory holding instance disks; its filesystem is what local_gb reports.",
         derive=lambda v: os.path.join(v.get("DEFAULT", "state_path"), "instances")),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from agent.errors import StartupError
-from agent.files import ensure_directory, write_atomically
+from agent.files import ensure_directory, is_writable_by_others, write_atomically
 
 LOG = logging.getLogger(__name__)
 
@@ -90,6 +90,15 @@ class NodeIdentityStore:
         self.path = os.path.join(state_path, COMPUTE_ID_FILE)
 
     def read(self) -> str | None:
+        """The uuid in the file, None when there is none. A StartupError names the file when it
+        cannot be read or holds no uuid, and the directory when any user may write to it (a
+        planted compute_id would decide what start-up destroys)."""
+        directory = os.path.dirname(self.path)
+        if is_writable_by_others(directory):
+            raise StartupError(f"{directory}: the state directory is writable by every user "
+                               f"(mode {os.stat(directory).st_mode & 0o7777:04o}), so its node "
+                               f"identity cannot be trusted; run 'chmod o-w {directory}' (the "
+                               "agent creates it 0750)")
         try:
             with open(self.path, "rb") as fh:
                 text = fh.read(4096).decode("utf-8", errors="replace").strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -41,21 +42,45 @@ def seconds(value: str) -> float:
     return int(match.group(1)) * units[match.group(2)]
 
 
+def system_scripts_dir() -> str:
+    """Where `pip install compute-agent` as root puts console scripts: the scripts directory
+    of the system interpreter's default install scheme (/usr/local/bin on Debian and Ubuntu)."""
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    require_tier("systemd", python is not None, "no system python3 in /usr/bin")
+    result = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path("
+                             "'scripts'))"], capture_output=True, text=True, timeout=60,
+                            check=True, env={"PATH": "/usr/bin:/bin"})
+    return result.stdout.strip()
+
+
 @pytest.mark.systemd
-def test_unit_verifies_without_any_warning(tmp_path, systemd_analyze):
-    # verify checks that ExecStart's binary exists: check a copy that points at this
-    # checkout's agent (the shipped path is where `pip install` as root puts it).
-    agent = Path(sys.executable).with_name("agent")
-    require_tier("systemd", agent.exists(), f"{agent} is not installed (pip install -e .)")
-    text = UNIT.read_text(encoding="utf-8")
-    shipped = "ExecStart=/usr/local/bin/agent "
-    assert shipped in text
-    copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(shipped, f"ExecStart={agent} "), encoding="utf-8")
-    result = subprocess.run([systemd_analyze, "verify", str(copy)], capture_output=True,
-                            text=True, timeout=120)
+def test_unit_as_shipped_verifies_where_pip_installs_the_agent(tmp_path, systemd_analyze):
+    # The unit, unchanged, in a root directory that holds systemd's units and the agent's
+    # console script where a root `pip install` puts it: verify checks ExecStart's binary too.
+    settings = unit_settings(UNIT.read_text(encoding="utf-8"))
+    binary = settings["ExecStart"][0].split()[0]
+    assert os.path.dirname(binary) == system_scripts_dir()
+    script = Path(sys.executable).with_name("agent")
+    require_tier("systemd", script.exists(), f"{script} is not installed (pip install -e .)")
+    root = tmp_path / "root"
+    (root / binary.lstrip("/")).parent.mkdir(parents=True)
+    shutil.copy2(script, root / binary.lstrip("/"))
+    # systemd's own units (sysinit.target, ...), links kept as links (they resolve inside root).
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    shutil.copy2(UNIT, units / UNIT.name)
+    result = subprocess.run([systemd_analyze, "verify", f"--root={root}",
+                             str(units / UNIT.name)], capture_output=True, text=True,
+                            timeout=120)
     assert result.stderr == ""
     assert result.returncode == 0
+    # Without the script there, verify fails: the check above is a real one.
+    (root / binary.lstrip("/")).unlink()
+    missing = subprocess.run([systemd_analyze, "verify", f"--root={root}",
+                              str(units / UNIT.name)], capture_output=True, text=True,
+                             timeout=120)
+    assert f"Command {binary} is not executable" in missing.stderr
 
 
 @pytest.mark.systemd
@@ -82,3 +107,7 @@ def test_unit_matches_what_the_agent_does():
     report_interval = find("DEFAULT", "report_interval").default
     assert seconds(settings["WatchdogSec"][0]) / 2 >= report_interval
     assert set(settings["CapabilityBoundingSet"][0].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    # The default state_path under the unit is $STATE_DIRECTORY (agent.files): the unit must
+    # ask for it, private to the service's user and group.
+    assert settings["StateDirectory"] == ["compute-agent"]
+    assert settings["StateDirectoryMode"] == ["0750"]
