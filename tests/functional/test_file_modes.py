@@ -129,7 +129,7 @@ def test_fleet_state_directories_and_report_under_umask_000(tmp_path):
     report = tmp_path / "report.json"
     config = write_config(tmp_path, database_url=f"sqlite:///{tmp_path}/fleet.sqlite")
     result = run_agent(tmp_path, config, "fleet", "--count", "2", "--duration", "1",
-                       "--ramp", "0.2", "--report", str(report))
+                       "--ramp", "0.2", "--report", str(report), "--keep")
     assert result.returncode == 0, result.stderr
     fleet = tmp_path / "state" / "fleet"
     directories = [tmp_path / "state", fleet, *fleet.iterdir()]
