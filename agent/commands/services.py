@@ -24,9 +24,9 @@ COLUMN_WIDTHS = {"Disabled Reason": 32, "Down Reason": 64}
 COMPUTE_ZONE = "nova"      # nova's availability zone of compute services
 INTERNAL_ZONE = "internal"  # nova's zone of every other binary
 SQLITE_CLOCK_NOTE = (
-    "note: SQLite has no database server clock: each process stamps its beats and judges them "
-    "with its own clock, so a process whose clock is off can be shown down, and the clock "
-    "offset cannot be measured (n/a); use PostgreSQL or MariaDB for hosts that share a database")
+    "note: SQLite has no database server clock: each process stamps and judges beats with its\n"
+    "own clock, so a process whose clock is off can be shown down, and the clock offset cannot\n"
+    "be measured (n/a). Hosts that share a database should use PostgreSQL or MariaDB.")
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
