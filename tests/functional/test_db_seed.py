@@ -196,3 +196,21 @@ def test_seed_command_counts_in_words(sqlite_url, tmp_path, capsys):
     assert out.startswith("seeded 1 instance and 0 migrations from ")
     assert main(["db", "seed", str(path), "--db", sqlite_url, "--replace"]) == 0
     assert ", replacing 1 existing row in " in capsys.readouterr().out
+
+
+def test_seed_of_a_large_scenario_says_it_is_reading_it(sqlite_url, tmp_path, capsys):
+    count = 12_000
+    entries = [f'[[instances]]\nuuid = "00000000-0000-4000-8000-{i:012d}"\n'
+               f'display_name = "vm-{i}"\nhost = "cn1"\n' for i in range(count)]
+    path = tmp_path / "large.toml"
+    path.write_text("\n".join(entries), encoding="utf-8")
+    assert path.stat().st_size > 1_000_000
+
+    assert main(["db", "seed", str(path), "--db", sqlite_url]) == 0
+
+    out, err = capsys.readouterr()
+    assert f"reading scenario {path} (" in err and " MB)" in err
+    assert f"scenario {path}: 0 domains, 12,000 instances and 0 migrations, read and " \
+           "checked in " in err
+    assert out.startswith("seeded 12,000 instances and 0 migrations from ")
+    assert out.count("\n") == 1
