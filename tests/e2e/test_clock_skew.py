@@ -3,7 +3,8 @@
 The agent runs under `faketime` (its wall clock one hour ahead or behind); the operator's
 `agent services list` runs on the real clock. The database is PostgreSQL, whose server clock is
 the real one: with the embedded SQLite database the "database clock" would be the agent's own
-(faked) clock, which is not the situation this test is about.
+(faked) clock: the last test shows what that means (a live, skewed agent listed down, its
+offset n/a), as the README says.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tests.agent_process import (AgentProcess, NotifySocket, agent_command, list
                                  wait_for, write_config)
 from tests.conftest import require_tier
 
-pytestmark = [pytest.mark.faketime, pytest.mark.postgresql]
+pytestmark = [pytest.mark.faketime]
 
 HOUR = 3600.0
 
@@ -32,6 +33,7 @@ def faketime():
     return path
 
 
+@pytest.mark.postgresql
 @pytest.mark.parametrize(("offset", "expected"), [("+3600s", HOUR), ("-3600s", -HOUR)],
                          ids=["one-hour-ahead", "one-hour-behind"])
 def test_skewed_host_is_up_then_down_after_it_is_killed(offset, expected, faketime,
@@ -80,5 +82,37 @@ def test_skewed_host_is_up_then_down_after_it_is_killed(offset, expected, faketi
         if agent_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(agent_pid, signal.SIGKILL)
+        agent.stop()
+        notify.close()
+
+
+@pytest.mark.parametrize(("offset", "reason"), [
+    ("+3600s", r"last beat \d+ s in the future"), ("-3600s", r"last seen \d+ s ago")],
+    ids=["one-hour-ahead", "one-hour-behind"])
+def test_on_sqlite_a_skewed_live_process_is_shown_down(offset, reason, faketime, tmp_path):
+    # What the README says of SQLite: with no database server, the agent's own (skewed) clock
+    # stamps its beats, so the operator's process, on the right clock, sees it down; and the
+    # offset cannot be measured.
+    config = write_config(tmp_path, database_url=f"sqlite:///{tmp_path}/agent.sqlite",
+                          host="skewed", report_interval=1, service_down_time=3)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    agent = AgentProcess(config, tmp_path / "agent.log", wrapper=[faketime, "-f", offset],
+                         env={"NOTIFY_SOCKET": notify.path,
+                              "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    try:
+        assert notify.receive_until("READY=1") is not None, agent.log_text()
+
+        def beating_but_down():
+            entry = listed_service(config, "skewed")
+            return entry if entry and entry["report_count"] >= 3 else None
+
+        entry = wait_for(beating_but_down)
+        assert entry, (listed_service(config, "skewed"), agent.log_text())
+        assert entry["state"] == "down" and re.match(reason, entry["down_reason"])
+        assert entry["clock_offset_seconds"] is None
+        table = agent_command("services", "list", "--config", str(config))
+        assert " n/a " in table.stdout
+        assert "note: SQLite has no database server clock" in table.stdout
+    finally:
         agent.stop()
         notify.close()
