@@ -19,6 +19,7 @@ from agent.compute.node_identity import (KnownNode, NodeIdentity, NodeIdentitySt
 from agent.compute.usage import (Flavor, Reserved, TrackedInstance, TrackedMigration,
                                  allocation_ratio, compute_usage, instances_on_node)
 from agent.db import compute_queries as q
+from agent.display import plural
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import HostResources
 
@@ -192,11 +193,12 @@ class ResourceTracker:
         unknown = tuple(g.uuid for g in guests if g.uuid not in known)
         for report in reports:
             LOG.info("audit%s of node %s: %s vCPUs used of %s, %s MB used of %s, %s GB used of "
-                     "%s, %s instances; row %s", " (start-up)" if startup else "",
+                     "%s, %s; row %s", " (start-up)" if startup else "",
                      report.hypervisor_hostname, report.values["vcpus_used"],
                      report.values["vcpus"], report.values["memory_mb_used"],
                      report.values["memory_mb"], report.values["local_gb_used"],
-                     report.values["local_gb"], report.values["running_vms"], report.saved)
+                     report.values["local_gb"], plural(report.values["running_vms"], "instance"),
+                     report.saved)
         self.last_audit = AuditResult(tuple(reports), orphans, unknown)
         return self.last_audit
 
