@@ -10,6 +10,10 @@ SQLite has no server: its "database clock" is the clock of the process that writ
 right for the one host an embedded database serves, but a host-clock skew test (faketime around
 the agent) needs PostgreSQL or MariaDB.
 
+Each beat also stamps `last_seen_by` with the agent's identity (agent.service_owner), and
+matches only while no other identity is on the row: when another agent beats into it, the
+heartbeat logs that once as an error (and once when it stops) and beats anyway.
+
 The heartbeat never dies. A failure (database unreachable, service row deleted, anything else)
 is logged once when it starts and once when it clears, and the schedule goes on. A deleted row is
 not recreated: the operator deleted the service on purpose, and only a restart registers again.
@@ -23,12 +27,13 @@ import threading
 import time
 from typing import Callable
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from agent.config import short_reason
 from agent.db.models import Service, utcnow
 from agent.log import request_context
+from agent.service_owner import intruder_message, read_owner
 
 LOG = logging.getLogger(__name__)
 
@@ -56,7 +61,8 @@ class Heartbeat:
 
     def __init__(self, db, service_id: int, interval: float, *,
                  clock: Callable[[], dt.datetime] = host_utcnow, initial_delay: float = 0.0,
-                 name: str = "heartbeat", host: str | None = None, binary: str | None = None):
+                 name: str = "heartbeat", host: str | None = None, binary: str | None = None,
+                 agent_id: str | None = None):
         self._db = db
         self.service_id = service_id
         self.interval = float(interval)
@@ -65,12 +71,25 @@ class Heartbeat:
         self._clock = clock
         self._host = host
         self._binary = binary
-        # Built once: the one statement of every beat. updated_at follows through its onupdate.
+        self.agent_id = agent_id
+        # Built once: the one statement of every beat, which matches only while no other
+        # agent's identity is on the row. updated_at follows through its onupdate.
+        values = {"report_count": Service.report_count + 1, "last_seen_up": utcnow(),
+                  "last_seen_host_time": bindparam("host_time")}
+        if agent_id is not None:
+            values["last_seen_by"] = agent_id
+        ours = Service.last_seen_by.is_(None)
+        if agent_id is not None:
+            ours = or_(ours, Service.last_seen_by == agent_id)
         self._statement = (update(Service)
+                           .where(Service.id == service_id, Service.deleted == 0, ours)
+                           .values(**values))
+        # After another agent beat into the row: this agent's beat goes in anyway (it still
+        # runs this host), and the intrusion is logged.
+        self._take_back = (update(Service)
                            .where(Service.id == service_id, Service.deleted == 0)
-                           .values(report_count=Service.report_count + 1,
-                                   last_seen_up=utcnow(),
-                                   last_seen_host_time=bindparam("host_time")))
+                           .values(**values))
+        self._intruder: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._condition: str | None = None
@@ -85,14 +104,21 @@ class Heartbeat:
 
     # -- one tick ---------------------------------------------------------------------------
     def beat(self) -> bool:
-        """Send one beat: exactly one UPDATE, no read before it. Returns whether the row was
-        updated. Never raises."""
+        """Send one beat: exactly one UPDATE, no read before it (while another agent beats
+        into the row: that UPDATE, a read naming the other agent, and the beat). Returns
+        whether the row was updated. Never raises."""
         with request_context():
             self._last_activity = time.monotonic()
             try:
-                host_time = _naive_utc(self._clock())
+                params = {"host_time": _naive_utc(self._clock())}
                 with self._db.single_statement() as conn:
-                    matched = conn.execute(self._statement, {"host_time": host_time}).rowcount
+                    matched = conn.execute(self._statement, params).rowcount
+                if matched != 1:
+                    matched = self._beat_after_intruder(params)
+                elif self._intruder is not None:
+                    LOG.info("%s: no other agent beats into %s any more", self.name,
+                             self._describe(lookup=False))
+                    self._intruder = None
             except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any error
                 self._failed(self._classify(exc), exc)
                 return False
@@ -103,6 +129,20 @@ class Heartbeat:
                 return False
             self._succeeded()
             return True
+
+    def _beat_after_intruder(self, params) -> int:
+        """The beat matched no row: gone (0), or another agent's identity is on it; then say
+        so (once, until it stops) and beat anyway."""
+        owner = read_owner(self._db, self.service_id)
+        if owner is None:
+            return 0
+        if owner.last_seen_by != self._intruder:
+            self._intruder = owner.last_seen_by
+            self._host = self._host or owner.host
+            LOG.error("%s: %s", self.name, intruder_message(self._host, self.service_id,
+                                                            owner.last_seen_by, self.agent_id))
+        with self._db.single_statement() as conn:
+            return conn.execute(self._take_back, params).rowcount
 
     def _classify(self, exc: BaseException) -> str:
         if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from agent.db.models import Service
+from agent.db.models import Service, utcnow
+from agent.service_owner import claim_service
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def load_service_by_id(db, service_id: int) -> ServiceRecord | None:
 
 
 def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str = COMPUTE_TOPIC,
-                     enable_new: bool = True, starting: bool = True) -> ServiceRecord:
+                     enable_new: bool = True, starting: bool = True, agent_id: str | None = None,
+                     service_down_time: float | None = None) -> ServiceRecord:
     """Load this host's service row, or create it (report_count 0).
 
     Two processes registering the same (host, binary) at once end with one row: the loser of
@@ -73,10 +75,18 @@ def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str 
     with an automatic reason (e.g. 'AUTO: connection to libvirt lost' when it stopped while
     libvirt was down): this run re-evaluates it. A row an operator disabled (or that
     enable_new_services created disabled) is left exactly as it is.
+
+    With `service_down_time` (seconds), the row is first claimed for `agent_id` (the identity
+    this agent's beats carry, see agent.service_owner): StartupError, and nothing changed, while
+    another agent has beaten into it within that time.
     """
     record = load_service(db, host, binary)
+    created = False
     if record is None:
-        record = _create_service(db, host, binary, topic, enable_new, starting)
+        record, created = _create_service(db, host, binary, topic, enable_new, starting,
+                                          agent_id)
+    if service_down_time is not None and not created:
+        claim_service(db, record.id, record.host, agent_id, service_down_time)
     if starting and record.disabled_reason != AUTO_STARTING and (
             not record.disabled or _is_auto(record.disabled_reason)):
         if _claim_for_start(db, record.id):
@@ -105,7 +115,8 @@ def _claim_for_start(db, service_id: int) -> bool:
 
 
 def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,
-                    starting: bool) -> ServiceRecord:
+                    starting: bool, agent_id: str | None) -> tuple[ServiceRecord, bool]:
+    """The new row and True; or, when another process created it first, theirs and False."""
     if not enable_new:
         disabled, reason = True, NEW_SERVICE_DISABLED
     elif starting:
@@ -116,7 +127,7 @@ def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,
         with db.sessions.begin() as session:
             row = Service(host=host, binary=binary, topic=topic, report_count=0,
                           disabled=disabled, disabled_reason=reason, forced_down=False,
-                          deleted=0)
+                          deleted=0, last_seen_by=agent_id, started_at=utcnow())
             session.add(row)
             session.flush()
             record = _record(row)
@@ -127,14 +138,14 @@ def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,
             raise
         LOG.info("Service row for host %s binary %s was created concurrently (id %s); using it",
                  host, binary, record.id)
-        return record
+        return record, False
     if not enable_new:
         LOG.warning("Registered new service host %s binary %s (id %s) DISABLED: "
                     "enable_new_services = false; enable it with 'agent services enable "
                     "--host %s'", host, binary, record.id, host)
     else:
         LOG.info("Registered new service host %s binary %s (id %s)", host, binary, record.id)
-    return record
+    return record, True
 
 
 def finish_starting(db, service_id: int) -> bool:

@@ -1,19 +1,21 @@
 """The agent's lifecycle: start-up sequence, running, shutdown (DESIGN.md "Startup sequence").
 
-Start-up: open the database, make sure its schema is current, register this host's service
-(disabled with 'AUTO: starting' while it starts), send the first beat and start the heartbeat
-thread, then run the host work (virt driver init_host, the compute manager's init_host, the first
-resource audit) on a thread of its own, start the periodic jobs, lift 'AUTO: starting' and tell
-systemd READY=1. While running, WATCHDOG=1 goes out only while the heartbeat and the scheduler
-are healthy. SIGTERM or SIGINT stops it: STOPPING=1, the scheduler (waiting for the running job),
+Start-up: open the database, make sure its schema is current, run the checks that can refuse the
+start-up (virt driver init_host, the node identity check: a refused start changes nothing, not
+even the service row), register this host's service (disabled with 'AUTO: starting' while it
+starts; refused while another agent beats into it), send the first beat and start the heartbeat
+thread, then run the rest of the host work (the compute manager's init_host, the first resource
+audit) on a thread of its own, start the periodic jobs, lift 'AUTO: starting' and tell systemd
+READY=1. While running, WATCHDOG=1 goes out only while the heartbeat and the scheduler are
+healthy. SIGTERM or SIGINT stops it: STOPPING=1, the scheduler (waiting for the running job),
 the host work, the heartbeat, the database engine; exit status 0.
 
 A dry run (`agent --once --dry-run`) reads through a database that refuses writes and never
 registers, beats or marks the service: it leaves the service row, even a live daemon's, exactly
 as it was, whether it succeeds or fails.
 
-Nothing heavy is imported before the first beat (no libvirt, no Alembic unless the schema is
-upgraded): the goal is a beat within 2 s of process start.
+Nothing heavy is imported before the first beat but the virt driver that the checks need (no
+Alembic unless the schema is upgraded): the goal is a beat within 2 s of process start.
 """
 
 from __future__ import annotations
@@ -44,12 +46,25 @@ DISABLED_REASON_MAX = 255  # services.disabled_reason is VARCHAR(255)
 
 
 class HostWork(Protocol):
-    """The work the agent does for its host, plugged into the lifecycle by the compute side."""
+    """The work the agent does for its host, plugged into the lifecycle by the compute side.
+
+    Built with the host's service row as it is before start-up (None when the host has none
+    yet); prepare() runs before the row is created or claimed, registered() once it is."""
+
+    def prepare(self) -> str | None:
+        """The checks that can refuse a start-up (driver.init_host, the node identity); writes
+        nothing. Called once, before registration (a dry run leaves it to start()). Returns the
+        node's uuid, which the agent's beats carry (None when there is none). Raises AgentError
+        to stop the agent."""
+
+    def registered(self, service: "ServiceRecord") -> None:
+        """Called after prepare() once the service row is created or claimed, before its first
+        beat: the identity prepare() decided is written down."""
 
     def start(self) -> None:
-        """Called once, after registration and the first beat, on a thread of its own:
-        driver.init_host, the compute manager's init_host, the first resource audit. May take
-        long. Raises AgentError to stop the agent."""
+        """Called once, after registration and the first beat, on a thread of its own: the
+        compute manager's init_host, the first resource audit (and prepare() first when it did
+        not run). May take long. Raises AgentError to stop the agent."""
 
     def periodic_jobs(self) -> Sequence["PeriodicJob"]:
         """Called once after start(): the jobs to schedule (disabled ones may be included with
@@ -217,21 +232,38 @@ class AgentService:
         from agent.db import migrate
         from agent.db.engine import database_from_conf
         from agent.heartbeat import Heartbeat
-        from agent.registry import register_service
+        from agent.registry import load_service, register_service
 
         conf = self.conf
         self._status("opening the database")
         self.db = database_from_conf(conf)
         LOG.info("database %s", self.db.url)
         migrate.ensure_schema(self.db)
+        # The identity this agent's beats carry: its node's uuid (state_path/compute_id), none
+        # without host work.
+        agent_id = None
+        if self._host_work_factory is not None:
+            # The checks that can refuse this start-up (driver init_host, the node identity)
+            # run before the service row is created or claimed, so a refused start leaves no
+            # row behind and changes none (nova runs init_host before it creates its row).
+            self._status("checking the host before registering")
+            self.host_work = self._host_work_factory(conf, self.db,
+                                                     load_service(self.db, conf.host),
+                                                     self.dry_run)
+            agent_id = self.host_work.prepare()
         self._status("registering the service")
         self.service = register_service(self.db, conf.host,
-                                        enable_new=conf.enable_new_services, starting=True)
+                                        enable_new=conf.enable_new_services, starting=True,
+                                        agent_id=agent_id,
+                                        service_down_time=conf.service_down_time)
+        if self.host_work is not None:
+            self.host_work.registered(self.service)
         interval = conf.report_interval
-        # The first beat goes out here, before any host work; the thread then beats every
-        # interval from now.
+        # The first beat goes out here, before the host work's start(); the thread then beats
+        # every interval from now.
         self.heartbeat = Heartbeat(self.db, self.service.id, interval, initial_delay=interval,
-                                   host=self.service.host, binary=self.service.binary)
+                                   host=self.service.host, binary=self.service.binary,
+                                   agent_id=agent_id)
         self.heartbeat.beat()
         if start_heartbeat:
             self.heartbeat.start()
@@ -242,8 +274,6 @@ class AgentService:
         if self._host_work_factory is None:
             LOG.warning("no host work is plugged in: the agent registers and heartbeats, "
                         "and runs no driver, no init_host and no resource audit")
-        else:
-            self.host_work = self._host_work_factory(conf, self.db, self.service, self.dry_run)
 
     def _open_for_dry_run(self) -> None:
         """A dry run's start: the database opened read-only (agent.db.read_only: any write

@@ -1,9 +1,11 @@
 """ComputeHost: the compute side of one host, plugged into the agent's lifecycle (the daemon's
 HostWork protocol): the virt driver, the firewall, the compute manager and the resource tracker.
 
-start(): driver.init_host, the connection guard, the node identity check, the manager's
-init_host, the first resource audit (DESIGN.md steps 4-6). Any failure raises and stops the
-agent before anything is destroyed when the identity does not match.
+prepare(): driver.init_host and the node identity check (DESIGN.md step 4), the checks that can
+refuse a start-up; they write nothing, and for a host without a service row they run before the
+row is created. start(): the connection guard, the manager's init_host, the first resource audit
+(steps 5-6). Any failure raises and stops the agent before anything is destroyed when the
+identity does not match.
 """
 
 from __future__ import annotations
@@ -47,17 +49,34 @@ class ComputeHost:
                                        host=self.host, identity_store=identity_store,
                                        dry_run=dry_run)
         self.driver_info = None
+        self._prepared = False
         self.init_result: InitHostResult | None = None
 
+    def prepare(self) -> str | None:
+        """driver.init_host, then the node identity check; nothing is written. Returns the
+        node's uuid (the one the compute_id file holds, or will hold for a new node). Runs once;
+        start() runs it when the lifecycle did not."""
+        if not self._prepared:
+            self.driver.init_host(self.host)
+            # The driver has logged its own warnings; they also go into the inventory.
+            self.driver_info = self.driver.get_driver_info()
+            self.tracker.check_node_identity()
+            self._prepared = True
+        return self.tracker.node_uuid
+
+    def registered(self, service) -> None:
+        """The service row now exists (created or claimed after prepare()): its id goes on the
+        node rows, and a new node's compute_id file is written before the row's first beat."""
+        self.service = service
+        self.tracker.service_id = service.id
+        self.tracker.persist_identity()
+
     def start(self) -> None:
-        self.driver.init_host(self.host)
+        self.prepare()
         if self.service is not None and not self.dry_run:
             from agent.virt.connection_guard import ConnectionGuard
 
             self.driver.register_connection_listener(ConnectionGuard(self.db, self.service.id))
-        # The driver has logged its own warnings; they also go into the inventory.
-        self.driver_info = self.driver.get_driver_info()
-        self.tracker.check_node_identity()
         self.init_result = self.manager.init_host()
         self.tracker.update_available_resource(startup=True)
 

@@ -10,12 +10,13 @@ about, never deleted. In a dry run the rows that would be written are reported, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Mapping
 
 from agent.compute.node_identity import (KnownNode, NodeIdentity, NodeIdentityStore,
-                                         check_identity, new_node_uuid)
+                                         check_hypervisor_free, check_identity, new_node_uuid)
 from agent.compute.usage import (Flavor, Reserved, TrackedInstance, TrackedMigration,
                                  allocation_ratio, compute_usage, instances_on_node)
 from agent.db import compute_queries as q
@@ -105,12 +106,14 @@ class ResourceTracker:
     # -- node identity ------------------------------------------------------------------------
     def check_node_identity(self) -> dict[str, NodeIdentity]:
         """Check the compute_id file against the database (one read). Raises StartupError when
-        the host was renamed or the identity does not match. The file names the host's first
-        node (libvirt and fakevirt have exactly one)."""
+        the host was renamed, the identity does not match or is lost, or a hypervisor is
+        registered by another host. The file names the host's first node (libvirt and fakevirt
+        have exactly one). Writes nothing."""
         nodes = self.driver.get_available_nodes()
         file_uuid = self.identity_store.read()
         with self.db.sessions() as session:
-            rows = q.load_compute_nodes(session, self.host, [file_uuid] if file_uuid else [])
+            rows = q.load_identity_nodes(session, self.host, [file_uuid] if file_uuid else [],
+                                         nodes)
         known = [KnownNode(r.uuid, r.host, r.hypervisor_hostname) for r in rows]
         identities = {}
         for index, nodename in enumerate(nodes):
@@ -119,6 +122,7 @@ class ResourceTracker:
                     host=self.host, nodename=nodename, file_uuid=file_uuid,
                     file_path=self.identity_store.path, rows=known, new_uuid=new_node_uuid())
             else:
+                check_hypervisor_free(host=self.host, nodename=nodename, rows=known)
                 here = next((r for r in known if r.host == self.host
                              and r.hypervisor_hostname == nodename), None)
                 identities[nodename] = NodeIdentity(here.uuid if here else new_node_uuid(),
@@ -128,6 +132,23 @@ class ResourceTracker:
             LOG.info("node %s: identity %s (%s)", ident.nodename, ident.uuid,
                      "known" if ident.row_exists else "new node")
         return identities
+
+    @property
+    def node_uuid(self) -> str | None:
+        """The uuid the compute_id file holds (or will hold): the first node's, once
+        check_node_identity has run."""
+        first = next(iter(self.identities.values()), None)
+        return first.uuid if first is not None else None
+
+    def persist_identity(self) -> None:
+        """Write the compute_id file of a new node now (not in a dry run), before the service
+        row carries its uuid: a restart then finds the identity its last beat was sent with."""
+        if self.dry_run:
+            return
+        for nodename, ident in list(self.identities.items()):
+            if ident.write_file:
+                self.identity_store.write(ident.uuid)
+                self.identities[nodename] = dataclasses.replace(ident, write_file=False)
 
     # -- the audit ----------------------------------------------------------------------------
     def update_available_resource(self, startup: bool = False) -> AuditResult:

@@ -207,6 +207,18 @@ def load_compute_nodes(session: Session, host: str,
                        values={c: getattr(r, c) for c in NODE_COLUMNS}) for r in rows]
 
 
+def load_identity_nodes(session: Session, host: str, uuids: Collection[str],
+                        nodenames: Collection[str]) -> list[NodeRecord]:
+    """One SELECT for the node identity check: live compute_nodes rows of `host`, with a uuid
+    in `uuids`, or for a hypervisor hostname in `nodenames` (whichever host has them)."""
+    rows = session.execute(select(_N).where(or_(_N.c.host == host, _N.c.uuid.in_(list(uuids)),
+                                                _N.c.hypervisor_hostname.in_(list(nodenames))),
+                                            _N.c.deleted == 0).order_by(_N.c.id))
+    return [NodeRecord(id=r.id, uuid=r.uuid, host=r.host,
+                       hypervisor_hostname=r.hypervisor_hostname,
+                       values={c: getattr(r, c) for c in NODE_COLUMNS}) for r in rows]
+
+
 def create_compute_node(session: Session, uuid: str, values: Mapping[str, object]) -> str:
     """The node row with this uuid, made live with `values`: a soft-deleted row is brought back
     (its uuid is unique among deleted rows too, so a node whose service was deleted keeps its

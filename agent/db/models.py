@@ -95,6 +95,12 @@ class Service(TimestampMixin, SoftDeleteMixin, Base):
     last_seen_up: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # The host's own clock at that beat; host clock offset = this - last_seen_up.
     last_seen_host_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # The identity of the agent that sent the last beat (its node's uuid, from compute_id): a
+    # second agent running as the same host is refused, and the first one notices one that
+    # beats into its row anyway.
+    last_seen_by: Mapped[str | None] = mapped_column(String(36))
+    # When that agent claimed the row at its start-up (database clock).
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 

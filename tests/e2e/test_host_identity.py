@@ -37,3 +37,22 @@ def test_host_registers_again_after_services_delete(tmp_path):
     assert db_rows(tmp_path, "SELECT uuid, host, hypervisor_hostname, deleted_at FROM "
                              "compute_nodes") == [(node_uuid, "h1", "h1", None)]
     assert (tmp_path / "state" / "compute_id").read_text().strip() == node_uuid
+
+
+def test_renamed_host_is_refused_and_leaves_no_row_for_the_new_name(tmp_path):
+    first = agent_command(*common_args(tmp_path, "compute-1"), "--once")
+    assert first.returncode == 0, first.stderr
+    node_uuid = (tmp_path / "state" / "compute_id").read_text().strip()
+    before = db_rows(tmp_path, "SELECT * FROM services")
+
+    renamed = agent_command(*common_args(tmp_path, "compute-1.example.org"), "--once")
+
+    assert renamed.returncode == 1
+    last = renamed.stderr.strip().splitlines()[-1]
+    assert last.startswith("agent: error: ")
+    assert f"says this node is {node_uuid}, which the database has as host 'compute-1'" in last
+    assert "start with the old name" in last
+    # Nothing of the refused start in the registry: no row for the new name, the old one as
+    # it was.
+    assert db_rows(tmp_path, "SELECT * FROM services") == before
+    assert db_rows(tmp_path, "SELECT uuid, host FROM compute_nodes") == [(node_uuid, "compute-1")]

@@ -114,17 +114,36 @@ def test_unreachable_database_fails_with_one_line_and_no_password(tmp_path, agen
     assert "Traceback" not in stderr
 
 
-def test_failed_init_host_exits_non_zero_and_leaves_the_reason(tmp_path, agents):
+def test_failed_init_host_of_a_new_host_leaves_no_row(tmp_path, agents):
+    # A host that never ran is checked (driver init_host, node identity) before its row is
+    # created: a refused start leaves nothing in the registry.
     missing = tmp_path / "missing-node.xml"
     agent = agents(write_config(tmp_path, compute_driver="libvirt"), tmp_path / "agent.log",
                    args=["--connection-uri", f"test://{missing}"])
     assert agent.wait(DEADLINE) != 0
     last = agent.log_text().strip().splitlines()[-1]
     assert last.startswith("agent: error: ")
-    row = service_row(sqlite_url(tmp_path))
-    assert row.disabled is True
-    assert row.disabled_reason.startswith("AUTO: start-up failed: ")
-    assert row.report_count >= 1  # it did beat before init_host
+    assert service_row(sqlite_url(tmp_path)) is None
+    assert not (tmp_path / "state" / "compute_id").exists()
+
+
+def test_failed_init_host_of_a_known_host_leaves_its_row_as_it_was(tmp_path, agents):
+    from tests.conftest import import_libvirt
+    from tests.libvirt_xml import write_node
+
+    import_libvirt()
+    node = write_node(tmp_path, 0)
+    config = write_config(tmp_path, compute_driver="libvirt")
+    first = agents(config, tmp_path / "first.log", args=["--once", "--connection-uri", node.uri])
+    assert first.wait(DEADLINE) == 0, first.log_text()
+    before = service_row(sqlite_url(tmp_path))
+    node.path.unlink()  # libvirt's test driver cannot open its node any more
+    agent = agents(config, tmp_path / "agent.log", args=["--connection-uri", node.uri])
+    assert agent.wait(DEADLINE) != 0
+    assert agent.log_text().strip().splitlines()[-1].startswith("agent: error: ")
+    after = service_row(sqlite_url(tmp_path))
+    assert (after.disabled, after.disabled_reason, after.report_count, after.last_seen_up) == (
+        before.disabled, before.disabled_reason, before.report_count, before.last_seen_up)
 
 
 # -- in-process lifecycle with a host work of our own -----------------------------------------
@@ -140,6 +159,12 @@ class RecordingHostWork:
         self.calls: list[str] = []
         self.stopped = threading.Event()
         self.started = threading.Event()
+
+    def prepare(self) -> str | None:
+        return None
+
+    def registered(self, service) -> None:
+        pass
 
     def start(self) -> None:
         self.calls.append("start")

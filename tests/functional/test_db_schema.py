@@ -143,6 +143,29 @@ def test_migrated_schema_matches_models(any_db):
     assert migrate.current_revision(any_db) == migrate.HEAD
 
 
+def test_upgrade_from_0001_keeps_services_and_adds_the_agent_identity(empty_db):
+    from alembic import command
+
+    from agent.db.migrate import alembic_config
+
+    with empty_db.engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+        conn.execute(text("INSERT INTO services (uuid, host, \"binary\", report_count) "
+                          "VALUES ('00000000-0000-4000-8000-000000000001', 'old-host', "
+                          "'compute-agent', 7)")
+                     if conn.dialect.name != "mysql" else
+                     text("INSERT INTO services (uuid, host, `binary`, report_count) "
+                          "VALUES ('00000000-0000-4000-8000-000000000001', 'old-host', "
+                          "'compute-agent', 7)"))
+    assert migrate.current_revision(empty_db) == "0001"
+    assert migrate.upgrade(empty_db) == "0001"
+    assert migrate.current_revision(empty_db) == migrate.HEAD
+    with empty_db.sessions() as session:
+        row = session.scalars(select(Service)).one()
+    assert (row.host, row.report_count, row.last_seen_by, row.started_at) == (
+        "old-host", 7, None, None)
+
+
 def test_design_columns_present(any_db):
     inspector = inspect(any_db.engine)
     for table, expected in DESIGN_COLUMNS.items():
@@ -308,7 +331,8 @@ def test_ensure_schema_refuses_empty_server_schema(empty_server_db):
 def test_ensure_schema_refuses_old_server_schema(empty_server_db, monkeypatch):
     db = empty_server_db
     migrate.upgrade(db)
-    # Only one revision exists so far: stand for an agent one revision newer than this database.
+    current = migrate.HEAD
+    # Stand for an agent one revision newer than this database.
     monkeypatch.setattr(migrate, "REVISIONS", (*migrate.REVISIONS, "9000"))
     monkeypatch.setattr(migrate, "HEAD", "9000")
 
@@ -316,7 +340,7 @@ def test_ensure_schema_refuses_old_server_schema(empty_server_db, monkeypatch):
         migrate.ensure_schema(db, auto_upgrade=False)
 
     assert str(caught.value) == (f"database {db.url} has schema revision "
-                                 f"{migrate.REVISIONS[0]}, expected 9000: run 'agent db sync'")
+                                 f"{current}, expected 9000: run 'agent db sync'")
 
 
 @pytest.mark.parametrize("backend", sorted(UNREACHABLE_URLS))

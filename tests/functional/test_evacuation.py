@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid as uuid_lib
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from agent.compute import states as s
 from agent.db.models import ComputeNode
@@ -246,3 +246,80 @@ def test_evacuated_qemu_guest_destroyed_ours_kept(tmp_path, sqlite_db, qemu_gues
     assert _qemu_state(conn, mine_uuid) == expected
     actions = {i.uuid: i.action for i in host.report().instances}
     assert actions == {mine_uuid: "resumed" if resume else "none"}
+
+
+# -- a lost identity: the whole start-up, refused before anything is destroyed or written -------
+NODE = "hv-node"  # the hypervisor's own name: the same whatever `host` the agent runs as
+
+
+def run_once_as(tmp_path, db, scenario, host):
+    """`agent --once` in-process as `host` on fakevirt; returns (outcome, driver): the report,
+    or the error that stopped it."""
+    from agent.compute.host import ComputeHost
+    from agent.network.firewall import NoopFirewall
+    from agent.service import AgentService
+    from agent.systemd import Notifier
+    from fakevirt.driver import FakeDriver
+    from tests.functional.compute_helpers import make_conf
+
+    conf = make_conf(tmp_path, db).replace(host=host)
+    driver = FakeDriver(conf, scenario=scenario)
+    service = AgentService(conf, notifier=Notifier(None), host_work_factory=(
+        lambda conf, db, record, dry_run: ComputeHost(conf, db, record, dry_run, driver=driver,
+                                                      firewall=NoopFirewall())))
+    try:
+        return service.run_once(), driver
+    except StartupError as exc:
+        return exc, driver
+
+
+@pytest.mark.parametrize("hv_b_row", [False, True], ids=["hv-b-new", "hv-b-forced-down"])
+@pytest.mark.parametrize("identity", ["deleted", "another-node"])
+def test_lost_identity_under_another_host_is_refused_before_anything_happens(
+        tmp_path, any_db, identity, hv_b_row):
+    from agent.db.models import Service
+    from agent.registry import register_service
+
+    mig = str(uuid_lib.uuid4())
+    scenario = seeded(any_db, make_scenario(
+        [InstanceRecord(EVAC, host="dest", node="dest", vm_state=s.ACTIVE),
+         InstanceRecord(MINE, host="hv-a", node=NODE, vm_state=s.ACTIVE)],
+        [domain(EVAC, P.RUNNING), domain(MINE, P.RUNNING)],
+        [MigrationRecord(mig, EVAC, "evacuation", "done", "hv-b", "dest", NODE, "dest")],
+        hostname=NODE))
+    report, _ = run_once_as(tmp_path, any_db, scenario, "hv-a")
+    assert report.evacuated == ()  # the record names hv-b, not hv-a
+    id_file = tmp_path / "state" / "compute_id"
+    node_uuid = id_file.read_text().strip()
+    if identity == "deleted":
+        id_file.unlink()
+        expected = (f"compute_id is missing, but the database has node {node_uuid} for "
+                    f"hypervisor '{NODE}' under host 'hv-a' (this agent runs as host 'hv-b')")
+    else:  # another installation's identity file, never registered
+        id_file.write_text(str(uuid_lib.uuid4()) + "\n")
+        expected = (f"hypervisor '{NODE}' is already registered as node {node_uuid} of host "
+                    "'hv-a', and this agent runs as host 'hv-b'")
+    file_before = id_file.read_bytes() if id_file.exists() else None
+    if hv_b_row:  # hv-b was a host whose instances were evacuated: forced down
+        hv_b = register_service(any_db, "hv-b", starting=False)
+        with any_db.engine.begin() as conn:
+            conn.execute(update(Service).where(Service.id == hv_b.id).values(forced_down=True))
+    with any_db.sessions() as session:
+        hv_b_before = [(r.disabled, r.disabled_reason, r.report_count, r.last_seen_up)
+                       for r in session.scalars(select(Service).where(Service.host == "hv-b"))]
+
+    error, driver = run_once_as(tmp_path, any_db, scenario, "hv-b")
+
+    assert isinstance(error, StartupError) and expected in str(error)
+    assert "nothing was destroyed or written" in str(error)
+    assert "agent services delete --host hv-a" in str(error)
+    assert guest_exists(driver, EVAC) and driver.has_disks(EVAC)
+    assert migration_row(any_db, mig).status == "done"
+    with any_db.sessions() as session:
+        nodes = session.execute(select(ComputeNode.uuid, ComputeNode.host)
+                                .where(ComputeNode.deleted == 0)).all()
+        hv_b_after = [(r.disabled, r.disabled_reason, r.report_count, r.last_seen_up)
+                      for r in session.scalars(select(Service).where(Service.host == "hv-b"))]
+    assert nodes == [(node_uuid, "hv-a")]
+    assert hv_b_after == hv_b_before  # no row created for hv-b, nor its row touched
+    assert (id_file.read_bytes() if id_file.exists() else None) == file_before

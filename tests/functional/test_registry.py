@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from agent import registry
 from agent.db.engine import make_database
 from agent.db.models import Service
 from agent.db.service_queries import delete_service, set_disabled
+from agent.errors import StartupError
+from agent.heartbeat import Heartbeat
 from agent.registry import (AUTO_STARTING, NEW_SERVICE_DISABLED, auto_disable, auto_enable,
                             finish_starting, load_service, register_service,
                             replace_auto_reason)
@@ -206,3 +209,91 @@ def test_register_after_delete_creates_a_new_row(any_db):
     with any_db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Service)
                               .where(Service.host == "cn1")) == 2
+
+
+# -- one agent per host: the claim at start-up -------------------------------------------------
+LONG_AGO = dt.datetime(2020, 1, 1)
+A_ID, B_ID = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+
+
+def started(db, agent_id):
+    record = register_service(db, "cn1", agent_id=agent_id, service_down_time=60)
+    assert Heartbeat(db, record.id, 10, agent_id=agent_id).beat()
+    return record
+
+
+def test_second_agent_with_another_identity_is_refused_and_changes_nothing(any_db):
+    first = started(any_db, A_ID)
+    finish_starting(any_db, first.id)
+    [before] = live_rows(any_db, "cn1")
+    with pytest.raises(StartupError, match=f"host 'cn1' is already run by another agent "
+                                           f"\\(identity {A_ID}, since "):
+        register_service(any_db, "cn1", agent_id=B_ID, service_down_time=60)
+    [after] = live_rows(any_db, "cn1")
+    assert (after.last_seen_by, after.report_count, after.disabled, after.started_at) == (
+        A_ID, before.report_count, False, before.started_at)
+
+
+def test_restart_with_the_same_identity_is_not_refused(any_db):
+    first = started(any_db, A_ID)
+    again = register_service(any_db, "cn1", agent_id=A_ID, service_down_time=60)
+    assert again.id == first.id and again.disabled_reason == AUTO_STARTING
+
+
+def test_row_quiet_past_service_down_time_is_taken_over(any_db, caplog):
+    first = started(any_db, A_ID)
+    with any_db.engine.begin() as conn:
+        conn.execute(update(Service).where(Service.id == first.id)
+                     .values(last_seen_up=LONG_AGO, started_at=LONG_AGO))
+    with caplog.at_level("WARNING", logger="agent.service_owner"):
+        record = register_service(any_db, "cn1", agent_id=B_ID, service_down_time=60)
+    [row] = live_rows(any_db, "cn1")
+    assert record.id == first.id and row.last_seen_by == B_ID and row.started_at > LONG_AGO
+    assert any(f"last run by agent {A_ID}" in r.getMessage() for r in caplog.records)
+
+
+def test_running_agent_logs_once_when_another_beats_into_its_row(any_db, caplog):
+    record = started(any_db, A_ID)
+    mine = Heartbeat(any_db, record.id, 10, agent_id=A_ID, host="cn1")
+    intruder = Heartbeat(any_db, record.id, 10, agent_id=B_ID)
+    with caplog.at_level("INFO", logger="agent.heartbeat"):
+        assert intruder.beat() and mine.beat() and intruder.beat() and mine.beat()
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 2  # one each, not one per beat
+        assert errors[-1].getMessage().endswith(
+            f"another agent (identity {B_ID}) is beating into the service row of host 'cn1' "
+            f"(id {record.id}), which this agent (identity {A_ID}) runs: two agents are "
+            "running as one host; stop the one that should not run")
+        assert mine.beat()  # the intruder stopped
+    assert "no other agent beats into host cn1" in caplog.records[-1].getMessage()
+    [row] = live_rows(any_db, "cn1")
+    assert row.last_seen_by == A_ID and row.report_count == 6
+
+
+def test_two_agents_starting_at_once_one_is_refused(any_db):
+    # Both read the row free (never claimed); the compare-and-set lets one claim it.
+    record = register_service(any_db, "cn1", starting=False)
+    outcomes: dict[str, object] = {}
+    barrier = threading.Barrier(2)
+
+    def start(agent_id):
+        db = make_database(any_db.engine.url.render_as_string(hide_password=False))
+        try:
+            barrier.wait(10)
+            outcomes[agent_id] = register_service(db, "cn1", agent_id=agent_id,
+                                                  service_down_time=60).id
+        except StartupError as exc:
+            outcomes[agent_id] = exc
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in (A_ID, B_ID)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    refused = [i for i, o in outcomes.items() if isinstance(o, StartupError)]
+    claimed = [i for i, o in outcomes.items() if o == record.id]
+    assert len(refused) == 1 and len(claimed) == 1, outcomes
+    [row] = live_rows(any_db, "cn1")
+    assert row.last_seen_by == claimed[0]

@@ -23,11 +23,12 @@ def check(file_uuid, rows, host="h1", node="n1"):
 
 @pytest.mark.parametrize("file_uuid,rows,expected", [
     (None, [], (NEW, False, True)),
-    (None, [KnownNode(A, "h1", "n1")], (A, True, True)),
+    (None, [KnownNode(B, "h9", "n9")], (NEW, False, True)),
     (A, [KnownNode(A, "h1", "n1")], (A, True, False)),
     (A, [], (A, False, False)),
     (A, [KnownNode(B, "h9", "n9")], (A, False, False)),
-], ids=["first-start", "adopt-row", "same-node", "new-database", "unrelated-rows"])
+], ids=["first-start", "first-start-among-others", "same-node", "new-database",
+        "unrelated-rows"])
 def test_identity_accepted(file_uuid, rows, expected):
     ident = check(file_uuid, rows)
     assert (ident.uuid, ident.row_exists, ident.write_file) == expected
@@ -37,11 +38,27 @@ def test_identity_accepted(file_uuid, rows, expected):
     (A, [KnownNode(B, "h1", "n1")], "identity mismatch"),
     (A, [KnownNode(A, "old-name", "n1")], "host was renamed"),
     (A, [KnownNode(A, "h1", "old-node")], "hypervisor hostname changed"),
-], ids=["other-uuid-here", "renamed-host", "renamed-hypervisor"])
+    (None, [KnownNode(A, "h1", "n1")], "compute_id is missing, but the database has node " + A),
+    (None, [KnownNode(A, "h0", "n1")], "compute_id is missing, but the database has node " + A),
+], ids=["other-uuid-here", "renamed-host", "renamed-hypervisor", "lost-file-here",
+        "lost-file-other-host"])
 def test_identity_refused(file_uuid, rows, message):
     with pytest.raises(StartupError, match=message) as err:
         check(file_uuid, rows)
     assert "/s/compute_id" in str(err.value) and "nothing was destroyed" in str(err.value)
+
+
+@pytest.mark.parametrize("file_uuid,rows,how", [
+    (None, [KnownNode(A, "h1", "n1")], f"printf '%s\\n' {A} > /s/compute_id) and then start "
+                                       "again"),
+    (None, [KnownNode(A, "h0", "n1")], "then start it as host 'h0'"),
+    (B, [KnownNode(A, "h0", "n1")], "Run the agent as host 'h0'"),
+], ids=["lost-file-here", "lost-file-other-host", "hypervisor-of-other-host"])
+def test_refusal_says_how_to_proceed(file_uuid, rows, how):
+    with pytest.raises(StartupError) as err:
+        check(file_uuid, rows)
+    assert how in str(err.value)
+    assert "agent services delete --host h" in str(err.value)
 
 
 def test_identity_file_round_trip_and_bad_content(tmp_path):
