@@ -90,9 +90,9 @@ def check_identity(*, host: str, nodename: str, file_uuid: str | None, file_path
         raise StartupError(
             f"node identity mismatch: {file_path} says this node is {file_uuid}, which the "
             f"database has as host {owner.host!r}, hypervisor {owner.hypervisor_hostname!r}, "
-            f"but this agent runs as host {host!r}, hypervisor {nodename!r}: the {what}? "
-            f"{_NOTHING_DONE[0].upper()}{_NOTHING_DONE[1:]}; start with the old name, or "
-            f"delete the old service first ('agent services delete --host {owner.host}')")
+            f"but this agent runs as host {host!r}, hypervisor {nodename!r} (the {what}?); "
+            f"{_NOTHING_DONE}. Start with the old name, or delete the old service first "
+            f"('agent services delete --host {owner.host}')")
     check_hypervisor_free(host=host, nodename=nodename, rows=rows)
     return NodeIdentity(file_uuid, nodename, row_exists=False, write_file=False)
 

@@ -51,7 +51,8 @@ def test_renamed_host_is_refused_and_leaves_no_row_for_the_new_name(tmp_path):
     last = renamed.stderr.strip().splitlines()[-1]
     assert last.startswith("agent: error: ")
     assert f"says this node is {node_uuid}, which the database has as host 'compute-1'" in last
-    assert "start with the old name" in last
+    assert "Start with the old name, or delete the old service first " \
+           "('agent services delete --host compute-1')" in last
     # Nothing of the refused start in the registry: no row for the new name, the old one as
     # it was.
     assert db_rows(tmp_path, "SELECT * FROM services") == before
