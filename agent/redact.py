@@ -29,13 +29,16 @@ MASK = "***"
 # key, any case: password, PASSWORD, sslpassword, passwd, pwd, secret, token, api_key, auth...
 _SECRET_KEY = r"[\w.-]*(?:pass|pwd|secret|token|key|auth|cred)[\w.-]*"
 _SECRET_KEY_RE = re.compile(_SECRET_KEY, re.IGNORECASE)
-# key=value, key: value, 'key': 'value', "key"="value" in free text.
+# key=value, key: value, 'key': 'value', "key"="value" in free text, for a secret key. A key
+# starts only where a word starts and is matched possessively: no backtracking inside words.
 _SECRET_PAIR_RE = re.compile(
-    r"(?P<key>\b" + _SECRET_KEY + r")(?P<sep>['\"]?\s*[=:]\s*)"
-    r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,'\"}<>)\]]+)", re.IGNORECASE)
+    r"(?<![\w.-])(?=[\w.-]*?(?:pass|pwd|secret|token|key|auth|cred))(?P<key>[\w.-]++)"
+    r"(?P<sep>['\"]?\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,'\"}<>)\]]+)",
+    re.IGNORECASE)
 _SCHEME_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<slashes>//)?")
 # A URL inside free text: scheme:// up to a blank, a quote or a bracket.
-_URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+_URL_IN_TEXT_RE = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*+://[^\s'\"<>]*")
+_FORBIDDEN_IN_URL_RE = re.compile(r"[\s'\"<>\\\x00-\x1f\x7f]")
 _HOSTPORT_RE = re.compile(r"(?:\[[0-9A-Fa-f:.%\w]*\]|[^:\[\]]*)(?::\d*)?")
 # Shorter secrets are masked only where they appear as a password (URL, key=value): masking
 # every occurrence of "ab" would garble the log without protecting anything.
@@ -78,12 +81,15 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every URL in it passed through `redact_url`, every secret ``key=value``
     (``password=x``, ``'password': 'x'``) masked, and every one of `secrets` at least
     `MIN_LITERAL_SECRET` characters long replaced by ``***`` wherever it appears."""
-    parts = _URL_IN_TEXT_RE.split(text)  # text, URL, text, URL, ..., text
-    urls = _URL_IN_TEXT_RE.findall(text)
-    out = [_SECRET_PAIR_RE.sub(_mask_pair, parts[0])]
-    for url, after in zip(urls, parts[1:]):
-        out += [redact_url(url), _SECRET_PAIR_RE.sub(_mask_pair, after)]
-    text = "".join(out)
+    if "://" in text:
+        parts = _URL_IN_TEXT_RE.split(text)  # text, URL, text, URL, ..., text
+        urls = _URL_IN_TEXT_RE.findall(text)
+        out = [_mask_pairs_in(parts[0])]
+        for url, after in zip(urls, parts[1:]):
+            out += [redact_url(url), _mask_pairs_in(after)]
+        text = "".join(out)
+    else:
+        text = _mask_pairs_in(text)
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= MIN_LITERAL_SECRET:
             text = text.replace(secret, MASK)
@@ -114,7 +120,7 @@ def secrets_of(url: str) -> tuple[str, ...]:
 
 def _split(url: str) -> tuple[str, str, str]:
     """('scheme://', authority, '/path?query#fragment') or UnsafeURL."""
-    if any(ch.isspace() or ch in "'\"<>\\" or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+    if _FORBIDDEN_IN_URL_RE.search(url):
         raise UnsafeURL("it contains a blank, a quote, a backslash or a control character")
     match = _SCHEME_RE.match(url)
     if not match or not match.group("slashes"):
@@ -152,6 +158,10 @@ def _redact_query(rest: str) -> str:
             pair = f"{key}={MASK}"
         pairs.append(pair)
     return path + question + "&".join(pairs)
+
+
+def _mask_pairs_in(text: str) -> str:
+    return _SECRET_PAIR_RE.sub(_mask_pair, text) if ("=" in text or ":" in text) else text
 
 
 def _mask_pair(match: re.Match) -> str:
