@@ -78,6 +78,8 @@ class ComputeHost:
 
             self.driver.register_connection_listener(ConnectionGuard(self.db, self.service.id))
         self.init_result = self.manager.init_host()
+        # Seconds on a large host: say so, the audit's own line ends it.
+        LOG.info("start-up resource audit")
         self.tracker.update_available_resource(startup=True)
 
     def periodic_jobs(self) -> Sequence:
