@@ -182,10 +182,11 @@ class ComputeManager:
         if self.dry_run:
             return outcome
         parsed = vifs()
-        if parsed is None:
-            return outcome  # an invalid network_info was logged; the old rules stay
         try:
-            self.firewall.prepare_instance(rec.uuid, outcome.name, parsed)
+            if parsed is None:  # an invalid network_info (logged): its rules stay as they are
+                self.firewall.keep_instance(rec.uuid)
+            else:
+                self.firewall.prepare_instance(rec.uuid, outcome.name, parsed)
         except Exception as exc:  # noqa: BLE001 - one instance never stops the others
             LOG.error("instance %s: firewall rules not prepared: %s", rec.uuid, exc)
             return replace(outcome, action="failed", error=f"firewall: {exc}")

@@ -3,7 +3,8 @@
 `IptablesFirewall` gives every VIF of an instance one chain per address family:
 established/related traffic is accepted, then the VIF's security-group rules, then everything else
 is dropped. Our top-level chain `<prefix>-fwd`, jumped to first from FORWARD, sends traffic to
-each fixed IP into its VIF's chain. `NoopFirewall` has the same API and filters nothing; it needs
+each fixed IP into its VIF's chain; each of those jumps carries the instance uuid as a comment,
+so that a new agent process can find an instance's rules in the kernel (`keep_instance`). `NoopFirewall` has the same API and filters nothing; it needs
 no privileges, which is why it is the embedded default.
 
 Callers wrap start-up in `defer_apply()` so that all instances cost one restore per family.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import re
 from typing import Any, Iterable, Iterator, Sequence
 
 from agent.display import plural
@@ -62,6 +64,13 @@ class FirewallDriver(abc.ABC):
         return True
 
     @abc.abstractmethod
+    def keep_instance(self, instance_uuid: str) -> None:
+        """Called at start-up for a running instance whose network_info cannot be used: keep
+        the rules it has now, as the kernel holds them (a new process's model does not know
+        them, and would otherwise drop them). Raises ValueError for a bad uuid and
+        FirewallError when the kernel's rules cannot be read."""
+
+    @abc.abstractmethod
     def remove_instance(self, instance_uuid: str) -> None:
         """Called when an instance stops running here: drop its filtering."""
 
@@ -90,6 +99,9 @@ class NoopFirewall(FirewallDriver):
 
     def prepare_instance(self, instance_uuid: str, name: str, vifs: Sequence[VIF]) -> None:
         LOG.debug("noop firewall: nothing to prepare for %s", instance_uuid)
+
+    def keep_instance(self, instance_uuid: str) -> None:
+        pass
 
     def remove_instance(self, instance_uuid: str) -> None:
         pass
@@ -141,6 +153,14 @@ def destination(address: str, family: int) -> str:
     return f"{address}/{32 if family == 4 else 128}"
 
 
+def top_rule(address: str, family: int, instance_uuid: str, chain: str) -> str:
+    """The top chain's jump for one fixed IP, as iptables-save prints it."""
+    return f"-d {destination(address, family)} -m comment --comment {instance_uuid} -j {chain}"
+
+
+_TOP_RULE_RE = re.compile(r"-d (\S+)/\d+ -m comment --comment (\S+) -j (\S+)\Z")
+
+
 class IptablesFirewall(FirewallDriver):
     """Per-VIF chains in the filter table, through an IptablesManager."""
 
@@ -176,6 +196,27 @@ class IptablesFirewall(FirewallDriver):
             self._top_dirty = True
         LOG.debug("firewall prepared for instance %s (%s): %s", uuid, name,
                   plural(len(rules), "chain"))
+
+    def keep_instance(self, instance_uuid: str) -> None:
+        uuid = validate_uuid(instance_uuid)
+        with self.manager.defer_apply(), self.manager.lock:
+            if uuid in self._instances:
+                return  # the model has them: they stay as they are
+            found: dict[int, list[tuple[str, list[str]]]] = {}
+            for family in self.manager.families:
+                saved = self.manager.saved_chains(family)
+                targets: dict[str, list[str]] = {}
+                for spec in saved.get(self._top, ()):
+                    match = _TOP_RULE_RE.match(spec)
+                    if match and match.group(2) == uuid and match.group(3) in saved:
+                        targets.setdefault(match.group(3), []).append(match.group(1))
+                for chain, ips in targets.items():
+                    self.manager.set_rules(family, chain, saved[chain])
+                    found.setdefault(family, []).append((chain, ips))
+            self._instances[uuid] = found
+            self._top_dirty = True
+        LOG.info("firewall: kept the %d chains the kernel holds for instance %s",
+                 sum(len(entries) for entries in found.values()), uuid)
 
     def remove_instance(self, instance_uuid: str) -> None:
         uuid = instance_uuid.lower()
@@ -214,7 +255,7 @@ class IptablesFirewall(FirewallDriver):
         if not self._top_dirty:
             return
         for family in self.manager.families:
-            specs = [f"-d {destination(ip, family)} -j {chain}"
+            specs = [top_rule(ip, family, uuid, chain)
                      for uuid in sorted(self._instances)
                      for chain, ips in self._instances[uuid].get(family, ())
                      for ip in ips]

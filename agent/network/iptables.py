@@ -179,6 +179,24 @@ class IptablesManager:
                 self._drop_dangling_rules(model)
             return {c: tuple(r) for c, r in self._model(family).chains.items()}
 
+    def saved_chains(self, family: int) -> dict[str, tuple[str, ...]]:
+        """Our chains and their rules as the kernel holds them now (one iptables-save), e.g.
+        to carry over the rules of an instance the model does not know after a restart.
+        Raises FirewallError when the save fails."""
+        save_cmd = self.tools[self._check_family(family)][0]
+        try:
+            saved = parse_filter(self._executor.run([save_cmd, "-t", "filter"], None), family)
+        except ProcessError as exc:
+            raise FirewallError(f"{save_cmd} failed: {exc}") from exc
+        chains: dict[str, list[str]] = {}
+        for name, _policy, _line in saved.declarations if saved else ():
+            if self.is_ours(name):
+                chains[name] = []
+        for rule in saved.rules if saved else ():
+            if rule.chain in chains:
+                chains[rule.chain].append(rule.spec)
+        return {name: tuple(specs) for name, specs in chains.items()}
+
     def register_pre_apply(self, callback: Callable[[], None]) -> None:
         """Call `callback` (under the manager's lock) just before every real apply, so a
         caller can bring chains it renders lazily up to date."""
@@ -313,11 +331,13 @@ class IptablesManager:
 
     # -- helpers --------------------------------------------------------------------------
     def _model(self, family: int) -> _Model:
-        try:
-            return self._models[family]
-        except KeyError:
+        return self._models[self._check_family(family)]
+
+    def _check_family(self, family: int) -> int:
+        if family not in self._models:
             raise ValueError(f"address family {family!r} is not managed "
-                             f"(managed: {self.families})") from None
+                             f"(managed: {self.families})")
+        return family
 
     def _check_chain(self, name: str) -> str:
         if not isinstance(name, str) or not self.is_ours(name) or not _SUFFIX_RE.match(

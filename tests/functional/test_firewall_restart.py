@@ -140,3 +140,35 @@ def test_every_guest_running_after_start_up_has_its_rules(tmp_path, sqlite_db, e
     after = filtered(executor)
     assert {a for a, ok in after.items() if ok} >= ran_whole_time
     assert after == wanted
+
+
+def test_running_guest_with_unusable_network_info_keeps_its_rules_over_a_restart(
+        tmp_path, sqlite_db, executor, caplog):
+    # Its rules cannot be rebuilt, and dropping them would leave a running guest unfiltered:
+    # the new process carries over what the kernel holds for it, found by its uuid.
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceRecord(uuid_of(i), host=HOST, node=HOST, vm_state=s.ACTIVE,
+                        power_state=P.RUNNING, network_info=(vif_of(i),)) for i in range(3)],
+        [domain(uuid_of(i), P.RUNNING, name=f"instance-{i}") for i in range(3)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    start(conf, sqlite_db, driver, executor)
+    before = [line for line in save(executor, 4) if "cagent-" in line]
+    assert set(filtered(executor)) == {"10.0.1.10", "10.0.1.11", "10.0.1.12"}
+
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.uuid == uuid_of(0))
+                     .values(network_info='[{"id": "port-0", "fixed_ips": "not a list"}]'))
+    driver.set_power_state(uuid_of(2), P.SHUTDOWN)  # and one guest is now off
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.uuid == uuid_of(2))
+                     .values(network_info='[{"id": "port-2", "fixed_ips": "not a list"}]'))
+    actions = start(conf, sqlite_db, driver, executor)
+    assert actions[uuid_of(0)] == "none"
+    assert f"instance {uuid_of(0)}: network_info [0]" in caplog.text
+    assert "left as they were" in caplog.text
+    assert filtered(executor) == {"10.0.1.10": True, "10.0.1.11": True}  # none for the off one
+    (gone,) = [line.split()[-1] for line in before
+               if line.startswith("-A cagent-fwd -d 10.0.1.12/")]
+    after = [line for line in save(executor, 4) if "cagent-" in line]
+    assert after == [line for line in before if gone not in line]

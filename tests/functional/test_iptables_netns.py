@@ -49,10 +49,11 @@ def test_rules_land_in_the_namespace_and_not_on_the_host(executor):
     chain = firewall.manager.hashed_chain_name(f"{uuid_of(1)}/port-1")
     v4, v6 = save(executor, 4), save(executor, 6)
     assert "-A FORWARD -j cagent-fwd" in v4 and "-A FORWARD -j cagent-fwd" in v6
-    assert f"-A cagent-fwd -d 10.0.0.1/32 -j {chain}" in v4
+    assert f"-A cagent-fwd -d 10.0.0.1/32 -m comment --comment {uuid_of(1)} -j {chain}" in v4
     assert f"-A {chain} -p tcp -m tcp --dport 22 -j ACCEPT" in v4
     assert f"-A {chain} -s 192.0.2.0/24 -p udp -m udp --dport 5000:5100 -j ACCEPT" in v4
-    assert f"-A cagent-fwd -d 2001:db8::1/128 -j {chain}" in v6
+    assert f"-A cagent-fwd -d 2001:db8::1/128 -m comment --comment {uuid_of(1)} -j {chain}" \
+        in v6
     assert f"-A {chain} -p ipv6-icmp -j ACCEPT" in v6
     assert f"-A {chain} -j DROP" in v4 and f"-A {chain} -j DROP" in v6
     assert host_tables() == host_before

@@ -79,9 +79,10 @@ def test_prepare_instance_jumps_by_destination_ip_per_family(firewall, tables):
     v4, v6 = our_lines(tables, 4), our_lines(tables, 6)
     assert "-A FORWARD -j cagent-fwd" in v4 and "-A FORWARD -j cagent-fwd" in v6
     assert [line for line in v4 if line.startswith("-A cagent-fwd")] == [
-        f"-A cagent-fwd -d 10.0.0.5/32 -j {chain}", f"-A cagent-fwd -d 10.0.1.5/32 -j {chain}"]
+        f"-A cagent-fwd -d 10.0.0.5/32 -m comment --comment {A} -j {chain}",
+        f"-A cagent-fwd -d 10.0.1.5/32 -m comment --comment {A} -j {chain}"]
     assert [line for line in v6 if line.startswith("-A cagent-fwd")] == [
-        f"-A cagent-fwd -d 2001:db8::5/128 -j {chain}"]
+        f"-A cagent-fwd -d 2001:db8::5/128 -m comment --comment {A} -j {chain}"]
     assert f"-A {chain} -p tcp -m tcp --dport 22 -j ACCEPT" in v4
     assert f"-A {chain} -p tcp -m tcp --dport 22 -j ACCEPT" not in v6
     assert [line for line in v4 if line.startswith(f"-A {chain}")][-1] == f"-A {chain} -j DROP"
