@@ -52,6 +52,7 @@ _PROTOCOL_WORDS = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": 
                    "any": None, "": None}
 RULE_KEYS = ("protocol", "port_min", "port_max", "source_cidr", "ethertype", "direction",
              "remote_group_id")
+_RULE_KEY_SET = frozenset(RULE_KEYS)
 # iptables' ICMP (IPv4) type that matches every type ("--icmp-type any").
 ICMP_ANY_TYPE = 255
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -237,7 +238,7 @@ def _parse_rule(uuid: str, where: str, item: Any) -> SecurityGroupRule | None:
     """One rule, exactly as it will be rendered; None for an egress rule (not filtered here)."""
     if not isinstance(item, dict):
         raise NetworkInfoError(uuid, where, "expected an object")
-    unknown = sorted(str(key) for key in item if key not in RULE_KEYS)
+    unknown = sorted(map(str, item.keys() - _RULE_KEY_SET))
     if unknown:
         raise NetworkInfoError(uuid, f"{where}.{unknown[0]}",
                                f"unknown key (known: {', '.join(RULE_KEYS)})")
@@ -334,14 +335,19 @@ def _cidr(uuid: str, where: str, value: Any, version: int) -> str | None:
     if not isinstance(value, str) or "%" in value:
         raise NetworkInfoError(uuid, where, f"{value!r} is not a CIDR")
     try:
-        network = ipaddress.ip_network(value, strict=False)
+        network = ipaddress.ip_network(value)
+        host_bits = False
     except ValueError:
-        raise NetworkInfoError(uuid, where, f"{value!r} is not a CIDR") from None
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise NetworkInfoError(uuid, where, f"{value!r} is not a CIDR") from None
+        host_bits = True
     if network.version != version:
         raise NetworkInfoError(uuid, where, f"{value!r} is IPv{network.version} but the rule's "
                                             f"ethertype is IPv{version}")
-    address = ipaddress.ip_interface(value).ip
-    if address != network.network_address:
+    if host_bits:
+        address = value.partition("/")[0]
         raise NetworkInfoError(uuid, where, f"{value!r} has host bits set: give {network} for "
                                             f"the network or {address}/{network.max_prefixlen} "
                                             f"for the one host")
