@@ -38,7 +38,8 @@ _SECRET_PAIR_RE = re.compile(
 _SCHEME_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<slashes>//)?")
 # A URL inside free text: scheme:// up to a blank, a quote or a bracket.
 _URL_IN_TEXT_RE = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*+://[^\s'\"<>]*")
-_FORBIDDEN_IN_URL_RE = re.compile(r"[\s'\"<>\\\x00-\x1f\x7f]")
+_FORBIDDEN_IN_URL_RE = re.compile(r"[\s'\"<>\\]")
+_CONTROL_IN_URL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _HOSTPORT_RE = re.compile(r"(?:\[[0-9A-Fa-f:.%\w]*\]|[^:\[\]]*)(?::\d*)?")
 # Shorter secrets are masked only where they appear as a password (URL, key=value): masking
 # every occurrence of "ab" would garble the log without protecting anything.
@@ -78,9 +79,12 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every URL in it passed through `redact_url`, every secret ``key=value``
-    (``password=x``, ``'password': 'x'``) masked, and every one of `secrets` at least
-    `MIN_LITERAL_SECRET` characters long replaced by ``***`` wherever it appears."""
+    """`text` with every one of `secrets` at least `MIN_LITERAL_SECRET` characters long replaced
+    by ``***`` wherever it appears, then every URL in it passed through `redact_url` and every
+    secret ``key=value`` (``password=x``, ``'password': 'x'``) masked."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= MIN_LITERAL_SECRET:
+            text = text.replace(secret, MASK)
     if "://" in text:
         parts = _URL_IN_TEXT_RE.split(text)  # text, URL, text, URL, ..., text
         urls = _URL_IN_TEXT_RE.findall(text)
@@ -90,9 +94,6 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
         text = "".join(out)
     else:
         text = _mask_pairs_in(text)
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= MIN_LITERAL_SECRET:
-            text = text.replace(secret, MASK)
     return text
 
 
@@ -119,16 +120,20 @@ def secrets_of(url: str) -> tuple[str, ...]:
 
 
 def _split(url: str) -> tuple[str, str, str]:
-    """('scheme://', authority, '/path?query#fragment') or UnsafeURL."""
-    if _FORBIDDEN_IN_URL_RE.search(url):
-        raise UnsafeURL("it contains a blank, a quote, a backslash or a control character")
+    """('scheme://', authority, '/path?query#fragment') or UnsafeURL. Without an authority
+    (sqlite:////path) no password can be in the path: blanks and '@' are allowed there."""
+    if _CONTROL_IN_URL_RE.search(url):
+        raise UnsafeURL("it contains a control character")
     match = _SCHEME_RE.match(url)
     if not match or not match.group("slashes"):
         raise UnsafeURL("it does not start with SCHEME://")
     rest = url[match.end():]
     end = next((i for i, ch in enumerate(rest) if ch in "/?#"), len(rest))
     authority, tail = rest[:end], rest[end:]
-    if "@" in tail:
+    checked = url if authority else tail.partition("?")[2]
+    if _FORBIDDEN_IN_URL_RE.search(checked):
+        raise UnsafeURL("it contains a blank, a quote or a backslash")
+    if "@" in (tail if authority else checked):
         raise UnsafeURL("an '@' follows the host part; write '@', '/', '?' and '#' in a user "
                         "name or password percent-encoded (%40, %2F, %3F, %23)")
     entries = authority.split(",")

@@ -77,3 +77,13 @@ def test_once_runs_in_state_directory_with_home_unset(tmp_path):
     uuid.UUID((state / "compute_id").read_text(encoding="utf-8").strip())
     assert (state / "agent.sqlite").is_file()
     assert not (tmp_path / ".local").exists()
+
+
+def test_state_path_with_a_blank_and_an_at_sign_holds_the_embedded_database(tmp_path):
+    # The derived sqlite:/// URL has no user-info, so nothing in its path can be a password.
+    state = tmp_path / "My State@2"
+    result = subprocess.run([sys.executable, "-m", "agent", "--once", "--driver", "fake",
+                             "--host", "spacey", "--state-path", str(state)],
+                            capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (state / "agent.sqlite").is_file()

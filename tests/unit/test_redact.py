@@ -46,6 +46,7 @@ SAFE = [
     ("sqlite:////var/lib/compute-agent/agent.sqlite",
      "sqlite:////var/lib/compute-agent/agent.sqlite"),
     ("sqlite://", "sqlite://"),
+    ("sqlite:////home/op/My State@2/agent.sqlite", "sqlite:////home/op/My State@2/agent.sqlite"),
 ]
 
 # URLs whose password could not be told apart from host, path or query.
@@ -61,6 +62,8 @@ UNSAFE = [
     f"postgresql+psycopg://nova:{PW}",                        # password read as a port
     f"postgresql+psycopg:/nova:{PW}@db.example/nova",         # not SCHEME://
     f"nova:{PW}@db.example/nova",                             # no scheme
+    f"postgresql+psycopg:///nova?password={PW} x",            # a blank in the query
+    f"postgresql+psycopg://nova:{PW}\n@db.example/nova",      # a control character
 ]
 
 
