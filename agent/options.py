@@ -192,6 +192,16 @@ OPTIONS: tuple[Opt, ...] = (
         "kvm and qemu)",
         "libvirt connection URI; test:///default runs against libvirt's built-in test "
         "hypervisor.", derive=_default_connection_uri),
+    Opt("libvirt", "keepalive_interval", "int", 5,
+        "Seconds of silence on the libvirt connection before the agent pings libvirtd "
+        "(libvirt's keepalive). After keepalive_interval x (keepalive_count + 1) seconds "
+        "without an answer (30 s by default) libvirtd counts as lost, even when it keeps its "
+        "socket open (hung): every call waiting on it fails, the service is disabled with "
+        "'AUTO: connection to libvirt lost' and re-enabled once a reconnect succeeds. Opening a "
+        "connection is bounded by the same time.", unit="seconds", min=1, max=600),
+    Opt("libvirt", "keepalive_count", "int", 5,
+        "Unanswered keepalive pings after which libvirtd counts as lost (see "
+        "keepalive_interval).", min=1, max=100),
     Opt("libvirt", "uid_maps", "list", [],
         "lxc user-namespace uid maps (guest:host:count, comma separated).", ),
     Opt("libvirt", "gid_maps", "list", [],

@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,26 @@ def wait_for(condition: Callable[[], object], deadline: float = DEADLINE,
         if value or time.monotonic() >= end:
             return value
         time.sleep(step)
+
+
+def bounded(call: Callable[[], object], deadline: float = DEADLINE) -> object:
+    """`call()` on a thread of its own: its result (or its exception), or AssertionError when
+    it is still running after `deadline` seconds (a hung call, where a bounded one was due)."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(deadline)
+    assert not thread.is_alive(), f"{call} still blocked after {deadline:g} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def write_config(directory: Path, *, database_url: str | None = None, host: str = "test-host",

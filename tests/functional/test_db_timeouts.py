@@ -5,7 +5,6 @@ when back; a statement that outlives statement_timeout fails on every server bac
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
 from sqlalchemy import text
@@ -15,31 +14,12 @@ from agent.db import migrate
 from agent.db.engine import make_database
 from agent.heartbeat import Heartbeat
 from agent.registry import register_service
+from tests.agent_process import bounded
 from tests.conftest import server_url
 
 # Far beyond the limits under test (2 s statement_timeout, 2 s connect_timeout), far below
 # "for ever": a call still running after this is hung.
 HUNG_AFTER_SECONDS = 45
-
-
-def bounded(call):
-    """Run `call` on a thread; its result (or its exception), or an AssertionError when it is
-    still running after HUNG_AFTER_SECONDS."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["result"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(HUNG_AFTER_SECONDS)
-    assert not thread.is_alive(), f"{call} still blocked after {HUNG_AFTER_SECONDS} s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
 
 
 def heartbeat_lines(caplog, level):
@@ -61,7 +41,7 @@ def test_frozen_postgresql_fails_beats_within_the_limit_then_recovers(throwaway_
 
         server.freeze()
         try:
-            failed = [bounded(heartbeat.beat) for _ in range(3)]
+            failed = [bounded(heartbeat.beat, HUNG_AFTER_SECONDS) for _ in range(3)]
         finally:
             server.thaw()
         assert failed == [False, False, False]
@@ -69,8 +49,8 @@ def test_frozen_postgresql_fails_beats_within_the_limit_then_recovers(throwaway_
         assert "cannot reach the database" in lost
         assert heartbeat_lines(caplog, logging.ERROR) == []
 
-        assert bounded(heartbeat.beat) is True
-        assert bounded(heartbeat.beat) is True
+        assert bounded(heartbeat.beat, HUNG_AFTER_SECONDS) is True
+        assert bounded(heartbeat.beat, HUNG_AFTER_SECONDS) is True
         recovered = [line for line in heartbeat_lines(caplog, logging.INFO)
                      if "recovered" in line]
         assert len(recovered) == 1 and "after 3 failed beats" in recovered[0]
@@ -89,7 +69,7 @@ def test_frozen_postgresql_reason_names_the_limit(throwaway_postgresql):
             server.freeze()
             try:
                 with pytest.raises(OperationalError) as err:
-                    bounded(lambda: conn.execute(text("SELECT 1")))
+                    bounded(lambda: conn.execute(text("SELECT 1")), HUNG_AFTER_SECONDS)
             finally:
                 server.thaw()
         assert "no answer from the PostgreSQL server within 4 s" in str(err.value)
@@ -110,7 +90,7 @@ def test_statement_longer_than_statement_timeout_fails(backend, sleep, message):
     try:
         with db.engine.connect() as conn:
             with pytest.raises(OperationalError, match=message):
-                bounded(lambda: conn.execute(text(sleep)))
+                bounded(lambda: conn.execute(text(sleep)), HUNG_AFTER_SECONDS)
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar() == 1
     finally:

@@ -42,7 +42,9 @@ class LibvirtDriver(ComputeDriver):
                  poll_interval: float = 0.5, sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic):
         self._conf = conf
-        self._host = host or Host(conf.libvirt.connection_uri)
+        self._host = host or Host(conf.libvirt.connection_uri,
+                                  keepalive=(conf.libvirt.keepalive_interval,
+                                             conf.libvirt.keepalive_count))
         self._host.bind(on_event=self.emit_event, on_connection=self.emit_connection)
         self._shutdown_timeout = (conf.shutdown_timeout if shutdown_timeout is None
                                   else shutdown_timeout)

@@ -7,6 +7,14 @@ Threads:
 - A dispatcher thread per host drains that queue: it translates lifecycle events, holds STOPPED
   ones (see `events.EventDelayer`), tells the connection listener when the connection is lost,
   and reconnects with backoff, telling the listener again when it is back.
+
+A libvirtd that hangs (frozen, deadlocked) keeps its socket open, and a libvirt call waits for
+its answer for ever. Every connection therefore runs libvirt's keepalive
+(`setKeepAlive(interval, count)`): after `interval x (count + 1)` seconds without an answer
+libvirt closes the connection, every call waiting on it fails, and the close callback reports the
+loss like any other ('keepalive timeout'). Opening a connection, which happens before keepalive
+can run, is bounded the same way: it runs on a thread of its own and counts as failed when it
+has not answered within that time.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from agent.display import plural
 from agent.errors import DriverError
 from agent.failure_log import FailureLog
 from agent.virt.libvirt import events
+from agent.virt.libvirt.calls import CallLine, PendingOpen
 from agent.virt.types import LifecycleEvent
 
 LOG = logging.getLogger(__name__)
@@ -28,6 +37,19 @@ LOG = logging.getLogger(__name__)
 # Seconds between reconnect attempts; the last one repeats. Short first, so a restarted
 # libvirtd is found quickly, then backing off so a dead one is not hammered.
 RECONNECT_DELAYS_S: tuple[float, ...] = (1, 2, 4, 8, 15, 30)
+
+# libvirt's own client defaults (libvirt.conf keepalive_interval, keepalive_count): a silent
+# libvirtd is lost after 5 x (5 + 1) = 30 s.
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 5
+
+# A call may take this long beyond the keepalive limit before its caller gives up on it: a
+# destroy or a start of a large guest is legitimately slow while libvirtd answers keepalive.
+CALL_GRACE_S = 60.0
+
+# At shutdown, the longest wait for the connection's callbacks to be deregistered and the
+# connection closed (a hung libvirtd must not hold the agent's exit).
+CLOSE_TIMEOUT_S = 5.0
 
 _CLOSE_REASONS = {
     0: "error on the connection",
@@ -68,6 +90,11 @@ def lost_reason(detail: str) -> str:
     return f"connection to libvirt lost: {detail}"
 
 
+def silence_limit(interval: float, count: int) -> float:
+    """Seconds without an answer after which libvirt's keepalive gives a connection up."""
+    return interval * (count + 1)
+
+
 class Host:
     """One libvirt connection and its events.
 
@@ -75,7 +102,10 @@ class Host:
     `bind`) are called from the dispatcher thread or, for held STOPPED events, a timer
     thread. `open_connection(uri)` defaults to `libvirt.open`; `stopped_delay` and
     `timer_factory` shape the STOPPED hold; `reconnect_delays` are the seconds between
-    reconnect attempts (the last one repeats)."""
+    reconnect attempts (the last one repeats); `keepalive` is (interval in seconds, count) for
+    libvirt's keepalive, and opening a connection may take at most
+    `silence_limit(*keepalive)` seconds. Every call on the connection goes through a
+    `CallLine` (one at a time, at most `silence_limit + CALL_GRACE_S` seconds each)."""
 
     def __init__(self, uri: str, *, on_event: Callable[[LifecycleEvent], None] | None = None,
                  on_connection: Callable[[bool, str], None] | None = None,
@@ -83,6 +113,7 @@ class Host:
                  stopped_delay: float = events.STOPPED_DELAY_S,
                  timer_factory: events.TimerFactory | None = None,
                  reconnect_delays: Sequence[float] = RECONNECT_DELAYS_S,
+                 keepalive: tuple[int, int] = (KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT),
                  clock: Callable[[], float] = time.time):
         import libvirt
 
@@ -93,11 +124,17 @@ class Host:
         self._on_connection = on_connection
         self._clock = clock
         self._reconnect_delays = tuple(reconnect_delays) or (1.0,)
+        self._keepalive = (int(keepalive[0]), int(keepalive[1]))
+        self.open_timeout = silence_limit(*self._keepalive)
+        self.call_timeout = self.open_timeout + CALL_GRACE_S
+        self._pending_open: PendingOpen | None = None
         self._delayer = events.EventDelayer(self._emit_event, delay=stopped_delay,
                                             timer_factory=timer_factory)
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._conn: Any = None
+        self._conn: Any = None  # the raw virConnect; only this class touches it
+        self._line: CallLine | None = None  # runs every call on self._conn
+        self._proxy: Any = None  # self._conn seen through self._line: what callers get
         self._callback_ids: list[int] = []
         self._stop = threading.Event()
         self._dispatcher: threading.Thread | None = None
@@ -115,10 +152,8 @@ class Host:
         """Start the event loop, connect, register callbacks, start dispatching. Raises
         `DriverError` when libvirt cannot be reached."""
         start_event_loop(self._libvirt)
-        conn = self._connect()
-        with self._lock:
-            self._conn = conn
         self._stop.clear()
+        self._publish(self._connect())
         self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
                                             name=f"libvirt-dispatch {self.uri}")
         self._dispatcher.start()
@@ -131,25 +166,43 @@ class Host:
             self._dispatcher.join(timeout=10)
             self._dispatcher = None
         self._delayer.cancel_all()
+        pending, self._pending_open = self._pending_open, None
+        if pending is not None:
+            pending.abandon()
         with self._lock:
-            conn, self._conn = self._conn, None
+            conn, line = self._conn, self._line
+            self._conn = self._line = self._proxy = None
         if conn is not None:
-            self._disconnect(conn)
+            # On the line, behind any call still running: never two calls at once. A hung
+            # libvirtd gets CLOSE_TIMEOUT_S, then the process goes on without it.
+            callback_ids, self._callback_ids = self._callback_ids, []
+            if not line.post(lambda: self._disconnect(conn, callback_ids)).wait(
+                    CLOSE_TIMEOUT_S):
+                LOG.warning("libvirt at %s did not answer while closing the connection; "
+                            "left behind", self.uri)
+            line.close()
 
     def get_connection(self) -> Any:
-        """The live connection; `DriverError` while it is lost (a reconnect is under way)."""
+        """The live connection, whose every call runs on its CallLine (bounded, one at a
+        time); `DriverError` while it is lost (a reconnect is under way)."""
         with self._lock:
-            conn = self._conn
+            conn, proxy = self._conn, self._proxy
         if conn is None:
             raise DriverError(f"no connection to libvirt at {self.uri} (reconnecting)")
         try:
-            alive = conn.isAlive()
+            alive = conn.isAlive()  # local: no call to libvirtd
         except self._libvirt.libvirtError:
             alive = False
         if not alive:
             self._queue.put(("closed", conn, "the connection is no longer alive"))
             raise DriverError(f"no connection to libvirt at {self.uri} (reconnecting)")
-        return conn
+        return proxy
+
+    def _publish(self, conn: Any) -> None:
+        line = CallLine(self.uri, self.call_timeout,
+                        on_timeout=lambda what: self._queue.put(("closed", conn, what)))
+        with self._lock:
+            self._conn, self._line, self._proxy = conn, line, line.wrap(conn)
 
     def pending_stopped_events(self) -> list[str]:
         return self._delayer.pending()
@@ -160,15 +213,38 @@ class Host:
 
     # -- connecting ---------------------------------------------------------------------------
     def _connect(self) -> Any:
-        try:
-            conn = self._open(self.uri)
-        except self._libvirt.libvirtError as exc:
+        """A new connection with keepalive and callbacks, or DriverError. An open that has not
+        answered within `open_timeout` fails; the next call waits for the same attempt
+        rather than starting another one next to it."""
+        pending = self._pending_open or PendingOpen(self._open, self.uri)
+        self._pending_open = pending
+        deadline = time.monotonic() + self.open_timeout
+        while not pending.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if self._stop.is_set():
+                raise DriverError(f"connecting to libvirt at {self.uri}: stopped")
+            if time.monotonic() >= deadline:
+                raise DriverError(f"cannot connect to libvirt at {self.uri}: no answer within "
+                                  f"{self.open_timeout:g} s (libvirtd hung?)")
+        self._pending_open = None
+        if isinstance(pending.error, self._libvirt.libvirtError):
             raise DriverError(f"cannot connect to libvirt at {self.uri}: "
-                              f"{exc.get_error_message()}") from None
+                              f"{pending.error.get_error_message()}") from None
+        if pending.error is not None:
+            raise pending.error
+        conn = pending.conn
         if conn is None:
             raise DriverError(f"cannot connect to libvirt at {self.uri}")
+        self._start_keepalive(conn)
         self._register_callbacks(conn)
         return conn
+
+    def _start_keepalive(self, conn: Any) -> None:
+        interval, count = self._keepalive
+        try:
+            conn.setKeepAlive(interval, count)
+        except self._libvirt.libvirtError as exc:
+            # Drivers without a daemon (test:///, a local hypervisor) have nothing to ping.
+            LOG.debug("No keepalive on %s: %s", self.uri, exc.get_error_message())
 
     def _register_callbacks(self, conn: Any) -> None:
         self._callback_ids = []
@@ -183,14 +259,19 @@ class Host:
         except self._libvirt.libvirtError as exc:
             LOG.debug("Close notifications are not available on %s: %s", self.uri, exc)
 
-    def _disconnect(self, conn: Any) -> None:
-        for callback_id in self._callback_ids:
+    def _disconnect(self, conn: Any, callback_ids: Sequence[int], *,
+                    close: bool = True) -> None:
+        """Deregister our callbacks; with `close`, close the connection too. A lost
+        connection is not closed here: a job may still be inside a call on it (it fails once
+        keepalive has given the connection up), and closing a connection under a running call
+        frees what that call uses. libvirt-python closes it when the last reference goes."""
+        for callback_id in callback_ids:
             try:
                 conn.domainEventDeregisterAny(callback_id)
             except self._libvirt.libvirtError:
                 pass
-        self._callback_ids = []
-        for call in (conn.unregisterCloseCallback, conn.close):
+        for call in (conn.unregisterCloseCallback, conn.close) if close else (
+                conn.unregisterCloseCallback,):
             try:
                 call()
             except self._libvirt.libvirtError:
@@ -231,8 +312,12 @@ class Host:
         self._delayer.submit(LifecycleEvent(uuid, transition, timestamp))
 
     def _migration_completed(self, dom: Any) -> bool:
+        with self._lock:
+            line = self._line
+        if line is None:
+            return False
         try:
-            stats = dom.jobStats(self._libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            stats = line.call(dom.jobStats, self._libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
         except self._libvirt.libvirtError as exc:
             LOG.debug("No job information for domain %s: %s", dom.UUIDString(), exc)
             return False
@@ -242,11 +327,15 @@ class Host:
         with self._lock:
             if conn is not self._conn:
                 return  # an old connection, already replaced or closed on purpose
-            self._conn = None
+            line, callback_ids = self._line, self._callback_ids
+            self._conn = self._line = self._proxy = None
+            self._callback_ids = []
         self._delayer.cancel_all()
         reason = lost_reason(detail)
         LOG.warning("%s (%s); reconnecting", reason, self.uri)
-        self._disconnect(conn)
+        # Behind whatever call is still running on it (never next to it); not waited for.
+        line.post(lambda: self._disconnect(conn, callback_ids, close=False))
+        line.close()
         if self._on_connection is not None:
             self._on_connection(False, reason)
         self._reconnect()
@@ -263,8 +352,7 @@ class Host:
             except DriverError as exc:
                 LOG.debug("Reconnect attempt %d failed: %s", attempt, exc)
                 continue
-            with self._lock:
-                self._conn = conn
+            self._publish(conn)
             LOG.info("Connection to libvirt at %s restored after %s", self.uri,
                      plural(attempt, "attempt"))
             if self._on_connection is not None:
