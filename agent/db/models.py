@@ -1,4 +1,6 @@
-"""SQLAlchemy 2.0 typed models of the four shared tables (nova's names and meanings).
+"""SQLAlchemy 2.0 typed models of the shared tables (nova's names and meanings): services,
+compute_nodes, instances, migrations, and for the operations path flavors, instance actions with
+their events, and instance faults.
 
 Times are UTC, without time zone, and every time the agent writes for liveness comes from the
 database server's clock (`utcnow()`), never the host's. Soft-deleted rows carry `deleted_at` and
@@ -11,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid as uuid_lib
 
-from sqlalchemy import (BigInteger, Boolean, DateTime, Float, Index, Integer, MetaData, String,
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+                        MetaData, String,
                         Text, UniqueConstraint)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
@@ -160,6 +163,15 @@ class Instance(TimestampMixin, SoftDeleteMixin, Base):
     # Flavors of an in-progress resize, JSON {vcpus, memory_mb, root_gb, ephemeral_gb, swap}.
     old_flavor: Mapped[str | None] = mapped_column(Text)
     new_flavor: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    image_ref: Mapped[str | None] = mapped_column(String(255))
+    # The flavor the instance was launched with: its flavors.id, and a copy of its fields, JSON
+    # {flavorid, name, vcpus, memory_mb, root_gb, ephemeral_gb, swap} (a flavor deleted later
+    # still describes its instances, as nova's instance_extra.flavor).
+    instance_type_id: Mapped[int | None] = mapped_column(Integer)
+    flavor: Mapped[str | None] = mapped_column(Text)
+    launched_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    terminated_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
 
 class Migration(TimestampMixin, SoftDeleteMixin, Base):
@@ -177,3 +189,82 @@ class Migration(TimestampMixin, SoftDeleteMixin, Base):
     dest_node: Mapped[str | None] = mapped_column(String(255))
     migration_type: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32))
+
+
+class Flavor(Base):
+    """A flavor (nova's API database `flavors`): the size of an instance. `flavorid` is the id
+    the API shows; `id` is internal."""
+
+    __tablename__ = "flavors"
+    __table_args__ = (UniqueConstraint("flavorid", name="uniq_flavors0flavorid"),
+                      UniqueConstraint("name", name="uniq_flavors0name"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    flavorid: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    root_gb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ephemeral_gb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    swap: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # MiB
+    rxtx_factor: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    vcpu_weight: Mapped[int | None] = mapped_column(Integer)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=utcnow())
+    updated_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, onupdate=utcnow())
+
+
+class InstanceAction(TimestampMixin, SoftDeleteMixin, Base):
+    """One user-visible action on an instance (create, stop, reboot, ...), keyed by the request
+    id the API returned: "what happened to my instance, and which request did it"."""
+
+    __tablename__ = "instance_actions"
+    __table_args__ = (Index("instance_uuid_idx", "instance_uuid"),
+                      Index("instance_actions_instance_uuid_request_id_idx", "instance_uuid",
+                            "request_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str | None] = mapped_column(String(255))
+    instance_uuid: Mapped[str | None] = mapped_column(String(36))
+    request_id: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(255))
+    start_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    finish_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    message: Mapped[str | None] = mapped_column(String(255))
+
+
+class InstanceActionEvent(TimestampMixin, SoftDeleteMixin, Base):
+    """One step of an action on a service (`compute_stop_instance` on the agent, ...), with its
+    result ('Success' or 'Error') and the traceback of a failure."""
+
+    __tablename__ = "instance_actions_events"
+    __table_args__ = (Index("instance_actions_events_action_id_idx", "action_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event: Mapped[str | None] = mapped_column(String(255))
+    action_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("instance_actions.id", name="instance_actions_events_action_id_fkey"))
+    start_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    finish_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    result: Mapped[str | None] = mapped_column(String(255))
+    traceback: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[str | None] = mapped_column(Text)
+
+
+class InstanceFault(TimestampMixin, SoftDeleteMixin, Base):
+    """Why an instance went to ERROR (nova's instance_faults): code, message, details."""
+
+    __tablename__ = "instance_faults"
+    __table_args__ = (Index("instance_faults_instance_uuid_deleted_created_at_idx",
+                            "instance_uuid", "deleted", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_uuid: Mapped[str | None] = mapped_column(String(36))
+    code: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))

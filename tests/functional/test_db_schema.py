@@ -40,6 +40,12 @@ DESIGN_COLUMNS = {
                   "network_info", "created_at", "updated_at", "deleted_at"},
     "migrations": {"id", "uuid", "instance_uuid", "source_compute", "dest_compute", "source_node",
                    "dest_node", "migration_type", "status", "created_at", "updated_at"},
+    "flavors": {"id", "flavorid", "name", "vcpus", "memory_mb", "root_gb", "ephemeral_gb", "swap",
+                "disabled"},
+    "instance_actions": {"id", "action", "instance_uuid", "request_id", "user_id", "project_id",
+                         "start_time", "finish_time", "message"},
+    "instance_actions_events": {"id", "action_id", "event", "start_time", "finish_time",
+                                "result", "traceback"},
 }
 
 SECRET = "s3cr3t-Pa55"
@@ -164,6 +170,21 @@ def test_upgrade_from_0001_keeps_services_and_adds_the_agent_identity(empty_db):
         row = session.scalars(select(Service)).one()
     assert (row.host, row.report_count, row.last_seen_by, row.started_at) == (
         "old-host", 7, None, None)
+
+
+def test_default_flavors_are_novas(empty_db):
+    """db sync creates nova's m1.tiny .. m1.xlarge, so a new database can launch at once."""
+    migrate.upgrade(empty_db)
+    with empty_db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT name, flavorid, vcpus, memory_mb, root_gb, ephemeral_gb, "
+                                 "swap, disabled FROM flavors ORDER BY memory_mb")).all()
+    assert [tuple(r) for r in rows] == [
+        ("m1.tiny", "1", 1, 512, 1, 0, 0, False),
+        ("m1.small", "2", 1, 2048, 20, 0, 0, False),
+        ("m1.medium", "3", 2, 4096, 40, 0, 0, False),
+        ("m1.large", "4", 4, 8192, 80, 0, 0, False),
+        ("m1.xlarge", "5", 8, 16384, 160, 0, 0, False),
+    ]
 
 
 def test_design_columns_present(any_db):
