@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -60,12 +61,14 @@ def _assert_nothing_shows(tmp_path: Path, *results: subprocess.CompletedProcess)
 
 @pytest.mark.postgresql
 @pytest.mark.parametrize("form", ["userinfo", "encoded-at", "query", "libpq-and"])
-def test_password_in_the_url_is_never_printed_logged_or_stored(tmp_path, form):
+def test_password_in_the_url_is_never_printed_logged_or_stored(tmp_path, form,
+                                                                postgresql_url):
     # The server trusts 127.0.0.1: the password is sent and ignored, and must stay hidden.
-    url = _with_password(server_url("postgresql"), form)
+    url = _with_password(postgresql_url, form)
     log = tmp_path / "agent.log"
-    config = write_config(tmp_path, database_url=url, host=f"secret-{form}", log_file=log,
-                          debug="true", compute_driver="fake")
+    host = f"secret-{form}-{uuid.uuid4().hex[:8]}"  # the server database outlives the test
+    config = write_config(tmp_path, database_url=url, host=host, log_file=log, debug="true",
+                          compute_driver="fake")
     report = tmp_path / "report.json"
     sync = _agent(tmp_path, "db", "sync", config=config)
     assert sync.returncode == 0, sync.stderr
@@ -74,9 +77,9 @@ def test_password_in_the_url_is_never_printed_logged_or_stored(tmp_path, form):
     assert once.returncode == 0, once.stderr
     listed = _agent(tmp_path, "services", "list", config=config)
     assert listed.returncode == 0, listed.stderr
-    assert f"secret-{form}" in listed.stdout
+    assert host in listed.stdout
     fleet = _agent(tmp_path, "fleet", "--count", "2", "--duration", "1", "--ramp", "0.2",
-                   "--host-prefix", f"secret-{form}-", "--report", str(report), config=config)
+                   "--host-prefix", f"{host}-", "--report", str(report), config=config)
     assert fleet.returncode == 0, fleet.stderr
     assert "***" in json.loads(report.read_text(encoding="utf-8"))["database"]
     assert "DEBUG sqlalchemy" in log.read_text(encoding="utf-8")
