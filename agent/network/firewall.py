@@ -18,6 +18,7 @@ import abc
 import contextlib
 import logging
 import re
+import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 from agent.display import plural
@@ -76,7 +77,9 @@ class FirewallDriver(abc.ABC):
 
     @abc.abstractmethod
     def retain_only(self, instance_uuids: Iterable[str]) -> None:
-        """Drop the filtering of every instance not listed."""
+        """Drop the filtering of every instance not listed, except instances another caller
+        (thread) prepared while this caller's deferral block was open: start-up's list of
+        this host's instances cannot know of them."""
 
     @abc.abstractmethod
     def defer_apply(self) -> contextlib.AbstractContextManager[None]:
@@ -168,6 +171,8 @@ class IptablesFirewall(FirewallDriver):
         self.manager = manager
         # instance uuid -> family -> [(chain, [fixed IPs])]
         self._instances: dict[str, dict[int, list[tuple[str, list[str]]]]] = {}
+        # instance uuid -> (model version, thread) of its last prepare or keep
+        self._stamps: dict[str, tuple[int, int]] = {}
         self._top_dirty = True
         self._top = manager.chain_name(TOP_CHAIN)
         manager.register_pre_apply(self._refresh_top)
@@ -193,6 +198,7 @@ class IptablesFirewall(FirewallDriver):
             for (family, chain), specs in rules.items():
                 self.manager.set_rules(family, chain, specs)
             self._instances[uuid] = wanted
+            self._stamp(uuid)
             self._top_dirty = True
         LOG.debug("firewall prepared for instance %s (%s): %s", uuid, name,
                   plural(len(rules), "chain"))
@@ -214,6 +220,7 @@ class IptablesFirewall(FirewallDriver):
                     self.manager.set_rules(family, chain, saved[chain])
                     found.setdefault(family, []).append((chain, ips))
             self._instances[uuid] = found
+            self._stamp(uuid)
             self._top_dirty = True
         LOG.info("firewall: kept the %d chains the kernel holds for instance %s",
                  sum(len(entries) for entries in found.values()), uuid)
@@ -225,12 +232,16 @@ class IptablesFirewall(FirewallDriver):
                 return
             self._drop_chains(uuid, keep=set())
             del self._instances[uuid]
+            self._stamps.pop(uuid, None)
             self._top_dirty = True
 
     def retain_only(self, instance_uuids: Iterable[str]) -> None:
         keep = {uuid.lower() for uuid in instance_uuids}
+        me = threading.get_ident()
         with self.manager.defer_apply(), self.manager.lock:
-            gone = [uuid for uuid in self._instances if uuid not in keep]
+            since = self.manager.deferred_since
+            gone = [uuid for uuid in self._instances if uuid not in keep
+                    and not self._is_others_since(uuid, since, me)]
             for uuid in gone:
                 self.remove_instance(uuid)
         if gone:
@@ -239,6 +250,14 @@ class IptablesFirewall(FirewallDriver):
 
     def defer_apply(self) -> contextlib.AbstractContextManager[None]:
         return self.manager.defer_apply()
+
+    def _stamp(self, uuid: str) -> None:
+        self._stamps[uuid] = (self.manager.version, threading.get_ident())
+
+    def _is_others_since(self, uuid: str, since: int | None, me: int) -> bool:
+        """Whether another thread prepared `uuid` after model version `since`."""
+        version, thread = self._stamps.get(uuid, (-1, me))
+        return since is not None and thread != me and version > since
 
     def apply(self) -> None:
         self._top_dirty = True

@@ -274,10 +274,23 @@ class IptablesManager:
                 raise FirewallError("; ".join(errors))
             self._applied = version
 
+    @property
+    def version(self) -> int:
+        """A number that grows with every change of the model."""
+        return self._version
+
+    @property
+    def deferred_since(self) -> int | None:
+        """The model `version` when the calling thread's outermost deferral block began; None
+        outside a block."""
+        return self._local.since if self.is_deferred else None
+
     def _enter_deferral(self, count: bool = True) -> None:
         depth = getattr(self._local, "depth", 0)
-        if depth == 0 and count:
-            self._deferring += 1
+        if depth == 0:
+            self._local.since = self._version
+            if count:
+                self._deferring += 1
         self._local.depth = depth + 1
 
     def _leave_deferral(self, count: bool = True) -> bool:
