@@ -9,8 +9,10 @@ batches. One failing instance never stops the others.
 The firewall follows the outcome, not the path: once an instance's steps are done, its guest's
 power state (read again when a step may have changed it) decides whether it gets its rules
 (`decisions.needs_filtering`); the one apply then holds the rules of exactly those instances,
-and drops every other chain of ours. In a dry run, plans are logged and
-reported and nothing is changed: no driver mutation, no firewall change, no database write.
+and drops every other chain of ours.
+
+In a dry run, plans are logged and reported and nothing is changed: no driver mutation, no
+firewall change, no database write.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 established/related traffic is accepted, then the VIF's security-group rules, then everything else
 is dropped. Our top-level chain `<prefix>-fwd`, jumped to first from FORWARD, sends traffic to
 each fixed IP into its VIF's chain; each of those jumps carries the instance uuid as a comment,
-so that a new agent process can find an instance's rules in the kernel (`keep_instance`). `NoopFirewall` has the same API and filters nothing; it needs
-no privileges, which is why it is the embedded default.
+so that a new agent process can find an instance's rules in the kernel (`keep_instance`).
+`NoopFirewall` has the same API and filters nothing; it needs no privileges, which is why it is
+the embedded default.
 
 Callers wrap start-up in `defer_apply()` so that all instances cost one restore per family.
 Deferral is per caller (thread): another thread's change made meanwhile is not dropped; its
@@ -222,8 +223,8 @@ class IptablesFirewall(FirewallDriver):
             self._instances[uuid] = found
             self._stamp(uuid)
             self._top_dirty = True
-        LOG.info("firewall: kept the %d chains the kernel holds for instance %s",
-                 sum(len(entries) for entries in found.values()), uuid)
+        LOG.info("firewall: kept the %s the kernel holds for instance %s",
+                 plural(sum(len(entries) for entries in found.values()), "chain"), uuid)
 
     def remove_instance(self, instance_uuid: str) -> None:
         uuid = instance_uuid.lower()
