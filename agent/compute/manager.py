@@ -90,7 +90,8 @@ class ComputeManager:
         self.firewall = firewall
         self.host = host or conf.host
         self.dry_run = dry_run
-        self.power_sync = PowerStateSync(db, driver, self.host, dry_run=dry_run)
+        self.power_sync = PowerStateSync(db, driver, self.host, dry_run=dry_run,
+                                         on_change=self._follow_guests)
 
     # -- init_host ----------------------------------------------------------------------------
     def init_host(self) -> InitHostResult:
@@ -183,16 +184,37 @@ class ComputeManager:
         with the uuid and shown in the outcome; the instance's previous rules stay."""
         if self.dry_run:
             return outcome
-        parsed = vifs()
         try:
-            if parsed is None:  # an invalid network_info (logged): its rules stay as they are
-                self.firewall.keep_instance(rec.uuid)
-            else:
-                self.firewall.prepare_instance(rec.uuid, outcome.name, parsed)
+            self._prepare_rules(rec.uuid, outcome.name, vifs())
         except Exception as exc:  # noqa: BLE001 - one instance never stops the others
             LOG.error("instance %s: firewall rules not prepared: %s", rec.uuid, exc)
             return replace(outcome, action="failed", error=f"firewall: {exc}")
         return outcome
+
+    def _prepare_rules(self, uuid: str, name: str, vifs: tuple[VIF, ...] | None) -> None:
+        if vifs is None:  # an invalid network_info (logged): its rules stay as they are
+            self.firewall.keep_instance(uuid)
+        else:
+            self.firewall.prepare_instance(uuid, name, vifs)
+
+    def _follow_guests(self, guests: Sequence[tuple[q.InstanceRecord, PowerState]]) -> None:
+        """The power sync's report, before it saves, of instances whose guest is not in the
+        recorded state (a lifecycle event or the periodic sync): a guest that runs now, started
+        or resumed after start-up, gets its rules, in one apply. A guest that stopped keeps
+        them (rules on a stopped guest filter nothing). Failures are logged, never raised."""
+        wanted = [rec for rec, power in guests if needs_filtering(power)]
+        if not wanted:
+            return
+        try:
+            with self.firewall.defer_apply():
+                for rec in wanted:
+                    try:
+                        self._prepare_rules(rec.uuid, rec.name, self._vifs(rec))
+                    except ValueError as exc:
+                        LOG.error("instance %s: firewall rules not prepared: %s", rec.uuid, exc)
+        except Exception as exc:  # noqa: BLE001 - the power sync goes on
+            LOG.error("firewall rules of %s running now not applied: %s",
+                      plural(len(wanted), "instance"), exc)
 
     def _init_virt_events(self) -> None:
         if self.dry_run:

@@ -18,7 +18,7 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 from agent.compute import states
 from agent.db import compute_queries as q
@@ -72,8 +72,13 @@ def decide_power_sync(rec: q.InstanceRecord, live: PowerState, host: str) -> Pow
 class PowerStateSync:
     """Event handling and the periodic sync for one host."""
 
-    def __init__(self, db, driver: ComputeDriver, host: str, *, dry_run: bool = False):
+    def __init__(self, db, driver: ComputeDriver, host: str, *, dry_run: bool = False,
+                 on_change: Callable[[Sequence[tuple[q.InstanceRecord, PowerState]]], None]
+                 | None = None):
         self.db = db
+        # Told, before the power states are saved, of this host's instances whose guest is not
+        # in the recorded state (the firewall follows the guest); it must not raise.
+        self._on_change = on_change
         self.driver = driver
         self.host = host
         self.dry_run = dry_run
@@ -192,6 +197,11 @@ class PowerStateSync:
     def _apply(self, rows: Iterable[q.InstanceRecord], live: dict[str, PowerState],
                why: str) -> int:
         changes = []
+        rows = list(rows)
+        moved = [(rec, live[rec.uuid]) for rec in rows
+                 if rec.host == self.host and rec.power_state != int(live[rec.uuid])]
+        if moved and self._on_change is not None and not self.dry_run:
+            self._on_change(moved)
         for rec in rows:
             decision = decide_power_sync(rec, live[rec.uuid], self.host)
             if decision.mismatch and self._reported.get(rec.uuid) != decision.mismatch:

@@ -11,8 +11,9 @@ from sqlalchemy import update
 from agent.compute import states as s
 from agent.compute.manager import ComputeManager
 from agent.db.models import Instance
-from agent.virt.types import VIF, FixedIP, PowerState as P, SecurityGroupRule
+from agent.virt.types import VIF, FixedIP, PowerState as P, SecurityGroupRule, Transition
 from fakevirt.scenario import InstanceRecord
+from tests.agent_process import wait_for
 from tests.functional.compute_helpers import (HOST, domain, guest_power, instance_row,
                                               make_conf, make_driver, make_scenario, seeded)
 from tests.functional.netns import make_firewall, save
@@ -142,16 +143,21 @@ def test_every_guest_running_after_start_up_has_its_rules(tmp_path, sqlite_db, e
     assert after == wanted
 
 
+def plain_host(tmp_path, db, count, vm_state, power):
+    """`count` instances with no task, their guests in `power`: (conf, driver)."""
+    scenario = seeded(db, make_scenario(
+        [InstanceRecord(uuid_of(i), host=HOST, node=HOST, vm_state=vm_state, power_state=power,
+                        network_info=(vif_of(i),)) for i in range(count)],
+        [domain(uuid_of(i), power, name=f"instance-{i}") for i in range(count)]))
+    conf = make_conf(tmp_path, db)
+    return conf, make_driver(conf, scenario)
+
+
 def test_running_guest_with_unusable_network_info_keeps_its_rules_over_a_restart(
         tmp_path, sqlite_db, executor, caplog):
     # Its rules cannot be rebuilt, and dropping them would leave a running guest unfiltered:
     # the new process carries over what the kernel holds for it, found by its uuid.
-    scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(uuid_of(i), host=HOST, node=HOST, vm_state=s.ACTIVE,
-                        power_state=P.RUNNING, network_info=(vif_of(i),)) for i in range(3)],
-        [domain(uuid_of(i), P.RUNNING, name=f"instance-{i}") for i in range(3)]))
-    conf = make_conf(tmp_path, sqlite_db)
-    driver = make_driver(conf, scenario)
+    conf, driver = plain_host(tmp_path, sqlite_db, 3, s.ACTIVE, P.RUNNING)
     start(conf, sqlite_db, driver, executor)
     before = [line for line in save(executor, 4) if "cagent-" in line]
     assert set(filtered(executor)) == {"10.0.1.10", "10.0.1.11", "10.0.1.12"}
@@ -172,3 +178,21 @@ def test_running_guest_with_unusable_network_info_keeps_its_rules_over_a_restart
                if line.startswith("-A cagent-fwd -d 10.0.1.12/")]
     after = [line for line in save(executor, 4) if "cagent-" in line]
     assert after == [line for line in before if gone not in line]
+
+
+def test_guest_started_after_start_up_gets_its_rules(tmp_path, sqlite_db, executor):
+    # Started outside start-up (virsh start, a resume): the lifecycle event, or the periodic
+    # sync when there is no event, gives it its rules before its power state is saved.
+    conf, driver = plain_host(tmp_path, sqlite_db, 2, s.STOPPED, P.SHUTDOWN)
+    manager = ComputeManager(conf, sqlite_db, driver, make_firewall(executor))
+    try:
+        manager.init_host()
+        assert filtered(executor) == {}  # nothing runs
+        driver.set_power_state(uuid_of(0), P.RUNNING, Transition.STARTED)
+        assert wait_for(lambda: instance_row(sqlite_db, uuid_of(0)).power_state == P.RUNNING)
+        assert filtered(executor) == {"10.0.1.10": True}
+        driver.set_power_state(uuid_of(1), P.PAUSED)  # no event: the periodic sync sees it
+        assert manager.sync_power_states() == 1
+        assert filtered(executor) == {"10.0.1.10": True, "10.0.1.11": True}
+    finally:
+        manager.stop()
