@@ -174,6 +174,9 @@ class IptablesFirewall(FirewallDriver):
         self._instances: dict[str, dict[int, list[tuple[str, list[str]]]]] = {}
         # instance uuid -> (model version, thread) of its last prepare or keep
         self._stamps: dict[str, tuple[int, int]] = {}
+        # The kernel's chains read by keep_instance, reused within one caller's deferral
+        # block until the next apply: ((thread, block), family -> chains)
+        self._saved: tuple[tuple[int, int | None], dict[int, dict]] = ((0, None), {})
         self._top_dirty = True
         self._top = manager.chain_name(TOP_CHAIN)
         manager.register_pre_apply(self._refresh_top)
@@ -211,7 +214,7 @@ class IptablesFirewall(FirewallDriver):
                 return  # the model has them: they stay as they are
             found: dict[int, list[tuple[str, list[str]]]] = {}
             for family in self.manager.families:
-                saved = self.manager.saved_chains(family)
+                saved = self._kernel_chains(family)
                 targets: dict[str, list[str]] = {}
                 for spec in saved.get(self._top, ()):
                     match = _TOP_RULE_RE.match(spec)
@@ -252,6 +255,14 @@ class IptablesFirewall(FirewallDriver):
     def defer_apply(self) -> contextlib.AbstractContextManager[None]:
         return self.manager.defer_apply()
 
+    def _kernel_chains(self, family: int) -> dict[str, tuple[str, ...]]:
+        key = (threading.get_ident(), self.manager.deferred_since)
+        if self._saved[0] != key:
+            self._saved = (key, {})
+        if family not in self._saved[1]:
+            self._saved[1][family] = self.manager.saved_chains(family)
+        return self._saved[1][family]
+
     def _stamp(self, uuid: str) -> None:
         self._stamps[uuid] = (self.manager.version, threading.get_ident())
 
@@ -271,6 +282,7 @@ class IptablesFirewall(FirewallDriver):
                     self.manager.remove_chain(family, chain)
 
     def _refresh_top(self) -> None:
+        self._saved = ((0, None), {})  # the kernel is about to change
         # Rendered once per apply rather than once per instance: start-up stays linear.
         if not self._top_dirty:
             return
