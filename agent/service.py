@@ -25,10 +25,11 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from agent.config import short_reason
 from agent.errors import AgentError, ConfigError, StartupError
+from agent.host_work import HostWork, HostWorkFactory
 from agent.log import request_context
 from agent.service_report import ServiceReport
 from agent.systemd import Notifier, watchdog_interval
@@ -37,50 +38,11 @@ if TYPE_CHECKING:
     from agent.config import Config
     from agent.db.engine import Database
     from agent.registry import ServiceRecord
-    from agent.scheduler import PeriodicJob
 
 LOG = logging.getLogger(__name__)
 
 START_FAILED_PREFIX = "AUTO: start-up failed: "
 DISABLED_REASON_MAX = 255  # services.disabled_reason is VARCHAR(255)
-
-
-class HostWork(Protocol):
-    """The work the agent does for its host, plugged into the lifecycle by the compute side.
-
-    Built with the host's service row as it is before start-up (None when the host has none
-    yet); prepare() runs before the row is created or claimed, registered() once it is."""
-
-    def prepare(self) -> str | None:
-        """The checks that can refuse a start-up (driver.init_host, the node identity); writes
-        nothing. Called once, before registration (a dry run leaves it to start()). Returns the
-        node's uuid, which the agent's beats carry (None when there is none). Raises AgentError
-        to stop the agent."""
-
-    def registered(self, service: "ServiceRecord") -> None:
-        """Called after prepare() once the service row is created or claimed, before its first
-        beat: the identity prepare() decided is written down."""
-
-    def start(self) -> None:
-        """Called once, after registration and the first beat, on a thread of its own: the
-        compute manager's init_host, the first resource audit (and prepare() first when it did
-        not run). May take long. Raises AgentError to stop the agent."""
-
-    def periodic_jobs(self) -> Sequence["PeriodicJob"]:
-        """Called once after start(): the jobs to schedule (disabled ones may be included with
-        a negative interval)."""
-
-    def stop(self) -> None:
-        """Called once at shutdown, after the periodic jobs stopped (and possibly while start()
-        still runs, when a stop is requested during start-up): release the driver."""
-
-    def report(self) -> object:
-        """The host's inventory after start(), printed by `agent --once`."""
-
-
-# (conf, database, this host's service row, dry run): the row is None only in a dry run for a
-# host that has none yet.
-HostWorkFactory = Callable[["Config", "Database", "ServiceRecord | None", bool], HostWork]
 
 
 @contextmanager
@@ -230,7 +192,7 @@ class AgentService:
                     self._finish_starting()
                 if self.host_work is not None:
                     return self.host_work.report()
-                return self._service_report()
+                return ServiceReport.read(self.db, self.conf.host, self.service)
             except Exception as exc:  # noqa: BLE001
                 raise self._start_failed(exc) from exc
             finally:
@@ -368,26 +330,6 @@ class AgentService:
         except Exception as exc:  # noqa: BLE001 - already failing; say so and go on
             LOG.warning("could not record the failed start-up on the service row: %s",
                         short_reason(exc))
-
-    def _service_report(self) -> ServiceReport:
-        from sqlalchemy import select
-
-        from agent.db.models import Service
-        from agent.registry import COMPUTE_BINARY
-
-        if self.service is None:  # a dry run for a host without a row
-            return ServiceReport(host=self.conf.host, binary=COMPUTE_BINARY, service_id=None,
-                                 service_uuid=None, disabled=False, disabled_reason=None,
-                                 report_count=None)
-
-        with self.db.engine.connect() as conn:
-            row = conn.execute(select(Service.disabled, Service.disabled_reason,
-                                      Service.report_count)
-                               .where(Service.id == self.service.id)).one()
-        return ServiceReport(host=self.service.host, binary=self.service.binary,
-                             service_id=self.service.id, service_uuid=self.service.uuid,
-                             disabled=bool(row.disabled), disabled_reason=row.disabled_reason,
-                             report_count=row.report_count)
 
     def _status(self, text: str) -> None:
         LOG.info("%s", text)

@@ -23,6 +23,26 @@ class ServiceReport:
     report_count: int | None
     host_work: str = "none"
 
+    @classmethod
+    def read(cls, db, host: str, record) -> "ServiceReport":
+        """The report for `host` whose service row is `record` (a registry.ServiceRecord, or
+        None in a dry run for a host without a row), counters read from the database now."""
+        from sqlalchemy import select
+
+        from agent.db.models import Service
+        from agent.registry import COMPUTE_BINARY
+
+        if record is None:
+            return cls(host=host, binary=COMPUTE_BINARY, service_id=None, service_uuid=None,
+                       disabled=False, disabled_reason=None, report_count=None)
+        with db.engine.connect() as conn:
+            row = conn.execute(select(Service.disabled, Service.disabled_reason,
+                                      Service.report_count)
+                               .where(Service.id == record.id)).one()
+        return cls(host=record.host, binary=record.binary, service_id=record.id,
+                   service_uuid=record.uuid, disabled=bool(row.disabled),
+                   disabled_reason=row.disabled_reason, report_count=row.report_count)
+
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "host_work": self.host_work,
                 "service": {"id": self.service_id, "uuid": self.service_uuid,
