@@ -36,6 +36,7 @@ pytestmark = pytest.mark.libvirtd
 URI = "qemu:///system"
 START_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "start-libvirtd"
 RESTART_DEADLINE_S = 120.0
+SYSTEM_PID_FILE = "/run/libvirtd.pid"  # libvirtd --daemon as root
 
 
 def _libvirtd_available() -> tuple[bool, str]:
@@ -196,10 +197,22 @@ def test_tiny_guest_lifecycle_through_the_driver(make_qemu_driver, tiny_guest, c
 
 # -- killing libvirtd --------------------------------------------------------------------------
 def _libvirtd_pid() -> int:
-    out = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True)
-    pids = [int(p) for p in out.stdout.split()]
-    require_tier("libvirtd", len(pids) == 1, "libvirtd is not one local process we can kill")
-    return pids[0]
+    pid = _system_libvirtd_pid()
+    require_tier("libvirtd", pid is not None,
+                 f"no system libvirtd to kill ({SYSTEM_PID_FILE} missing or stale)")
+    return pid
+
+
+def _system_libvirtd_pid() -> int | None:
+    """The running system libvirtd, from its pid file: not pgrep, since other libvirtd
+    processes (a test's private session daemon) may run next to it."""
+    try:
+        with open(SYSTEM_PID_FILE, encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def _restart_libvirtd() -> None:
@@ -220,7 +233,7 @@ def killable_libvirtd(qemu_conn):
             time.sleep(0.05)
 
     yield kill
-    if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode != 0:
+    if _system_libvirtd_pid() is None:
         _restart_libvirtd()
 
 
