@@ -19,13 +19,13 @@ from typing import Sequence
 
 from sqlalchemy import insert, select, update
 
-from agent.compute import states
+from agent import vocabulary as states
 from agent.db.models import ComputeNode, Instance, Migration, utcnow
 from agent.db.service_queries import ServiceRow, find_service, service_row
 from agent.display import plural
 from agent.errors import ServiceError
 from agent.liveness import state_of
-from agent.registry import COMPUTE_BINARY
+from agent.vocabulary import COMPUTE_BINARY
 
 LOG = logging.getLogger(__name__)
 

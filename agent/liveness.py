@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from agent.registry import AUTO_STARTING
+from agent.vocabulary import AUTO_STARTING
 
 # An offset beyond this is worth a warning: logs and certificates on that host are misleading,
 # even though liveness is unaffected.

@@ -17,14 +17,10 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.db.models import Service, utcnow
 from agent.service_owner import claim_service
+from agent.vocabulary import (AUTO_PREFIX, AUTO_STARTING, COMPUTE_BINARY, COMPUTE_TOPIC,
+                              NEW_SERVICE_DISABLED)
 
 LOG = logging.getLogger(__name__)
-
-COMPUTE_BINARY = "compute-agent"
-COMPUTE_TOPIC = "compute"
-AUTO_PREFIX = "AUTO: "
-AUTO_STARTING = AUTO_PREFIX + "starting"
-NEW_SERVICE_DISABLED = "New service disabled by enable_new_services = false"
 
 
 @dataclass(frozen=True)

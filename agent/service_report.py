@@ -30,7 +30,7 @@ class ServiceReport:
         from sqlalchemy import select
 
         from agent.db.models import Service
-        from agent.registry import COMPUTE_BINARY
+        from agent.vocabulary import COMPUTE_BINARY
 
         if record is None:
             return cls(host=host, binary=COMPUTE_BINARY, service_id=None, service_uuid=None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-COMPUTE_BINARY = "compute-agent"  # agent.registry.COMPUTE_BINARY, without importing SQLAlchemy
+from agent.vocabulary import COMPUTE_BINARY
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:

@@ -12,8 +12,7 @@ import json
 import sys
 
 from agent.display import escape
-
-COMPUTE_BINARY = "compute-agent"  # agent.registry.COMPUTE_BINARY, without importing SQLAlchemy
+from agent.vocabulary import COMPUTE_BINARY
 
 # nova's `openstack compute service list` columns (ID, Binary, Host, Zone, Status, State,
 # Updated At, Disabled Reason, Forced Down), with this agent's own after them.

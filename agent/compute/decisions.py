@@ -42,7 +42,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from agent.compute import states
+from agent import vocabulary as states
 from agent.virt.types import PowerState
 
 

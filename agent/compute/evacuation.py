@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from agent.compute import states
+from agent import vocabulary as states
 from agent.db.compute_queries import MigrationRecord
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import VIF, InstanceRef

@@ -74,7 +74,7 @@ class ComputeHost:
     def start(self) -> None:
         self.prepare()
         if self.service is not None and not self.dry_run:
-            from agent.virt.connection_guard import ConnectionGuard
+            from agent.compute.connection_guard import ConnectionGuard
 
             self.driver.register_connection_listener(ConnectionGuard(self.db, self.service.id))
         self.init_result = self.manager.init_host()
@@ -122,7 +122,7 @@ class ComputeHost:
         (nova's hypervisor `state`/`status`); None when the host has no service row."""
         from agent.db.service_queries import list_services
         from agent.liveness import state_of
-        from agent.registry import COMPUTE_BINARY
+        from agent.vocabulary import COMPUTE_BINARY
 
         binary = self.service.binary if self.service is not None else COMPUTE_BINARY
         db_now, rows = list_services(self.db, self.host, binary)

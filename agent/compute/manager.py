@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple, Sequence
 
-from agent.compute import states
+from agent import vocabulary as states
 from agent.compute.decisions import (InstanceState, OnError, Op, Plan, Step, needs_filtering,
                                      plan_instance, touches_power)
 from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from agent.compute import states
+from agent import vocabulary as states
 from agent.db import compute_queries as q
 from agent.display import plural
 from agent.errors import InstanceNotFound

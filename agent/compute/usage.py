@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from agent.compute import states
+from agent import vocabulary as states
 
 
 @dataclass(frozen=True)

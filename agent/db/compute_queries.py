@@ -16,7 +16,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from agent.compute import states
+from agent import vocabulary as states
 from agent.db.models import ComputeNode, Instance, Migration, utcnow
 
 _I = Instance.__table__

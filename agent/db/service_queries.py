@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select, update
 
-from agent.compute.states import EVACUATION, EVACUATION_DONE, FINISHED_MIGRATION_STATUSES
+from agent.vocabulary import EVACUATION, EVACUATION_DONE, FINISHED_MIGRATION_STATUSES
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
 from agent.display import plural
 from agent.errors import ServiceError, ServiceNotFound

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.config import short_reason
 from agent.db.models import ComputeNode, Instance, Service
 from agent.display import plural
-from agent.registry import COMPUTE_BINARY
+from agent.vocabulary import COMPUTE_BINARY
 
 LOG = logging.getLogger(__name__)
 

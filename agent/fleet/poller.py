@@ -22,7 +22,7 @@ from typing import Callable, Collection, Optional
 from agent.db.service_queries import list_services
 from agent.failure_log import FailureLog
 from agent.liveness import state_of
-from agent.registry import COMPUTE_BINARY
+from agent.vocabulary import COMPUTE_BINARY
 
 LOG = logging.getLogger(__name__)
 

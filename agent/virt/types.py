@@ -1,7 +1,7 @@
 """Value types that cross the driver interface: frozen dataclasses, never dicts.
 
-Power-state integers and lifecycle transitions are nova's, so the database and operators see the
-numbers they know.
+Power-state integers (defined in agent.vocabulary) and lifecycle transitions are nova's, so the
+database and operators see the numbers they know.
 """
 
 from __future__ import annotations
@@ -10,18 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Mapping
 
-
-class PowerState(enum.IntEnum):
-    NOSTATE = 0
-    RUNNING = 1
-    PAUSED = 3
-    SHUTDOWN = 4
-    CRASHED = 6
-    SUSPENDED = 7
-
-
-# The guest is on: it holds its vCPUs and memory on the host.
-ACTIVE_POWER_STATES = (PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED)
+# Power states cross the driver interface; their home is the shared vocabulary.
+from agent.vocabulary import ACTIVE_POWER_STATES, PowerState  # noqa: F401
 
 
 class Transition(enum.Enum):

@@ -9,7 +9,7 @@ import uuid as uuid_lib
 
 from sqlalchemy import event
 
-from agent.compute import states as s
+from agent import vocabulary as s
 from fakevirt.scenario import MigrationRecord, Scenario, generate_scenario
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import update
 
 from agent import registry
 from agent.db.models import Service
-from agent.virt.connection_guard import ConnectionGuard
+from agent.compute.connection_guard import ConnectionGuard
 
 
 def _operator_disable(db, service_id, reason):

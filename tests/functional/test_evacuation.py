@@ -8,7 +8,7 @@ import uuid as uuid_lib
 import pytest
 from sqlalchemy import func, select, update
 
-from agent.compute import states as s
+from agent import vocabulary as s
 from agent.db.models import ComputeNode
 from agent.errors import StartupError
 from agent.virt.types import InstanceRef, PowerState as P

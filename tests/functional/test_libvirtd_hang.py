@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agent import registry
 from agent.errors import DriverError
-from agent.virt.connection_guard import ConnectionGuard
+from agent.compute.connection_guard import ConnectionGuard
 from agent.virt.libvirt.driver import LibvirtDriver
 from agent.virt.libvirt.host import Host
 from tests.agent_process import (AgentProcess, NotifySocket, bounded, service_row, wait_for,

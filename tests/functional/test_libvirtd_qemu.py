@@ -22,7 +22,7 @@ from sqlalchemy import update
 
 from agent import registry
 from agent.db.models import Service
-from agent.virt.connection_guard import ConnectionGuard
+from agent.compute.connection_guard import ConnectionGuard
 from agent.virt.libvirt.driver import LibvirtDriver
 from agent.virt.libvirt.host import Host, start_event_loop
 from agent.virt.types import InstanceRef, PowerState, Transition

@@ -8,7 +8,7 @@ import uuid as uuid_lib
 import pytest
 from sqlalchemy import update
 
-from agent.compute import states as s
+from agent import vocabulary as s
 from agent.compute.manager import ComputeManager
 from agent.db.models import Instance
 from agent.virt.types import LifecycleEvent, PowerState as P, Transition

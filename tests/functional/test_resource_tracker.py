@@ -8,7 +8,7 @@ import uuid as uuid_lib
 
 from sqlalchemy import select, update
 
-from agent.compute import states as s
+from agent import vocabulary as s
 from agent.db.models import ComputeNode, Instance
 from fakevirt.scenario import InstanceRecord, MigrationRecord
 from tests.functional.compute_helpers import (HOST, domain, make_host, make_scenario, seeded)

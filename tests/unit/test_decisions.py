@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.compute import states as s
+from agent import vocabulary as s
 from agent.compute.decisions import (InstanceState, OnError, Op, needs_filtering, plan_instance,
                                      reboot_type, touches_power)
 from agent.virt.types import PowerState as P

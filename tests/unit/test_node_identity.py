@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from agent.compute import states as s
+from agent import vocabulary as s
 from agent.compute.node_identity import KnownNode, NodeIdentityStore, check_identity
 from agent.compute.power_sync import decide_power_sync
 from agent.db.compute_queries import InstanceRecord

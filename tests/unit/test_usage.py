@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from agent.compute import states as s
+from agent import vocabulary as s
 from agent.compute.usage import (Flavor, Reserved, TrackedInstance, TrackedMigration,
                                  allocation_ratio, compute_usage, instances_on_node,
                                  newest_migrations)

@@ -12,10 +12,11 @@ import logging
 
 from agent import registry
 from agent.failure_log import FailureLog
+from agent.vocabulary import AUTO_PREFIX
 
 LOG = logging.getLogger(__name__)
 
-CONNECTION_LOST_REASON = registry.AUTO_PREFIX + "connection to libvirt lost"
+CONNECTION_LOST_REASON = AUTO_PREFIX + "connection to libvirt lost"
 
 
 class ConnectionGuard:

@@ -1,7 +1,39 @@
-"""Instance vm_state and task_state strings, as nova spells them, and the groups of them that
-start-up, the power-state sync and the resource tracker reason about."""
+"""The words every layer shares, as nova spells them: instance vm_state and task_state strings,
+power-state numbers, migration types and statuses, service binaries and topics, and the agent's
+automatic disable reasons; with the groups of them that start-up, the power-state sync, the
+resource tracker and the control plane reason about.
+
+This module sits below everything else (agent.db, agent.virt, agent.compute, agent.control all
+import it) and imports nothing from the agent.
+"""
 
 from __future__ import annotations
+
+import enum
+
+# -- services ---------------------------------------------------------------------------------
+COMPUTE_BINARY = "compute-agent"
+COMPUTE_TOPIC = "compute"
+# A disable the agent makes on its own carries a reason with this prefix; an operator's reason
+# may not start with it, and the agent lifts only reasons that carry it.
+AUTO_PREFIX = "AUTO: "
+AUTO_STARTING = AUTO_PREFIX + "starting"
+NEW_SERVICE_DISABLED = "New service disabled by enable_new_services = false"
+MAX_REASON_LENGTH = 255  # services.disabled_reason is String(255)
+
+
+# -- power_state (nova's integers) -------------------------------------------------------------
+class PowerState(enum.IntEnum):
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+# The guest is on: it holds its vCPUs and memory on the host.
+ACTIVE_POWER_STATES = (PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED)
 
 # -- vm_state ---------------------------------------------------------------------------------
 ACTIVE = "active"
