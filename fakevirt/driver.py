@@ -84,6 +84,7 @@ class FakeDriver(ComputeDriver):
         disk_path = conf.instances_path if os.path.isdir(conf.instances_path) else conf.state_path
         self._capacity = host_capacity(scenario, disk_path)
         self.faults = Faults(self.emit_connection, sleep)
+        self.faults.pause_from_environment(os.environ)
         for domain in scenario.domains:
             self.add_domain(_info(domain))
 

@@ -1,21 +1,30 @@
 """Fault switches of the fake hypervisor, reachable as `FakeDriver.faults`.
 
 Tests flip these to make the fake fail the way real hypervisors do: `init_host` refuses, the
-connection drops and comes back, one call fails for one instance, a call is slow. Every driver
-method passes through `Faults.check(method, instance_uuid)` before it does anything.
+connection drops and comes back, one call fails for one instance, a call is slow, something else
+happens just before a call (`call_before`: a row moved by another host, a pause at a barrier).
+Every driver method passes through `Faults.check(method, instance_uuid)` before it does anything.
+
+An agent process on fakevirt pauses at a barrier when started with FAKEVIRT_PAUSE=METHOD:DIR: at
+the first call of METHOD it creates DIR/paused and waits until DIR/resume exists, so a test can
+act on the database at a known point of the agent's work, without timing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from typing import Callable
+import time
+from typing import Callable, Mapping
 
 from agent.errors import AgentError, DriverError
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_INIT_HOST_MESSAGE = "fakevirt: the hypervisor refused the connection (injected fault)"
+PAUSE_ENV = "FAKEVIRT_PAUSE"
+PAUSE_DEADLINE = 300.0  # seconds a barrier waits for its resume file before failing the call
 
 
 class Faults:
@@ -30,6 +39,7 @@ class Faults:
         self._disconnected: str | None = None
         self._failures: dict[tuple[str, str | None], AgentError] = {}
         self._delays: dict[str, float] = {}
+        self._before: dict[tuple[str, str | None], Callable[[], None]] = {}
 
     # -- switches -------------------------------------------------------------------------
     def fail_init_host(self, message: str = DEFAULT_INIT_HOST_MESSAGE,
@@ -71,11 +81,44 @@ class Faults:
         with self._lock:
             self._delays[method] = seconds
 
+    def call_before(self, method: str, action: Callable[[], None],
+                    instance_uuid: str | None = None) -> None:
+        """Run `action` once, at the next call of `method` for `instance_uuid` (None: any),
+        before the call does anything."""
+        with self._lock:
+            self._before[(method, instance_uuid)] = action
+
+    def pause_at(self, method: str, directory: str) -> None:
+        """At the first call of `method`: create `directory`/paused, then wait (polling, at
+        most PAUSE_DEADLINE seconds, else DriverError) until `directory`/resume exists."""
+        def barrier() -> None:
+            LOG.info("fakevirt: paused before %s until %s/resume exists", method, directory)
+            with open(os.path.join(directory, "paused"), "w", encoding="utf-8"):
+                pass
+            end = time.monotonic() + PAUSE_DEADLINE
+            while not os.path.exists(os.path.join(directory, "resume")):
+                if time.monotonic() >= end:
+                    raise DriverError(f"fakevirt: {method}: no {directory}/resume within "
+                                      f"{PAUSE_DEADLINE:g} s")
+                time.sleep(0.02)
+            LOG.info("fakevirt: resumed before %s", method)
+        self.call_before(method, barrier)
+
+    def pause_from_environment(self, environ: Mapping[str, str]) -> None:
+        """Set the barrier FAKEVIRT_PAUSE=METHOD:DIR names, if any."""
+        value = environ.get(PAUSE_ENV)
+        if value:
+            method, sep, directory = value.partition(":")
+            if not sep or not method or not directory:
+                raise DriverError(f"{PAUSE_ENV}={value!r}: expected METHOD:DIRECTORY")
+            self.pause_at(method, directory)
+
     def clear(self) -> None:
         """Every switch off; a dropped connection is restored (listeners hear it)."""
         with self._lock:
             self._failures.clear()
             self._delays.clear()
+            self._before.clear()
         self.restore_connection()
 
     # -- the driver's side ----------------------------------------------------------------
@@ -83,10 +126,14 @@ class Faults:
         """Called by the driver at the start of `method`: sleeps, then raises if a switch
         says so."""
         with self._lock:
+            before = (self._before.pop((method, instance_uuid), None)
+                      or self._before.pop((method, None), None)) if self._before else None
             delay = self._delays.get(method)
             disconnected = self._disconnected
             error = (self._failures.get((method, instance_uuid))
                      or self._failures.get((method, None))) if self._failures else None
+        if before is not None:
+            before()
         if delay:
             self._sleep(delay)
         if disconnected is not None:

@@ -33,8 +33,9 @@ def run(args, conf) -> int:
 
     from agent.config import short_reason
     from agent.db.engine import database_from_conf
+    from agent.display import plural
     from agent.errors import DatabaseError, ServiceError
-    from agent.evacuate import evacuate_host
+    from agent.evacuate import OutcomeUnknown, evacuate_host
 
     source = getattr(args, "host", None)
     if not source:
@@ -45,6 +46,15 @@ def run(args, conf) -> int:
         result = evacuate_host(db, source, args.dest_host,
                                service_down_time=conf.service_down_time,
                                binary=args.service_binary, dry_run=dry_run)
+    except OutcomeUnknown as exc:
+        raise DatabaseError(
+            f"database {db.url}: {short_reason(exc.__cause__)} while committing the evacuation "
+            f"of {plural(exc.count, 'instance')} from host {exc.source_host} to host "
+            f"{exc.dest_host}: "
+            "the outcome is unknown (all of them may have moved, or none); check with "
+            f"'agent evacuate --host {exc.source_host} --to {exc.dest_host} --dry-run' (it "
+            f"lists the instances still on {exc.source_host}; none listed: the evacuation was "
+            "made) and run the evacuation again if some remain") from None
     except DBAPIError as exc:
         raise DatabaseError(f"database {db.url}: "
                             f"{short_reason(exc)} "
@@ -69,8 +79,18 @@ def render(result) -> str:
                  "-" if i.migration_id is None else f"{i.migration_id} (done)")
                 for i in result.instances]
         lines.append(grid(header, rows).rstrip("\n"))
-        if not result.dry_run:
-            lines.append(escape(f"start the agent on {result.source_host} to destroy its "
-                                f"copies; 'agent services force-down --unset --host "
-                                f"{result.source_host}' is refused until then"))
+    if result.not_evacuable:
+        lines.append(escape(f"{plural(len(result.not_evacuable), 'instance')} not evacuable "
+                            "(only active, stopped and error instances are), left on host "
+                            f"{result.source_host}:"))
+        lines.append(grid(("Instance UUID", "Name", "VM State"),
+                          [(i.uuid, i.name, i.vm_state or "-") for i in result.not_evacuable]
+                          ).rstrip("\n"))
+    for uuid, what in result.changed:
+        lines.append(escape(f"instance {uuid} changed while evacuating ({what}): not moved"))
+    if result.instances and not result.dry_run:
+        lines.append(escape(f"start the agent on {result.source_host} to destroy its "
+                            f"copies; 'agent services force-down --unset --host "
+                            f"{result.source_host}' is refused until then"))
     return "\n".join(lines) + "\n"
+

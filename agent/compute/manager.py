@@ -2,9 +2,12 @@
 
 `init_host` follows DESIGN.md step 5: this host's instances in one query (plus one for guests
 found here that the database gives to another host), the firewall deferred, lifecycle events
-held, evacuated guests destroyed, every other instance planned by `decisions.plan_instance` and
-the plan executed through the driver, one firewall apply, then every database change written in
-batches. One failing instance never stops the others.
+held, every instance planned by `decisions.plan_instance` (reads only), ownership re-read in
+bulk, evacuated guests destroyed, the plans of instances still on this host as they were read
+executed through the driver, one firewall apply, then every database change written by one
+conditional save (agent/db/conditional_save.py): a row another host or an operation changed
+meanwhile is neither acted on nor written, and its outcome is `lost-race`, logged with what
+changed. One failing instance never stops the others.
 
 The firewall follows the outcome, not the path: once an instance's steps are done, its guest's
 power state (read again when a step may have changed it) decides whether it gets its rules
@@ -27,8 +30,11 @@ from agent import vocabulary as states
 from agent.compute.decisions import (InstanceState, OnError, Op, Plan, Step, needs_filtering,
                                      plan_instance, touches_power)
 from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)
+from agent.compute.ownership import (LOST_RACE, OwnershipCheck, save_start_up,
+                                     still_evacuated)
 from agent.compute.power_sync import PowerStateSync
 from agent.db import compute_queries as q
+from agent.db.conditional_save import LostSave, log_lost
 from agent.display import plural
 from agent.errors import FirewallError, InstanceNotFound
 from agent.progress import Progress
@@ -36,6 +42,7 @@ from agent.virt.driver import ComputeDriver
 from agent.virt.types import VIF, InstanceInfo, InstanceRef, PowerState, RebootType
 
 LOG = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,18 @@ class InitHostResult:
     dry_run: bool = False
 
 
+class _Planned(NamedTuple):
+    """One instance planned, not yet acted on (see `ComputeManager._plan_instance`)."""
+
+    rec: q.InstanceRecord
+    ref: InstanceRef
+    plan: Plan | None  # None: its guest could not be read (`power` is the error)
+    vifs: Callable[[], tuple[VIF, ...] | None]
+    power: PowerState | Exception
+
+
 class _Started(NamedTuple):
-    """One instance after its plan ran (see `ComputeManager._init_instance`)."""
+    """One instance after its plan ran (see `ComputeManager._run_plan`)."""
 
     outcome: InstanceOutcome
     update: q.InstanceUpdate | None
@@ -84,7 +101,8 @@ class ComputeManager:
     def __init__(self, conf, db, driver: ComputeDriver, firewall, *, host: str | None = None,
                  dry_run: bool = False, clock: Callable[[], float] = time.monotonic):
         self.conf = conf
-        self._clock = clock  # monotonic seconds, for init_host's progress lines
+        # Monotonic seconds: init_host's progress lines and its re-reads of ownership.
+        self._clock = clock
         self.db = db
         self.driver = driver
         self.firewall = firewall
@@ -123,9 +141,8 @@ class ComputeManager:
             # The driver work is done: save it before reporting the failed apply.
             firewall_error = exc
         if not self.dry_run and (updates or migration_statuses):
-            with self.db.sessions.begin() as session:
-                q.update_instances(session, updates)
-                q.set_migration_statuses(session, migration_statuses)
+            outcomes = save_start_up(self.db, self.host, updates, migration_statuses,
+                                     migrations, outcomes)
         if not self.dry_run:
             self.power_sync.release()
         unknown = tuple(UnknownDomain(g.uuid, g.name, int(g.power_state))
@@ -142,30 +159,47 @@ class ComputeManager:
 
     def _start_instances(self, records, guests, migrations, by_uuid, evac_outcomes,
                          migration_statuses, outcomes, updates) -> None:
-        """Evacuations, then _init_instance for every other instance, inside one firewall
-        deferral (one apply at the end, holding the rules of exactly the instances of this host
-        whose guest needs filtering once its steps are done). Fills the lists and dicts it is
-        given."""
+        """Inside one firewall deferral (one apply at the end, holding the rules of exactly the
+        instances of this host whose guest needs filtering once its steps are done): every
+        instance planned (reads only), ownership re-read in bulk, evacuated guests destroyed,
+        then each plan run only where the row is still this host's as it was read
+        (ownership.OwnershipCheck). Fills the lists and dicts it is given."""
         with self.firewall.defer_apply():
+            plans: list = []
             if self.driver.capabilities.supports_evacuate:
                 plans = plan_evacuations(migrations, self.host,
                                          {u: g.name for u, g in guests.items()},
                                          self.conf.compute.shared_storage)
+            evacuated = {p.instance_uuid for p in plans}
+            planned: list[_Planned] = []
+            for rec in records:
+                if rec.uuid not in evacuated:
+                    planned.append(self._plan_instance(rec, guests.get(rec.uuid)))
+            check = OwnershipCheck(self.db, self.host,
+                                   [p.rec.uuid for p in planned if self._acts(p)],
+                                   list(evacuated), clock=self._clock)
+            if plans:
                 evac, statuses = destroy_evacuated(
-                    self.driver, plans, dry_run=self.dry_run,
+                    self.driver, still_evacuated(plans, check.owners, self.host),
+                    dry_run=self.dry_run,
                     network_info=lambda uuid: self._vifs(by_uuid.get(uuid), quiet=True) or ())
                 evac_outcomes.extend(evac)
                 migration_statuses.update(statuses)
-                evacuated = {p.instance_uuid for p in plans}
-            else:
-                evacuated = set()
             filtered: list[str] = []
-            progress = Progress(LOG, "init_host", len(records), clock=self._clock)
-            for rec in records:
+            lost: list[LostSave] = []
+            progress = Progress(LOG, "init_host", len(planned), clock=self._clock)
+            for item in planned:
                 progress.advance()
-                if rec.uuid in evacuated:
-                    continue
-                started = self._init_instance(rec, guests.get(rec.uuid), migrations)
+                rec = item.rec
+                if self._acts(item):
+                    race = check.lost(rec)
+                    if race is not None:
+                        lost.append(race)
+                        outcomes.append(InstanceOutcome(rec.uuid, item.ref.name, rec.vm_state,
+                                                        rec.task_state, rec.power_state,
+                                                        LOST_RACE, race.describe()))
+                        continue
+                started = self._run_plan(item, migrations)
                 outcome = started.outcome
                 if (rec.host == self.host and outcome.action != "skipped-other-host"
                         and needs_filtering(started.power_after)):
@@ -175,8 +209,14 @@ class ComputeManager:
                 if started.update is not None:
                     updates.append(started.update)
                 migration_statuses.update(started.migration_statuses)
+            log_lost(LOG, lost, "init_host (guest left alone)", self.host)
             if not self.dry_run:
                 self.firewall.retain_only(filtered)
+
+    def _acts(self, item: _Planned) -> bool:
+        """Whether the plan changes the guest or the row of an instance of this host."""
+        return (item.rec.host == self.host and item.plan is not None
+                and bool(item.plan.steps or item.plan.changes))
 
     def _filter_instance(self, rec: q.InstanceRecord, outcome: InstanceOutcome,
                          vifs: Callable[[], tuple[VIF, ...] | None]) -> InstanceOutcome:
@@ -242,9 +282,9 @@ class ComputeManager:
         return self.power_sync.sync_power_states()
 
     # -- _init_instance -----------------------------------------------------------------------
-    def _init_instance(self, rec: q.InstanceRecord, guest: InstanceInfo | None,
-                       migrations: Sequence[q.MigrationRecord]) -> _Started:
-        """Plan and execute one instance. Never raises."""
+    def _plan_instance(self, rec: q.InstanceRecord, guest: InstanceInfo | None) -> _Planned:
+        """Read the guest's power state and plan one instance (no change anywhere; plan None
+        when the guest cannot be read). Never raises."""
         name = guest.name if guest is not None else rec.name
         ref = InstanceRef(rec.uuid, name)
         parsed: list = []  # the VIFs, parsed (and a bad network_info logged) once per instance
@@ -256,9 +296,7 @@ class ComputeManager:
 
         power = self._read_power(ref)
         if isinstance(power, Exception):
-            return _Started(InstanceOutcome(rec.uuid, name, rec.vm_state, rec.task_state,
-                                            rec.power_state, "failed", str(power)),
-                            None, {}, None, vifs)
+            return _Planned(rec, ref, None, vifs, power)
         state = InstanceState(rec.uuid, name, rec.host, rec.vm_state, rec.task_state,
                               rec.power_state, rec.old_vm_state)
         plan = plan_instance(state, power, host=self.host,
@@ -267,6 +305,15 @@ class ComputeManager:
             LOG.warning("instance %s (guest %s) is here but the database gives it to host %s "
                         "and no evacuation record names this host: skipping, not touching it",
                         rec.uuid, name, rec.host)
+        return _Planned(rec, ref, plan, vifs, power)
+
+    def _run_plan(self, item: _Planned, migrations: Sequence[q.MigrationRecord]) -> _Started:
+        """Execute one instance's plan. Never raises."""
+        rec, ref, plan, vifs, power = item
+        if plan is None:
+            return _Started(InstanceOutcome(rec.uuid, ref.name, rec.vm_state, rec.task_state,
+                                            rec.power_state, "failed", str(power)),
+                            None, {}, None, vifs)
         outcome, update, mig_changes = self._execute(rec, ref, plan, migrations, vifs)
         if touches_power(plan) and not self.dry_run:
             after = self._read_power(ref)
@@ -320,9 +367,9 @@ class ComputeManager:
         changed = deleted or any(values[k] != getattr(rec, k) for k in values)
         update = None
         if changed:
-            update = q.InstanceUpdate(rec.id, rec.task_state, values["vm_state"],
-                                      values["task_state"], values["power_state"],
-                                      delete=deleted)
+            update = q.InstanceUpdate(rec.id, rec.uuid,
+                                      {"task_state": rec.task_state, "vm_state": rec.vm_state},
+                                      values, delete=deleted)
         outcome = InstanceOutcome(rec.uuid, ref.name, values["vm_state"], values["task_state"],
                                   values["power_state"], action, error)
         return outcome, update, mig_changes

@@ -3,9 +3,10 @@
 
 `decide_power_sync` is pure. `PowerStateSync` does the I/O in batches: events are queued by the
 driver's thread (the listener never blocks) and drained by a worker that re-reads each guest
-once, reads the instances in one query and writes the changed power states in one executemany.
-While start-up runs, events are held and drained at its end, so init_host's own power actions
-cost a constant number of statements.
+once, reads the instances in one query and saves the changed power states in one conditional
+save (agent/db/conditional_save.py: a row moved or given a task meanwhile is not written; the
+lost race is logged). While start-up runs, events are held and drained at its end, so
+init_host's own power actions cost a constant number of statements.
 
 This agent has no compute API to call: where nova would stop or force-stop an instance whose
 guest disagrees with its vm_state, we copy the hypervisor's power state into the database and
@@ -22,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 
 from agent import vocabulary as states
 from agent.db import compute_queries as q
+from agent.db.conditional_save import log_lost
 from agent.display import plural
 from agent.errors import InstanceNotFound
 from agent.failure_log import FailureLog
@@ -196,7 +198,7 @@ class PowerStateSync:
 
     def _apply(self, rows: Iterable[q.InstanceRecord], live: dict[str, PowerState],
                why: str) -> int:
-        changes = []
+        changes: list[q.InstanceUpdate] = []
         rows = list(rows)
         moved = [(rec, live[rec.uuid]) for rec in rows
                  if rec.host == self.host and rec.power_state != int(live[rec.uuid])]
@@ -213,8 +215,13 @@ class PowerStateSync:
                 LOG.info("instance %s: power_state %s -> %s (%s)%s", rec.uuid,
                          _name(rec.power_state), _name(decision.new_power_state), why,
                          " [dry run: not saved]" if self.dry_run else "")
-                changes.append((rec.id, decision.new_power_state))
-        if changes and not self.dry_run:
-            with self.db.sessions.begin() as session:
-                q.update_power_states(session, self.host, changes)
-        return len(changes)
+                changes.append(q.InstanceUpdate(
+                    rec.id, rec.uuid, {"task_state": None, "vm_state": rec.vm_state,
+                                       "power_state": rec.power_state},
+                    {"power_state": decision.new_power_state}))
+        if not changes or self.dry_run:
+            return len(changes)
+        with self.db.sessions.begin() as session:
+            saved = q.save_instances(session, self.host, changes)
+        log_lost(LOG, saved.lost, f"power-state {why}", self.host)
+        return len(saved.won)

@@ -2,8 +2,9 @@
 
 Reads return frozen records; writes take lists and run as ONE executemany per kind of change, so
 the number of statements of init_host and of an audit does not grow with the instance count.
-Instance updates are conditional on the task_state that was read (compare-and-set): a change an
-operator or another service made meanwhile is not overwritten.
+Instance and migration rows are written only through the conditional save (conditional_save.py):
+a row another host or an operator changed since it was read is not overwritten, and the caller
+learns which rows lost.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Collection, Iterable, Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
+from agent.db.conditional_save import RowSave, SaveResult, save_rows
 from agent.db.models import ComputeNode, Instance, Migration, utcnow
 
 _I = Instance.__table__
@@ -69,15 +71,38 @@ class MigrationRecord:
 
 @dataclass(frozen=True)
 class InstanceUpdate:
-    """New vm_state/task_state/power_state of one instance; `expected_task_state` is what was
-    read (the update is skipped when the row changed meanwhile)."""
+    """New values of one instance row (vm_state, task_state, power_state, host, node),
+    written only where the row is still as it was read: on `host` (the saving host's name),
+    live, and with the `expected` values (e.g. the task_state and vm_state that were read).
+    `delete` completes a delete (soft delete: deleted = id, deleted_at = now)."""
 
     id: int
-    expected_task_state: str | None
+    uuid: str
+    expected: Mapping[str, object]
+    values: Mapping[str, object]
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class MigrationUpdate:
+    """A migration's new status, written only where the row still has `expected` (at least
+    the status that was read)."""
+
+    id: int
+    expected: Mapping[str, object]
+    status: str
+
+
+@dataclass(frozen=True)
+class InstanceOwner:
+    """Who an instance row belongs to now, and its states (the cheap re-read before acting on
+    a guest)."""
+
+    id: int
+    uuid: str
+    host: str | None
     vm_state: str | None
     task_state: str | None
-    power_state: int | None
-    delete: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,47 +179,35 @@ def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[Ins
     return [InstanceRecord(*row) for row in rows]
 
 
-def update_instances(session: Session, updates: Sequence[InstanceUpdate]) -> None:
-    """At most two executemany UPDATEs: state changes, and completed deletes (soft delete:
-    deleted = id, deleted_at = now)."""
-    plain = [u for u in updates if not u.delete]
-    deletes = [u for u in updates if u.delete]
-    guard = and_(_I.c.id == bindparam("b_id"),
-                 _I.c.task_state.is_not_distinct_from(bindparam("b_expected")))
-    values = {"vm_state": bindparam("b_vm"), "task_state": bindparam("b_task"),
-              "power_state": bindparam("b_power"), "updated_at": utcnow()}
-    if plain:
-        session.execute(update(_I).where(guard).values(**values), [_params(u) for u in plain])
-    if deletes:
-        session.execute(update(_I).where(guard).values(**values, deleted=_I.c.id,
-                                                       deleted_at=utcnow()),
-                        [_params(u) for u in deletes])
+def load_instance_owners(session: Session, uuids: Collection[str]) -> dict[str, InstanceOwner]:
+    """One SELECT: host and states of the live instances with these uuids (uuid -> owner;
+    soft-deleted or missing ones are absent)."""
+    rows = session.execute(select(_I.c.id, _I.c.uuid, _I.c.host, _I.c.vm_state, _I.c.task_state)
+                           .where(_I.c.uuid.in_(list(uuids)), _I.c.deleted == 0))
+    return {row.uuid: InstanceOwner(*row) for row in rows}
 
 
-def _params(u: InstanceUpdate) -> dict:
-    return {"b_id": u.id, "b_expected": u.expected_task_state, "b_vm": u.vm_state,
-            "b_task": u.task_state, "b_power": u.power_state}
+# A completed delete: shared by every row of a batch (one executemany).
+_SOFT_DELETE = {"deleted": _I.c.id, "deleted_at": utcnow()}
 
 
-def update_power_states(session: Session, host: str,
-                        changes: Iterable[tuple[int, int]]) -> None:
-    """One executemany UPDATE of instances.power_state by id, only where the row is still as
-    the sync decided on it (on `host`, no task in flight): an operation started or a move made
-    meanwhile is not overwritten."""
-    params = [{"b_id": iid, "b_power": power, "b_host": host} for iid, power in changes]
-    if params:
-        session.execute(update(_I).where(_I.c.id == bindparam("b_id"),
-                                         _I.c.host == bindparam("b_host"),
-                                         _I.c.task_state.is_(None))
-                        .values(power_state=bindparam("b_power"), updated_at=utcnow()), params)
+def save_instances(session: Session, host: str, updates: Sequence[InstanceUpdate]
+                   ) -> SaveResult:
+    """Conditional save of instance rows (conditional_save.save_rows): each row is written only
+    where it is still live, on `host`, and holds its `expected` values. At most three
+    statements (the locking read, state changes, completed deletes) whatever the count.
+    Returns per row whether the save won; the caller logs the lost ones."""
+    saves = [RowSave(u.id, {**u.expected, "host": host, "deleted": 0},
+                     {**u.values, **(_SOFT_DELETE if u.delete else {})}, u.uuid)
+             for u in updates]
+    return save_rows(session, _I, saves)
 
 
-def set_migration_statuses(session: Session, statuses: Mapping[int, str]) -> None:
-    """One executemany UPDATE of migrations.status by id."""
-    params = [{"b_id": mid, "b_status": status} for mid, status in statuses.items()]
-    if params:
-        session.execute(update(_M).where(_M.c.id == bindparam("b_id"))
-                        .values(status=bindparam("b_status"), updated_at=utcnow()), params)
+def save_migrations(session: Session, updates: Sequence[MigrationUpdate]) -> SaveResult:
+    """Conditional save of migrations.status (conditional_save.save_rows): written only where
+    the row still holds its `expected` values. At most two statements."""
+    return save_rows(session, _M, [RowSave(u.id, u.expected, {"status": u.status},
+                                           f"migration {u.id}") for u in updates])
 
 
 def load_compute_nodes(session: Session, host: str,

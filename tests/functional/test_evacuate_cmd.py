@@ -205,3 +205,63 @@ def test_source_agent_start_destroys_evacuated_guests_and_completes_records(
         assert session.scalar(select(func.count()).select_from(Instance)
                               .where(Instance.host == DST, Instance.deleted == 0)) == 4
     assert main(["services", "force-down", "--unset", "--host", SRC, "--db", url]) == 0
+
+
+def test_only_active_stopped_and_error_instances_are_evacuated(agent, any_db):
+    """One instance per vm_state: nova evacuates active, stopped and error ones (whatever
+    their task); the others stay on the source and are listed with their vm_state."""
+    from fakevirt.scenario import VM_STATES
+
+    add_host(any_db, SRC, node=f"{SRC}-node")
+    add_host(any_db, DST, node=f"{DST}-node")
+    set_service(any_db, SRC, forced_down=True)
+    by_state = {}
+    with any_db.sessions.begin() as session:
+        for vm_state in VM_STATES:
+            row = Instance(display_name=f"vm-{vm_state}", host=SRC, node=f"{SRC}-node",
+                           vm_state=vm_state, deleted=0,
+                           task_state="powering-off" if vm_state == "active" else None)
+            session.add(row)
+            session.flush()
+            by_state[vm_state] = row.uuid
+    evacuable = {"active", "stopped", "error"}
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST)
+    assert status == 0, err
+    assert f"evacuated 3 instances from host {SRC}" in out
+    stay = [v for v in VM_STATES if v not in evacuable]
+    assert f"{len(stay)} instances not evacuable (only active, stopped and error " \
+           f"instances are), left on host {SRC}:" in out
+    for vm_state in stay:
+        line = next(li for li in out.splitlines() if by_state[vm_state] in li)
+        assert line.split()[-1] == vm_state
+    after = placement(any_db)
+    assert {v: after[u][0] for v, u in by_state.items()} == {
+        v: DST if v in evacuable else SRC for v in VM_STATES}
+    assert sorted(m.instance_uuid for m in migrations(any_db)) == sorted(
+        by_state[v] for v in evacuable)
+
+
+def test_evacuate_says_the_outcome_is_unknown_when_the_commit_fails(agent, any_db, hosts,
+                                                                     monkeypatch):
+    """The connection drops right after the server committed: every move was made, and the
+    command must not claim that nothing was changed."""
+    set_service(any_db, SRC, forced_down=True)
+    dialect = type(any_db.engine.dialect)
+    real_commit = dialect.do_commit
+
+    def commit_then_drop(self, dbapi_connection):
+        real_commit(self, dbapi_connection)
+        raise self.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(dialect, "do_commit", commit_then_drop)
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST)
+    monkeypatch.undo()
+    assert status == 1
+    assert "nothing was changed" not in err
+    assert ("server closed the connection unexpectedly while committing the evacuation of 3 "
+            f"instances from host {SRC} to host {DST}: the outcome is unknown") in err
+    assert f"'agent evacuate --host {SRC} --to {DST} --dry-run'" in err
+    # Here the commit went through: the dry run it points to shows nothing left to move.
+    assert {placement(any_db)[u][0] for u in hosts} == {DST}
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST, "--dry-run")
+    assert status == 0 and "would evacuate 0 instances" in out

@@ -228,28 +228,6 @@ def test_sync_power_states_copies_hypervisor_state(tmp_path, sqlite_db):
     assert instance_row(sqlite_db, other).power_state == P.RUNNING
 
 
-def test_power_state_write_skips_rows_that_changed_since_they_were_read(sqlite_db):
-    # The sync decides on rows it read; an operation started (task_state set) or a move to
-    # another host in between must win over the sync's write.
-    from agent.db import compute_queries as q
-
-    busy, moved, plain = (str(uuid_lib.uuid4()) for _ in range(3))
-    seeded(sqlite_db, make_scenario(
-        [InstanceRecord(busy, host=HOST, node=HOST, vm_state=s.ACTIVE),
-         InstanceRecord(moved, host=HOST, node=HOST, vm_state=s.ACTIVE),
-         InstanceRecord(plain, host=HOST, node=HOST, vm_state=s.ACTIVE)], []))
-    ids = {u: instance_row(sqlite_db, u).id for u in (busy, moved, plain)}
-    with sqlite_db.engine.begin() as conn:
-        conn.execute(update(Instance).where(Instance.uuid == busy)
-                     .values(task_state=s.POWERING_OFF))
-        conn.execute(update(Instance).where(Instance.uuid == moved).values(host="elsewhere"))
-    with sqlite_db.sessions.begin() as session:
-        q.update_power_states(session, HOST, [(i, int(P.SHUTDOWN)) for i in ids.values()])
-    assert instance_row(sqlite_db, plain).power_state == P.SHUTDOWN
-    assert instance_row(sqlite_db, busy).power_state == P.RUNNING
-    assert instance_row(sqlite_db, moved).power_state == P.RUNNING
-
-
 def test_repeating_mismatch_is_logged_once_until_it_clears(tmp_path, sqlite_db, caplog):
     scenario = seeded(sqlite_db, make_scenario(
         [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))

@@ -117,3 +117,42 @@ def test_clear_restores_a_dropped_connection(driver):
     assert heard == [False, True]
     guest = refs(driver)[0]
     assert driver.get_info(guest).uuid == guest.uuid
+
+
+def test_call_before_runs_once_before_the_call_for_that_instance(driver):
+    driver.init_host("h1")
+    first, second = refs(driver)[:2]
+    seen: list[PowerState] = []
+    driver.faults.call_before("power_off", lambda: seen.append(driver.get_info(first)
+                                                               .power_state),
+                              instance_uuid=first.uuid)
+    driver.power_off(second)
+    assert seen == []  # another instance: not yet
+    driver.power_off(first)
+    driver.power_on(first)
+    driver.power_off(first)
+    assert seen == [PowerState.RUNNING]  # once, before the first power-off changed the guest
+
+
+def test_pause_barrier_waits_for_its_resume_file(driver, tmp_path):
+    import threading
+
+    from tests.agent_process import wait_for
+
+    driver.init_host("h1")
+    driver.faults.pause_from_environment({"FAKEVIRT_PAUSE": f"list_instances:{tmp_path}"})
+    listed: list[int] = []
+    caller = threading.Thread(target=lambda: listed.append(len(driver.list_instances())))
+    caller.start()
+    assert wait_for(lambda: (tmp_path / "paused").exists())
+    assert listed == [] and caller.is_alive()
+    (tmp_path / "resume").touch()
+    caller.join(30)
+    assert listed == [5]
+
+
+def test_pause_setting_without_a_directory_is_refused(driver):
+    with pytest.raises(DriverError, match="FAKEVIRT_PAUSE='get_info': expected "
+                                          "METHOD:DIRECTORY"):
+        driver.faults.pause_from_environment({"FAKEVIRT_PAUSE": "get_info"})
+
