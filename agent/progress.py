@@ -33,8 +33,8 @@ class Progress:
         self.done = 0
         self.lines = 0
 
-    def advance(self, count: int = 1) -> None:
-        """`count` more items are done (cheap: one clock read)."""
+    def advance(self, count: int = 1) -> float:
+        """`count` more items are done (cheap: one clock read). Returns the clock's reading."""
         self.done += count
         now = self._clock()
         if now >= self._next_at:
@@ -44,6 +44,7 @@ class Progress:
             self._log.info("%s: %s of %s %s (%.0f %%) after %.0f s", self.what,
                            f"{self.done:,}", f"{self.total:,}", self.unit, percent,
                            now - self.started_at)
+        return now
 
     def elapsed(self) -> float:
         """Seconds since the start, by the injected clock."""

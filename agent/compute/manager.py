@@ -175,9 +175,10 @@ class ComputeManager:
             for rec in records:
                 if rec.uuid not in evacuated:
                     planned.append(self._plan_instance(rec, guests.get(rec.uuid)))
+            progress = Progress(LOG, "init_host", len(planned), clock=self._clock)
             check = OwnershipCheck(self.db, self.host,
                                    [p.rec.uuid for p in planned if self._acts(p)],
-                                   list(evacuated), clock=self._clock)
+                                   list(evacuated), progress.started_at)
             if plans:
                 evac, statuses = destroy_evacuated(
                     self.driver, still_evacuated(plans, check.owners, self.host),
@@ -187,12 +188,11 @@ class ComputeManager:
                 migration_statuses.update(statuses)
             filtered: list[str] = []
             lost: list[LostSave] = []
-            progress = Progress(LOG, "init_host", len(planned), clock=self._clock)
             for item in planned:
-                progress.advance()
+                now = progress.advance()
                 rec = item.rec
                 if self._acts(item):
-                    race = check.lost(rec)
+                    race = check.lost(rec, now)
                     if race is not None:
                         lost.append(race)
                         outcomes.append(InstanceOutcome(rec.uuid, item.ref.name, rec.vm_state,

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from agent.compute.evacuation import Evacuation
 from agent.db import compute_queries as q
@@ -70,22 +69,22 @@ def migration_updates(statuses: Mapping[int, str], migrations: Sequence[q.Migrat
 
 class OwnershipCheck:
     """The owners of the instances init_host will act on (`acting`, in the order it acts) and
-    of `others` (evacuated ones), read at construction; `lost(rec)` re-reads the next slice
-    when it is due (see the module docstring), then decides."""
+    of `others` (evacuated ones), read at construction (`now`: monotonic seconds); `lost(rec,
+    now)` re-reads the next slice when it is due (see the module docstring), then decides."""
 
-    def __init__(self, db, host: str, acting: Sequence[str], others: Sequence[str] = (),
-                 clock: Callable[[], float] = time.monotonic):
-        self._db, self._host, self._acting, self._clock = db, host, list(acting), clock
+    def __init__(self, db, host: str, acting: Sequence[str], others: Sequence[str],
+                 now: float):
+        self._db, self._host, self._acting = db, host, list(acting)
         self.owners = self._read(list(others) + self._acting[:RECHECK_EVERY])
-        self._checked_at, self._read_until, self._position = clock(), RECHECK_EVERY, 0
+        self._checked_at, self._read_until, self._position = now, RECHECK_EVERY, 0
 
-    def lost(self, rec: q.InstanceRecord) -> LostSave | None:
-        """For the next acting instance, in order: what makes acting on it wrong now."""
-        if (self._position >= self._read_until
-                or self._clock() - self._checked_at >= RECHECK_AFTER):
+    def lost(self, rec: q.InstanceRecord, now: float) -> LostSave | None:
+        """For the next acting instance, in order, at `now` (monotonic seconds, read just
+        before acting): what makes acting on it wrong, None if nothing."""
+        if self._position >= self._read_until or now - self._checked_at >= RECHECK_AFTER:
             position = self._position
             self.owners.update(self._read(self._acting[position:position + RECHECK_EVERY]))
-            self._checked_at, self._read_until = self._clock(), position + RECHECK_EVERY
+            self._checked_at, self._read_until = now, position + RECHECK_EVERY
         self._position += 1
         return ownership_lost(rec, self.owners.get(rec.uuid), self._host)
 

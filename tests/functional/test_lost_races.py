@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
 
-from agent.cli import main
 from agent import vocabulary as s
+from agent.cli import main
 from agent.compute.manager import LOST_RACE, ComputeManager
 from agent.compute.ownership import RECHECK_AFTER
 from agent.db.models import Instance, Migration
