@@ -53,8 +53,10 @@ class UnsafeURL(ValueError):
 def check_url(url: str) -> None:
     """Raise `UnsafeURL` (message without any part of `url`) unless `url` is
     ``scheme://[user[:password]@]host[:port][,...][/path][?query][#fragment]`` with every '@',
-    '/', '?', '#' and ',' inside a user name or password percent-encoded, and no blank, quote
-    or control character. Those are the URLs `redact_url` can show without any secret."""
+    '/', '?', '#' and ',' inside a user name or password percent-encoded, no control
+    character, and no blank, quote or backslash (in the query only, for a URL without
+    user-info and host such as sqlite:////path). Those are the URLs `redact_url` can show
+    without any secret."""
     _split(url)
 
 
