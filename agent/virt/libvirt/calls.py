@@ -28,6 +28,10 @@ LOG = logging.getLogger(__name__)
 
 _STOP = object()
 
+# Methods libvirt answers from the client's own copy, without asking libvirtd: called directly,
+# not through the line (a guest listing asks each guest for these).
+_LOCAL_METHODS = frozenset({"UUIDString", "UUID", "name", "ID", "isAlive"})
+
 
 class _Call:
     __slots__ = ("func", "args", "kwargs", "done", "result", "error", "abandoned")
@@ -118,7 +122,7 @@ class _OnLine:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
-        if not callable(attr):
+        if not callable(attr) or name in _LOCAL_METHODS:
             return attr
         line = self._line
 
