@@ -178,6 +178,7 @@ class IptablesFirewall(FirewallDriver):
         # block until the next apply: ((thread, block), family -> chains)
         self._saved: tuple[tuple[int, int | None], dict[int, dict]] = ((0, None), {})
         self._top_dirty = True
+        self._shared: dict[str, tuple[str, ...]] = {}  # fixed IP -> instances, when several
         self._top = manager.chain_name(TOP_CHAIN)
         manager.register_pre_apply(self._refresh_top)
 
@@ -286,14 +287,31 @@ class IptablesFirewall(FirewallDriver):
         # Rendered once per apply rather than once per instance: start-up stays linear.
         if not self._top_dirty:
             return
+        owners: dict[str, list[str]] = {}
         for family in self.manager.families:
-            specs = [top_rule(ip, family, uuid, chain)
-                     for uuid in sorted(self._instances)
-                     for chain, ips in self._instances[uuid].get(family, ())
-                     for ip in ips]
+            specs = []
+            for uuid in sorted(self._instances):
+                for chain, ips in self._instances[uuid].get(family, ()):
+                    for ip in ips:
+                        specs.append(top_rule(ip, family, uuid, chain))
+                        owners.setdefault(ip, []).append(uuid)
             self.manager.set_rules(family, self._top, specs)
             self.manager.ensure_jump(family, "FORWARD", self._top)
         self._top_dirty = False
+        self._report_shared({ip: uuids for ip, uuids in owners.items()
+                             if len(set(uuids)) > 1})
+
+    def _report_shared(self, shared: dict[str, list[str]]) -> None:
+        """A fixed IP claimed by two instances is filtered by the first one's chain only
+        (uuid order), whichever guest holds it: logged when it starts and when it clears."""
+        now = {ip: tuple(sorted(set(uuids))) for ip, uuids in shared.items()}
+        for ip, uuids in sorted(now.items()):
+            if self._shared.get(ip) != uuids:
+                LOG.error("firewall: fixed IP %s belongs to instances %s; traffic to it is "
+                          "filtered by the rules of %s only", ip, ", ".join(uuids), uuids[0])
+        for ip in sorted(set(self._shared) - set(now)):
+            LOG.info("firewall: fixed IP %s belongs to one instance again", ip)
+        self._shared = now
 
 
 def load_firewall(conf: Any, executor: Executor | None = None, *,

@@ -221,3 +221,16 @@ def test_prepare_from_network_info_logs_and_skips_a_bad_instance(firewall, table
 
 def test_noop_firewall_does_not_even_parse_network_info():
     assert NoopFirewall().prepare_from_network_info(A, "vm-a", "{not json") is True
+
+
+def test_fixed_ip_of_two_instances_is_reported_when_it_starts_and_clears(firewall, caplog):
+    with caplog.at_level(logging.INFO, logger="agent.network.firewall"):
+        firewall.prepare_instance(A, "vm-a", network_info("10.0.0.5"))
+        firewall.prepare_instance(B, "vm-b", network_info("10.0.0.5", "10.0.0.6"))
+        firewall.prepare_instance(B, "vm-b", network_info("10.0.0.5", "10.0.0.7"))  # again
+        shared = [record.getMessage() for record in caplog.records
+                  if "belongs to instances" in record.getMessage()]
+        assert shared == [f"firewall: fixed IP 10.0.0.5 belongs to instances {A}, {B}; traffic "
+                          f"to it is filtered by the rules of {A} only"]
+        firewall.remove_instance(A)
+    assert "fixed IP 10.0.0.5 belongs to one instance again" in caplog.text
