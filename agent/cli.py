@@ -5,7 +5,8 @@ subcommands (`db`, `services`, `config`, ...) live in `agent.commands`, one modu
 `register(subparsers, common)` that adds its parser and sets `func(args, conf) -> int`.
 
 Errors from the library (`AgentError`) become one line on stderr and a non-zero exit status;
-any other exception a traceback and exit status 1. Both with passwords removed
+usage errors and bad values (argparse's, `ConfigError`, `UsageError`) exit with status 2, also
+with one line; any other exception a traceback and exit status 1. All with passwords removed
 (`agent.redact`).
 """
 
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true",
                         help="run one start-up pass (register, beat, init_host, one audit), "
                              "print the host's inventory and exit")
-    parser.add_argument("--format", choices=("table", "json"), default="table",
+    parser.add_argument("--format", choices=("table", "json"),
                         help="inventory format with --once (default: table)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --once: report every destroy, state change and power "
@@ -92,9 +93,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options that are only read together with another: refused alone rather than ignored."""
+    if args.format is not None and not args.once:
+        where = ("; for 'services list', put --format after 'list'"
+                 if getattr(args, "command", None) == "services" else "")
+        parser.error(f"--format applies only to --once{where}")
+    args.format = args.format or "table"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        check_combination(parser, args)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     secrets: tuple[str, ...] = ()
     try:
         from agent.config import load_config

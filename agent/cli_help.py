@@ -1,9 +1,10 @@
 """How the command line presents itself: the parser class every `agent` command uses.
 
-Two things argparse does not do on its own: help text is wrapped only at spaces (argparse also
+Three things argparse does not do on its own: help text is wrapped only at spaces (argparse also
 breaks after hyphens, which split `/etc/compute-agent/agent.conf` and `force-down` across
-lines), and an option that a command requires although it comes from the common options
-(`agent services delete --host H`) is shown as required, with the command's own help line.
+lines); an option that a command requires although it comes from the common options
+(`agent services delete --host H`) is shown as required, with the command's own help line; and
+a usage error is one line saying where the help is, not the whole usage again.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class AgentArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self.required_options = dict(required_options or {})
+
+    def error(self, message: str):
+        """A usage error on one line, saying where the help is, instead of the whole usage
+        (exit status 2, as argparse's)."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
     def format_usage(self) -> str:
         with self._shown_required():

@@ -8,12 +8,14 @@ value, and what was expected. The result is an immutable `Config`; nothing here 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
+from agent.values import BadValue, shown, text as plain_text
 from agent.errors import ConfigError
 from agent.options import OPTIONS, SECTIONS, Opt, Resolved
 from agent.redact import UnsafeURL, check_url, redact_text, redact_url, secrets_of
@@ -43,6 +45,8 @@ class Config:
     values: Mapping[tuple[str, str], Any]
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    # Where each value that was set came from ("agent.conf:12", "--db"); defaults are absent.
+    origins: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def get(self, section: str, name: str) -> Any:
         return self.values[(section, name)]
@@ -62,7 +66,13 @@ class Config:
             if ("DEFAULT", name) not in values:
                 raise KeyError(name)
             values[("DEFAULT", name)] = value
-        return Config(MappingProxyType(values), self.files, self.warnings)
+        return Config(MappingProxyType(values), self.files, self.warnings, self.origins)
+
+    def where(self, section: str, name: str) -> str:
+        """'FILE:LINE: [section] name' or '--flag: [section] name' for a value that was set,
+        '[section] name' for a default: the start of an error message about the value."""
+        origin = self.origins.get((section, name))
+        return f"{origin}: [{section}] {name}" if origin else f"[{section}] {name}"
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values in the secret options (URL passwords), for log redaction."""
@@ -89,7 +99,9 @@ class _Section:
 def read_ini(path: str) -> dict[tuple[str, str], RawValue]:
     """Parse an INI file into {(section, key): RawValue}; structural problems are ConfigErrors."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        # utf-8-sig: a byte order mark at the top (as some editors write) is not part of the
+        # first line.
+        with open(path, encoding="utf-8-sig") as fh:
             lines = fh.read().splitlines()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
@@ -170,19 +182,29 @@ def resolve(raw: Mapping[tuple[str, str], RawValue], files: Iterable[str] = ()) 
                         f"({interval} s): using {raised} s so that one late beat does not show "
                         "the service down")
         values[("DEFAULT", "service_down_time")] = raised
-    return Config(MappingProxyType(values), tuple(files), tuple(warnings))
+    origins = {key: value.origin for key, value in raw.items()}
+    return Config(MappingProxyType(values), tuple(files), tuple(warnings),
+                  MappingProxyType(origins))
 
 
 def parse_value(opt: Opt, raw: RawValue) -> Any:
-    """Convert one raw value to the option's type, enforcing range and choices."""
+    """Convert one raw value to the option's type, enforcing range, choices and the option's
+    `check` (a rule of `agent.values`). Every refusal is one ConfigError naming where, key,
+    value and what was expected."""
     text = raw.text
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         text = text[1:-1]
+    try:
+        value = _typed(opt, plain_text(text, max_length=None, empty=True))
+        if opt.check is not None and value is not None:
+            value = opt.check(value)
+    except BadValue as exc:
+        raise ConfigError(f"{raw.origin}: [{opt.section}] {opt.name} = "
+                          f"{shown(display(opt, text))}: {exc}") from None
+    return value
 
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{raw.origin}: [{opt.section}] {opt.name} = {display(opt, text)!r}: "
-                           f"expected {expected}")
 
+def _typed(opt: Opt, text: str) -> Any:
     if text == "" and (opt.optional or (opt.type in ("str", "list") and not opt.choices)):
         return None if opt.optional else ([] if opt.type == "list" else "")
     if opt.type == "bool":
@@ -190,20 +212,22 @@ def parse_value(opt: Opt, raw: RawValue) -> Any:
             return True
         if text.lower() in _FALSE:
             return False
-        raise bad("true or false")
+        raise BadValue("true or false")
     if opt.type in ("int", "float"):
         try:
             value: Any = int(text) if opt.type == "int" else float(text)
         except ValueError:
-            raise bad("an integer" if opt.type == "int" else "a number") from None
+            raise BadValue("an integer" if opt.type == "int" else "a number") from None
+        if not math.isfinite(value):
+            raise BadValue(f"a finite number {_range(opt)}")
         if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
-            raise bad(f"a value {_range(opt)}")
+            raise BadValue(f"a value {_range(opt)}")
         return value
     if opt.type == "list":
         return [item.strip() for item in text.split(",") if item.strip()]
     if opt.type == "path":
         if not text:
-            raise bad("a path")
+            raise BadValue("a path")
         return os.path.abspath(os.path.expanduser(text))
     if opt.secret:
         try:
@@ -213,7 +237,8 @@ def parse_value(opt: Opt, raw: RawValue) -> Any:
                               f"not a URL whose password can be kept out of logs: {exc}"
                               ) from None
     if opt.choices is not None and text not in opt.choices:
-        raise bad("one of " + ", ".join(opt.choices) + did_you_mean(text, opt.choices))
+        raise BadValue("one of " + ", ".join(opt.choices)
+                              + did_you_mean(text, opt.choices))
     return text
 
 
@@ -240,6 +265,8 @@ def short_reason(exc: BaseException | None) -> str:
 
 
 def _range(opt: Opt) -> str:
+    if opt.min is None and opt.max is None:
+        return ""
     unit = f" {opt.unit}" if opt.unit else ""
     if opt.min is not None and opt.max is not None:
         return f"from {_num(opt.min)} to {_num(opt.max)}{unit}"

@@ -16,6 +16,13 @@ class ConfigError(AgentError):
     exit_code = 2
 
 
+class UsageError(AgentError):
+    """A command line that cannot be run as given (a required option missing, options that do
+    not go together). Exit status 2, as argparse's own usage errors."""
+
+    exit_code = 2
+
+
 class DatabaseError(AgentError):
     """The database cannot be reached, or its schema is missing or out of date."""
 

@@ -12,6 +12,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from agent import values
+
 # The value types an option can have. "path" is a str that is expanded (~) and made absolute.
 TYPES = ("str", "int", "float", "bool", "path", "list")
 
@@ -32,6 +34,9 @@ class Opt:
     # A default that depends on the machine or on other options: called with the resolved
     # values of the options declared before it. `default` then holds its description.
     derive: Callable[["Resolved"], Any] | None = None
+    # A further rule for a set value, from `agent.values` (a host name, an IP address, a file
+    # the agent will write): takes the typed value, returns it or raises values.BadValue.
+    check: Callable[[Any], Any] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -78,7 +83,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("DEFAULT", "host", "str", "the machine's hostname",
         "Name of this host in the service registry. Changing it on a host that has instances "
         "makes start-up stop: the node identity would no longer match.",
-        derive=lambda _: socket.gethostname()),
+        derive=lambda _: socket.gethostname(), check=values.hostname),
     Opt("DEFAULT", "state_path", "path", "$STATE_DIRECTORY (systemd's StateDirectory=), "
         "else /var/lib/compute-agent as root, else $XDG_STATE_HOME/compute-agent or "
         "$HOME/.local/state/compute-agent",
@@ -89,7 +94,8 @@ OPTIONS: tuple[Opt, ...] = (
         "Directory holding instance disks; its filesystem is what local_gb reports.",
         derive=lambda v: os.path.join(v.get("DEFAULT", "state_path"), "instances")),
     Opt("DEFAULT", "my_ip", "str", "the address of the interface with the default route",
-        "IP address of this host, reported with its resources.", derive=_default_my_ip),
+        "IP address of this host, reported with its resources.", derive=_default_my_ip,
+        check=values.ip_address),
     Opt("DEFAULT", "compute_driver", "str", "fake",
         "Virt driver: 'libvirt' on a real hypervisor host, 'fake' (fakevirt, in memory) for "
         "development, tests and demos.", choices=("fake", "libvirt")),
@@ -126,11 +132,12 @@ OPTIONS: tuple[Opt, ...] = (
         unit="seconds", min=1, max=3600),
     # -- resources ----------------------------------------------------------------------------
     Opt("DEFAULT", "reserved_host_memory_mb", "int", 512,
-        "Memory kept for the host; counted as used.", unit="MiB", min=0),
+        "Memory kept for the host; counted as used.", unit="MiB", min=0,
+        max=values.INT_MAX),
     Opt("DEFAULT", "reserved_host_disk_mb", "int", 0,
-        "Disk kept for the host; counted as used.", unit="MiB", min=0),
+        "Disk kept for the host; counted as used.", unit="MiB", min=0, max=values.INT_MAX),
     Opt("DEFAULT", "reserved_host_cpus", "int", 0,
-        "CPUs kept for the host; counted as used.", min=0),
+        "CPUs kept for the host; counted as used.", min=0, max=values.INT_MAX),
     Opt("DEFAULT", "cpu_allocation_ratio", "float", None,
         "Virtual CPU to physical CPU ratio of every node; unset keeps the node's stored "
         "ratio (initial_cpu_allocation_ratio for a new node).", min=0.0, optional=True),
@@ -161,7 +168,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("DEFAULT", "debug", "bool", False, "Log at DEBUG level."),
     Opt("DEFAULT", "log_file", "path", None,
         "Write the log to this file instead of stderr (under systemd, stderr goes to the "
-        "journal).", optional=True),
+        "journal). Its directory must exist and be writable.", optional=True,
+        check=values.writable_file),
     # -- sections -----------------------------------------------------------------------------
     Opt("compute", "shared_storage", "bool", False,
         "instances_path is on storage shared with other hosts: when an evacuated instance is "
@@ -203,9 +211,11 @@ OPTIONS: tuple[Opt, ...] = (
         "Unanswered keepalive pings after which libvirtd counts as lost (see "
         "keepalive_interval).", min=1, max=100),
     Opt("libvirt", "uid_maps", "list", [],
-        "lxc user-namespace uid maps (guest:host:count, comma separated).", ),
+        "lxc user-namespace uid maps (guest:host:count, comma separated, at most 5).",
+        check=values.id_maps),
     Opt("libvirt", "gid_maps", "list", [],
-        "lxc user-namespace gid maps (guest:host:count, comma separated)."),
+        "lxc user-namespace gid maps (guest:host:count, comma separated, at most 5).",
+        check=values.id_maps),
     Opt("workarounds", "handle_virt_lifecycle_events", "bool", True,
         "Update instance power states from hypervisor lifecycle events."),
     Opt("fakevirt", "scenario", "path", None,

@@ -14,6 +14,7 @@ import uuid as uuid_lib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from agent import values
 from agent.config import did_you_mean
 from agent.errors import ScenarioError
 from agent.network.network_info import NetworkInfoError, parse_network_info
@@ -132,20 +133,26 @@ class _Field:
     default: Any = _REQUIRED
 
 
-def _str(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid(f"expected a non-empty string, got {value!r}")
-    return value
-
-
-def _int(minimum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"expected an integer, got {value!r}")
-        if value < minimum:
-            raise _Invalid(f"expected an integer >= {minimum}, got {value}")
-        return value
+def _checked(rule: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A rule of `agent.values` as a field parser: a refusal names the value and what was
+    expected."""
+    def parse(value: Any) -> Any:
+        try:
+            return rule(value)
+        except values.BadValue as exc:
+            raise _Invalid(f"{exc}, got {values.shown(value)}") from None
     return parse
+
+
+# Strings land in String(255) columns (display_name, project_id, ...) or in log lines and
+# libvirt names: no control characters, at most 255 characters, the same on every backend.
+_str = _checked(values.text)
+_hostname = _checked(values.hostname)
+
+
+def _int(minimum: int, maximum: int = values.INT_MAX) -> Callable[[Any], int]:
+    """An integer from `minimum` to what its column holds (Integer unless said otherwise)."""
+    return _checked(lambda value: values.integer(value, minimum, maximum))
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
@@ -174,9 +181,9 @@ def _power(value: Any) -> PowerState:
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _Invalid(f"expected an array of strings, got {value!r}")
-    return tuple(value)
+    if not isinstance(value, list):
+        raise _Invalid(f"expected an array of strings, got {values.shown(value)}")
+    return tuple(_str(item) for item in value)
 
 
 def _table(value: Any, fields: dict[str, _Field], what: str) -> dict[str, Any]:
@@ -243,9 +250,10 @@ def _network_info(value: Any) -> list:
 
 
 _HOST_FIELDS = {
-    "hostname": _Field(_str, None), "vcpus": _Field(_int(1), None),
+    "hostname": _Field(_hostname, None), "vcpus": _Field(_int(1), None),
     "memory_mb": _Field(_int(1), None), "local_gb": _Field(_int(1), None),
-    "hypervisor_type": _Field(_str, "fake"), "hypervisor_version": _Field(_int(0), 1000),
+    "hypervisor_type": _Field(_str, "fake"),
+    "hypervisor_version": _Field(_int(0, values.BIGINT_MAX), 1000),
     "cpu_arch": _Field(_str, None), "cpu_model": _Field(_str, "Nehalem"),
     "cpu_vendor": _Field(_str, "Intel"), "cpu_sockets": _Field(_int(1), 1),
     "cpu_threads": _Field(_int(1), 1), "cpu_features": _Field(_str_list, ()),
@@ -256,8 +264,9 @@ _DOMAIN_FIELDS = {
     "vcpus": _Field(_int(1), 1), "memory_mb": _Field(_int(1), 512), "disk_gb": _Field(_int(0), 1),
 }
 _OPT_STR = _Field(_str, None)
+_OPT_HOST = _Field(_hostname, None)
 _INSTANCE_FIELDS = {
-    "uuid": _Field(_uuid), "display_name": _OPT_STR, "host": _OPT_STR, "node": _OPT_STR,
+    "uuid": _Field(_uuid), "display_name": _OPT_STR, "host": _OPT_HOST, "node": _OPT_HOST,
     "vm_state": _Field(_choice(VM_STATES), "active"), "task_state": _OPT_STR,
     "power_state": _Field(_power, None), "vcpus": _Field(_int(0), 1),
     "memory_mb": _Field(_int(0), 512), "root_gb": _Field(_int(0), 1),
@@ -268,8 +277,8 @@ _INSTANCE_FIELDS = {
 _MIGRATION_FIELDS = {
     "uuid": _Field(_uuid), "instance_uuid": _Field(_uuid),
     "migration_type": _Field(_choice(MIGRATION_TYPES)),
-    "status": _Field(_choice(MIGRATION_STATUSES)), "source_compute": _OPT_STR,
-    "dest_compute": _OPT_STR, "source_node": _OPT_STR, "dest_node": _OPT_STR,
+    "status": _Field(_choice(MIGRATION_STATUSES)), "source_compute": _OPT_HOST,
+    "dest_compute": _OPT_HOST, "source_node": _OPT_HOST, "dest_node": _OPT_HOST,
 }
 SECTIONS = ("host", "domains", "instances", "migrations")
 
@@ -278,7 +287,8 @@ def load_scenario(path: str) -> Scenario:
     """Read and validate the scenario file at `path`. Raises ScenarioError (one line)."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            # A byte order mark at the top (as some editors write) is not part of the TOML.
+            data = tomllib.loads(fh.read().decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: scenario file not found") from None
     except OSError as exc:

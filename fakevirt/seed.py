@@ -95,9 +95,10 @@ def seed_database(db: Database, scenario: Scenario, *, default_host: str | None 
                     session.execute(insert(model), chunk)
                     progress.advance(len(chunk))
     except SQLAlchemyError as exc:
+        # The caller made sure of the schema first (`agent db seed` runs ensure_schema), so
+        # this is the driver's reason, not a missing schema.
         raise DatabaseError(f"seeding {db.url} failed, nothing was written: "
-                            f"{short_reason(exc)} (is the schema there? run 'agent db sync')"
-                            ) from None
+                            f"{short_reason(exc)}") from None
     # The caller prints the summary; this line is for the debug log.
     LOG.debug("seeded %s and %s from %s in %.1f s (%s replaced)",
               plural(len(instances), "instance"), plural(len(migrations), "migration"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from agent.commands import arguments
 from agent.vocabulary import COMPUTE_BINARY
 
 
@@ -20,8 +21,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                     "it destroys its copies of the guests and completes the migrations.",
         required_options={"--host": "the source host (SRC), whose service is down"})
     parser.add_argument("--to", dest="dest_host", required=True, metavar="DST",
+                        type=arguments.hostname,
                         help="the destination host")
     parser.add_argument("--binary", dest="service_binary", default=COMPUTE_BINARY, metavar="B",
+                        type=arguments.text,
                         help=f"the services' binary (default: {COMPUTE_BINARY})")
     parser.add_argument("--dry-run", action="store_true", dest="evacuate_dry_run",
                         help="check and show what would be done; write nothing")
@@ -33,15 +36,16 @@ def run(args, conf) -> int:
 
     from agent.config import short_reason
     from agent.db.engine import database_from_conf
+    from agent.db.migrate import failure_error
     from agent.display import plural
-    from agent.errors import DatabaseError, ServiceError
+    from agent.errors import DatabaseError, UsageError
     from agent.evacuate import OutcomeUnknown, evacuate_host
 
     source = getattr(args, "host", None)
     if not source:
-        raise ServiceError("evacuate: --host is required (the host whose instances to move)")
+        raise UsageError("evacuate: --host is required (the host whose instances to move)")
     dry_run = args.evacuate_dry_run or getattr(args, "dry_run", False)
-    db = database_from_conf(conf)
+    db = database_from_conf(conf, create=False)  # a mistyped SQLite path is not created
     try:
         result = evacuate_host(db, source, args.dest_host,
                                service_down_time=conf.service_down_time,
@@ -56,9 +60,7 @@ def run(args, conf) -> int:
             f"lists the instances still on {exc.source_host}; none listed: the evacuation was "
             "made) and run the evacuation again if some remain") from None
     except DBAPIError as exc:
-        raise DatabaseError(f"database {db.url}: "
-                            f"{short_reason(exc)} "
-                            "(nothing was changed)") from None
+        raise failure_error(db, exc, suffix=" (nothing was changed)") from None
     finally:
         db.dispose()
     print(render(result), end="")

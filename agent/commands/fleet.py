@@ -13,7 +13,14 @@ import argparse
 import logging
 import sys
 
+from agent import values
+from agent.commands import arguments
+
 LOG = logging.getLogger(__name__)
+# Bounds of the command-line values: far above what one process can simulate, low enough that
+# a typo (an extra zero or three) is refused instead of starting to allocate.
+MAX_COUNT = 1_000_000
+MAX_WORKERS = 1_000
 
 # The single agent's modules: at INFO they log every registration, init_host and audit of every
 # simulated host. Held at --agent-log-level (WARNING by default) so the fleet's own progress
@@ -33,30 +40,32 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                     "Prints progress every few seconds and a report at the end; Ctrl-C stops "
                     "it with the report so far. Exit status 1 when a live agent whose beats "
                     "did not fail was shown down.")
-    parser.add_argument("--count", type=int, required=True, metavar="N",
-                        help="number of simulated agents")
-    parser.add_argument("--instances-per-host", type=int, default=2, metavar="M",
-                        help="instances on each simulated host (default: 2)")
-    parser.add_argument("--duration", type=float, metavar="S",
+    parser.add_argument("--count", type=arguments.integer(1, MAX_COUNT), required=True,
+                        metavar="N", help="number of simulated agents")
+    parser.add_argument("--instances-per-host", type=arguments.integer(0, MAX_COUNT), default=2,
+                        metavar="M", help="instances on each simulated host (default: 2)")
+    parser.add_argument("--duration", type=arguments.number(0), metavar="S",
                         help="seconds to run after the first agent starts (default: until "
                              "Ctrl-C)")
-    parser.add_argument("--report", metavar="FILE", help="also write the report as JSON here")
-    parser.add_argument("--ramp", type=float, metavar="S",
+    parser.add_argument("--report", type=arguments.writable_file, metavar="FILE",
+                        help="also write the report as JSON here")
+    parser.add_argument("--ramp", type=arguments.number(0), metavar="S",
                         help="seconds over which the agents are started (default: one "
                              "report_interval)")
-    parser.add_argument("--host-prefix", default="fleet-", metavar="P",
-                        help="host names are P00001, P00002, ... (default: fleet-)")
-    parser.add_argument("--beat-workers", type=int, default=8, metavar="W",
-                        help="threads sending heartbeats (default: 8)")
-    parser.add_argument("--job-workers", type=int, default=2, metavar="W",
-                        help="threads running periodic audits (default: 2)")
-    parser.add_argument("--start-workers", type=int, default=2, metavar="W",
-                        help="threads running agent start-ups (default: 2)")
-    parser.add_argument("--poll-interval", type=float, metavar="S",
+    parser.add_argument("--host-prefix", type=arguments.host_prefix, default="fleet-",
+                        metavar="P", help="host names are P00001, P00002, ... (default: fleet-)")
+    parser.add_argument("--beat-workers", type=arguments.integer(1, MAX_WORKERS), default=8,
+                        metavar="W", help="threads sending heartbeats (default: 8)")
+    parser.add_argument("--job-workers", type=arguments.integer(1, MAX_WORKERS), default=2,
+                        metavar="W", help="threads running periodic audits (default: 2)")
+    parser.add_argument("--start-workers", type=arguments.integer(1, MAX_WORKERS), default=2,
+                        metavar="W", help="threads running agent start-ups (default: 2)")
+    parser.add_argument("--poll-interval", type=arguments.number(0, above=True), metavar="S",
                         help="seconds between 'services list' polls (default: report_interval)")
-    parser.add_argument("--progress-interval", type=float, default=5.0, metavar="S",
+    parser.add_argument("--progress-interval", type=arguments.number(0, above=True),
+                        default=5.0, metavar="S",
                         help="seconds between progress lines (default: 5)")
-    parser.add_argument("--seed", type=int, metavar="N",
+    parser.add_argument("--seed", type=arguments.integer(0, values.BIGINT_MAX), metavar="N",
                         help="random seed of the start-up and heartbeat phases")
     parser.add_argument("--keep", action="store_true",
                         help="keep the simulated hosts' service, compute node and instance rows "
@@ -69,7 +78,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args):
+    from agent.errors import UsageError
     from agent.fleet.runner import FleetOptions
+    from agent.fleet.simulated import host_names
 
     options = FleetOptions(count=args.count, instances_per_host=args.instances_per_host,
                            duration=args.duration, ramp=args.ramp, host_prefix=args.host_prefix,
@@ -78,6 +89,13 @@ def options_from_args(args):
                            progress_interval=args.progress_interval, seed=args.seed,
                            keep=args.keep)
     options.check()
+    last = host_names(args.host_prefix, args.count)[-1]
+    try:
+        values.hostname(last)
+    except values.BadValue as exc:
+        raise UsageError(f"fleet: --host-prefix {values.shown(args.host_prefix)} with --count "
+                         f"{args.count} makes host names like {values.shown(last)}: {exc}"
+                         ) from None
     return options
 
 
@@ -87,8 +105,6 @@ def run(args, conf) -> int:
     from agent.service import stop_on_signals
 
     options = options_from_args(args)
-    if args.report:
-        _check_writable(args.report)
     setup_logging(conf.debug, conf.log_file, conf.secrets())
     for name in AGENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if conf.debug else args.agent_log_level)
@@ -108,17 +124,6 @@ def run(args, conf) -> int:
         LOG.error("fleet: the service list showed live, beating agents down %s (false "
                   "downs): failing the run", plural(report.false_downs, "time"))
     return report.exit_status
-
-
-def _check_writable(path: str) -> None:
-    import os
-
-    from agent.errors import ConfigError
-
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise ConfigError(f"--report {path}: directory {directory} does not exist or is not "
-                          "writable")
 
 
 def _write_report(path: str, text: str) -> None:

@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 
+from agent.commands import arguments
 from agent.display import escape
 from agent.vocabulary import COMPUTE_BINARY
 
@@ -37,7 +38,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", parents=[common],
                                  help="list services, up or down, and why a service is down",
                                  description="List services; --host H shows only host H's.")
-    listing.add_argument("--binary", dest="service_binary", metavar="B",
+    listing.add_argument("--binary", dest="service_binary", metavar="B", type=arguments.text,
                          help="only services of this binary")
     listing.add_argument("--format", dest="output_format", choices=("table", "json"),
                          default="table", help="output format (default: table)")
@@ -49,7 +50,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                                              "--host H (required) names its host.",
                                  required_options={"--host": "the service's host"})
         sub.add_argument("--binary", dest="service_binary", metavar="B",
-                         default=COMPUTE_BINARY,
+                         default=COMPUTE_BINARY, type=arguments.text,
                          help=f"the service's binary (default: {COMPUTE_BINARY})")
         sub.set_defaults(func=func)
         return sub
@@ -57,7 +58,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     target("enable", "enable a service (new instances may be scheduled to it)", run_enable)
     disable = target("disable", "disable a service (no new instances are scheduled to it)",
                      run_disable)
-    disable.add_argument("--reason", metavar="TEXT",
+    disable.add_argument("--reason", metavar="TEXT", type=arguments.text,
                          help="why it is disabled (at most 255 characters), shown in the list")
     force = target("force-down", "mark a service down at once (e.g. before evacuating its "
                                  "instances); --unset lifts it", run_force_down)
@@ -77,9 +78,9 @@ def _target_host(args) -> str | None:
 def _required_host(args) -> str:
     host = _target_host(args)
     if not host:
-        from agent.errors import ServiceError
+        from agent.errors import UsageError
 
-        raise ServiceError(f"services {args.services_command}: --host is required (the host "
+        raise UsageError(f"services {args.services_command}: --host is required (the host "
                            "whose service to change)")
     return host
 
@@ -87,7 +88,9 @@ def _required_host(args) -> str:
 def _database(conf):
     from agent.db.engine import database_from_conf
 
-    return database_from_conf(conf)
+    # These commands read or change existing rows: a mistyped SQLite path is refused, not
+    # created.
+    return database_from_conf(conf, create=False)
 
 
 def _with_database(func):
@@ -97,17 +100,13 @@ def _with_database(func):
     def wrapper(args, conf) -> int:
         from sqlalchemy.exc import DBAPIError
 
-        from agent.config import short_reason
-        from agent.errors import DatabaseError
+        from agent.db.migrate import failure_error
 
         db = _database(conf)
         try:
             return func(args, conf, db)
         except DBAPIError as exc:
-            raise DatabaseError(f"database {db.url}: "
-                                f"{short_reason(exc)}"
-                                " (check that the server is reachable and that the schema is "
-                                "up to date: 'agent db sync')") from None
+            raise failure_error(db, exc) from None
         finally:
             db.dispose()
     return wrapper

@@ -68,7 +68,7 @@ class Database:
 def make_database(url: str, *, pool_size: int = 5,
                   connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
                   statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
-                  read_only: bool = False) -> Database:
+                  read_only: bool = False, create: bool = True) -> Database:
     """Build the engine and session factory for `url`; a bad URL is a ConfigError naming it
     (passwords masked), a URL whose password could not be masked (`agent.redact.check_url`) a
     ConfigError that does not show it. No connection is opened here. `connect_timeout` bounds
@@ -77,7 +77,8 @@ def make_database(url: str, *, pool_size: int = 5,
 
     With `read_only` (a dry run) the database refuses every write, on the client and on the
     server (agent.db.read_only), and nothing is created: a missing SQLite file is a
-    DatabaseError."""
+    DatabaseError. Without `create` (commands that read or change existing rows) a missing
+    SQLite file is a ConfigError (a mistyped path) and nothing is created either."""
     try:
         check_url(url)
     except UnsafeURL as exc:
@@ -94,6 +95,10 @@ def make_database(url: str, *, pool_size: int = 5,
     watch = None
     if backend == "sqlite":
         path = parsed.database
+        if path and path != ":memory:" and not create and not os.path.isfile(path):
+            raise ConfigError(f"[database] connection = {masked_url(url)!r}: the database file "
+                              f"{os.path.abspath(path)} does not exist; expected the path of an "
+                              "existing database ('agent db sync' creates one)")
         if read_only:
             kwargs["creator"] = read_only_db.sqlite_creator(path or "", redact_url(url),
                                                             int(statement_timeout * 1000))
@@ -159,11 +164,21 @@ def _create_sqlite_file(url: str, path: str) -> None:
                             f"{exc.strerror}") from None
 
 
-def database_from_conf(conf, *, read_only: bool = False) -> Database:
-    return make_database(conf.database.connection, pool_size=conf.database.pool_size,
-                         connect_timeout=conf.database.connect_timeout,
-                         statement_timeout=conf.database.statement_timeout,
-                         read_only=read_only)
+def database_from_conf(conf, *, read_only: bool = False, create: bool = True) -> Database:
+    """`make_database` for the configured URL; a refused URL names where it was set (file and
+    line, or the flag)."""
+    try:
+        return make_database(conf.database.connection, pool_size=conf.database.pool_size,
+                             connect_timeout=conf.database.connect_timeout,
+                             statement_timeout=conf.database.statement_timeout,
+                             read_only=read_only, create=create)
+    except ConfigError as exc:
+        # Unset, the URL is derived from state_path: then that is where the path came from.
+        origin = (conf.origins.get(("database", "connection"))
+                  or conf.origins.get(("DEFAULT", "state_path")))
+        if origin is None:
+            raise
+        raise ConfigError(f"{origin}: {exc}") from None
 
 
 def _sqlite_on_connect(dbapi_connection, busy_ms: int) -> None:

@@ -106,6 +106,22 @@ def database_error(db: Database, exc: BaseException) -> DatabaseError:
     return DatabaseError(f"database {db.url}: {reason}")
 
 
+def failure_error(db: Database, exc: BaseException, *, suffix: str = "") -> DatabaseError:
+    """The one-line DatabaseError for a command whose statement failed with `exc`: when the
+    schema is missing or not at HEAD, that is the reason (with the 'agent db sync' hint);
+    otherwise the driver's reason, and no hint (an out-of-range value or a lost connection is
+    not fixed by a schema upgrade). `suffix` is appended, e.g. " (nothing was changed)"."""
+    try:
+        revision = current_revision(db)
+    except DatabaseError:
+        revision = HEAD  # cannot even read the revision: the driver's reason says why
+    if not is_known_revision(revision):
+        return DatabaseError(unknown_revision_message(db.url, revision))
+    if revision != HEAD:
+        return DatabaseError(outdated_schema_message(db.url, revision))
+    return DatabaseError(f"{database_error(db, exc)}{suffix}")
+
+
 # -- changing the schema ----------------------------------------------------------------------
 
 def alembic_config(connection: Connection | None) -> "AlembicConfig":

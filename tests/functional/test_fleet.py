@@ -163,7 +163,7 @@ def test_bad_option_is_one_clear_error(tmp_path, capsys):
 
     status = main(["fleet", "--count", "0", "--db", f"sqlite:///{tmp_path}/x.sqlite"])
     assert status == 2
-    assert "--count 0: must be at least 1" in capsys.readouterr().err
+    assert "argument --count: '0': expected an integer from 1 to" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("due, interval, finished, jitter, expected", [

@@ -85,7 +85,7 @@ MALFORMED = {
     "section-not-array": (f'[domains]\nuuid = "{U1}"\n', "write each entry under [[domains]]"),
     "host-unknown-key": ("[host]\nvcpu = 2\n", "[host]: unknown key 'vcpu' (did you mean"),
     "host-wrong-type": ('[host]\nvcpus = "many"\n', "[host]: vcpus: expected an integer"),
-    "host-zero-memory": ("[host]\nmemory_mb = 0\n", "memory_mb: expected an integer >= 1"),
+    "host-zero-memory": ("[host]\nmemory_mb = 0\n", "memory_mb: expected an integer from 1 to 2147483647, got 0"),
     "host-bool-as-int": ("[host]\nlocal_gb = true\n", "local_gb: expected an integer"),
     "domain-missing-uuid": ('[[domains]]\nname = "a"\n',
                             "domains[0]: missing required key 'uuid'"),
