@@ -52,7 +52,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         sub.add_argument("--binary", dest="service_binary", metavar="B",
                          default=COMPUTE_BINARY, type=arguments.text,
                          help=f"the service's binary (default: {COMPUTE_BINARY})")
-        sub.set_defaults(func=func)
+        sub.set_defaults(func=func, host_required=True)
         return sub
 
     target("enable", "enable a service (new instances may be scheduled to it)", run_enable)
@@ -102,6 +102,8 @@ def _with_database(func):
 
         from agent.db.migrate import failure_error
 
+        if getattr(args, "host_required", False):
+            _required_host(args)  # before opening the database: a usage error comes first
         db = _database(conf)
         try:
             return func(args, conf, db)
