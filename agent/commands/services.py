@@ -81,7 +81,7 @@ def _required_host(args) -> str:
         from agent.errors import UsageError
 
         raise UsageError(f"services {args.services_command}: --host is required (the host "
-                           "whose service to change)")
+                         "whose service to change)")
     return host
 
 
