@@ -104,11 +104,8 @@ def check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        check_combination(parser, args)
-    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parser.parse_args(argv)  # usage errors: SystemExit(2), one line (cli_help)
+    check_combination(parser, args)
     secrets: tuple[str, ...] = ()
     try:
         from agent.config import load_config

@@ -194,6 +194,13 @@ def parse_value(opt: Opt, raw: RawValue) -> Any:
     text = raw.text
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         text = text[1:-1]
+    if opt.secret and text:
+        try:
+            check_url(text)
+        except UnsafeURL as exc:
+            raise ConfigError(f"{raw.origin}: [{opt.section}] {opt.name} (value not shown): "
+                              f"not a URL whose password can be kept out of logs: {exc}"
+                              ) from None
     try:
         value = _typed(opt, plain_text(text, max_length=None, empty=True))
         if opt.check is not None and value is not None:
@@ -229,16 +236,8 @@ def _typed(opt: Opt, text: str) -> Any:
         if not text:
             raise BadValue("a path")
         return os.path.abspath(os.path.expanduser(text))
-    if opt.secret:
-        try:
-            check_url(text)
-        except UnsafeURL as exc:
-            raise ConfigError(f"{raw.origin}: [{opt.section}] {opt.name} (value not shown): "
-                              f"not a URL whose password can be kept out of logs: {exc}"
-                              ) from None
     if opt.choices is not None and text not in opt.choices:
-        raise BadValue("one of " + ", ".join(opt.choices)
-                              + did_you_mean(text, opt.choices))
+        raise BadValue("one of " + ", ".join(opt.choices) + did_you_mean(text, opt.choices))
     return text
 
 

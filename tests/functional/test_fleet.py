@@ -161,8 +161,9 @@ def _quiet(condition):
 def test_bad_option_is_one_clear_error(tmp_path, capsys):
     from agent.cli import main
 
-    status = main(["fleet", "--count", "0", "--db", f"sqlite:///{tmp_path}/x.sqlite"])
-    assert status == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["fleet", "--count", "0", "--db", f"sqlite:///{tmp_path}/x.sqlite"])
+    assert exited.value.code == 2
     assert "argument --count: '0': expected an integer from 1 to" in capsys.readouterr().err
 
 
