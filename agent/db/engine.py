@@ -96,7 +96,7 @@ def make_database(url: str, *, pool_size: int = 5,
     if backend == "sqlite":
         path = parsed.database
         if path and path != ":memory:" and not create and not os.path.isfile(path):
-            raise ConfigError(f"[database] connection = {masked_url(url)!r}: the database file "
+            raise ConfigError(f"[database] connection = {redact_url(url)!r}: the database file "
                               f"{os.path.abspath(path)} does not exist; expected the path of an "
                               "existing database ('agent db sync' creates one)")
         if read_only:

@@ -219,15 +219,17 @@ def test_unwritable_log_file_directory_is_refused_before_start(tmp_path):
 
 # -- database URLs ------------------------------------------------------------------------------
 @pytest.mark.parametrize("url, expected", [
-    pytest.param("nope://x", "unsupported backend 'nope'", id="backend"),
-    pytest.param(":::", "not a database URL", id="not-a-url"),
+    pytest.param("nope://x", "connection = 'nope://x': unsupported backend 'nope'",
+                 id="backend"),
+    pytest.param(":::", "connection (value not shown): not a URL whose password can be kept "
+                 "out of logs", id="not-a-url"),
     pytest.param("postgresql+nodriver://u:secret@h/db", "database driver missing",
                  id="driver"),
 ])
 def test_bad_database_url_names_file_and_line(tmp_path, url, expected):
     conf = write(tmp_path, "agent.conf", f"[DEFAULT]\nhost = h1\n[database]\nconnection = {url}\n")
     line = refused(agent_command("--config", str(conf), "services", "list"),
-                   f"{conf}:4: [database] connection = ", expected)
+                   f"{conf}:4: [database] connection", expected)
     assert "secret" not in line
 
 

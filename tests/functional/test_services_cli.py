@@ -20,7 +20,10 @@ LONG_AGO = dt.datetime(2020, 1, 1, 0, 0, 0)
 def cli(any_db_url, capsys):
     """Run `agent services ARGS --db URL`; returns (exit status, stdout, stderr)."""
     def run(*args: str) -> tuple[int, str, str]:
-        status = main(["services", *args, "--db", any_db_url])
+        try:
+            status = main(["services", *args, "--db", any_db_url])
+        except SystemExit as exc:  # a usage error or a refused value (argparse's)
+            status = exc.code
         out, err = capsys.readouterr()
         return status, out, err
     return run
