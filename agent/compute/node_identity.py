@@ -24,6 +24,10 @@ X / no row anywhere               a node with uuid X is created (a new database,
                                   soft-deleted with its service brought back)
 ================================  ============================================================
 
+The database holds at most one live row per hypervisor hostname (a unique constraint, revision
+0004), so two hosts registering one hypervisor at the same moment cannot both succeed: the
+loser's audit fails and the check, run again, names the winner.
+
 nova stops in the same cases (its compute_id file, nova/virt/node.py, and the host-rename check
 of ComputeManager.init_host): a missing or changed file is a failure to start, never a new node
 that would let evacuated guests be destroyed under a second identity.

@@ -15,6 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Mapping
 
+from sqlalchemy.exc import IntegrityError
+
 from agent.compute.node_identity import (KnownNode, NodeIdentity, NodeIdentityStore,
                                          check_hypervisor_free, check_identity, new_node_uuid)
 from agent.compute.usage import (Flavor, Reserved, TrackedInstance, TrackedMigration,
@@ -196,12 +198,20 @@ class ResourceTracker:
                 saved = "would-" + saved[:-1]
             reports.append(NodeReport(ident.uuid, nodename, values, usage.stats, saved))
         if not self.dry_run and (inserts or updates):
-            with self.db.sessions.begin() as session:
-                for node_uuid, values in inserts:
-                    if q.create_compute_node(session, node_uuid, values) == "revived":
-                        LOG.info("compute node %s (%s) was deleted with its service; it is "
-                                 "live again", node_uuid, values["hypervisor_hostname"])
-                q.update_compute_nodes(session, updates)
+            try:
+                with self.db.sessions.begin() as session:
+                    for node_uuid, values in inserts:
+                        if q.create_compute_node(session, node_uuid, values) == "revived":
+                            LOG.info("compute node %s (%s) was deleted with its service; it "
+                                     "is live again", node_uuid, values["hypervisor_hostname"])
+                    q.update_compute_nodes(session, updates)
+            except IntegrityError:
+                if not inserts:
+                    raise
+                # Another host registered one of these hypervisors since the identity check
+                # (one live row per hypervisor hostname): the check, run again, names it.
+                self.check_node_identity()
+                raise
         if not self.dry_run:
             self._persist_identities()
         orphans = tuple(r.hypervisor_hostname for r in rows

@@ -109,7 +109,10 @@ class Service(TimestampMixin, SoftDeleteMixin, Base):
 
 class ComputeNode(TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "compute_nodes"
-    __table_args__ = (Index("compute_nodes_host_idx", "host"),)
+    # One live row per hypervisor: a second host cannot register the same hypervisor.
+    __table_args__ = (Index("compute_nodes_host_idx", "host"),
+                      UniqueConstraint("hypervisor_hostname", "deleted",
+                                       name="uniq_compute_nodes0hypervisor_hostname0deleted"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), default=new_uuid, unique=True)

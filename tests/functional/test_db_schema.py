@@ -187,6 +187,32 @@ def test_default_flavors_are_novas(empty_db):
     ]
 
 
+def test_upgrade_to_0004_stops_on_two_live_nodes_for_one_hypervisor(empty_db):
+    from alembic import command
+
+    from agent.db.migrate import alembic_config
+
+    def add_node(conn, uuid, host):
+        conn.execute(text("INSERT INTO compute_nodes (uuid, host, hypervisor_hostname, vcpus, "
+                          "memory_mb, local_gb, vcpus_used, memory_mb_used, local_gb_used, "
+                          "hypervisor_type, hypervisor_version, cpu_info) VALUES (:uuid, :host, "
+                          "'hv-1', 1, 1, 1, 0, 0, 0, 'fake', 1, '')"),
+                     {"uuid": uuid, "host": host})
+
+    with empty_db.engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0003")
+        add_node(conn, "00000000-0000-4000-8000-00000000000a", "host-a")
+        add_node(conn, "00000000-0000-4000-8000-00000000000b", "host-b")
+    with pytest.raises(DatabaseError, match="compute_nodes has more than one live row for "
+                                            "hypervisor hostname 'hv-1' \\(2 rows\\)"):
+        migrate.upgrade(empty_db)
+    assert migrate.current_revision(empty_db) == "0003"
+    with empty_db.engine.begin() as conn:  # the operator deletes the wrong one
+        conn.execute(text("UPDATE compute_nodes SET deleted = id WHERE host = 'host-b'"))
+    assert migrate.upgrade(empty_db) == "0003"
+    assert migrate.current_revision(empty_db) == migrate.HEAD
+
+
 def test_design_columns_present(any_db):
     inspector = inspect(any_db.engine)
     for table, expected in DESIGN_COLUMNS.items():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import uuid as uuid_lib
 
+import pytest
+
 from sqlalchemy import select, update
 
 from agent import vocabulary as s
@@ -67,6 +69,25 @@ def test_node_deleted_with_its_service_is_live_again_under_its_uuid(tmp_path, an
     assert again.service.id != first.service.id
     with any_db.sessions() as session:
         assert session.scalars(select(ComputeNode.uuid)).all() == [node_uuid]
+
+
+def test_hypervisor_registered_by_another_host_meanwhile_stops_the_first_audit(tmp_path,
+                                                                             any_db):
+    from agent.errors import StartupError
+
+    scenario = seeded(any_db, make_scenario())
+    host = make_host(tmp_path, any_db, scenario)
+    host.prepare()  # the identity check passes: nobody has this hypervisor yet
+    host.registered(host.service)  # as the lifecycle does: compute_id written
+    with any_db.sessions.begin() as session:  # another host registers it meanwhile
+        session.add(ComputeNode(uuid=str(uuid_lib.uuid4()), host="other-host",
+                                hypervisor_hostname=HOST))
+    with pytest.raises(StartupError, match=f"hypervisor '{HOST}' is already registered as "
+                                           "node .* of host 'other-host'"):
+        host.start()
+    with any_db.sessions() as session:
+        assert session.scalars(select(ComputeNode.host)
+                               .where(ComputeNode.deleted == 0)).all() == ["other-host"]
 
 def test_unchanged_audit_does_not_touch_updated_at(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(instances(3), []))
