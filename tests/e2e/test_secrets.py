@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.agent_process import write_config
@@ -101,6 +102,51 @@ def test_failed_connection_does_not_show_the_password(tmp_path, backend, form):
         assert result.returncode == 1
         assert result.stderr.startswith("agent: error: database ")
         assert result.stderr.count("\n") == 1, result.stderr
+    _assert_nothing_shows(tmp_path, *results)
+
+
+@pytest.fixture
+def mysql_user_with_password(_server_databases):
+    """A MariaDB user of the test database whose password PW the server checks; its URL
+    without the password."""
+    from tests.conftest import _prepare_url
+
+    root_url = make_url(_prepare_url("mysql", None, _server_databases))
+    user = f"{root_url.database}_redact"[:80]
+    engine = create_engine(root_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{PW}'"))
+            conn.execute(text(f"ALTER USER '{user}'@'%' IDENTIFIED BY '{PW}'"))
+            conn.execute(text(f"GRANT ALL ON `{root_url.database}`.* TO '{user}'@'%'"))
+    finally:
+        engine.dispose()
+    return root_url.set(username=user, password=None).render_as_string(hide_password=False)
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("form", ["userinfo", "encoded-at", "query", "passwd"])
+def test_password_the_server_checks_connects_and_is_never_shown(tmp_path, form,
+                                                                 mysql_user_with_password):
+    url = mysql_user_with_password
+    if form == "passwd":  # PyMySQL's own name for it
+        url = f"{url}?passwd={PW}"
+    elif form == "encoded-at":
+        url = _with_password(url, "userinfo").replace(f":{PW}@", f":{PW}%40x@")
+    else:
+        url = _with_password(url, form)
+    log = tmp_path / "agent.log"
+    host = f"secret-my-{form}-{uuid.uuid4().hex[:8]}"
+    config = write_config(tmp_path, database_url=url, host=host, log_file=log, debug="true",
+                          compute_driver="fake")
+    results = [_agent(tmp_path, *args, config=config)
+               for args in (["db", "sync"], ["--once"], ["services", "list"])]
+    if form == "encoded-at":  # the password is PW@x: the server refuses it, and says so
+        assert [r.returncode for r in results] == [1, 1, 1]
+        assert "Access denied" in results[0].stderr
+    else:
+        assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+        assert host in results[2].stdout
     _assert_nothing_shows(tmp_path, *results)
 
 
