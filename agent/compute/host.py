@@ -49,6 +49,7 @@ class ComputeHost:
                                        host=self.host, identity_store=identity_store,
                                        dry_run=dry_run)
         self.driver_info = None
+        self._guard = None  # the ConnectionGuard, once start() registered it
         self._prepared = False
         self.init_result: InitHostResult | None = None
 
@@ -76,7 +77,8 @@ class ComputeHost:
         if self.service is not None and not self.dry_run:
             from agent.compute.connection_guard import ConnectionGuard
 
-            self.driver.register_connection_listener(ConnectionGuard(self.db, self.service.id))
+            self._guard = ConnectionGuard(self.db, self.service.id)
+            self.driver.register_connection_listener(self._guard)
         self.init_result = self.manager.init_host()
         # Seconds on a large host: say so, the audit's own line ends it.
         LOG.info("start-up resource audit")
@@ -102,6 +104,8 @@ class ComputeHost:
         try:
             self.manager.stop()
             self.driver.register_connection_listener(None)
+            if self._guard is not None:
+                self._guard.close()
         finally:
             self.driver.cleanup_host()
 

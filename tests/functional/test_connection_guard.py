@@ -3,6 +3,9 @@ and an operator's disable always wins."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 from sqlalchemy import update
 
 from agent import registry
@@ -47,3 +50,31 @@ def test_database_failure_is_logged_not_raised(sqlite_db, caplog):
     assert len(lines) == 1 and lines[0].levelname == "WARNING"
     assert "failing: OperationalError" in lines[0].getMessage()
     assert "services" in lines[0].getMessage()  # the database's own reason: no such table
+
+
+def test_a_loss_the_database_could_not_take_is_recorded_once_it_is_back(sqlite_db, caplog):
+    caplog.set_level(logging.INFO, logger="agent.compute.connection_guard")
+    service = registry.register_service(sqlite_db, "compute-1", starting=False)
+    guard = ConnectionGuard(sqlite_db, service.id, retry_delays=(0.05,))
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE services RENAME TO services_away")
+    try:
+        guard(False, "connection to libvirt lost: keepalive timeout")  # the database is out
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and guard._failures.failures < 3:
+            time.sleep(0.02)
+        assert guard._failures.failures >= 3  # still trying
+        with sqlite_db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE services_away RENAME TO services")
+        while time.monotonic() < deadline and not registry.load_service_by_id(
+                sqlite_db, service.id).disabled:
+            time.sleep(0.02)
+        record = registry.load_service_by_id(sqlite_db, service.id)
+        assert (record.disabled, record.disabled_reason) == (True,
+                                                             "AUTO: connection to libvirt lost")
+        while time.monotonic() < deadline and "recovered" not in caplog.text:
+            time.sleep(0.02)
+        assert caplog.text.count("recording the hypervisor connection state on service id "
+                                 f"{service.id} recovered") == 1
+    finally:
+        guard.close()
