@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 
 from agent.config import short_reason
 from agent.db.models import Service, utcnow
+from agent.errors import DatabaseError
 from agent.log import request_context
 from agent.service_owner import intruder_message, read_owner
 
@@ -145,7 +146,10 @@ class Heartbeat:
             return conn.execute(self._take_back, params).rowcount
 
     def _classify(self, exc: BaseException) -> str:
-        if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):
+        # DatabaseError: the agent's own word for a database it cannot use (its SQLite file
+        # deleted or damaged), said in one line that names the file.
+        if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError,
+                            DatabaseError)):
             return _UNREACHABLE
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return _UNREACHABLE

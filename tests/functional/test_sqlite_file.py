@@ -41,6 +41,7 @@ def test_deleted_file_fails_beats_naming_it_and_is_not_recreated(beating, caplog
     assert not path.exists()  # no empty database in its place
     lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lost) == 1, lost
+    assert [r.exc_info for r in caplog.records if r.levelno >= logging.WARNING] == [None]
     assert f"database file {path} is gone: it was deleted while the agent used it" in lost[0]
 
     shutil.copy(backup, path)  # the operator restores it
