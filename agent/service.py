@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from agent.config import short_reason
-from agent.errors import AgentError, ConfigError, StartupError
+from agent.errors import AgentError, ConfigError, DatabaseError, StartupError
 from agent.host_work import HostWork, HostWorkFactory
 from agent.log import request_context
 from agent.service_report import ServiceReport
@@ -259,7 +259,10 @@ class AgentService:
         self._status("opening the database read-only (dry run)")
         self.db = database_from_conf(conf, read_only=True)
         LOG.info("database %s, read-only: a dry run writes nothing", self.db.url)
-        migrate.ensure_schema(self.db, auto_upgrade=False)
+        try:
+            migrate.ensure_schema(self.db, auto_upgrade=False)
+        except DatabaseError as exc:
+            raise DatabaseError(f"{exc} (a dry run creates and upgrades nothing)") from None
         self.service = load_service(self.db, conf.host)
         if self.service is None:
             LOG.info("dry run: host %s has no service row; a start would register one",

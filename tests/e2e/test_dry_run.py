@@ -114,6 +114,30 @@ def test_dry_run_on_a_missing_database_creates_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_dry_run_on_an_older_schema_upgrades_nothing(tmp_path):
+    from alembic import command
+
+    from agent.db import migrate
+    from agent.db.engine import make_database
+
+    path = tmp_path / "state" / "agent.sqlite"
+    db = make_database(f"sqlite:///{path}")
+    try:
+        with db.engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(conn), migrate.REVISIONS[0])
+    finally:
+        db.dispose()
+    before = path.read_bytes()
+    result = agent_command("--host", HOST, "--state-path", str(tmp_path / "state"), "--once",
+                           "--dry-run")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"agent: error: database sqlite:///{path} has schema revision {migrate.REVISIONS[0]}, "
+        f"expected {migrate.HEAD}: run 'agent db sync' (a dry run creates and upgrades "
+        "nothing)")
+    assert path.read_bytes() == before
+
+
 def test_dry_run_without_once_is_refused_as_bad_input(tmp_path):
     result = agent_command("--host", HOST, "--state-path", str(tmp_path / "state"),
                            "--dry-run")
