@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from agent.config import Config
     from agent.db.engine import Database
     from agent.registry import ServiceRecord
-    from agent.scheduler import PeriodicJob
+    from agent.periodic import PeriodicJob
 
 
 class HostWork(Protocol):

@@ -6,8 +6,8 @@ even the service row), register this host's service (disabled with 'AUTO: starti
 starts; refused while another agent beats into it), send the first beat and start the heartbeat
 thread, then run the rest of the host work (the compute manager's init_host, the first resource
 audit) on a thread of its own, start the periodic jobs, lift 'AUTO: starting' and tell systemd
-READY=1. While running, WATCHDOG=1 goes out only while the heartbeat and the scheduler are
-healthy. SIGTERM or SIGINT stops it: STOPPING=1, the scheduler (waiting for the running job),
+READY=1. While running, WATCHDOG=1 goes out only while the heartbeat and the periodic jobs are
+healthy. SIGTERM or SIGINT stops it: STOPPING=1, the periodic jobs (waiting for the running job),
 the host work, the heartbeat, the database engine; exit status 0.
 
 A dry run (`agent --once --dry-run`) reads through a database that refuses writes and never
@@ -91,7 +91,7 @@ class AgentService:
         self.db: Database | None = None
         self.service: ServiceRecord | None = None
         self.heartbeat = None
-        self.scheduler = None
+        self.periodic = None
         self.host_work: HostWork | None = None
         self.clean_exit = True
         self._stop_requested = threading.Event()
@@ -132,7 +132,7 @@ class AgentService:
                     self._status("registered; running init_host and the first resource audit")
                     if not self._start_host_work_interruptibly():
                         return False
-                self._start_scheduler()
+                self._start_periodic_jobs()
                 self._finish_starting()
             except Exception as exc:  # noqa: BLE001 - every failure ends start-up the same way
                 error = self._start_failed(exc)
@@ -165,8 +165,8 @@ class AgentService:
             return max(1.0, deadline - time.monotonic())
 
         self._watchdog_stop.set()
-        if self.scheduler is not None:
-            self._bounded("periodic jobs", lambda: self.scheduler.shutdown(wait=True),
+        if self.periodic is not None:
+            self._bounded("periodic jobs", lambda: self.periodic.shutdown(wait=True),
                           remaining())
         if self.host_work is not None:
             self._bounded("host work", self.host_work.stop, remaining())
@@ -178,7 +178,7 @@ class AgentService:
 
     # -- agent --once -------------------------------------------------------------------------
     def run_once(self) -> object:
-        """One start-up pass without the scheduler: register, one beat, the host work's
+        """One start-up pass without the periodic jobs: register, one beat, the host work's
         start(); returns its report (or a ServiceReport without host work) and stops."""
         with request_context():
             try:
@@ -298,12 +298,12 @@ class AgentService:
             raise outcome["error"]
         return not self._stop_requested.is_set()
 
-    def _start_scheduler(self) -> None:
-        from agent.scheduler import PeriodicScheduler
+    def _start_periodic_jobs(self) -> None:
+        from agent.periodic import PeriodicScheduler
 
         jobs = list(self.host_work.periodic_jobs()) if self.host_work is not None else []
-        self.scheduler = PeriodicScheduler(jobs, fuzzy_delay=self.conf.periodic_fuzzy_delay)
-        self.scheduler.start()
+        self.periodic = PeriodicScheduler(jobs, fuzzy_delay=self.conf.periodic_fuzzy_delay)
+        self.periodic.start()
 
     def _finish_starting(self) -> None:
         from agent.registry import finish_starting
@@ -340,9 +340,9 @@ class AgentService:
 
     # -- running ------------------------------------------------------------------------------
     def is_healthy(self) -> bool:
-        """The heartbeat thread and the scheduler are alive and on time."""
+        """The heartbeat thread and the periodic jobs are alive and on time."""
         return bool(self.heartbeat is not None and self.heartbeat.is_healthy()
-                    and self.scheduler is not None and self.scheduler.is_healthy())
+                    and self.periodic is not None and self.periodic.is_healthy())
 
     def _start_watchdog(self) -> None:
         if self.watchdog_seconds is None or not self.notifier.enabled:
@@ -366,10 +366,10 @@ class AgentService:
                     unhealthy_since = None
             elif unhealthy_since is None:
                 unhealthy_since = time.monotonic()
-                LOG.error("unhealthy (heartbeat %s, scheduler %s): WATCHDOG=1 withheld; "
+                LOG.error("unhealthy (heartbeat %s, periodic jobs %s): WATCHDOG=1 withheld; "
                           "systemd restarts the agent if this lasts",
                           "ok" if self.heartbeat and self.heartbeat.is_healthy() else "stuck",
-                          "ok" if self.scheduler and self.scheduler.is_healthy() else "stopped")
+                          "ok" if self.periodic and self.periodic.is_healthy() else "stopped")
             if self._watchdog_stop.wait(period):
                 return
 

@@ -85,7 +85,7 @@ class ComputeHost:
         self.tracker.update_available_resource(startup=True)
 
     def periodic_jobs(self) -> Sequence:
-        from agent.scheduler import PeriodicJob, spacing_from_option
+        from agent.periodic import PeriodicJob, spacing_from_option
 
         audit = spacing_from_option(self.conf.update_resources_interval)
         sync = spacing_from_option(self.conf.sync_power_state_interval)

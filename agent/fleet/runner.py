@@ -299,7 +299,7 @@ class FleetRunner:
         return beat
 
     def _schedule_jobs(self, agent: SimulatedAgent) -> None:
-        from agent.scheduler import first_run_delay, jitter_for
+        from agent.periodic import first_run_delay, jitter_for
 
         for job in agent.host_work.periodic_jobs():
             if job.interval_seconds <= 0:

@@ -18,7 +18,7 @@ from agent.db.engine import make_database
 from agent.db.models import Service
 from agent.errors import DriverError
 from agent.registry import AUTO_STARTING
-from agent.scheduler import PeriodicJob
+from agent.periodic import PeriodicJob
 from agent.service import AgentService
 from agent.systemd import Notifier
 from tests.agent_process import (DEADLINE, AgentProcess, NotifySocket, service_row, wait_for,
@@ -251,7 +251,7 @@ def test_periodic_jobs_of_the_host_work_run_and_stop_with_the_agent(tmp_path):
     service.stop()
     count = len(runs)
     assert work.calls == ["start", "periodic_jobs", "stop"]
-    assert not service.scheduler.is_healthy()
+    assert not service.periodic.is_healthy()
     time.sleep(3 * 0.2)  # three more intervals: a job still scheduled would have run
     assert len(runs) == count
 
@@ -262,7 +262,7 @@ def test_watchdog_is_withheld_while_unhealthy(tmp_path, notify_socket):
     assert service.start() is True
     try:
         assert notify_socket.receive_until("WATCHDOG=1") is not None
-        service.scheduler.shutdown(wait=True)  # the scheduler dies: unhealthy
+        service.periodic.shutdown(wait=True)  # the periodic jobs die: unhealthy
         # Drain what was sent before the health check saw it (a ping every 0.2 s would never
         # end: bounded), then expect silence.
         deadline = time.monotonic() + 5.0

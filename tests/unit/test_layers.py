@@ -28,7 +28,7 @@ FLOORS = {
     "agent.redact": 0, "agent.files": 0, "agent.progress": 0, "agent.options": 0,
     "agent.config": 0, "agent.log": 0, "agent.failure_log": 0, "agent.cli_help": 0,
     "agent.systemd": 0, "agent.values": 0,
-    "agent.db": 1, "agent.virt": 1, "fakevirt": 1, "agent.network": 1, "agent.scheduler": 1,
+    "agent.db": 1, "agent.virt": 1, "fakevirt": 1, "agent.network": 1, "agent.periodic": 1,
     "agent.liveness": 2, "agent.service_owner": 2, "agent.registry": 2, "agent.heartbeat": 2,
     "agent.compute": 2, "agent.control": 2, "agent.inventory": 2, "agent.service_report": 2,
     "agent.evacuate": 2,

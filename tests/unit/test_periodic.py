@@ -10,7 +10,7 @@ import time
 import pytest
 
 from agent.log import current_request_id
-from agent.scheduler import (JITTER_FRACTION, PeriodicJob, PeriodicScheduler, first_run_delay,
+from agent.periodic import (JITTER_FRACTION, PeriodicJob, PeriodicScheduler, first_run_delay,
                              jitter_for, spacing_from_option)
 
 DEADLINE = 20.0  # generous: the machine is shared
@@ -75,7 +75,7 @@ def test_jobs_run_repeatedly_each_with_its_own_request_id(running):
 
 
 def test_a_failing_job_is_logged_once_and_runs_again(running, caplog):
-    caplog.set_level(logging.INFO, logger="agent.scheduler")
+    caplog.set_level(logging.INFO, logger="agent.periodic")
     calls = []
 
     def broken():
@@ -84,7 +84,7 @@ def test_a_failing_job_is_logged_once_and_runs_again(running, caplog):
 
     scheduler = running([PeriodicJob("audit", broken, 0.1, 0)])
     assert wait_for(lambda: len(calls) >= 4)
-    lines = [r for r in caplog.records if r.name == "agent.scheduler"
+    lines = [r for r in caplog.records if r.name == "agent.periodic"
              and "periodic job audit" in r.getMessage() and "every" not in r.getMessage()]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].levelno == logging.ERROR and lines[0].exc_info is None
@@ -95,7 +95,7 @@ def test_a_failing_job_is_logged_once_and_runs_again(running, caplog):
 
 
 def test_an_outage_is_one_line_when_it_starts_and_one_when_it_clears(running, caplog):
-    caplog.set_level(logging.INFO, logger="agent.scheduler")
+    caplog.set_level(logging.INFO, logger="agent.periodic")
     outage = threading.Event()
     outage.set()
     runs = {"failed": 0, "ok": 0}
@@ -112,7 +112,7 @@ def test_an_outage_is_one_line_when_it_starts_and_one_when_it_clears(running, ca
     outage.clear()
     assert wait_for(lambda: runs["ok"] >= 6)
 
-    lines = [r.getMessage() for r in caplog.records if r.name == "agent.scheduler"
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.periodic"
              and r.levelno >= logging.INFO and "periodic job" in r.getMessage()
              and "every" not in r.getMessage()]
     for job in ("update_available_resource", "sync_power_states"):
@@ -123,7 +123,7 @@ def test_an_outage_is_one_line_when_it_starts_and_one_when_it_clears(running, ca
 
 
 def test_the_traceback_is_at_debug(running, caplog):
-    caplog.set_level(logging.DEBUG, logger="agent.scheduler")
+    caplog.set_level(logging.DEBUG, logger="agent.periodic")
     calls = []
 
     def broken():
@@ -158,7 +158,7 @@ def test_a_slow_job_never_runs_twice_at_once(running):
 
 
 def test_negative_interval_leaves_the_job_out(running, caplog):
-    caplog.set_level(logging.INFO, logger="agent.scheduler")
+    caplog.set_level(logging.INFO, logger="agent.periodic")
     ran = []
     scheduler = running([PeriodicJob("sync_power_states", lambda: ran.append(1), -1, 0),
                          PeriodicJob("audit", lambda: None, 0.2, 0)])
