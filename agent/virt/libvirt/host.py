@@ -128,6 +128,7 @@ class Host:
         self.open_timeout = silence_limit(*self._keepalive)
         self.call_timeout = self.open_timeout + CALL_GRACE_S
         self._pending_open: PendingOpen | None = None
+        self._has_daemon = True  # the last connection opened has a daemon behind it
         self._delayer = events.EventDelayer(self._emit_event, delay=stopped_delay,
                                             timer_factory=timer_factory)
         self._queue: queue.Queue = queue.Queue()
@@ -202,7 +203,10 @@ class Host:
         line = CallLine(self.uri, self.call_timeout,
                         on_timeout=lambda what: self._queue.put(("closed", conn, what)))
         with self._lock:
-            self._conn, self._line, self._proxy = conn, line, line.wrap(conn)
+            # Without a daemon (libvirt's in-process test hypervisor) nothing can hang and
+            # calls are direct; the line still takes the connection's own closing.
+            proxy = line.wrap(conn) if self._has_daemon else conn
+            self._conn, self._line, self._proxy = conn, line, proxy
 
     def pending_stopped_events(self) -> list[str]:
         return self._delayer.pending()
@@ -234,17 +238,20 @@ class Host:
         conn = pending.conn
         if conn is None:
             raise DriverError(f"cannot connect to libvirt at {self.uri}")
-        self._start_keepalive(conn)
+        self._has_daemon = self._start_keepalive(conn)
         self._register_callbacks(conn)
         return conn
 
-    def _start_keepalive(self, conn: Any) -> None:
+    def _start_keepalive(self, conn: Any) -> bool:
+        """Start keepalive; False when the connection has no daemon behind it to ping."""
         interval, count = self._keepalive
         try:
             conn.setKeepAlive(interval, count)
         except self._libvirt.libvirtError as exc:
             # Drivers without a daemon (test:///, a local hypervisor) have nothing to ping.
             LOG.debug("No keepalive on %s: %s", self.uri, exc.get_error_message())
+            return False
+        return True
 
     def _register_callbacks(self, conn: Any) -> None:
         self._callback_ids = []
