@@ -89,7 +89,7 @@ OPTIONS: tuple[Opt, ...] = (
         "$HOME/.local/state/compute-agent",
         "Directory for the agent's state: the embedded SQLite database and the node identity "
         "file (compute_id). Created with mode 0750 (files in it 0640) if missing.",
-        derive=_default_state_path),
+        derive=_default_state_path, check=values.directory),
     Opt("DEFAULT", "instances_path", "path", "$state_path/instances",
         "Directory holding instance disks; its filesystem is what local_gb reports.",
         derive=lambda v: os.path.join(v.get("DEFAULT", "state_path"), "instances")),

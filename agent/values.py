@@ -148,5 +148,22 @@ def writable_file(path: str) -> str:
     return path
 
 
+def directory(path: str) -> str:
+    """A directory the agent keeps its files in: an existing directory, or one it can create
+    (the nearest existing parent is a writable directory). An existing directory is not
+    required to be writable: commands that only read use it too."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise BadValue(f"a directory ({path} is not one)")
+        return path
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise BadValue(f"a directory that can be created ({parent} is not a writable "
+                       "directory)")
+    return path
+
+
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)

@@ -10,6 +10,7 @@ import argparse
 from typing import Any, Callable
 
 from agent import values
+from agent.vocabulary import AUTO_PREFIX
 
 
 def _rule(check: Callable[[str], Any], name: str) -> Callable[[str], Any]:
@@ -50,6 +51,17 @@ def _parse(convert: Callable[[str], Any], text: str) -> Any:
 hostname = _rule(values.hostname, "hostname")
 text = _rule(values.text, "text")
 writable_file = _rule(values.writable_file, "writable file")
+
+
+def _disabled_reason(reason: str) -> str:
+    values.text(reason)
+    if reason.startswith(AUTO_PREFIX.strip()):
+        raise values.BadValue(f"a reason not starting with {AUTO_PREFIX.strip()!r} (reserved for "
+                              "the agent's own automatic disables)")
+    return reason
+
+
+disabled_reason = _rule(_disabled_reason, "reason")
 
 
 def _host_prefix(prefix: str) -> str:

@@ -58,7 +58,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     target("enable", "enable a service (new instances may be scheduled to it)", run_enable)
     disable = target("disable", "disable a service (no new instances are scheduled to it)",
                      run_disable)
-    disable.add_argument("--reason", metavar="TEXT", type=arguments.text,
+    disable.add_argument("--reason", metavar="TEXT", type=arguments.disabled_reason,
                          help="why it is disabled (at most 255 characters), shown in the list")
     force = target("force-down", "mark a service down at once (e.g. before evacuating its "
                                  "instances); --unset lifts it", run_force_down)

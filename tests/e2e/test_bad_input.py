@@ -169,6 +169,11 @@ BAD_OPTIONS = {
                         "expected a file in an existing directory (/nonexistent/dir does not "
                         "exist)"),
     "log-is-dir": ("log_file = /tmp", "expected a writable regular file"),
+    "state-is-file": ("state_path = /proc/version", "expected a directory (/proc/version is "
+                                                    "not one)"),
+    "state-under-file": ("state_path = /proc/version/state", "expected a directory that can be "
+                                                             "created (/proc/version is not a "
+                                                             "writable directory)"),
     "escape": ("iptables_chain_prefix = a\x1bb", "without control characters"),
     "nul": ("host = a\x00b", "without control characters"),
 }
@@ -280,6 +285,9 @@ def test_db_sync_hint_only_when_the_schema_is_missing(tmp_path):
     pytest.param(["services", "disable", "--host", "h1", "--reason", "r" * 256],
                  "(256 characters): expected a non-empty string without control characters, "
                  "at most 255 characters", id="reason-too-long"),
+    pytest.param(["services", "disable", "--host", "h1", "--reason", "AUTO: mine"],
+                 "argument --reason: 'AUTO: mine': expected a reason not starting with 'AUTO:'",
+                 id="reason-reserved"),
     pytest.param(["services", "frobnicate"], "agent services: error: argument ACTION: invalid "
                  "choice: 'frobnicate'", id="unknown-action"),
     pytest.param(["fleet", "--count", "x"], "argument --count: 'x': expected an integer from 1",
