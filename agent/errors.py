@@ -31,10 +31,6 @@ class ServiceError(AgentError):
     """An operator request on the service registry that cannot be honoured."""
 
 
-class ServiceNotFound(ServiceError):
-    """No service row for the given host and binary."""
-
-
 class DriverError(AgentError):
     """The virt driver failed in a way that stops the current operation."""
 

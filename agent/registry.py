@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from agent.db import service_queries
 from agent.db.models import Service, utcnow
+from agent.db.service_queries import ServiceRecord, service_record
 from agent.service_owner import claim_service
 from agent.vocabulary import (AUTO_PREFIX, AUTO_STARTING, COMPUTE_BINARY, COMPUTE_TOPIC,
                               NEW_SERVICE_DISABLED)
@@ -23,40 +24,16 @@ from agent.vocabulary import (AUTO_PREFIX, AUTO_STARTING, COMPUTE_BINARY, COMPUT
 LOG = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServiceRecord:
-    """One service row, as the agent needs it."""
-
-    id: int
-    uuid: str
-    host: str
-    binary: str
-    disabled: bool
-    disabled_reason: str | None
-    forced_down: bool
-
-
-def _record(row: Service) -> ServiceRecord:
-    return ServiceRecord(id=row.id, uuid=row.uuid, host=row.host, binary=row.binary,
-                         disabled=bool(row.disabled), disabled_reason=row.disabled_reason,
-                         forced_down=bool(row.forced_down))
-
-
 def load_service(db, host: str, binary: str = COMPUTE_BINARY) -> ServiceRecord | None:
-    """The live (not soft-deleted) row for (host, binary), or None."""
+    """The live (not soft-deleted) row for (host, binary), or None: one SELECT."""
     with db.sessions() as session:
-        row = session.scalars(select(Service).where(Service.host == host,
-                                                    Service.binary == binary,
-                                                    Service.deleted == 0)).one_or_none()
-        return _record(row) if row is not None else None
+        return service_queries.find_service(session, host, binary)
 
 
 def load_service_by_id(db, service_id: int) -> ServiceRecord | None:
+    """The live row with this id, or None: one SELECT."""
     with db.sessions() as session:
-        row = session.get(Service, service_id)
-        if row is None or row.deleted:
-            return None
-        return _record(row)
+        return service_queries.load_service_by_id(session, service_id)
 
 
 def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str = COMPUTE_TOPIC,
@@ -126,7 +103,7 @@ def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,
                           deleted=0, last_seen_by=agent_id, started_at=utcnow())
             session.add(row)
             session.flush()
-            record = _record(row)
+            record = service_record(row)
     except IntegrityError:
         # Another process created the row between our read and our insert: use theirs.
         record = load_service(db, host, binary)

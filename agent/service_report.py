@@ -25,22 +25,19 @@ class ServiceReport:
 
     @classmethod
     def read(cls, db, host: str, record) -> "ServiceReport":
-        """The report for `host` whose service row is `record` (a registry.ServiceRecord, or
-        None in a dry run for a host without a row), counters read from the database now."""
-        from sqlalchemy import select
-
-        from agent.db.models import Service
+        """The report for `host` whose service row is `record` (a ServiceRecord, or None in a
+        dry run for a host without a row), the row read again from the database now (one
+        SELECT)."""
+        from agent.db.service_queries import load_service_by_id
         from agent.vocabulary import COMPUTE_BINARY
 
         if record is None:
             return cls(host=host, binary=COMPUTE_BINARY, service_id=None, service_uuid=None,
                        disabled=False, disabled_reason=None, report_count=None)
-        with db.engine.connect() as conn:
-            row = conn.execute(select(Service.disabled, Service.disabled_reason,
-                                      Service.report_count)
-                               .where(Service.id == record.id)).one()
-        return cls(host=record.host, binary=record.binary, service_id=record.id,
-                   service_uuid=record.uuid, disabled=bool(row.disabled),
+        with db.sessions() as session:
+            row = load_service_by_id(session, record.id) or record
+        return cls(host=row.host, binary=row.binary, service_id=row.id,
+                   service_uuid=row.uuid, disabled=row.disabled,
                    disabled_reason=row.disabled_reason, report_count=row.report_count)
 
     def as_dict(self) -> dict[str, Any]:

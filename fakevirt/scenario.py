@@ -69,9 +69,10 @@ class DomainSpec:
 
 
 @dataclass(frozen=True)
-class InstanceRecord:
-    """A row for the `instances` table. host/node None: the scenario's hostname (or the seeding
-    agent's host when the scenario has none)."""
+class InstanceSeed:
+    """A row the scenario seeds into the `instances` table (parsed input; what the agent reads
+    back is agent.db.compute_queries.InstanceRecord). host/node None: the scenario's hostname
+    (or the seeding agent's host when the scenario has none)."""
 
     uuid: str
     display_name: str | None = None
@@ -92,8 +93,9 @@ class InstanceRecord:
 
 
 @dataclass(frozen=True)
-class MigrationRecord:
-    """A row for the `migrations` table."""
+class MigrationSeed:
+    """A row the scenario seeds into the `migrations` table (parsed input; read back as
+    agent.db.compute_queries.MigrationRecord)."""
 
     uuid: str
     instance_uuid: str
@@ -109,8 +111,8 @@ class MigrationRecord:
 class Scenario:
     host: HostSpec = HostSpec()
     domains: tuple[DomainSpec, ...] = ()
-    instances: tuple[InstanceRecord, ...] = ()
-    migrations: tuple[MigrationRecord, ...] = ()
+    instances: tuple[InstanceSeed, ...] = ()
+    migrations: tuple[MigrationSeed, ...] = ()
     source: str = "<generated>"
 
 
@@ -346,14 +348,14 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
             f["network_info"] = parse_network_info(f["uuid"], f["network_info"])
         except NetworkInfoError as exc:
             raise fail(label, str(exc).removeprefix(f"instance {f['uuid']}: ")) from None
-        instances.append(InstanceRecord(**f))
+        instances.append(InstanceSeed(**f))
     _check_unique(instances, "instances", fail)
 
     migrations = []
     for label, f in entries("migrations", _MIGRATION_FIELDS):
         f["source_node"] = f["source_node"] or f["source_compute"]
         f["dest_node"] = f["dest_node"] or f["dest_compute"]
-        migrations.append(MigrationRecord(**f))
+        migrations.append(MigrationSeed(**f))
     _check_unique(migrations, "migrations", fail)
     return Scenario(host, tuple(domains), tuple(instances), tuple(migrations), source)
 
@@ -392,7 +394,7 @@ def generate_scenario(n_domains: int, *, hostname: str = "fake-host",
         domains.append(DomainSpec(uuid, name, power_state, vcpus, memory_mb, disk_gb))
         if i < n_instances:
             vifs = (_generated_vif(hostname, i),) if with_network else ()
-            instances.append(InstanceRecord(
+            instances.append(InstanceSeed(
                 uuid, display_name=f"vm-{i}", host=hostname, node=hostname, vm_state=vm_state,
                 power_state=power_state, vcpus=vcpus, memory_mb=memory_mb, root_gb=disk_gb,
                 project_id="demo", os_type="linux", network_info=vifs))

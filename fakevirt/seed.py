@@ -23,7 +23,7 @@ from agent.display import plural
 from agent.errors import DatabaseError, ScenarioError
 from agent.network.network_info import dump_network_info
 from agent.progress import Progress
-from fakevirt.scenario import InstanceRecord, MigrationRecord, Scenario
+from fakevirt.scenario import InstanceSeed, MigrationSeed, Scenario
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class SeedResult:
     seconds: float = 0.0  # how long the transaction took
 
 
-def instance_row(record: InstanceRecord, default_host: str | None) -> dict:
+def instance_row(record: InstanceSeed, default_host: str | None) -> dict:
     host = record.host or default_host
     return {"uuid": record.uuid, "display_name": record.display_name, "host": host,
             "node": record.node or host, "vm_state": record.vm_state,
@@ -54,7 +54,7 @@ def instance_row(record: InstanceRecord, default_host: str | None) -> dict:
             "network_info": dump_network_info(record.network_info), "deleted": 0}
 
 
-def migration_row(record: MigrationRecord) -> dict:
+def migration_row(record: MigrationSeed) -> dict:
     return {**dataclasses.asdict(record), "deleted": 0}
 
 

@@ -34,22 +34,27 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 def run(args, conf) -> int:
     from sqlalchemy.exc import DBAPIError
 
+    from agent.commands.refusals import refusals_in_words
     from agent.config import short_reason
+    from agent.control.errors import OutcomeUnknown
+    from agent.control.evacuation import commit_evacuation, evacuate_host
     from agent.db.engine import database_from_conf
     from agent.db.migrate import failure_error
     from agent.display import plural
     from agent.errors import DatabaseError, UsageError
-    from agent.evacuate import OutcomeUnknown, evacuate_host
 
     source = getattr(args, "host", None)
     if not source:
         raise UsageError("evacuate: --host is required (the host whose instances to move)")
     dry_run = args.evacuate_dry_run or getattr(args, "dry_run", False)
     db = database_from_conf(conf, create=False)  # a mistyped SQLite path is not created
+    session = db.sessions()  # this command's one transaction
     try:
-        result = evacuate_host(db, source, args.dest_host,
-                               service_down_time=conf.service_down_time,
-                               binary=args.service_binary, dry_run=dry_run)
+        with refusals_in_words():
+            result = evacuate_host(session, source, args.dest_host,
+                                   service_down_time=conf.service_down_time,
+                                   binary=args.service_binary, dry_run=dry_run)
+        commit_evacuation(session, result)
     except OutcomeUnknown as exc:
         raise DatabaseError(
             f"database {db.url}: {short_reason(exc.__cause__)} while committing the evacuation "
@@ -62,6 +67,7 @@ def run(args, conf) -> int:
     except DBAPIError as exc:
         raise failure_error(db, exc, suffix=" (nothing was changed)") from None
     finally:
+        session.close()
         db.dispose()
     print(render(result), end="")
     return 0

@@ -119,7 +119,8 @@ def run_list(args, conf, db) -> int:
     from agent.db.service_queries import list_services
     from agent.liveness import clock_warning
 
-    db_now, rows = list_services(db, _target_host(args), args.service_binary)
+    with db.sessions() as session:
+        db_now, rows = list_services(session, _target_host(args), args.service_binary)
     server_clock = db.engine.dialect.name != "sqlite"
     entries = [_entry(row, db_now, conf.service_down_time, server_clock) for row in rows]
     if args.output_format == "json":
@@ -199,9 +200,11 @@ def _describe(row) -> str:
 
 @_with_database
 def run_enable(args, conf, db) -> int:
-    from agent.db.service_queries import set_disabled
+    from agent.commands.refusals import control_session
+    from agent.control.services import set_disabled
 
-    before, after = set_disabled(db, _required_host(args), args.service_binary, False)
+    with control_session(db) as session:
+        before, after = set_disabled(session, _required_host(args), args.service_binary, False)
     if before.disabled:
         was = (f" (was disabled: {escape(before.disabled_reason)})" if before.disabled_reason
                else "")
@@ -213,10 +216,12 @@ def run_enable(args, conf, db) -> int:
 
 @_with_database
 def run_disable(args, conf, db) -> int:
-    from agent.db.service_queries import set_disabled
+    from agent.commands.refusals import control_session
+    from agent.control.services import set_disabled
 
-    before, after = set_disabled(db, _required_host(args), args.service_binary, True,
-                                 args.reason)
+    with control_session(db) as session:
+        before, after = set_disabled(session, _required_host(args), args.service_binary, True,
+                                     args.reason)
     if before.disabled:
         now = repr(after.disabled_reason) if after.disabled_reason else "none"  # repr escapes
         print(f"{_describe(after)}: already disabled; reason changed from "
@@ -229,10 +234,12 @@ def run_disable(args, conf, db) -> int:
 
 @_with_database
 def run_force_down(args, conf, db) -> int:
-    from agent.db.service_queries import set_forced_down
+    from agent.commands.refusals import control_session
+    from agent.control.services import set_forced_down
 
-    before, after = set_forced_down(db, _required_host(args), args.service_binary,
-                                    not args.unset)
+    with control_session(db) as session:
+        before, after = set_forced_down(session, _required_host(args), args.service_binary,
+                                        not args.unset)
     if before.forced_down == after.forced_down:
         print(f"{_describe(after)}: forced_down already {'set' if after.forced_down else 'unset'}"
               ", nothing changed")
@@ -245,9 +252,11 @@ def run_force_down(args, conf, db) -> int:
 
 @_with_database
 def run_delete(args, conf, db) -> int:
-    from agent.db.service_queries import delete_service
+    from agent.commands.refusals import control_session
+    from agent.control.services import delete_service
 
-    row = delete_service(db, _required_host(args), args.service_binary)
+    with control_session(db) as session:
+        row = delete_service(session, _required_host(args), args.service_binary)
     print(f"{_describe(row)}: deleted (with the host's compute nodes); a restarted agent on "
           "the host registers again")
     return 0

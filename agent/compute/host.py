@@ -129,7 +129,8 @@ class ComputeHost:
         from agent.vocabulary import COMPUTE_BINARY
 
         binary = self.service.binary if self.service is not None else COMPUTE_BINARY
-        db_now, rows = list_services(self.db, self.host, binary)
+        with self.db.sessions() as session:
+            db_now, rows = list_services(session, self.host, binary)
         if not rows:
             return None
         row = rows[0]

@@ -61,7 +61,8 @@ class ServicesPoller:
         live = set(self._live_hosts())  # taken first: each of these has beaten already
         started = time.monotonic()
         try:
-            db_now, rows = list_services(self._db, binary=self._binary)
+            with self._db.sessions() as session:
+                db_now, rows = list_services(session, binary=self._binary)
         except Exception as exc:  # noqa: BLE001 - counted and logged; the fleet goes on
             self.errors += 1
             self._failures.failed(exc)

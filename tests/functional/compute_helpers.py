@@ -88,3 +88,10 @@ def guest_power(driver, uuid):
 
 def guest_exists(driver, uuid) -> bool:
     return guest_power(driver, uuid) != GONE
+
+
+def in_transaction(db, request, *args, **kwargs):
+    """Run a control-plane request (agent.control) as a command does: in one transaction of
+    its own, committed when it returns."""
+    with db.sessions.begin() as session:
+        return request(session, *args, **kwargs)

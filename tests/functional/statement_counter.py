@@ -10,7 +10,7 @@ import uuid as uuid_lib
 from sqlalchemy import event
 
 from agent import vocabulary as s
-from fakevirt.scenario import MigrationRecord, Scenario, generate_scenario
+from fakevirt.scenario import MigrationSeed, Scenario, generate_scenario
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ def mixed_scenario(n: int, hostname: str) -> Scenario:
         kind = i % 10
         if kind == 9:
             rec = dataclasses.replace(rec, host="dest", node="dest")
-            migrations.append(MigrationRecord(
+            migrations.append(MigrationSeed(
                 str(uuid_lib.uuid5(uuid_lib.NAMESPACE_URL, f"{hostname}/evac/{i}")), rec.uuid,
                 "evacuation", "done", hostname, "dest", hostname, "dest"))
         elif kind == 1:

@@ -12,7 +12,7 @@ from agent import vocabulary as s
 from agent.db.models import ComputeNode
 from agent.errors import StartupError
 from agent.virt.types import InstanceRef, PowerState as P
-from fakevirt.scenario import InstanceRecord, MigrationRecord
+from fakevirt.scenario import InstanceSeed, MigrationSeed
 from tests.functional.compute_helpers import (HOST, domain, guest_exists, make_host,
                                               make_scenario, migration_row, seeded)
 
@@ -24,10 +24,10 @@ def scenario_with(status=None, source=HOST, kind="evacuation"):
     migs = []
     mig_uuid = str(uuid_lib.uuid4())
     if status is not None:
-        migs.append(MigrationRecord(mig_uuid, EVAC, kind, status, source, "dest", HOST, "dest"))
+        migs.append(MigrationSeed(mig_uuid, EVAC, kind, status, source, "dest", HOST, "dest"))
     return make_scenario(
-        [InstanceRecord(EVAC, host="dest", node="dest", vm_state=s.ACTIVE, task_state=None),
-         InstanceRecord(MINE, host=HOST, node=HOST, vm_state=s.ACTIVE)],
+        [InstanceSeed(EVAC, host="dest", node="dest", vm_state=s.ACTIVE, task_state=None),
+         InstanceSeed(MINE, host=HOST, node=HOST, vm_state=s.ACTIVE)],
         [domain(EVAC, P.RUNNING), domain(MINE, P.RUNNING)], migs), mig_uuid
 
 
@@ -135,7 +135,7 @@ def test_first_start_writes_identity_and_later_starts_match(tmp_path, sqlite_db)
 def test_dry_run_reports_the_plan_and_changes_nothing(tmp_path, sqlite_db):
     scenario, mig = scenario_with("done")
     scenario = scenario.__class__(scenario.host, scenario.domains, scenario.instances + (
-        InstanceRecord("44444444-4444-4444-8444-444444444444", host=HOST, node=HOST,
+        InstanceSeed("44444444-4444-4444-8444-444444444444", host=HOST, node=HOST,
                        vm_state=s.ACTIVE, task_state=s.POWERING_OFF),), scenario.migrations)
     scenario = scenario.__class__(scenario.host, scenario.domains + (
         domain("44444444-4444-4444-8444-444444444444", P.RUNNING),), scenario.instances,
@@ -225,10 +225,10 @@ def test_evacuated_qemu_guest_destroyed_ours_kept(tmp_path, sqlite_db, qemu_gues
     (evac_uuid, _), (mine_uuid, _) = refs["evac"], refs["mine"]
     mig = str(uuid_lib.uuid4())
     seeded(sqlite_db, make_scenario(
-        [InstanceRecord(evac_uuid, host="dest", node="dest", vm_state=s.ACTIVE),
-         InstanceRecord(mine_uuid, host=HOST, node=HOST, vm_state=s.ACTIVE,
+        [InstanceSeed(evac_uuid, host="dest", node="dest", vm_state=s.ACTIVE),
+         InstanceSeed(mine_uuid, host=HOST, node=HOST, vm_state=s.ACTIVE,
                         power_state=P.RUNNING)], [],
-        [MigrationRecord(mig, evac_uuid, "evacuation", "done", HOST, "dest", HOST, "dest")]))
+        [MigrationSeed(mig, evac_uuid, "evacuation", "done", HOST, "dest", HOST, "dest")]))
     # Our guest went down with the host; the database still says it runs.
     conn.lookupByUUIDString(mine_uuid).destroy()
     conf = make_conf(tmp_path, sqlite_db, compute_driver="libvirt",
@@ -282,10 +282,10 @@ def test_lost_identity_under_another_host_is_refused_before_anything_happens(
 
     mig = str(uuid_lib.uuid4())
     scenario = seeded(any_db, make_scenario(
-        [InstanceRecord(EVAC, host="dest", node="dest", vm_state=s.ACTIVE),
-         InstanceRecord(MINE, host="hv-a", node=NODE, vm_state=s.ACTIVE)],
+        [InstanceSeed(EVAC, host="dest", node="dest", vm_state=s.ACTIVE),
+         InstanceSeed(MINE, host="hv-a", node=NODE, vm_state=s.ACTIVE)],
         [domain(EVAC, P.RUNNING), domain(MINE, P.RUNNING)],
-        [MigrationRecord(mig, EVAC, "evacuation", "done", "hv-b", "dest", NODE, "dest")],
+        [MigrationSeed(mig, EVAC, "evacuation", "done", "hv-b", "dest", NODE, "dest")],
         hostname=NODE))
     report, _ = run_once_as(tmp_path, any_db, scenario, "hv-a")
     assert report.evacuated == ()  # the record names hv-b, not hv-a

@@ -12,7 +12,7 @@ from agent import vocabulary as s
 from agent.compute.manager import ComputeManager
 from agent.db.models import Instance
 from agent.virt.types import VIF, FixedIP, PowerState as P, SecurityGroupRule, Transition
-from fakevirt.scenario import InstanceRecord
+from fakevirt.scenario import InstanceSeed
 from tests.agent_process import wait_for
 from tests.functional.compute_helpers import (HOST, domain, guest_power, instance_row,
                                               make_conf, make_driver, make_scenario, seeded)
@@ -108,7 +108,7 @@ def start(conf, db, driver, executor):
 
 def test_every_guest_running_after_start_up_has_its_rules(tmp_path, sqlite_db, executor):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(uuid_of(i), display_name=row[0], host=row[7], node=row[7],
+        [InstanceSeed(uuid_of(i), display_name=row[0], host=row[7], node=row[7],
                         vm_state=row[1], task_state=row[2], power_state=row[3],
                         old_vm_state=row[5], network_info=(vif_of(i),))
          for i, row in enumerate(ROWS)],
@@ -146,7 +146,7 @@ def test_every_guest_running_after_start_up_has_its_rules(tmp_path, sqlite_db, e
 def plain_host(tmp_path, db, count, vm_state, power):
     """`count` instances with no task, their guests in `power`: (conf, driver)."""
     scenario = seeded(db, make_scenario(
-        [InstanceRecord(uuid_of(i), host=HOST, node=HOST, vm_state=vm_state, power_state=power,
+        [InstanceSeed(uuid_of(i), host=HOST, node=HOST, vm_state=vm_state, power_state=power,
                         network_info=(vif_of(i),)) for i in range(count)],
         [domain(uuid_of(i), power, name=f"instance-{i}") for i in range(count)]))
     conf = make_conf(tmp_path, db)

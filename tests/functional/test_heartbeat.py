@@ -13,13 +13,15 @@ import pytest
 from sqlalchemy import event, select, text
 
 from agent.cli import main
+from agent.control.services import delete_service
 from agent.db import migrate
 from agent.db.engine import make_database
 from agent.db.models import Service
-from agent.db.service_queries import delete_service, list_services
+from agent.db.service_queries import list_services
 from agent.heartbeat import Heartbeat, host_utcnow
 from agent.log import RequestIdFilter
 from agent.registry import COMPUTE_BINARY, finish_starting, register_service
+from tests.functional.compute_helpers import in_transaction
 
 DEADLINE_SECONDS = 30
 
@@ -74,7 +76,8 @@ def test_last_seen_up_comes_from_the_database_clock(any_db, any_db_url, capsys, 
     heartbeat = Heartbeat(any_db, record.id, 10, clock=lambda: host_utcnow() + skew)
 
     assert heartbeat.beat() is True
-    db_now, [row] = list_services(any_db, host="skewed")
+    with any_db.sessions() as session:
+        db_now, [row] = list_services(session, host="skewed")
     assert abs((db_now - row.last_seen_up).total_seconds()) < 5
     measured = (row.last_seen_host_time - row.last_seen_up).total_seconds()
     assert measured == pytest.approx(skew.total_seconds(), abs=5)
@@ -107,7 +110,7 @@ def test_deleted_row_is_reported_once_and_not_recreated(any_db, caplog):
     record = register_service(any_db, "gone-host")
     heartbeat = Heartbeat(any_db, record.id, 10)
     assert heartbeat.beat() is True
-    delete_service(any_db, "gone-host", COMPUTE_BINARY)
+    in_transaction(any_db, delete_service, "gone-host", COMPUTE_BINARY)
 
     results = [heartbeat.beat() for _ in range(4)]
 

@@ -17,7 +17,7 @@ from agent.compute.manager import LOST_RACE, ComputeManager
 from agent.compute.ownership import RECHECK_AFTER
 from agent.db.models import Instance, Migration
 from agent.virt.types import LifecycleEvent, PowerState as P, Transition
-from fakevirt.scenario import InstanceRecord, MigrationRecord
+from fakevirt.scenario import InstanceSeed, MigrationSeed
 from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,
                                               make_conf, make_driver, make_scenario,
                                               migration_row, noop_firewall, seeded)
@@ -59,7 +59,7 @@ def before_the_save_locks(db, change):
 
 def powering_off_host(tmp_path, db, **manager_options):
     scenario = seeded(db, make_scenario(
-        [InstanceRecord(u, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)
+        [InstanceSeed(u, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)
          for u in (A, B, C)], [domain(u, P.RUNNING) for u in (A, B, C)]))
     conf = make_conf(tmp_path, db)
     driver = make_driver(conf, scenario)
@@ -118,8 +118,8 @@ def test_init_host_rereads_ownership_when_acting_takes_long(tmp_path, sqlite_db)
 def test_init_host_migration_save_lost_is_reported(tmp_path, sqlite_db, caplog):
     mig = str(uuid_lib.uuid4())
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(A, host="dst", node="dst", vm_state=s.ACTIVE)], [domain(A, P.RUNNING)],
-        [MigrationRecord(mig, A, "evacuation", "done", HOST, "dst", HOST, "dst")]))
+        [InstanceSeed(A, host="dst", node="dst", vm_state=s.ACTIVE)], [domain(A, P.RUNNING)],
+        [MigrationSeed(mig, A, "evacuation", "done", HOST, "dst", HOST, "dst")]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
     migration_id = migration_row(sqlite_db, mig).id
@@ -139,8 +139,8 @@ def test_init_host_migration_save_lost_is_reported(tmp_path, sqlite_db, caplog):
 
 def test_power_state_sync_lost_race_is_reported(tmp_path, any_db, caplog):
     scenario = seeded(any_db, make_scenario(
-        [InstanceRecord(A, host=HOST, node=HOST, vm_state=s.ACTIVE),
-         InstanceRecord(B, host=HOST, node=HOST, vm_state=s.ACTIVE)],
+        [InstanceSeed(A, host=HOST, node=HOST, vm_state=s.ACTIVE),
+         InstanceSeed(B, host=HOST, node=HOST, vm_state=s.ACTIVE)],
         [domain(A, P.SHUTDOWN), domain(B, P.SHUTDOWN)]))
     conf = make_conf(tmp_path, any_db)
     manager = ComputeManager(conf, any_db, make_driver(conf, scenario), noop_firewall())
@@ -156,7 +156,7 @@ def test_power_state_sync_lost_race_is_reported(tmp_path, any_db, caplog):
 
 def test_lifecycle_event_lost_race_is_reported(tmp_path, sqlite_db, caplog):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(A, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(A, P.RUNNING)]))
+        [InstanceSeed(A, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(A, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
     manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())

@@ -12,7 +12,7 @@ from agent import vocabulary as s
 from agent.compute.manager import ComputeManager
 from agent.db.models import Instance
 from agent.virt.types import LifecycleEvent, PowerState as P, Transition
-from fakevirt.scenario import InstanceRecord, MigrationRecord
+from fakevirt.scenario import InstanceSeed, MigrationSeed
 from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,
                                               make_conf, make_driver, make_scenario,
                                               migration_row, noop_firewall, seeded)
@@ -69,7 +69,7 @@ CASES = [
 def test_init_instance_branch(tmp_path, any_db, vm, task, db_power, guest, old_vm, resume,
                               action, exp_vm, exp_task, exp_power, exp_deleted, exp_guest):
     scenario = seeded(any_db, make_scenario(
-        [InstanceRecord(U, display_name="vm-1", host=HOST, node=HOST, vm_state=vm,
+        [InstanceSeed(U, display_name="vm-1", host=HOST, node=HOST, vm_state=vm,
                         task_state=task, power_state=db_power, old_vm_state=old_vm)],
         [domain(U, guest)] if guest is not None else []))
     conf = make_conf(tmp_path, any_db, resume_guests_state_on_host_boot=resume)
@@ -88,7 +88,7 @@ def test_init_instance_branch(tmp_path, any_db, vm, task, db_power, guest, old_v
 
 def test_instance_of_another_host_on_this_hypervisor_is_left_alone(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host="other-host", node="other-host", vm_state=s.ACTIVE)],
+        [InstanceSeed(U, host="other-host", node="other-host", vm_state=s.ACTIVE)],
         [domain(U, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
@@ -101,9 +101,9 @@ def test_instance_of_another_host_on_this_hypervisor_is_left_alone(tmp_path, sql
 def test_live_migration_interrupted_is_aborted(tmp_path, any_db):
     mig = str(uuid_lib.uuid4())
     scenario = seeded(any_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.MIGRATING)],
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.MIGRATING)],
         [domain(U, P.RUNNING)],
-        [MigrationRecord(mig, U, "live-migration", "running", HOST, "dest", HOST, "dest")]))
+        [MigrationSeed(mig, U, "live-migration", "running", HOST, "dest", HOST, "dest")]))
     conf = make_conf(tmp_path, any_db)
     result = ComputeManager(conf, any_db, make_driver(conf, scenario),
                             noop_firewall()).init_host()
@@ -115,8 +115,8 @@ def test_live_migration_interrupted_is_aborted(tmp_path, any_db):
 def test_one_failing_instance_does_not_stop_the_others(tmp_path, sqlite_db):
     good, bad = str(uuid_lib.uuid4()), str(uuid_lib.uuid4())
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(bad, host=HOST, node=HOST, vm_state=s.ACTIVE),
-         InstanceRecord(good, host=HOST, node=HOST, vm_state=s.STOPPED,
+        [InstanceSeed(bad, host=HOST, node=HOST, vm_state=s.ACTIVE),
+         InstanceSeed(good, host=HOST, node=HOST, vm_state=s.STOPPED,
                         task_state=s.POWERING_ON, power_state=P.SHUTDOWN)],
         [domain(bad, P.RUNNING), domain(good, P.SHUTDOWN)]))
     conf = make_conf(tmp_path, sqlite_db)
@@ -132,7 +132,7 @@ def test_one_failing_instance_does_not_stop_the_others(tmp_path, sqlite_db):
 
 def test_failed_power_off_is_logged_and_state_kept(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)],
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)],
         [domain(U, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
@@ -145,7 +145,7 @@ def test_failed_power_off_is_logged_and_state_kept(tmp_path, sqlite_db):
 
 def test_dry_run_changes_nothing(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)],
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)],
         [domain(U, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
@@ -179,7 +179,7 @@ def _wait_for(predicate, timeout=30.0):
 
 def test_lifecycle_event_updates_power_state(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
     manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
@@ -195,7 +195,7 @@ def test_lifecycle_event_updates_power_state(tmp_path, sqlite_db):
 
 def test_stale_lifecycle_event_is_dropped(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
     manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
@@ -214,10 +214,10 @@ def test_stale_lifecycle_event_is_dropped(tmp_path, sqlite_db):
 def test_sync_power_states_copies_hypervisor_state(tmp_path, sqlite_db):
     other, missing = str(uuid_lib.uuid4()), str(uuid_lib.uuid4())
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE),
-         InstanceRecord(other, host=HOST, node=HOST, vm_state=s.ACTIVE,
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE),
+         InstanceSeed(other, host=HOST, node=HOST, vm_state=s.ACTIVE,
                         task_state=s.POWERING_OFF),
-         InstanceRecord(missing, host=HOST, node=HOST, vm_state=s.ACTIVE)],
+         InstanceSeed(missing, host=HOST, node=HOST, vm_state=s.ACTIVE)],
         [domain(U, P.CRASHED), domain(other, P.SHUTDOWN)]))
     conf = make_conf(tmp_path, sqlite_db)
     manager = ComputeManager(conf, sqlite_db, make_driver(conf, scenario), noop_firewall())
@@ -230,7 +230,7 @@ def test_sync_power_states_copies_hypervisor_state(tmp_path, sqlite_db):
 
 def test_repeating_mismatch_is_logged_once_until_it_clears(tmp_path, sqlite_db, caplog):
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
     manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
@@ -292,7 +292,7 @@ def test_failed_firewall_apply_still_saves_the_driver_work(tmp_path, sqlite_db):
     from agent.network.iptables import IptablesManager
 
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.STOPPED, task_state=s.POWERING_ON,
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.STOPPED, task_state=s.POWERING_ON,
                         power_state=P.SHUTDOWN)], [domain(U, P.SHUTDOWN)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
@@ -314,7 +314,7 @@ def test_bad_network_info_is_reported_once_and_the_instance_still_initialized(
     # A running instance's steps (plug vifs, firewall) all need its VIFs: a network_info that
     # cannot be used is one error for the instance, not one per step.
     scenario = seeded(sqlite_db, make_scenario(
-        [InstanceRecord(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
     with sqlite_db.engine.begin() as conn:
         conn.execute(update(Instance).where(Instance.uuid == U)
                      .values(network_info='[{"id": "port-1", "fixed_ips": "not a list"}]'))

@@ -9,14 +9,15 @@ import pytest
 from sqlalchemy import event, func, select, update
 
 from agent import registry
+from agent.control.services import delete_service, set_disabled
 from agent.db.engine import make_database
 from agent.db.models import Service
-from agent.db.service_queries import delete_service, set_disabled
 from agent.errors import StartupError
 from agent.heartbeat import Heartbeat
 from agent.registry import (AUTO_STARTING, NEW_SERVICE_DISABLED, auto_disable, auto_enable,
                             finish_starting, load_service, register_service,
                             replace_auto_reason)
+from tests.functional.compute_helpers import in_transaction
 
 
 def live_rows(db, host: str) -> list[Service]:
@@ -122,7 +123,7 @@ def test_enable_new_services_false_does_not_touch_an_existing_row(any_db):
 
 def test_operator_disable_before_start_is_kept(any_db):
     first = register_service(any_db, "cn1", starting=False)
-    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "hardware repair")
+    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "hardware repair")
 
     record = register_service(any_db, "cn1")
     assert record.id == first.id
@@ -134,7 +135,7 @@ def test_operator_disable_before_start_is_kept(any_db):
 
 def test_operator_disable_without_reason_before_start_is_kept(any_db):
     register_service(any_db, "cn1", starting=False)
-    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, None)
+    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, None)
 
     record = register_service(any_db, "cn1")
     assert record.disabled and record.disabled_reason is None
@@ -144,7 +145,7 @@ def test_operator_disable_without_reason_before_start_is_kept(any_db):
 
 def test_operator_disable_during_start_is_kept(any_db):
     record = register_service(any_db, "cn1")
-    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "draining")
+    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "draining")
 
     assert finish_starting(any_db, record.id) is False
     assert load_service(any_db, "cn1").disabled_reason == "draining"
@@ -160,7 +161,7 @@ def test_auto_disable_and_enable_never_override_an_operator(any_db):
     assert auto_enable(any_db, record.id, "AUTO: libvirt connection lost") is True
     assert not load_service(any_db, "cn1").disabled
 
-    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
+    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
     assert auto_disable(any_db, record.id, "AUTO: libvirt connection lost") is False
     assert auto_enable(any_db, record.id, "AUTO: libvirt connection lost") is False
     after = load_service(any_db, "cn1")
@@ -184,7 +185,7 @@ def test_replace_auto_reason_only_replaces_that_reason(any_db):
                                "AUTO: start-up failed: no libvirt") is True
     assert load_service(any_db, "cn1").disabled_reason == "AUTO: start-up failed: no libvirt"
 
-    set_disabled(any_db, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
+    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
     assert replace_auto_reason(any_db, record.id, "AUTO: start-up failed: no libvirt",
                                "AUTO: start-up failed: again") is False
     after = load_service(any_db, "cn1")
@@ -201,7 +202,7 @@ def test_automatic_reason_must_carry_the_prefix(any_db, reason):
 
 def test_register_after_delete_creates_a_new_row(any_db):
     first = register_service(any_db, "cn1")
-    delete_service(any_db, "cn1", registry.COMPUTE_BINARY)
+    in_transaction(any_db, delete_service, "cn1", registry.COMPUTE_BINARY)
     assert load_service(any_db, "cn1") is None
 
     second = register_service(any_db, "cn1")

@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 
 from agent import vocabulary as s
 from agent.db.models import ComputeNode, Instance
-from fakevirt.scenario import InstanceRecord, MigrationRecord
-from tests.functional.compute_helpers import (HOST, domain, make_host, make_scenario, seeded)
+from fakevirt.scenario import InstanceSeed, MigrationSeed
+from tests.functional.compute_helpers import (HOST, domain, in_transaction, make_host,
+                                              make_scenario, seeded)
 from agent.virt.types import PowerState as P
 
 
@@ -23,7 +24,7 @@ def node_row(db):
 
 
 def instances(n, **kw):
-    return [InstanceRecord(str(uuid_lib.uuid4()), host=HOST, node=HOST, **kw) for _ in range(n)]
+    return [InstanceSeed(str(uuid_lib.uuid4()), host=HOST, node=HOST, **kw) for _ in range(n)]
 
 
 def test_first_audit_creates_the_row_with_usage(tmp_path, any_db):
@@ -54,14 +55,14 @@ def test_first_audit_creates_the_row_with_usage(tmp_path, any_db):
 
 
 def test_node_deleted_with_its_service_is_live_again_under_its_uuid(tmp_path, any_db):
-    from agent.db.service_queries import delete_service
+    from agent.control.services import delete_service
 
     scenario = seeded(any_db, make_scenario())
     first = make_host(tmp_path, any_db, scenario)
     first.start()
     first.stop()
     node_uuid = node_row(any_db).uuid
-    delete_service(any_db, HOST, first.service.binary)
+    in_transaction(any_db, delete_service, HOST, first.service.binary)
     again = make_host(tmp_path, any_db, scenario)  # registers a new service row
     again.start()
     row = node_row(any_db)
@@ -130,9 +131,9 @@ def test_allocation_ratios_conf_overrides_else_stored_kept(tmp_path, sqlite_db):
 
 
 def test_incoming_resize_counts_on_this_host(tmp_path, sqlite_db):
-    moving = InstanceRecord(str(uuid_lib.uuid4()), host="src", node="src", vm_state=s.ACTIVE,
+    moving = InstanceSeed(str(uuid_lib.uuid4()), host="src", node="src", vm_state=s.ACTIVE,
                             task_state=s.RESIZE_MIGRATED, vcpus=3, memory_mb=3072)
-    mig = MigrationRecord(str(uuid_lib.uuid4()), moving.uuid, "resize", "post-migrating",
+    mig = MigrationSeed(str(uuid_lib.uuid4()), moving.uuid, "resize", "post-migrating",
                           "src", HOST, "src", HOST)
     scenario = seeded(sqlite_db, make_scenario([moving], [], [mig]))
     host = make_host(tmp_path, sqlite_db, scenario, reserved_host_memory_mb=0)

@@ -31,7 +31,6 @@ FLOORS = {
     "agent.db": 1, "agent.virt": 1, "fakevirt": 1, "agent.network": 1, "agent.periodic": 1,
     "agent.liveness": 2, "agent.service_owner": 2, "agent.registry": 2, "agent.heartbeat": 2,
     "agent.compute": 2, "agent.control": 2, "agent.inventory": 2, "agent.service_report": 2,
-    "agent.evacuate": 2,
     "agent.host_work": 3, "agent.service": 3, "agent.fleet": 3,
     "agent.cli": 4, "agent.commands": 4, "agent.__main__": 4, "agent.sample_config": 4,
 }

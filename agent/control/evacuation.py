@@ -4,14 +4,16 @@ migration record per instance for the source's agent to act on when it starts ag
 destroys its local copies and completes the records: agent/compute/evacuation.py).
 
 `check_evacuation` is pure: given both service rows, their compute nodes and the database's
-clock, it says why the request is refused, or which nodes to use. `evacuate_host` does the I/O,
-all in ONE transaction (the source's service row locked first): every record and every move, or
-none. A dry run reads and checks the same way and writes nothing.
+clock, it raises the typed refusal (agent.control.errors), or says which node to use.
+`evacuate_host` does the I/O in the caller's session, so all of it is ONE transaction (the
+source's service row locked first): every record and every move, or none; the caller commits
+through `commit_evacuation`. A dry run reads and checks the same way and writes nothing.
 
 Only active, stopped and error instances are evacuated (nova's rule, whatever their task); the
 others stay on the source and are listed as not evacuable. The moves go through the conditional
 save (agent/db/conditional_save.py), as every other instance write. When the connection fails
-while committing, the outcome is unknown and `OutcomeUnknown` says so (never "nothing changed").
+while committing, the outcome is unknown and `commit_evacuation` raises OutcomeUnknown (never
+"nothing changed").
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from typing import Sequence
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
+from agent.control.errors import (DestinationDisabled, DestinationDown, DestinationForcedDown,
+                                  DestinationNodes, OutcomeUnknown, SameHost, ServiceIsUp)
+from agent.control.services import find_service
 from agent.db import compute_queries as q
-from agent.db.models import ComputeNode, Instance, Migration, utcnow
-from agent.db.service_queries import ServiceRow, find_service, service_row
+from agent.db.models import ComputeNode, Instance, Migration
+from agent.db.service_queries import ServiceRecord, database_now
 from agent.display import plural
-from agent.errors import ServiceError
 from agent.liveness import state_of
 from agent.vocabulary import COMPUTE_BINARY
 
@@ -70,18 +75,6 @@ class EvacuationResult:
     changed: tuple[tuple[str, str], ...] = ()  # (uuid, what changed): read but not moved
 
 
-class OutcomeUnknown(ServiceError):
-    """The connection failed while the evacuation was committing: the server may have made
-    every move or none. The database's error is the exception's __cause__."""
-
-    def __init__(self, source_host: str, dest_host: str, count: int):
-        super().__init__(f"the connection failed while committing the evacuation of host "
-                         f"{source_host} to host {dest_host}: the outcome is unknown")
-        self.source_host = source_host
-        self.dest_host = dest_host
-        self.count = count
-
-
 @dataclass(frozen=True)
 class EvacuationTarget:
     """What check_evacuation decides: the node the instances go to, and why the source may be
@@ -91,43 +84,28 @@ class EvacuationTarget:
     source_state: str
 
 
-def check_evacuation(source: ServiceRow, dest: ServiceRow, *, db_now: dt.datetime,
+def check_evacuation(source: ServiceRecord, dest: ServiceRecord, *, db_now: dt.datetime,
                      service_down_time: float, dest_nodes: Sequence[str],
                      binary: str = COMPUTE_BINARY
                      ) -> EvacuationTarget:
-    """Raises ServiceError saying why the evacuation is refused; otherwise the target."""
+    """The target; or, refused: SameHost, ServiceIsUp (the source), DestinationForcedDown,
+    DestinationDown, DestinationDisabled, DestinationNodes (none, or several: not supported).
+    Liveness is judged on `db_now` (the database's clock) against `service_down_time`
+    seconds."""
     if source.host == dest.host:
-        raise ServiceError(f"cannot evacuate host {source.host!r} to itself: --to must name "
-                           "another host")
+        raise SameHost(source.host)
     src_state = state_of(source, db_now, service_down_time)
     if src_state.up:
-        seen = ("" if src_state.age_seconds is None
-                else f" (last seen {src_state.age_seconds:.0f} s ago)")
-        raise ServiceError(
-            f"service {binary} on host {source.host} is up{seen}: force it down first with "
-            f"'agent services force-down --host {source.host}' or wait until it is down "
-            f"(service_down_time {service_down_time:g} s)")
+        raise ServiceIsUp(source.host, binary, src_state.age_seconds, service_down_time)
     dst_state = state_of(dest, db_now, service_down_time)
     if dest.forced_down:
-        raise ServiceError(f"destination host {dest.host} is forced down: lift it with "
-                           f"'agent services force-down --unset --host {dest.host}' or choose "
-                           "another host")
+        raise DestinationForcedDown(dest.host)
     if not dst_state.up:
-        raise ServiceError(f"destination host {dest.host} is down ({dst_state.reason}): its "
-                           "agent must be running to take the instances")
+        raise DestinationDown(dest.host, dst_state.reason)
     if dest.disabled:
-        raise ServiceError(f"destination host {dest.host} is disabled"
-                           f"{f' ({dest.disabled_reason})' if dest.disabled_reason else ''}: "
-                           f"enable it with 'agent services enable --host {dest.host}' or "
-                           "choose another host")
-    if not dest_nodes:
-        raise ServiceError(f"destination host {dest.host} has no compute node yet: wait until "
-                           "its agent has finished start-up (its first resource audit creates "
-                           "the node)")
-    if len(dest_nodes) > 1:
-        raise ServiceError(f"destination host {dest.host} has {len(dest_nodes)} compute nodes "
-                           f"({', '.join(dest_nodes)}); evacuating to a host with several "
-                           "nodes is not supported")
+        raise DestinationDisabled(dest.host, dest.disabled_reason)
+    if len(dest_nodes) != 1:
+        raise DestinationNodes(dest.host, dest_nodes)
     why = "forced down" if source.forced_down else f"down: {src_state.reason}"
     return EvacuationTarget(dest_nodes[0], why)
 
@@ -137,37 +115,16 @@ def evacuable(vm_state: str | None) -> bool:
     return vm_state in EVACUABLE_VM_STATES
 
 
-def evacuate_host(db, source_host: str, dest_host: str, *, service_down_time: float,
-                  binary: str = COMPUTE_BINARY, dry_run: bool = False) -> EvacuationResult:
-    """Evacuate every evacuable live instance of `source_host` to `dest_host` (see the module
-    docstring); the others stay and are listed in `not_evacuable`. Raises ServiceNotFound /
-    ServiceError, changing nothing, when refused; OutcomeUnknown when the connection failed
-    while committing (the moves may or may not have been made)."""
-    session = db.sessions()
-    try:
-        result = _evacuate(session, source_host, dest_host, service_down_time, binary, dry_run)
-        try:
-            session.commit()
-        except DBAPIError as exc:
-            if result.dry_run or not result.instances:
-                raise
-            raise OutcomeUnknown(source_host, dest_host, len(result.instances)) from exc
-    finally:
-        session.close()
-    if result.instances and not dry_run:
-        LOG.info("evacuated %s from host %s (%s) to host %s node %s",
-                 plural(len(result.instances), "instance"), source_host, result.source_state,
-                 dest_host, result.dest_node)
-    return result
-
-
-def _evacuate(session, source_host: str, dest_host: str, service_down_time: float,
-              binary: str, dry_run: bool) -> EvacuationResult:
-    """Everything up to the commit, in the caller's transaction."""
-    source = service_row(find_service(session, source_host, binary, lock=True,
-                                      role="source host"))
-    dest = service_row(find_service(session, dest_host, binary, role="destination host"))
-    db_now = session.scalar(select(utcnow()))
+def evacuate_host(session: Session, source_host: str, dest_host: str, *,
+                  service_down_time: float, binary: str = COMPUTE_BINARY,
+                  dry_run: bool = False) -> EvacuationResult:
+    """Evacuate every evacuable live instance of `source_host` to `dest_host` in the caller's
+    session (see the module docstring); the others stay and are listed in `not_evacuable`.
+    Refused, before anything is written: ServiceNotFound (either host) or a refusal of
+    check_evacuation. The caller commits with `commit_evacuation`."""
+    source = find_service(session, source_host, binary, lock=True, role="source host")
+    dest = find_service(session, dest_host, binary, role="destination host")
+    db_now = database_now(session)
     source_nodes = _nodes(session, source_host)
     dest_nodes = _nodes(session, dest_host)
     target = check_evacuation(source, dest, db_now=db_now,
@@ -208,6 +165,23 @@ def _evacuate(session, source_host: str, dest_host: str, service_down_time: floa
         .where(Migration.uuid.in_([p.migration_uuid for p in planned]))).all())
     done = tuple(dataclasses.replace(p, migration_id=ids[p.migration_uuid]) for p in planned)
     return dataclasses.replace(result, instances=done)
+
+
+def commit_evacuation(session: Session, result: EvacuationResult) -> None:
+    """Commit the caller's session holding `result`'s writes. OutcomeUnknown (the database's
+    error as its __cause__) when the connection failed while moves were committing: the
+    server may have made every move or none."""
+    try:
+        session.commit()
+    except DBAPIError as exc:
+        if result.dry_run or not result.instances:
+            raise
+        raise OutcomeUnknown(result.source_host, result.dest_host,
+                             len(result.instances)) from exc
+    if result.instances and not result.dry_run:
+        LOG.info("evacuated %s from host %s (%s) to host %s node %s",
+                 plural(len(result.instances), "instance"), result.source_host,
+                 result.source_state, result.dest_host, result.dest_node)
 
 
 def _nodes(session, host: str) -> list[str]:
