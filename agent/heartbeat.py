@@ -242,6 +242,11 @@ class Heartbeat:
                 LOG.warning("%s: thread still busy in a beat %g s after stop", self.name,
                             timeout)
 
+    @property
+    def is_running(self) -> bool:
+        """The beating thread is alive (waiting, beating, or stuck in a beat)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def is_healthy(self) -> bool:
         """True while the thread runs and its last beat attempt (successful or not) is recent:
         a database outage keeps it healthy, a dead or stuck thread does not."""

@@ -4,6 +4,8 @@ the automatic disable/enable that the agent may apply to it.
 Every change the agent makes on its own is one conditional UPDATE whose WHERE clause states the
 condition, so the agent can never override or clear a disable that an operator set: an automatic
 reason always starts with ``AUTO: `` and is only lifted when the row still carries exactly it.
+Each function here is one step of the agent's own and owns its transaction; the statements are
+agent.db.service_queries', on that session.
 """
 
 from __future__ import annotations
@@ -11,12 +13,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from agent.db import service_queries
-from agent.db.models import Service, utcnow
-from agent.db.service_queries import ServiceRecord, service_record
+from agent.db import service_queries as q
+from agent.db.service_queries import ServiceRecord
 from agent.service_owner import claim_service
 from agent.vocabulary import (AUTO_PREFIX, AUTO_STARTING, COMPUTE_BINARY, COMPUTE_TOPIC,
                               NEW_SERVICE_DISABLED)
@@ -27,13 +27,13 @@ LOG = logging.getLogger(__name__)
 def load_service(db, host: str, binary: str = COMPUTE_BINARY) -> ServiceRecord | None:
     """The live (not soft-deleted) row for (host, binary), or None: one SELECT."""
     with db.sessions() as session:
-        return service_queries.find_service(session, host, binary)
+        return q.find_service(session, host, binary)
 
 
 def load_service_by_id(db, service_id: int) -> ServiceRecord | None:
     """The live row with this id, or None: one SELECT."""
     with db.sessions() as session:
-        return service_queries.load_service_by_id(session, service_id)
+        return q.load_service_by_id(session, service_id)
 
 
 def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str = COMPUTE_TOPIC,
@@ -79,12 +79,8 @@ def _is_auto(reason: str | None) -> bool:
 def _claim_for_start(db, service_id: int) -> bool:
     """Disable with AUTO_STARTING if enabled or disabled for an automatic reason: one
     conditional UPDATE, so an operator's disable landing meanwhile is kept."""
-    stmt = (update(Service)
-            .where(Service.id == service_id, Service.deleted == 0,
-                   (Service.disabled.is_(False)) | Service.disabled_reason.startswith(
-                       AUTO_PREFIX, autoescape=True))
-            .values(disabled=True, disabled_reason=AUTO_STARTING))
-    return _execute(db, stmt)
+    with db.sessions.begin() as session:
+        return q.disable_if(session, service_id, AUTO_STARTING, or_reason_prefix=AUTO_PREFIX)
 
 
 def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,
@@ -98,12 +94,9 @@ def _create_service(db, host: str, binary: str, topic: str, enable_new: bool,
         disabled, reason = False, None
     try:
         with db.sessions.begin() as session:
-            row = Service(host=host, binary=binary, topic=topic, report_count=0,
-                          disabled=disabled, disabled_reason=reason, forced_down=False,
-                          deleted=0, last_seen_by=agent_id, started_at=utcnow())
-            session.add(row)
-            session.flush()
-            record = service_record(row)
+            record = q.insert_service(session, host=host, binary=binary, topic=topic,
+                                      disabled=disabled, disabled_reason=reason,
+                                      last_seen_by=agent_id)
     except IntegrityError:
         # Another process created the row between our read and our insert: use theirs.
         record = load_service(db, host, binary)
@@ -131,11 +124,8 @@ def auto_disable(db, service_id: int, reason: str) -> bool:
     """Disable the service with an automatic `reason` (which must start with 'AUTO: '), only
     if it is currently enabled. Returns whether it did."""
     _check_auto_reason(reason)
-    stmt = (update(Service)
-            .where(Service.id == service_id, Service.deleted == 0,
-                   Service.disabled.is_(False))
-            .values(disabled=True, disabled_reason=reason))
-    changed = _execute(db, stmt)
+    with db.sessions.begin() as session:
+        changed = q.disable_if(session, service_id, reason)
     if changed:
         LOG.info("Service id %s disabled automatically: %s", service_id, reason)
     else:
@@ -148,11 +138,8 @@ def auto_enable(db, service_id: int, reason: str) -> bool:
     """Enable the service only if it is disabled with exactly the automatic `reason`: an
     operator's disable (any other reason, or none) is never cleared. Returns whether it did."""
     _check_auto_reason(reason)
-    stmt = (update(Service)
-            .where(Service.id == service_id, Service.deleted == 0,
-                   Service.disabled.is_(True), Service.disabled_reason == reason)
-            .values(disabled=False, disabled_reason=None))
-    changed = _execute(db, stmt)
+    with db.sessions.begin() as session:
+        changed = q.replace_reason_if(session, service_id, reason, None)
     if changed:
         LOG.info("Service id %s enabled again (was disabled: %s)", service_id, reason)
     else:
@@ -167,18 +154,11 @@ def replace_auto_reason(db, service_id: int, old: str, new: str) -> bool:
     whether it did."""
     _check_auto_reason(old)
     _check_auto_reason(new)
-    stmt = (update(Service)
-            .where(Service.id == service_id, Service.deleted == 0,
-                   Service.disabled.is_(True), Service.disabled_reason == old)
-            .values(disabled_reason=new))
-    return _execute(db, stmt)
+    with db.sessions.begin() as session:
+        return q.replace_reason_if(session, service_id, old, new)
 
 
 def _check_auto_reason(reason: str) -> None:
     if not reason.startswith(AUTO_PREFIX):
         raise ValueError(f"automatic disable reason {reason!r} must start with {AUTO_PREFIX!r}")
 
-
-def _execute(db, stmt) -> bool:
-    with db.engine.begin() as conn:
-        return conn.execute(stmt).rowcount == 1

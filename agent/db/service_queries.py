@@ -2,6 +2,9 @@
 plane and the agent's registry make, each on the caller's session (the caller owns the
 transaction: one per CLI command, one per API request, one per registry step).
 
+The agent's own changes are conditional UPDATEs whose WHERE clause states the condition; each
+says whether it matched, so a change an operator made meanwhile is never overwritten.
+
 Functions return records, counts or booleans; they decide nothing and word nothing for a user.
 """
 
@@ -36,6 +39,7 @@ class ServiceRecord:
     updated_at: dt.datetime | None
 
 
+_S = Service.__table__
 _COLUMNS = (Service.id, Service.uuid, Service.host, Service.binary, Service.topic,
             Service.report_count, Service.disabled, Service.disabled_reason,
             Service.forced_down, Service.last_seen_up, Service.last_seen_host_time,
@@ -94,15 +98,56 @@ def database_now(session: Session) -> dt.datetime:
 def update_service(session: Session, service_id: int, **values) -> ServiceRecord | None:
     """One UPDATE of the live row's `values` (column=value), then the row as it is now (None:
     no live row with this id)."""
-    session.execute(update(Service).where(Service.id == service_id, Service.deleted == 0)
+    session.execute(update(_S).where(_S.c.id == service_id, _S.c.deleted == 0)
                     .values(**values))
     return load_service_by_id(session, service_id)
+
+
+def insert_service(session: Session, *, host: str, binary: str, topic: str, disabled: bool,
+                   disabled_reason: str | None, last_seen_by: str | None) -> ServiceRecord:
+    """One INSERT of a new live row (report_count 0, started_at now); the record as inserted.
+    Raises sqlalchemy's IntegrityError when a live row of `host` and `binary` exists (another
+    process registered it first)."""
+    row = Service(host=host, binary=binary, topic=topic, report_count=0, disabled=disabled,
+                  disabled_reason=disabled_reason, forced_down=False, deleted=0,
+                  last_seen_by=last_seen_by, started_at=utcnow())
+    session.add(row)
+    session.flush()
+    return service_record(row)
+
+
+def disable_if(session: Session, service_id: int, reason: str, *,
+               or_reason_prefix: str | None = None) -> bool:
+    """One UPDATE: disable the live row with `reason` where it is enabled (or, with
+    `or_reason_prefix`, disabled with a reason starting with it). Returns whether it did."""
+    condition = _S.c.disabled.is_(False)
+    if or_reason_prefix is not None:
+        condition = condition | _S.c.disabled_reason.startswith(or_reason_prefix,
+                                                                 autoescape=True)
+    return _changed(session, update(_S).where(_S.c.id == service_id, _S.c.deleted == 0,
+                                              condition)
+                    .values(disabled=True, disabled_reason=reason))
+
+
+def replace_reason_if(session: Session, service_id: int, old: str,
+                      new: str | None) -> bool:
+    """One UPDATE: where the live row is disabled with exactly `old`, set the reason to `new`,
+    or enable it when `new` is None. Returns whether it did."""
+    values = {"disabled_reason": new} if new is not None else {"disabled": False,
+                                                               "disabled_reason": None}
+    return _changed(session, update(_S).where(_S.c.id == service_id, _S.c.deleted == 0,
+                                              _S.c.disabled.is_(True),
+                                              _S.c.disabled_reason == old).values(**values))
+
+
+def _changed(session: Session, stmt) -> bool:
+    return session.execute(stmt).rowcount == 1
 
 
 def soft_delete_service(session: Session, service_id: int, host: str) -> None:
     """Soft-delete the service row and the live compute_nodes rows of its host (deleted = id,
     deleted_at = now), as nova's service delete does."""
-    session.execute(update(Service).where(Service.id == service_id)
+    session.execute(update(_S).where(_S.c.id == service_id)
                     .values(deleted=service_id, deleted_at=utcnow()))
     session.execute(update(ComputeNode)
                     .where(ComputeNode.host == host, ComputeNode.deleted == 0)

@@ -202,7 +202,7 @@ class FleetRunner:
             if wait <= 0 or self._stop.wait(wait):
                 break
             now = self._clock()
-            beats_ok, beats_failed = self._beat_totals()
+            beats_ok, beats_failed = self.beat_totals()
             if steady_at is None and self.started + self.failed == opts.count:
                 steady_at, steady_beats = now, beats_ok
                 self.beats.mark_steady()
@@ -332,7 +332,8 @@ class FleetRunner:
         return run
 
     # -- numbers ------------------------------------------------------------------------------
-    def _beat_totals(self) -> tuple[int, int]:
+    def beat_totals(self) -> tuple[int, int]:
+        """Beats sent by every agent of the fleet so far: (landed, failed)."""
         ok = failed = 0
         for agent in self.agents:
             heartbeat = agent.heartbeat
@@ -362,7 +363,7 @@ class FleetRunner:
                 statements0) -> FleetReport:
         cpu = process.cpu_times()
         duration = max(t_end - t0, 1e-9)
-        beats_ok, beats_failed = self._beat_totals()
+        beats_ok, beats_failed = self.beat_totals()
         if steady_at is not None and t_end > steady_at:
             rate = (beats_ok - steady_beats) / (t_end - steady_at)
             steady = self.beats.steady_lateness

@@ -66,9 +66,9 @@ def test_fleet_through_a_database_outage_has_no_false_down(throwaway_postgresql,
         wait_for(lambda: runner.started == 10, "all agents started")
         wait_for(lambda: runner.poller.polls >= 3, "polls")
         server.stop()
-        failed = runner._beat_totals()[1]
+        failed = runner.beat_totals()[1]
         # Longer than service_down_time: every agent's row goes stale.
-        wait_for(lambda: runner._beat_totals()[1] >= failed + 10 * 5, "beats failing")
+        wait_for(lambda: runner.beat_totals()[1] >= failed + 10 * 5, "beats failing")
         server.start()
         wait_for(lambda: runner.poller.outage_downs > 0, "the poller seeing the outage")
         polls = runner.poller.polls

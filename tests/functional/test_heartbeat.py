@@ -204,7 +204,7 @@ def test_thread_beats_at_once_and_stops_on_request(sqlite_db):
 
     heartbeat.stop(timeout=DEADLINE_SECONDS)
 
-    assert not heartbeat._thread.is_alive()
+    assert not heartbeat.is_running
     assert not heartbeat.is_healthy()
     assert service_row(sqlite_db, record.id).report_count == 1
 
@@ -241,7 +241,7 @@ def test_thread_stuck_in_a_beat_is_not_healthy(sqlite_url, sqlite_db):
         assert heartbeat.is_healthy()
         locker.execute("BEGIN EXCLUSIVE")
         wait_for(lambda: not heartbeat.is_healthy(), "the stuck beat to be noticed")
-        assert heartbeat._thread.is_alive()
+        assert heartbeat.is_running
         locker.execute("ROLLBACK")
         ok = heartbeat.beats_ok
         wait_for(lambda: heartbeat.beats_ok > ok and heartbeat.is_healthy(),

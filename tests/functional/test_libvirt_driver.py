@@ -350,7 +350,7 @@ def test_destroy_undefines_and_honours_destroy_disks(make_driver, small_node, tm
     disk = instances / "disk.img"
     disk.write_bytes(b"\0" * 4096)
     uuid = "12345678-1234-1234-1234-123456789abc"
-    conn = driver._host.get_connection()
+    conn = driver.libvirt_host.get_connection()
     _define_with_disk(conn, "with-disk", uuid, disk).create()
     ref = InstanceRef(uuid, "with-disk")
     assert driver.get_info(ref).power_state == PowerState.RUNNING
@@ -388,7 +388,7 @@ def test_lifecycle_events_reach_the_listener(make_driver, small_node):
 
     # A stop with nothing after it is delivered once the delay has passed.
     driver.power_off(_ref(dom), clean_shutdown=False)
-    wait_for(lambda: driver._host.pending_stopped_events() == [dom.uuid], "a held stop")
+    wait_for(lambda: driver.libvirt_host.pending_stopped_events() == [dom.uuid], "a held stop")
     assert seen[3:] == []
     timers.fire_all()
     assert seen[3:] == [(dom.uuid, Transition.STOPPED)]

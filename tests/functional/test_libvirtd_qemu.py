@@ -183,7 +183,7 @@ def test_tiny_guest_lifecycle_through_the_driver(make_qemu_driver, tiny_guest, c
     assert any(f"{tiny_guest.uuid} did not shut down within 2 s" in r.getMessage()
                for r in caplog.records)
     assert driver.get_info(tiny_guest).power_state == PowerState.SHUTDOWN
-    wait_for(lambda: driver._host.pending_stopped_events() == [tiny_guest.uuid],
+    wait_for(lambda: driver.libvirt_host.pending_stopped_events() == [tiny_guest.uuid],
              "the held STOPPED event")
     assert events.snapshot()[seen:] == []  # held, not yet delivered
     timers.fire_all()

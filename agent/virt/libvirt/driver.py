@@ -54,6 +54,12 @@ class LibvirtDriver(ComputeDriver):
         self._info: DriverInfo | None = None
         self._hostname: str | None = None
 
+    @property
+    def libvirt_host(self) -> Host:
+        """The connection to libvirtd this driver works through (its event loop, held stop
+        events, keepalive): read-only, for diagnostics."""
+        return self._host
+
     # -- host lifecycle -----------------------------------------------------------------------
     def init_host(self, host: str) -> None:
         self._host.initialize()
