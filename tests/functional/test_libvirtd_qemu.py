@@ -209,10 +209,11 @@ def _system_libvirtd_pid() -> int | None:
     try:
         with open(SYSTEM_PID_FILE, encoding="ascii") as fh:
             pid = int(fh.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            state = fh.read().rpartition(")")[2].split()[0]
+    except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return None if state == "Z" else pid  # a killed daemon nobody reaped yet is gone
 
 
 def _restart_libvirtd() -> None:
