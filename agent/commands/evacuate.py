@@ -46,6 +46,9 @@ def run(args, conf) -> int:
     source = getattr(args, "host", None)
     if not source:
         raise UsageError("evacuate: --host is required (the host whose instances to move)")
+    if source == args.dest_host:
+        raise UsageError(f"evacuate: --to {source}: cannot evacuate host {source} to itself; "
+                         "expected another host than --host")
     dry_run = args.evacuate_dry_run or getattr(args, "dry_run", False)
     db = database_from_conf(conf, create=False)  # a mistyped SQLite path is not created
     session = db.sessions()  # this command's one transaction

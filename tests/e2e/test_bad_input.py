@@ -277,6 +277,9 @@ def test_db_sync_hint_only_when_the_schema_is_missing(tmp_path):
                  id="services-host-missing"),
     pytest.param(["evacuate", "--to", "h2"], "evacuate: --host is required",
                  id="evacuate-host-missing"),
+    pytest.param(["evacuate", "--host", "h1", "--to", "h1"],
+                 "evacuate: --to h1: cannot evacuate host h1 to itself; expected another host "
+                 "than --host", id="evacuate-to-itself"),
     pytest.param(["evacuate", "--host", "h1", "--to", "a b"],
                  f"argument --to: 'a b': {HOSTNAME_RULE}", id="evacuate-bad-destination"),
     pytest.param(["services", "disable", "--host", "h1", "--reason", "a\nb"],

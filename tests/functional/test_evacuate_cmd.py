@@ -156,7 +156,7 @@ def test_evacuate_refused_for_unknown_hosts_and_self(agent, any_db, hosts):
     status, _, err = agent("evacuate", "--host", "nowhere", "--to", DST)
     assert status == 1 and "source host 'nowhere': no service" in err
     status, _, err = agent("evacuate", "--host", SRC, "--to", SRC)
-    assert status == 1 and "to itself" in err
+    assert status == 2 and "to itself" in err  # a usage error, found before the database
     assert migrations(any_db) == []
 
 
