@@ -47,6 +47,14 @@ class InstanceNotFound(DriverError):
         self.instance_uuid = instance_uuid
 
 
+class InstanceExists(DriverError):
+    """The hypervisor already defines a guest for the instance (a duplicate spawn)."""
+
+    def __init__(self, instance_uuid: str):
+        super().__init__(f"instance {instance_uuid} already exists on the hypervisor")
+        self.instance_uuid = instance_uuid
+
+
 class ScenarioError(ConfigError):
     """A fakevirt scenario file is malformed."""
 

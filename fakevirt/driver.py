@@ -19,12 +19,12 @@ import time
 from typing import Callable, Sequence
 
 from agent.display import plural
-from agent.errors import DriverError, InstanceNotFound
+from agent.errors import DriverError, InstanceExists, InstanceNotFound
 from agent.virt.disk import nearest_existing_dir
 from agent.virt.driver import ComputeDriver
-from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, HostResources,
-                              InstanceInfo, InstanceRef, LifecycleEvent, PowerState, RebootType,
-                              Transition)
+from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, Flavor,
+                              HostResources, InstanceInfo, InstanceRef, LifecycleEvent,
+                              PowerState, RebootType, Transition)
 from fakevirt.faults import Faults
 from fakevirt.scenario import DomainSpec, Scenario, load_scenario
 
@@ -156,6 +156,21 @@ class FakeDriver(ComputeDriver):
         self.faults.check("get_info", instance.uuid)
         with self._lock:
             return self._get(instance.uuid)
+
+    def spawn(self, instance: InstanceRef, flavor: Flavor, image_ref: str | None,
+              network_info: Sequence[VIF] = ()) -> None:
+        """Defines the guest with the flavor's vCPUs, memory and disks (root + ephemeral GB),
+        records its VIFs and starts it: RUNNING, event STARTED. InstanceExists when the uuid or
+        the name is already defined (that guest is left as it was)."""
+        self.faults.check("spawn", instance.uuid)
+        with self._lock:
+            if instance.uuid in self._domains or instance.name in self._names:
+                raise InstanceExists(instance.uuid)
+            self.add_domain(InstanceInfo(instance.uuid, instance.name, PowerState.RUNNING,
+                                         flavor.vcpus, flavor.memory_mb,
+                                         flavor.root_gb + flavor.ephemeral_gb))
+            self._vifs[instance.uuid] = tuple(network_info)
+        self._emit(instance.uuid, Transition.STARTED)
 
     def destroy(self, instance: InstanceRef, network_info: Sequence[VIF] = (),
                 destroy_disks: bool = True) -> None:

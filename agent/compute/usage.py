@@ -8,34 +8,13 @@ in-progress migrations hold; the hypervisor's own *_used figures are not used.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from agent import vocabulary as states
-
-
-@dataclass(frozen=True)
-class Flavor:
-    vcpus: int = 0
-    memory_mb: int = 0
-    root_gb: int = 0
-    ephemeral_gb: int = 0
-    swap: int = 0  # MiB
-
-    @classmethod
-    def from_json(cls, text: str | None) -> "Flavor | None":
-        """A flavor stored as JSON in instances.old_flavor/new_flavor; None when absent or
-        unreadable (the instance's current flavor is used instead)."""
-        if not text:
-            return None
-        try:
-            data = json.loads(text)
-            return cls(**{k: int(data.get(k) or 0) for k in
-                          ("vcpus", "memory_mb", "root_gb", "ephemeral_gb", "swap")})
-        except (ValueError, TypeError, AttributeError):
-            return None
+# One flavor type for the resource figures and the driver's spawn.
+from agent.virt.types import Flavor  # noqa: F401
 
 
 @dataclass(frozen=True)

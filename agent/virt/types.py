@@ -7,6 +7,7 @@ database and operators see the numbers they know.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -83,6 +84,31 @@ class VIF:
     fixed_ips: tuple[FixedIP, ...] = ()
     rules: tuple[SecurityGroupRule, ...] = ()
     devname: str | None = None
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """The sizes of an instance's flavor (nova's flavor fields; swap in MiB, disks in GiB): what
+    the resource figures count and what `ComputeDriver.spawn` gives the guest."""
+
+    vcpus: int = 0
+    memory_mb: int = 0
+    root_gb: int = 0
+    ephemeral_gb: int = 0
+    swap: int = 0  # MiB
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "Flavor | None":
+        """A flavor stored as JSON in instances.old_flavor/new_flavor; None when absent or
+        unreadable (the instance's current flavor is used instead)."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(**{k: int(data.get(k) or 0) for k in
+                          ("vcpus", "memory_mb", "root_gb", "ephemeral_gb", "swap")})
+        except (ValueError, TypeError, AttributeError):
+            return None
 
 
 @dataclass(frozen=True)

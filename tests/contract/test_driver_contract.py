@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from agent.errors import DriverError, InstanceNotFound
-from agent.virt.types import (DriverInfo, HostResources, InstanceInfo, InstanceRef,
+from agent.errors import DriverError, InstanceExists, InstanceNotFound
+from agent.virt.types import (DriverInfo, Flavor, HostResources, InstanceInfo, InstanceRef,
                               LifecycleEvent, PowerState, RebootType, Transition)
 
 EVENT_DEADLINE_S = 60.0
@@ -211,3 +211,76 @@ def test_plug_vifs_is_idempotent(started):
 def test_cleanup_host_releases_and_can_repeat(started):
     started.driver.cleanup_host()
     started.driver.cleanup_host()
+
+
+def test_pause_and_unpause_twice_change_nothing_the_second_time(started):
+    driver, guest = started.driver, started.guest
+    driver.pause(guest)
+    driver.pause(guest)
+    assert driver.get_info(guest).power_state == PowerState.PAUSED
+    driver.unpause(guest)
+    driver.unpause(guest)
+    assert driver.get_info(guest).power_state == PowerState.RUNNING
+
+
+# A flavor every hypervisor under test can run: nova's m1.nano sizes without the disk.
+NANO = Flavor(vcpus=1, memory_mb=64)
+
+
+@pytest.fixture
+def spawned(started):
+    """A new guest (not in `known`), destroyed after the test whatever happened."""
+    new = InstanceRef(str(uuid.uuid4()), f"instance-contract-{uuid.uuid4().hex[:8]}")
+    yield new
+    started.driver.destroy(new)
+
+
+def test_spawn_runs_a_guest_of_the_flavor_and_a_duplicate_is_refused(started, spawned):
+    driver = started.driver
+    recorder = EventRecorder()
+    driver.register_event_listener(recorder)
+    mark = recorder.mark()
+    driver.spawn(spawned, NANO, "cirros-0.6.2", ())
+    info = driver.get_info(spawned)
+    assert (info.uuid, info.name, info.power_state, info.vcpus, info.memory_mb) == \
+           (spawned.uuid, spawned.name, PowerState.RUNNING, 1, 64)
+    listed = {i.uuid: i.power_state for i in driver.list_instances()}
+    assert listed == {**started.known, spawned.uuid: PowerState.RUNNING}
+    recorder.wait_for(spawned.uuid, Transition.STARTED, mark)
+
+    driver.power_off(spawned, clean_shutdown=False)
+    with pytest.raises(InstanceExists) as caught:
+        driver.spawn(spawned, Flavor(vcpus=2, memory_mb=128), None, ())
+    assert caught.value.instance_uuid == spawned.uuid
+    info = driver.get_info(spawned)  # left as it was: off, of its first flavor
+    assert (info.power_state, info.vcpus, info.memory_mb) == (PowerState.SHUTDOWN, 1, 64)
+
+
+def test_spawn_under_a_name_already_defined_is_refused(started):
+    driver, guest = started.driver, started.guest
+    other = InstanceRef(str(uuid.uuid4()), guest.name)
+    with pytest.raises(InstanceExists):
+        driver.spawn(other, NANO, None, ())
+    with pytest.raises(InstanceNotFound):
+        driver.get_info(InstanceRef(other.uuid, ""))
+    assert driver.get_info(guest).power_state == PowerState.RUNNING
+
+
+def test_a_spawned_guest_is_terminated_by_destroy(started, spawned):
+    driver = started.driver
+    driver.spawn(spawned, NANO, None, ())
+    driver.destroy(spawned)
+    driver.destroy(spawned)  # a duplicate terminate is fine
+    assert {i.uuid for i in driver.list_instances()} == set(started.known)
+
+
+def test_rebuild_is_in_place_or_left_to_destroy_and_spawn(started):
+    """A driver either rebuilds in place (the guest runs afterwards) or says it cannot, and the
+    manager destroys and spawns (nova's _rebuild_default_impl)."""
+    driver, guest = started.driver, started.guest
+    try:
+        driver.rebuild(guest, NANO, "cirros-0.6.2", ())
+    except NotImplementedError:
+        assert driver.get_info(guest).power_state == PowerState.RUNNING  # untouched
+        return
+    assert driver.get_info(guest).power_state == PowerState.RUNNING

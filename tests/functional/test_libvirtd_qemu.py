@@ -25,7 +25,8 @@ from agent.db.models import Service
 from agent.compute.connection_guard import ConnectionGuard
 from agent.virt.libvirt.driver import LibvirtDriver
 from agent.virt.libvirt.host import Host, start_event_loop
-from agent.virt.types import InstanceRef, PowerState, Transition
+from agent.errors import InstanceExists
+from agent.virt.types import Flavor, InstanceRef, PowerState, Transition
 from tests.conftest import import_libvirt, require_tier
 from tests.functional.test_libvirt_driver import ManualTimers, make_conf, wait_for
 
@@ -193,6 +194,43 @@ def test_tiny_guest_lifecycle_through_the_driver(make_qemu_driver, tiny_guest, c
     assert driver.get_info(tiny_guest).power_state == PowerState.RUNNING
     driver.destroy(tiny_guest)
     assert tiny_guest.uuid not in {i.uuid for i in driver.list_instances()}
+
+
+def _virsh_running() -> list[str]:
+    out = subprocess.run(["virsh", "-c", URI, "list", "--name"], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def new_guest(qemu_conn):
+    """A guest name and uuid nothing defines yet; removed afterwards whatever happened."""
+    uuid = str(uuidlib.uuid4())
+    yield InstanceRef(uuid, f"cagent-spawn-{uuid[:8]}")
+    try:
+        dom = qemu_conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError:
+        return
+    if dom.isActive():
+        dom.destroy()
+    dom.undefine()
+
+
+def test_spawn_starts_a_guest_of_the_flavor_that_virsh_lists(make_qemu_driver, new_guest):
+    driver = make_qemu_driver()
+    driver.init_host("compute-1")
+    driver.spawn(new_guest, Flavor(vcpus=2, memory_mb=48), "cirros-0.6.2", ())
+    info = driver.get_info(new_guest)
+    assert (info.power_state, info.vcpus, info.memory_mb) == (PowerState.RUNNING, 2, 48)
+    assert new_guest.name in _virsh_running()
+
+    with pytest.raises(InstanceExists):
+        driver.spawn(new_guest, Flavor(vcpus=1, memory_mb=32), None, ())
+    assert driver.get_info(new_guest).vcpus == 2  # the running guest was left alone
+
+    driver.destroy(new_guest)
+    assert new_guest.name not in _virsh_running()
+    assert new_guest.uuid not in {i.uuid for i in driver.list_instances()}
 
 
 # -- killing libvirtd --------------------------------------------------------------------------

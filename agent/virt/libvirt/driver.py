@@ -13,12 +13,12 @@ import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterator, Sequence
 
 from agent.display import plural
-from agent.errors import DriverError, InstanceNotFound
+from agent.errors import DriverError, InstanceExists, InstanceNotFound
 from agent.virt.driver import ComputeDriver
-from agent.virt.libvirt import checks, resources
+from agent.virt.libvirt import checks, guests, resources
 from agent.virt.libvirt.host import Host
-from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, HostResources,
-                              InstanceInfo, InstanceRef, PowerState, RebootType)
+from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, Flavor,
+                              HostResources, InstanceInfo, InstanceRef, PowerState, RebootType)
 
 LOG = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class LibvirtDriver(ComputeDriver):
         self._sleep = sleep
         self._monotonic = monotonic
         self._info: DriverInfo | None = None
+        self._arch: str | None = None
         self._hostname: str | None = None
 
     @property
@@ -82,6 +83,7 @@ class LibvirtDriver(ComputeDriver):
         for warning in warnings:
             LOG.warning("%s", warning)
         self._info = DriverInfo(self.name, hv_type, hv_version, tuple(warnings))
+        self._arch = arch
         LOG.info("libvirt %s, %s %s at %s (host %s)", checks.format_version(libvirt_version),
                  hv_type, checks.format_version(checks.version_from_int(hv_version)),
                  self._host.uri, host)
@@ -185,7 +187,7 @@ class LibvirtDriver(ComputeDriver):
             infos = []
             for dom, stats in records:
                 try:
-                    infos.append(_info_from_stats(dom, stats) or _info_from_domain(dom))
+                    infos.append(guests.info_from_stats(dom, stats) or guests.info_from_domain(dom))
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != VIR_ERR_NO_DOMAIN:
                         raise
@@ -194,7 +196,45 @@ class LibvirtDriver(ComputeDriver):
 
     def get_info(self, instance: InstanceRef, use_cache: bool = False) -> InstanceInfo:
         with self._domain(instance, "reading the state") as dom:
-            return _info_from_domain(dom)
+            return guests.info_from_domain(dom)
+
+    def spawn(self, instance: InstanceRef, flavor: Flavor, image_ref: str | None,
+              network_info: Sequence[VIF] = ()) -> None:
+        """Define the guest (agent.virt.libvirt.guests: the flavor's vCPUs and memory, no
+        disk) and start it. InstanceExists when a domain has its uuid or name; a guest that
+        cannot be started is undefined again."""
+        import libvirt
+
+        info = self.get_driver_info()
+        conn = self._host.get_connection()
+        for lookup, key in ((conn.lookupByUUIDString, instance.uuid),
+                            (conn.lookupByName, instance.name)):
+            try:
+                lookup(key)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != VIR_ERR_NO_DOMAIN:
+                    raise DriverError(f"libvirt: spawning {instance.uuid} failed: "
+                                      f"{exc.get_error_message()}") from None
+            else:
+                raise InstanceExists(instance.uuid)
+        try:
+            xml = guests.guest_xml(
+                instance, flavor, image_ref, arch=self._arch or "x86_64",
+                dom_type=guests.domain_type(info.hypervisor_type,
+                                               self._conf.libvirt.virt_type))
+        except ValueError as exc:
+            raise DriverError(f"libvirt: spawning {instance.uuid} failed: {exc}") from None
+        self.plug_vifs(instance, network_info)
+        with _errors(f"defining {instance.uuid}"):
+            dom = conn.defineXML(xml)
+        try:
+            with _errors(f"starting {instance.uuid}"):
+                dom.create()
+        except DriverError:
+            _ignore_invalid(dom.undefine)
+            raise
+        LOG.info("Instance %s spawned (%s vCPUs, %s MiB)", instance.uuid, flavor.vcpus,
+                 flavor.memory_mb)
 
     def destroy(self, instance: InstanceRef, network_info: Sequence[VIF] = (),
                 destroy_disks: bool = True) -> None:
@@ -288,11 +328,13 @@ class LibvirtDriver(ComputeDriver):
 
     def pause(self, instance: InstanceRef) -> None:
         with self._domain(instance, "pausing") as dom:
-            dom.suspend()
+            if checks.power_state_from_domain_state(dom.info()[0]) != PowerState.PAUSED:
+                dom.suspend()
 
     def unpause(self, instance: InstanceRef) -> None:
         with self._domain(instance, "unpausing") as dom:
-            dom.resume()
+            if checks.power_state_from_domain_state(dom.info()[0]) != PowerState.RUNNING:
+                dom.resume()
 
     def resume_state_on_host_boot(self, instance: InstanceRef,
                                   network_info: Sequence[VIF] = ()) -> None:
@@ -355,22 +397,3 @@ def _ignore_invalid(call: Callable[[], Any]) -> None:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != VIR_ERR_OPERATION_INVALID:
             raise
-
-
-def _info_from_domain(dom: Any) -> InstanceInfo:
-    state, max_mem_kib, _mem, vcpus, _cpu_time = dom.info()
-    return InstanceInfo(dom.UUIDString(), dom.name(),
-                        checks.power_state_from_domain_state(state), int(vcpus),
-                        int(max_mem_kib) // 1024)
-
-
-def _info_from_stats(dom: Any, stats: dict) -> InstanceInfo | None:
-    try:
-        state = stats["state.state"]
-        vcpus = stats["vcpu.current"]
-        max_mem_kib = stats["balloon.maximum"]
-    except KeyError:
-        return None
-    return InstanceInfo(dom.UUIDString(), dom.name(),
-                        checks.power_state_from_domain_state(state), int(vcpus),
-                        int(max_mem_kib) // 1024)
