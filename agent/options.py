@@ -193,7 +193,9 @@ OPTIONS: tuple[Opt, ...] = (
         "when the server answers nothing; MariaDB/MySQL: PyMySQL's read_timeout and "
         "write_timeout; SQLite: the busy timeout (waiting for another connection's lock). Keep "
         "it well below report_interval x 2 so that a beat stuck on the database does not make "
-        "the agent look hung to the systemd watchdog.", unit="seconds", min=1, max=3600),
+        "the agent look hung to the systemd watchdog. 'agent db sync' and 'agent db seed' "
+        "allow an hour instead: a schema upgrade of a large database may take minutes.",
+        unit="seconds", min=1, max=3600),
     Opt("libvirt", "virt_type", "str", "kvm",
         "Hypervisor type libvirt drives.", choices=("kvm", "qemu", "lxc", "parallels")),
     Opt("libvirt", "connection_uri", "str", "derived from virt_type (qemu:///system for "

@@ -39,9 +39,9 @@ def sync_summary(url: str, before: str | None, head: str) -> str:
 
 def run_sync(args, conf) -> int:
     from agent.db import migrate
-    from agent.db.engine import database_from_conf
+    from agent.db.engine import OPERATOR_STATEMENT_TIMEOUT_SECONDS, database_from_conf
 
-    db = database_from_conf(conf)
+    db = database_from_conf(conf, statement_timeout=OPERATOR_STATEMENT_TIMEOUT_SECONDS)
     try:
         before = migrate.upgrade(db)
         print(sync_summary(db.url, before, migrate.HEAD))
@@ -56,7 +56,7 @@ def run_seed(args, conf) -> int:
     import time
 
     from agent.db import migrate
-    from agent.db.engine import database_from_conf
+    from agent.db.engine import OPERATOR_STATEMENT_TIMEOUT_SECONDS, database_from_conf
     from agent.display import plural
     from agent.log import setup_logging
     from fakevirt.scenario import load_scenario
@@ -74,7 +74,7 @@ def run_seed(args, conf) -> int:
                  plural(len(scenario.domains), "domain"),
                  plural(len(scenario.instances), "instance"),
                  plural(len(scenario.migrations), "migration"), time.monotonic() - started)
-    db = database_from_conf(conf)
+    db = database_from_conf(conf, statement_timeout=OPERATOR_STATEMENT_TIMEOUT_SECONDS)
     try:
         migrate.ensure_schema(db)
         result = seed_database(db, scenario, default_host=conf.host, replace=args.replace)

@@ -30,6 +30,9 @@ from agent.redact import UnsafeURL, check_url, redact_url, secrets_of
 # The defaults of [database] connect_timeout and statement_timeout (seconds).
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_SECONDS = 10
+# `agent db sync` and `db seed`: a schema change or a bulk load on a large database may take
+# minutes; an hour still ends a hang.
+OPERATOR_STATEMENT_TIMEOUT_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -164,13 +167,17 @@ def _create_sqlite_file(url: str, path: str) -> None:
                             f"{exc.strerror}") from None
 
 
-def database_from_conf(conf, *, read_only: bool = False, create: bool = True) -> Database:
+def database_from_conf(conf, *, read_only: bool = False, create: bool = True,
+                       statement_timeout: float | None = None) -> Database:
     """`make_database` for the configured URL; a refused URL names where it was set (file and
-    line, or the flag)."""
+    line, or the flag). `statement_timeout` (seconds) replaces the configured one: an
+    operator's schema upgrade may run longer than any statement of the running agent."""
     try:
         return make_database(conf.database.connection, pool_size=conf.database.pool_size,
                              connect_timeout=conf.database.connect_timeout,
-                             statement_timeout=conf.database.statement_timeout,
+                             statement_timeout=(conf.database.statement_timeout
+                                                if statement_timeout is None
+                                                else statement_timeout),
                              read_only=read_only, create=create)
     except ConfigError as exc:
         # Unset, the URL is derived from state_path: then that is where the path came from.

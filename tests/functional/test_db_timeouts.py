@@ -95,3 +95,20 @@ def test_statement_longer_than_statement_timeout_fails(backend, sleep, message):
             assert conn.execute(text("SELECT 1")).scalar() == 1
     finally:
         db.dispose()
+
+
+@pytest.mark.postgresql
+def test_server_enforces_the_configured_limit_and_operator_commands_get_an_hour(tmp_path):
+    from agent.config import RawValue, load_config
+    from agent.db.engine import OPERATOR_STATEMENT_TIMEOUT_SECONDS, database_from_conf
+
+    conf = load_config(None, {("database", "connection"): RawValue(server_url("postgresql"),
+                                                                   "test"),
+                              ("DEFAULT", "state_path"): RawValue(str(tmp_path), "test")})
+    for timeout, shown in ((None, "10s"), (OPERATOR_STATEMENT_TIMEOUT_SECONDS, "1h")):
+        db = database_from_conf(conf, statement_timeout=timeout)
+        try:
+            with db.engine.connect() as conn:
+                assert conn.execute(text("SHOW statement_timeout")).scalar() == shown
+        finally:
+            db.dispose()
