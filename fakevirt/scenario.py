@@ -12,19 +12,17 @@ import ipaddress
 import tomllib
 import uuid as uuid_lib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from agent import values
 from agent.config import did_you_mean
 from agent.errors import ScenarioError
 from agent.network.network_info import NetworkInfoError, parse_network_info
 from agent.virt.types import VIF, FixedIP, PowerState, SecurityGroupRule
+from fakevirt.scenario_fields import (POWER_STATE_WORDS, Field, Invalid, choice, hostname,
+                                      integer, network_info_shape, power_state, str_list, table,
+                                      text, uuid_text)
 
-POWER_STATE_WORDS: dict[str, PowerState] = {
-    "nostate": PowerState.NOSTATE, "running": PowerState.RUNNING, "paused": PowerState.PAUSED,
-    "shutdown": PowerState.SHUTDOWN, "crashed": PowerState.CRASHED,
-    "suspended": PowerState.SUSPENDED,
-}
 VM_STATES = ("active", "building", "paused", "suspended", "stopped", "rescued", "resized",
              "soft-delete", "deleted", "error", "shelved", "shelved_offloaded")
 # The power state an instance record gets when the file does not say (what its vm_state implies).
@@ -116,170 +114,36 @@ class Scenario:
     source: str = "<generated>"
 
 
-# -- validation -------------------------------------------------------------------------------
-_REQUIRED = object()
-
-
-class _Invalid(Exception):
-    """A problem with one field; turned into a ScenarioError naming file and entry. `located`:
-    the message already names the field's path within the entry."""
-
-    def __init__(self, message: str, located: bool = False):
-        super().__init__(message)
-        self.located = located
-
-
-@dataclass(frozen=True)
-class _Field:
-    parse: Callable[[Any], Any]
-    default: Any = _REQUIRED
-
-
-def _checked(rule: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A rule of `agent.values` as a field parser: a refusal names the value and what was
-    expected."""
-    def parse(value: Any) -> Any:
-        try:
-            return rule(value)
-        except values.BadValue as exc:
-            raise _Invalid(f"{exc}, got {values.shown(value)}") from None
-    return parse
-
-
-# Strings land in String(255) columns (display_name, project_id, ...) or in log lines and
-# libvirt names: no control characters, at most 255 characters, the same on every backend.
-_str = _checked(values.text)
-_hostname = _checked(values.hostname)
-
-
-def _int(minimum: int, maximum: int = values.INT_MAX) -> Callable[[Any], int]:
-    """An integer from `minimum` to what its column holds (Integer unless said otherwise)."""
-    return _checked(lambda value: values.integer(value, minimum, maximum))
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if _str(value) not in choices:
-            raise _Invalid(f"{value!r} is not one of {', '.join(choices)}"
-                           f"{did_you_mean(value, choices)}")
-        return value
-    return parse
-
-
-def _uuid(value: Any) -> str:
-    try:
-        if isinstance(value, str) and len(value) == 36:
-            return str(uuid_lib.UUID(value))
-    except ValueError:
-        pass
-    raise _Invalid(f"{value!r} is not a uuid (expected 8-4-4-4-12 hex digits)")
-
-
-def _power(value: Any) -> PowerState:
-    if isinstance(value, str) and value in POWER_STATE_WORDS:
-        return POWER_STATE_WORDS[value]
-    raise _Invalid(f"{value!r} is not one of {', '.join(POWER_STATE_WORDS)}"
-                   f"{did_you_mean(str(value), POWER_STATE_WORDS)}")
-
-
-def _str_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(f"expected an array of strings, got {values.shown(value)}")
-    return tuple(_str(item) for item in value)
-
-
-def _table(value: Any, fields: dict[str, _Field], what: str) -> dict[str, Any]:
-    """Check a TOML table against `fields`; `what` is its path inside the entry ("" or
-    "network_info[0].")."""
-    if not isinstance(value, dict):
-        raise _Invalid(f"{what.rstrip('.') or 'entry'}: expected a table, got {value!r}", True)
-    for key in value:
-        if key not in fields:
-            raise _Invalid(f"unknown key '{what}{key}'{did_you_mean(key, fields)}; known keys: "
-                           f"{', '.join(fields)}", True)
-    out = {}
-    for key, spec in fields.items():
-        if key in value:
-            try:
-                out[key] = spec.parse(value[key])
-            except _Invalid as exc:
-                if exc.located:
-                    raise
-                raise _Invalid(f"{what}{key}: {exc}", True) from None
-        elif spec.default is _REQUIRED:
-            raise _Invalid(f"missing required key '{what}{key}'", True)
-        else:
-            out[key] = spec.default
-    return out
-
-
-def _array(value: Any, parse_item: Callable[[Any, str], Any], what: str) -> tuple:
-    if not isinstance(value, list):
-        raise _Invalid(f"{what}: expected an array of tables, got {value!r}", True)
-    return tuple(parse_item(item, f"{what}[{i}].") for i, item in enumerate(value))
-
-
-# Keys of the network_info tables; the values are checked by agent.network.network_info, the
-# same code that reads them back from the database.
-_VIF_KEYS = ("id", "address", "fixed_ips", "rules", "devname")
-_NESTED_KEYS = {"fixed_ips": ("address", "version"),
-                "rules": ("protocol", "port_min", "port_max", "source_cidr", "ethertype")}
-
-
-def _check_keys(value: Any, keys: tuple[str, ...], what: str) -> None:
-    if not isinstance(value, dict):
-        raise _Invalid(f"{what}: expected a table, got {value!r}", True)
-    for key in value:
-        if key not in keys:
-            raise _Invalid(f"unknown key '{what}.{key}'{did_you_mean(key, keys)}; known keys: "
-                           f"{', '.join(keys)}", True)
-
-
-def _network_info(value: Any) -> list:
-    """The shape of network_info (arrays of tables with known keys); returned as is."""
-    if not isinstance(value, list):
-        raise _Invalid(f"network_info: expected an array of tables, got {value!r}", True)
-    for index, vif in enumerate(value):
-        where = f"network_info[{index}]"
-        _check_keys(vif, _VIF_KEYS, where)
-        for sub, keys in _NESTED_KEYS.items():
-            items = vif.get(sub, [])
-            if not isinstance(items, list):
-                raise _Invalid(f"{where}.{sub}: expected an array of tables, got {items!r}", True)
-            for sub_index, item in enumerate(items):
-                _check_keys(item, keys, f"{where}.{sub}[{sub_index}]")
-    return value
-
-
 _HOST_FIELDS = {
-    "hostname": _Field(_hostname, None), "vcpus": _Field(_int(1), None),
-    "memory_mb": _Field(_int(1), None), "local_gb": _Field(_int(1), None),
-    "hypervisor_type": _Field(_str, "fake"),
-    "hypervisor_version": _Field(_int(0, values.BIGINT_MAX), 1000),
-    "cpu_arch": _Field(_str, None), "cpu_model": _Field(_str, "Nehalem"),
-    "cpu_vendor": _Field(_str, "Intel"), "cpu_sockets": _Field(_int(1), 1),
-    "cpu_threads": _Field(_int(1), 1), "cpu_features": _Field(_str_list, ()),
+    "hostname": Field(hostname, None), "vcpus": Field(integer(1), None),
+    "memory_mb": Field(integer(1), None), "local_gb": Field(integer(1), None),
+    "hypervisor_type": Field(text, "fake"),
+    "hypervisor_version": Field(integer(0, values.BIGINT_MAX), 1000),
+    "cpu_arch": Field(text, None), "cpu_model": Field(text, "Nehalem"),
+    "cpu_vendor": Field(text, "Intel"), "cpu_sockets": Field(integer(1), 1),
+    "cpu_threads": Field(integer(1), 1), "cpu_features": Field(str_list, ()),
 }
 _DOMAIN_FIELDS = {
-    "uuid": _Field(_uuid), "name": _Field(_str, None),
-    "power_state": _Field(_power, PowerState.RUNNING),
-    "vcpus": _Field(_int(1), 1), "memory_mb": _Field(_int(1), 512), "disk_gb": _Field(_int(0), 1),
+    "uuid": Field(uuid_text), "name": Field(text, None),
+    "power_state": Field(power_state, PowerState.RUNNING),
+    "vcpus": Field(integer(1), 1), "memory_mb": Field(integer(1), 512),
+    "disk_gb": Field(integer(0), 1),
 }
-_OPT_STR = _Field(_str, None)
-_OPT_HOST = _Field(_hostname, None)
+_OPT_STR = Field(text, None)
+_OPT_HOST = Field(hostname, None)
 _INSTANCE_FIELDS = {
-    "uuid": _Field(_uuid), "display_name": _OPT_STR, "host": _OPT_HOST, "node": _OPT_HOST,
-    "vm_state": _Field(_choice(VM_STATES), "active"), "task_state": _OPT_STR,
-    "power_state": _Field(_power, None), "vcpus": _Field(_int(0), 1),
-    "memory_mb": _Field(_int(0), 512), "root_gb": _Field(_int(0), 1),
-    "ephemeral_gb": _Field(_int(0), 0), "swap": _Field(_int(0), 0), "project_id": _OPT_STR,
-    "os_type": _OPT_STR, "old_vm_state": _Field(_choice(VM_STATES), None),
-    "network_info": _Field(_network_info, []),
+    "uuid": Field(uuid_text), "display_name": _OPT_STR, "host": _OPT_HOST, "node": _OPT_HOST,
+    "vm_state": Field(choice(VM_STATES), "active"), "task_state": _OPT_STR,
+    "power_state": Field(power_state, None), "vcpus": Field(integer(0), 1),
+    "memory_mb": Field(integer(0), 512), "root_gb": Field(integer(0), 1),
+    "ephemeral_gb": Field(integer(0), 0), "swap": Field(integer(0), 0), "project_id": _OPT_STR,
+    "os_type": _OPT_STR, "old_vm_state": Field(choice(VM_STATES), None),
+    "network_info": Field(network_info_shape, []),
 }
 _MIGRATION_FIELDS = {
-    "uuid": _Field(_uuid), "instance_uuid": _Field(_uuid),
-    "migration_type": _Field(_choice(MIGRATION_TYPES)),
-    "status": _Field(_choice(MIGRATION_STATUSES)), "source_compute": _OPT_HOST,
+    "uuid": Field(uuid_text), "instance_uuid": Field(uuid_text),
+    "migration_type": Field(choice(MIGRATION_TYPES)),
+    "status": Field(choice(MIGRATION_STATUSES)), "source_compute": _OPT_HOST,
     "dest_compute": _OPT_HOST, "source_node": _OPT_HOST, "dest_node": _OPT_HOST,
 }
 SECTIONS = ("host", "domains", "instances", "migrations")
@@ -313,19 +177,19 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
                                   and all(isinstance(v, dict) for v in value)):
             raise fail(key, f"expected an array of tables: write each entry under [[{key}]]")
     try:
-        host = HostSpec(**{k: v for k, v in _table(data.get("host", {}), _HOST_FIELDS, "")
+        host = HostSpec(**{k: v for k, v in table(data.get("host", {}), _HOST_FIELDS, "")
                            .items()})
-    except _Invalid as exc:
+    except Invalid as exc:
         raise fail("[host]", str(exc)) from None
 
-    def entries(section: str, fields: dict[str, _Field]):
+    def entries(section: str, fields: dict[str, Field]):
         for index, raw in enumerate(data.get(section, [])):
             label = f"{section}[{index}]"
             if isinstance(raw.get("uuid"), str):
                 label += f" (uuid {raw['uuid']})"
             try:
-                yield label, _table(raw, fields, "")
-            except _Invalid as exc:
+                yield label, table(raw, fields, "")
+            except Invalid as exc:
                 raise fail(label, str(exc)) from None
 
     domains, names = [], {}
@@ -350,6 +214,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
             raise fail(label, str(exc).removeprefix(f"instance {f['uuid']}: ")) from None
         instances.append(InstanceSeed(**f))
     _check_unique(instances, "instances", fail)
+    _check_totals(instances, fail)
 
     migrations = []
     for label, f in entries("migrations", _MIGRATION_FIELDS):
@@ -358,6 +223,25 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
         migrations.append(MigrationSeed(**f))
     _check_unique(migrations, "migrations", fail)
     return Scenario(host, tuple(domains), tuple(instances), tuple(migrations), source)
+
+
+def _check_totals(instances, fail) -> None:
+    """The usage the audit writes for a node (vcpus_used, memory_mb_used, local_gb_used) is the
+    sum over its instances, and lands in an Integer column too: refuse a scenario whose sums
+    could not be stored, naming the node and the entry that goes over."""
+    totals: dict[str, list[float]] = {}
+    for index, record in enumerate(instances):
+        node = record.node or record.host or ""
+        sums = totals.setdefault(node, [0, 0, 0])
+        used = (record.vcpus, record.memory_mb,
+                record.root_gb + record.ephemeral_gb + record.swap / 1024)
+        for column, (name, amount) in enumerate(zip(("vcpus", "memory_mb", "disk (GB)"), used)):
+            sums[column] += amount
+            if sums[column] > values.INT_MAX:
+                raise fail(f"instances[{index}] (uuid {record.uuid})",
+                           f"the instances of node {node or '(the seeding host)'} use "
+                           f"{int(sums[column])} {name} in all, more than a compute node "
+                           f"records (at most {values.INT_MAX})")
 
 
 def _check_unique(items, section: str, fail) -> None:

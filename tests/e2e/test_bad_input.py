@@ -129,6 +129,17 @@ def test_bad_scenario_value_is_refused_on_every_backend(tmp_path, any_db_url, li
     assert seeded(any_db_url) == []
 
 
+def test_node_usage_beyond_its_columns_is_refused_on_every_backend(tmp_path, any_db_url):
+    second = UUID.replace("1", "2", 1)
+    path = write(tmp_path, "scenario.toml",
+                 f'[[instances]]\nuuid = "{UUID}"\nhost = "h1"\nmemory_mb = 2147483000\n'
+                 f'[[instances]]\nuuid = "{second}"\nhost = "h1"\nmemory_mb = 1000\n')
+    refused(agent_command("db", "seed", str(path), "--db", any_db_url),
+            f"{path}: instances[1] (uuid {second}): the instances of node h1 use 2147484000 "
+            "memory_mb in all, more than a compute node records (at most 2147483647)")
+    assert seeded(any_db_url) == []
+
+
 @pytest.mark.parametrize("body, expected", [
     pytest.param("[host]\nvcpus = 2147483648\n", "[host]: vcpus: expected an integer from 1 to "
                  "2147483647", id="host-vcpus"),
