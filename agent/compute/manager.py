@@ -178,7 +178,7 @@ class ComputeManager:
             progress = Progress(LOG, "init_host", len(planned), clock=self._clock)
             check = OwnershipCheck(self.db, self.host,
                                    [p.rec.uuid for p in planned if self._acts(p)],
-                                   list(evacuated), progress.started_at)
+                                   progress.started_at)
             if plans:
                 evac, statuses = destroy_evacuated(
                     self.driver, still_evacuated(plans, check.owners, self.host),

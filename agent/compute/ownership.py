@@ -3,10 +3,10 @@ ownership before it changes guests (`OwnershipCheck`) and its closing save (`sav
 The decisions are the conditional save's (agent/db/conditional_save.py), which makes them again
 under the rows' locks.
 
-Ownership is re-read in bulk (one SELECT) after planning, then again once RECHECK_AFTER seconds
-of driver work have passed since the last read (slow hypervisor calls: a move committed
-meanwhile is seen before the next guest is touched), and per RECHECK_EVERY acting instances
-(bounds the statement's parameter list)."""
+Ownership is read in bulk (one SELECT of the host's rows, one more only for rows that moved)
+after planning, then again once RECHECK_AFTER seconds of driver work have passed since the last
+read (slow hypervisor calls: a move committed meanwhile is seen before the next guest is
+touched)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ LOG = logging.getLogger(__name__)
 # Outcome of an instance whose row changed (moved to another host, a new operation) between
 # the read and the action or the save: its guest and row were left alone.
 LOST_RACE = "lost-race"
-RECHECK_EVERY = 10_000
 RECHECK_AFTER = 2.0  # seconds
 
 
@@ -68,32 +67,29 @@ def migration_updates(statuses: Mapping[int, str], migrations: Sequence[q.Migrat
 
 
 class OwnershipCheck:
-    """The owners of the instances init_host will act on (`acting`, in the order it acts) and
-    of `others` (evacuated ones), read at construction (`now`: monotonic seconds); `lost(rec,
-    now)` re-reads the next slice when it is due (see the module docstring), then decides."""
+    """The owners of this host's live instances and of those init_host will act on
+    (`acting`), read at construction (`now`: monotonic seconds); `lost(rec, now)` reads them
+    again first when RECHECK_AFTER seconds have passed, then decides."""
 
-    def __init__(self, db, host: str, acting: Sequence[str], others: Sequence[str],
-                 now: float):
-        self._db, self._host, self._acting = db, host, list(acting)
-        self.owners = self._read(list(others) + self._acting[:RECHECK_EVERY])
-        self._checked_at, self._read_until, self._position = now, RECHECK_EVERY, 0
+    def __init__(self, db, host: str, acting: Sequence[str], now: float):
+        self._db, self._host, self._uuids = db, host, list(acting)
+        self.owners = self._read()
+        self._checked_at = now
 
     def lost(self, rec: q.InstanceRecord, now: float) -> LostSave | None:
-        """For the next acting instance, in order, at `now` (monotonic seconds, read just
-        before acting): what makes acting on it wrong, None if nothing."""
-        if self._position >= self._read_until or now - self._checked_at >= RECHECK_AFTER:
-            position = self._position
-            self.owners.update(self._read(self._acting[position:position + RECHECK_EVERY]))
-            self._checked_at, self._read_until = now, position + RECHECK_EVERY
-        self._position += 1
-        return ownership_lost(rec, self.owners.get(rec.uuid), self._host)
+        """For an acting instance at `now` (monotonic seconds, read just before acting on
+        it): what makes acting on it wrong, None if nothing."""
+        if now - self._checked_at >= RECHECK_AFTER:
+            self.owners, self._checked_at = self._read(), now
+        owner = self.owners.get(rec.uuid)
+        if (owner is not None and owner.host == self._host and owner.vm_state == rec.vm_state
+                and owner.task_state == rec.task_state):
+            return None  # the common case, without building the decision's records
+        return ownership_lost(rec, owner, self._host)
 
-    def _read(self, uuids: Sequence[str]) -> dict[str, q.InstanceOwner | None]:
-        if not uuids:
-            return {}
+    def _read(self) -> dict[str, q.InstanceOwner]:
         with self._db.sessions() as session:
-            found = q.load_instance_owners(session, uuids)
-        return {uuid: found.get(uuid) for uuid in uuids}
+            return q.load_instance_owners(session, self._host, self._uuids)
 
 
 def save_start_up(db, host: str, updates: Sequence[q.InstanceUpdate],

@@ -179,12 +179,23 @@ def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[Ins
     return [InstanceRecord(*row) for row in rows]
 
 
-def load_instance_owners(session: Session, uuids: Collection[str]) -> dict[str, InstanceOwner]:
-    """One SELECT: host and states of the live instances with these uuids (uuid -> owner;
-    soft-deleted or missing ones are absent)."""
-    rows = session.execute(select(_I.c.id, _I.c.uuid, _I.c.host, _I.c.vm_state, _I.c.task_state)
-                           .where(_I.c.uuid.in_(list(uuids)), _I.c.deleted == 0))
-    return {row.uuid: InstanceOwner(*row) for row in rows}
+def load_instance_owners(session: Session, host: str, uuids: Collection[str]
+                         ) -> dict[str, InstanceOwner]:
+    """Host and states of `host`'s live instances and of the live ones among `uuids` (uuid ->
+    owner; soft-deleted or missing ones are absent): one SELECT of `host`'s live rows (no
+    parameter per uuid), and a second one only for those of `uuids` it did not find (moved
+    away, or gone)."""
+    found = {row[1]: InstanceOwner(*row) for row in session.execute(
+        _OWNERS.where(_I.c.host == bindparam("host")), {"host": host}).tuples()}
+    missing = [u for u in uuids if u not in found]
+    if missing:
+        found.update((row[1], InstanceOwner(*row)) for row in session.execute(
+            _OWNERS.where(_I.c.uuid.in_(missing))).tuples())
+    return found
+
+
+_OWNERS = select(_I.c.id, _I.c.uuid, _I.c.host, _I.c.vm_state, _I.c.task_state).where(
+    _I.c.deleted == 0)
 
 
 # A completed delete: shared by every row of a batch (one executemany).
