@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.db.engine import Database
-    from agent.registry import ServiceRecord
+    from agent.db.service_queries import ServiceRecord
     from agent.periodic import PeriodicJob
 
 

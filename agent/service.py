@@ -37,7 +37,7 @@ from agent.systemd import Notifier, watchdog_interval
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.db.engine import Database
-    from agent.registry import ServiceRecord
+    from agent.db.service_queries import ServiceRecord
 
 LOG = logging.getLogger(__name__)
 

@@ -19,9 +19,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-
-from agent.db.models import Service, utcnow
+from agent.db import service_queries
 from agent.errors import StartupError
 
 LOG = logging.getLogger(__name__)
@@ -78,15 +76,13 @@ def intruder_message(host: str | None, service_id: int, intruder: str | None,
 
 def read_owner(db, service_id: int) -> RowOwner | None:
     """The live row's owner fields and the database's time, in one SELECT (None: no live row)."""
-    with db.engine.connect() as conn:
-        row = conn.execute(select(Service.host, Service.last_seen_by, Service.last_seen_up,
-                                  Service.started_at, Service.report_count,
-                                  utcnow().label("db_now"))
-                           .where(Service.id == service_id, Service.deleted == 0)).one_or_none()
-    if row is None:
+    with db.sessions() as session:
+        found = service_queries.load_service_and_clock(session, service_id)
+    if found is None:
         return None
+    row, db_now = found
     return RowOwner(row.host, service_id, row.last_seen_by, row.last_seen_up, row.started_at,
-                    row.report_count, row.db_now)
+                    row.report_count, db_now)
 
 
 def claim_service(db, service_id: int, host: str, agent_id: str | None,
@@ -102,13 +98,10 @@ def claim_service(db, service_id: int, host: str, agent_id: str | None,
         refusal = other_agent(owner, agent_id, service_down_time)
         if refusal is not None:
             raise StartupError(refusal)
-        stmt = (update(Service)
-                .where(Service.id == service_id, Service.deleted == 0,
-                       Service.last_seen_by.is_not_distinct_from(owner.last_seen_by),
-                       Service.report_count == owner.report_count)
-                .values(last_seen_by=agent_id, started_at=utcnow(), last_seen_up=utcnow()))
-        with db.engine.begin() as conn:
-            if conn.execute(stmt).rowcount == 1:
+        with db.sessions.begin() as session:
+            if service_queries.claim_for_agent(session, service_id, agent_id,
+                                               last_seen_by=owner.last_seen_by,
+                                               report_count=owner.report_count):
                 if owner.last_seen_by not in (None, agent_id):
                     LOG.warning("service id %s of host %s was last run by agent %s, quiet for "
                                 "longer than service_down_time: taken over by this agent (%s)",

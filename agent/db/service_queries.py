@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
@@ -37,13 +37,16 @@ class ServiceRecord:
     last_seen_host_time: dt.datetime | None
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
+    last_seen_by: str | None = None  # the identity of the agent that beat last
+    started_at: dt.datetime | None = None  # when that agent claimed the row
 
 
 _S = Service.__table__
 _COLUMNS = (Service.id, Service.uuid, Service.host, Service.binary, Service.topic,
             Service.report_count, Service.disabled, Service.disabled_reason,
             Service.forced_down, Service.last_seen_up, Service.last_seen_host_time,
-            Service.created_at, Service.updated_at)
+            Service.created_at, Service.updated_at, Service.last_seen_by, Service.started_at)
+_TABLE_COLUMNS = tuple(_S.c[column.key] for column in _COLUMNS)
 
 
 def service_record(values) -> ServiceRecord:
@@ -53,7 +56,8 @@ def service_record(values) -> ServiceRecord:
                          disabled=bool(values.disabled), disabled_reason=values.disabled_reason,
                          forced_down=bool(values.forced_down), last_seen_up=values.last_seen_up,
                          last_seen_host_time=values.last_seen_host_time,
-                         created_at=values.created_at, updated_at=values.updated_at)
+                         created_at=values.created_at, updated_at=values.updated_at,
+                         last_seen_by=values.last_seen_by, started_at=values.started_at)
 
 
 def list_services(session: Session, host: str | None = None, binary: str | None = None
@@ -90,6 +94,26 @@ def load_service_by_id(session: Session, service_id: int) -> ServiceRecord | Non
     return service_record(row) if row is not None else None
 
 
+def load_service_and_clock(session: Session, service_id: int
+                           ) -> tuple[ServiceRecord, dt.datetime] | None:
+    """One SELECT: the live row with this id and the database's current UTC time, or None."""
+    row = session.execute(select(*_COLUMNS, utcnow().label("db_now"))
+                          .where(Service.id == service_id, Service.deleted == 0)).one_or_none()
+    return (service_record(row), row.db_now) if row is not None else None
+
+
+def claim_for_agent(session: Session, service_id: int, agent_id: str | None, *,
+                    last_seen_by: str | None, report_count: int) -> bool:
+    """One UPDATE: stamp the live row as run by `agent_id` from now (last_seen_by,
+    started_at, last_seen_up), only where its last_seen_by and report_count are still those
+    read. Returns whether it did."""
+    return _changed(session, update(_S).where(
+        _S.c.id == service_id, _S.c.deleted == 0,
+        _S.c.last_seen_by.is_not_distinct_from(last_seen_by),
+        _S.c.report_count == report_count)
+        .values(last_seen_by=agent_id, started_at=utcnow(), last_seen_up=utcnow()))
+
+
 def database_now(session: Session) -> dt.datetime:
     """One SELECT: the database server's current UTC time (naive)."""
     return session.scalar(select(utcnow()))
@@ -105,15 +129,18 @@ def update_service(session: Session, service_id: int, **values) -> ServiceRecord
 
 def insert_service(session: Session, *, host: str, binary: str, topic: str, disabled: bool,
                    disabled_reason: str | None, last_seen_by: str | None) -> ServiceRecord:
-    """One INSERT of a new live row (report_count 0, started_at now); the record as inserted.
-    Raises sqlalchemy's IntegrityError when a live row of `host` and `binary` exists (another
-    process registered it first)."""
-    row = Service(host=host, binary=binary, topic=topic, report_count=0, disabled=disabled,
-                  disabled_reason=disabled_reason, forced_down=False, deleted=0,
-                  last_seen_by=last_seen_by, started_at=utcnow())
-    session.add(row)
-    session.flush()
-    return service_record(row)
+    """A new live row (report_count 0, started_at now), as inserted: one INSERT ... RETURNING
+    where the server has it (SQLite, PostgreSQL, MariaDB), else an INSERT and a SELECT. Raises
+    sqlalchemy's IntegrityError when a live row of `host` and `binary` exists (another process
+    registered it first)."""
+    stmt = insert(_S).values(host=host, binary=binary, topic=topic, report_count=0,
+                             disabled=disabled, disabled_reason=disabled_reason,
+                             forced_down=False, deleted=0, last_seen_by=last_seen_by,
+                             started_at=utcnow())
+    if session.get_bind().dialect.insert_returning:
+        return service_record(session.execute(stmt.returning(*_TABLE_COLUMNS)).one())
+    new_id = session.execute(stmt).inserted_primary_key[0]
+    return load_service_by_id(session, new_id)
 
 
 def disable_if(session: Session, service_id: int, reason: str, *,
