@@ -23,6 +23,7 @@ from agent.compute.usage import (Flavor, Reserved, TrackedInstance, TrackedMigra
                                  allocation_ratio, compute_usage, instances_on_node)
 from agent.db import compute_queries as q
 from agent.display import plural
+from agent.errors import ServiceError
 from agent.virt.driver import ComputeDriver
 from agent.virt.types import HostResources
 
@@ -200,6 +201,8 @@ class ResourceTracker:
         if not self.dry_run and (inserts or updates):
             try:
                 with self.db.sessions.begin() as session:
+                    if inserts and self.service_id is not None:
+                        self._check_service_live(session)
                     for node_uuid, values in inserts:
                         if q.create_compute_node(session, node_uuid, values) == "revived":
                             LOG.info("compute node %s (%s) was deleted with its service; it "
@@ -232,6 +235,16 @@ class ResourceTracker:
                      report.saved)
         self.last_audit = AuditResult(tuple(reports), orphans, unknown)
         return self.last_audit
+
+    def _check_service_live(self, session) -> None:
+        """Before a node row is created or brought back: the service it belongs to must still
+        be registered. After 'agent services delete' a running agent leaves its node deleted
+        (as its heartbeat leaves the service), until a restart registers both again."""
+        if not q.is_service_live(session, self.service_id):
+            raise ServiceError(
+                f"the service of host {self.host} (id {self.service_id}) was deleted from the "
+                "service registry: its compute node is not created again for a deleted service; "
+                "restart the agent to register this host again")
 
     def _persist_identities(self) -> None:
         for nodename, ident in list(self.identities.items()):

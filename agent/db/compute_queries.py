@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
 from agent.db.conditional_save import RowSave, SaveResult, save_rows
-from agent.db.models import ComputeNode, Instance, Migration, utcnow
+from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
 
 _I = Instance.__table__
 _M = Migration.__table__
@@ -241,6 +241,12 @@ def load_identity_nodes(session: Session, host: str, uuids: Collection[str],
     return [NodeRecord(id=r.id, uuid=r.uuid, host=r.host,
                        hypervisor_hostname=r.hypervisor_hostname,
                        values={c: getattr(r, c) for c in NODE_COLUMNS}) for r in rows]
+
+
+def is_service_live(session: Session, service_id: int) -> bool:
+    """One SELECT: whether service `service_id` still has its live (not deleted) row."""
+    return session.execute(select(Service.id).where(Service.id == service_id,
+                                                    Service.deleted == 0)).first() is not None
 
 
 def create_compute_node(session: Session, uuid: str, values: Mapping[str, object]) -> str:
