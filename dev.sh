@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 
 DEBIAN_PACKAGES=(python3-venv python3-dev gcc pkg-config libvirt-dev iptables iproute2 faketime
                  systemd libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-                 qemu-system-x86 util-linux procps)
+                 qemu-system-x86 util-linux procps rabbitmq-server)
 VENV=.venv
 
 install_debian_packages() {

@@ -31,6 +31,7 @@ OVERRIDES = {
     "state_path": ("DEFAULT", "state_path"),
     "connection_uri": ("libvirt", "connection_uri"),
     "scenario": ("fakevirt", "scenario"),
+    "transport_url": ("DEFAULT", "transport_url"),
 }
 
 
@@ -49,6 +50,9 @@ def common_options() -> argparse.ArgumentParser:
                        help="libvirt connection URI, e.g. test:///default")
     group.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
                        help="database URL (config: [database] connection)")
+    group.add_argument("--transport-url", metavar="URL", default=argparse.SUPPRESS,
+                       help="messaging transport of the compute RPC, "
+                            "rabbit://USER:PASS@HOST:5672/VHOST (config: transport_url)")
     group.add_argument("--state-path", metavar="DIR", default=argparse.SUPPRESS,
                        help="state directory (embedded SQLite database, node identity)")
     group.add_argument("--scenario", metavar="FILE", default=argparse.SUPPRESS,

@@ -164,6 +164,12 @@ OPTIONS: tuple[Opt, ...] = (
         "'noop' does no filtering.", choices=("noop", "iptables")),
     Opt("DEFAULT", "iptables_chain_prefix", "str", "cagent",
         "Prefix of every iptables chain the agent owns; chains without it are never touched."),
+    # -- messaging ----------------------------------------------------------------------------
+    Opt("DEFAULT", "transport_url", "str", None,
+        "Messaging transport of nova's compute RPC: rabbit://USER:PASS@HOST:5672/VHOST (several "
+        "brokers separated by commas, tried in turn). When set, the daemon consumes "
+        "compute.<host> on exchange nova and performs the instance operations sent to it; "
+        "unset, it takes no requests.", optional=True, secret=True),
     # -- logging ------------------------------------------------------------------------------
     Opt("DEFAULT", "debug", "bool", False, "Log at DEBUG level."),
     Opt("DEFAULT", "log_file", "path", None,

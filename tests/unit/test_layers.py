@@ -5,7 +5,7 @@ imports comes back to where it started.
 Floors, lowest first:
   0 foundation  words and tools every layer uses: agent.vocabulary, errors, config, display, ...
   1 parts       the database (agent.db), the hypervisor (agent.virt, fakevirt), the firewall
-                (agent.network), the periodic job runner
+                (agent.network), the periodic job runner, the message transport (agent.rpc)
   2 domain      the service registry and liveness, the compute host's work (agent.compute), the
                 control plane (agent.control)
   3 process     the agent's lifecycle (agent.service), the fleet
@@ -29,6 +29,7 @@ FLOORS = {
     "agent.config": 0, "agent.log": 0, "agent.failure_log": 0, "agent.cli_help": 0,
     "agent.systemd": 0, "agent.values": 0,
     "agent.db": 1, "agent.virt": 1, "fakevirt": 1, "agent.network": 1, "agent.periodic": 1,
+    "agent.rpc": 1,
     "agent.liveness": 2, "agent.service_owner": 2, "agent.registry": 2, "agent.heartbeat": 2,
     "agent.compute": 2, "agent.control": 2, "agent.inventory": 2, "agent.service_report": 2,
     "agent.host_work": 3, "agent.service": 3, "agent.fleet": 3,

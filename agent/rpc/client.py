@@ -1,0 +1,156 @@
+"""The sending side of nova's compute RPC: what ``nova.compute.rpcapi.ComputeAPI`` does on the
+wire, on kombu.
+
+`RpcClient.cast` publishes a request to exchange ``nova`` (topic, durable=false,
+auto_delete=false: nova's flags, or RabbitMQ refuses the declaration) with routing key
+``compute.<host>``, persistent (delivery_mode 2), application/json. A cast to a host whose queue
+does not exist is dropped by the broker, as for nova. `RpcClient.call` adds ``_msg_id``,
+``_reply_q`` and ``_timeout``, waits for the reply on its own reply queue (RabbitMQ's default
+exchange, routing key = queue name, as oslo.messaging replies) and returns the result, or raises
+`RemoteError` (the server's failure) or `RpcTimeout`.
+
+One client holds one connection, used by one thread at a time (a lock); open it once per
+process or command and `close()` it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from agent.rpc import wire
+from agent.rpc.transport import Transport
+
+EXCHANGE = "nova"
+TOPIC = "compute"
+
+
+class RpcError(Exception):
+    """Base of the sending side's errors."""
+
+
+class RpcTimeout(RpcError):
+    """No reply to a call within its timeout (oslo.messaging's MessagingTimeout)."""
+
+
+class RemoteError(RpcError):
+    """The server answered a call with a failure: its exception class, module and message."""
+
+    def __init__(self, exc_type: str, module: str, message: str, tb: list[str] | None = None):
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type, self.module, self.message, self.tb = exc_type, module, message, tb or []
+
+
+def topic_queue(host: str, topic: str = TOPIC) -> str:
+    """The per-host queue (and routing key): 'compute.<host>'."""
+    return f"{topic}.{host}"
+
+
+def exchange(name: str = EXCHANGE):
+    import kombu
+
+    return kombu.Exchange(name, type="topic", durable=False, auto_delete=False)
+
+
+class RpcClient:
+    """Casts and calls to compute hosts over one broker connection."""
+
+    def __init__(self, transport: Transport, *, exchange_name: str = EXCHANGE,
+                 topic: str = TOPIC, connect_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._transport = transport
+        self._exchange = exchange(exchange_name)
+        self._topic = topic
+        self._connect_timeout = connect_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn = None
+
+    def cast(self, host: str, method: str, version: str, context: wire.RequestContext,
+             **args: Any) -> None:
+        """Send `method(**args)` to `host` without waiting (nova's ``cctxt.cast``)."""
+        body = wire.encode_request(context, method, version, args)
+        with self._lock:
+            self._publish(body, self._exchange, topic_queue(host, self._topic))
+
+    def call(self, host: str, method: str, version: str, context: wire.RequestContext,
+             timeout: float = 60.0, **args: Any) -> Any:
+        """Send `method(**args)` to `host` and return its result; `RemoteError` for a failure
+        reply, `RpcTimeout` after `timeout` seconds without one (the request then expires
+        unread in the queue, as a call's AMQP expiration says)."""
+        import kombu
+
+        msg_id = uuid.uuid4().hex
+        reply_q = f"reply_{uuid.uuid4().hex}"
+        body = wire.encode_request(context, method, version, args, msg_id=msg_id,
+                                   reply_q=reply_q, timeout=timeout)
+        replies: list[wire.Reply] = []
+
+        def on_reply(payload: Any, message: Any) -> None:
+            message.ack()
+            try:
+                reply = wire.decode_reply(message.body)
+            except wire.BadMessage:
+                return
+            if reply.msg_id == msg_id:
+                replies.append(reply)
+
+        with self._lock:
+            conn = self._connection()
+            queue = kombu.Queue(reply_q, exchange=kombu.Exchange("", type="direct"),
+                                routing_key=reply_q, durable=False, auto_delete=True,
+                                exclusive=True, channel=conn.default_channel)
+            queue.declare()
+            with kombu.Consumer(conn.default_channel, queues=[queue], callbacks=[on_reply],
+                                accept=None, no_ack=False):
+                self._publish(body, self._exchange, topic_queue(host, self._topic),
+                              expiration=timeout)
+                deadline = self._clock() + timeout
+                while not any(reply.ending for reply in replies):
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        raise RpcTimeout(f"no reply to {method} from {host} within "
+                                         f"{timeout:g} s")
+                    try:
+                        conn.drain_events(timeout=min(remaining, 1.0))
+                    except socket.timeout:
+                        continue
+        reply = replies[-1]
+        if reply.failure is not None:
+            failure = reply.failure
+            raise RemoteError(str(failure.get("class", "Exception")),
+                              str(failure.get("module", "")), str(failure.get("message", "")),
+                              failure.get("tb"))
+        return reply.result
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.release()
+                self._conn = None
+
+    def __enter__(self) -> "RpcClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connection(self):
+        if self._conn is None:
+            self._conn = self._transport.connection(self._connect_timeout)
+        self._conn.ensure_connection(max_retries=1)
+        return self._conn
+
+    def _publish(self, body: bytes, target, routing_key: str,
+                 expiration: float | None = None) -> None:
+        import kombu
+
+        conn = self._connection()
+        producer = kombu.Producer(conn.default_channel)
+        publish = conn.ensure(producer, producer.publish, max_retries=2)
+        publish(body, exchange=target, routing_key=routing_key, declare=[target],
+                content_type="application/json", content_encoding="utf-8", delivery_mode=2,
+                expiration=expiration)

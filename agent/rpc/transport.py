@@ -1,0 +1,60 @@
+"""The messaging transport: nova's ``[DEFAULT] transport_url`` read into kombu connections.
+
+``rabbit://USER:PASS@HOST:PORT[,USER:PASS@HOST2:PORT]/VHOST`` as oslo.messaging reads it: one or
+more brokers (tried in turn, as kombu's failover does), the virtual host after the first '/'
+(empty means RabbitMQ's default '/'; '%2F' is '/' too). ``amqp://`` is accepted as a synonym,
+``memory://`` is kombu's in-process transport (one process only; for tests of the codec paths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from agent.redact import redact_url
+
+SCHEMES = ("rabbit", "amqp", "memory")
+
+
+class TransportURLError(ValueError):
+    """A transport URL that cannot be used; the message shows it with passwords masked."""
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Where to connect: kombu URLs (one per broker, tried in order) and the virtual host."""
+
+    urls: tuple[str, ...]
+    virtual_host: str
+    shown: str  # the URL with passwords masked, for log lines
+
+    def connection(self, connect_timeout: float = 5.0):
+        """A new (not yet connected) kombu Connection over every broker, failover in order."""
+        import kombu
+
+        return kombu.Connection(";".join(self.urls), connect_timeout=connect_timeout,
+                                failover_strategy="round-robin", heartbeat=0)
+
+
+def parse(url: str) -> Transport:
+    """`Transport` for a transport_url; `TransportURLError` naming the masked URL and the
+    problem (scheme, no host, bad port)."""
+    shown = redact_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise TransportURLError(f"transport_url {shown!r}: expected "
+                                "rabbit://USER:PASS@HOST:PORT/VHOST")
+    if scheme == "memory":
+        return Transport(("memory://",), "/", shown)
+    netloc, _, path = rest.partition("/")
+    vhost = unquote(path.split("?", 1)[0]) or "/"
+    urls = []
+    for host in netloc.split(","):
+        hostport = host.rpartition("@")[2]
+        if not hostport.split(":")[0]:
+            raise TransportURLError(f"transport_url {shown!r}: a broker without a host name")
+        if hostport.count(":") == 1 and not hostport.split(":")[1].isdigit():
+            raise TransportURLError(f"transport_url {shown!r}: port of {hostport.split(':')[0]!r}"
+                                    " is not a number")
+        urls.append(f"amqp://{host}/{quote(vhost, safe='')}")
+    return Transport(tuple(urls), vhost, shown)
