@@ -74,13 +74,13 @@ def test_node_deleted_with_its_service_is_live_again_under_its_uuid(tmp_path, an
 
 
 def test_running_agent_does_not_bring_back_the_node_of_its_deleted_service(tmp_path, any_db):
-    from agent.db.service_queries import delete_service
+    from agent.control.services import delete_service
     from agent.errors import ServiceError
 
     scenario = seeded(any_db, make_scenario())
     host = make_host(tmp_path, any_db, scenario)
     host.start()
-    delete_service(any_db, HOST, host.service.binary)
+    in_transaction(any_db, delete_service, HOST, host.service.binary)
     with pytest.raises(ServiceError, match=f"the service of host {HOST} .* was deleted from the "
                                            "service registry.*restart the agent"):
         host.update_available_resource()  # the next periodic audit
