@@ -44,6 +44,15 @@ def request_context(request_id: str | None = None) -> Iterator[str]:
         _request_id.reset(token)
 
 
+def caller_request_id(request_id: str, global_request_id: str | None = None,
+                      user_id: str | None = None, project_id: str | None = None) -> str:
+    """The request-id field of an operation sent by another service, as nova-compute logs it
+    (logging_context_format_string): '<global_request_id> <request_id> <user> <project>', '-'
+    for what the caller did not send. A grep for either id finds every line."""
+    return " ".join(value or "-" for value in (global_request_id, request_id, user_id,
+                                               project_id))
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = _request_id.get()

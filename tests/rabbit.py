@@ -40,11 +40,21 @@ def rabbit_vhost():
     require_tier("rabbitmq", broker_reachable(), f"no broker on {BROKER[0]}:{BROKER[1]}")
     vhost = f"agent-test-{uuid.uuid4().hex[:12]}"
     rabbitmqctl("add_vhost", vhost)
+    _CURRENT.append(vhost)
     try:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         yield vhost, f"rabbit://guest:guest@{BROKER[0]}:{BROKER[1]}/{vhost}"
     finally:
+        _CURRENT.remove(vhost)
         rabbitmqctl("delete_vhost", vhost, check=False)
+
+
+_CURRENT: list[str] = []
+
+
+def current_vhost() -> str:
+    """The virtual host of the running test module."""
+    return _CURRENT[-1]
 
 
 def unique_host(prefix: str = "c") -> str:

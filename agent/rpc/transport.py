@@ -28,12 +28,14 @@ class Transport:
     virtual_host: str
     shown: str  # the URL with passwords masked, for log lines
 
-    def connection(self, connect_timeout: float = 5.0):
-        """A new (not yet connected) kombu Connection over every broker, failover in order."""
+    def connection(self, connect_timeout: float = 5.0, heartbeat: int = 0):
+        """A new (not yet connected) kombu Connection over every broker, failover in order;
+        `heartbeat` seconds of AMQP heartbeat (0: none; a consumer that must notice a silent
+        broker sets it and calls heartbeat_check)."""
         import kombu
 
         return kombu.Connection(";".join(self.urls), connect_timeout=connect_timeout,
-                                failover_strategy="round-robin", heartbeat=0)
+                                failover_strategy="round-robin", heartbeat=heartbeat)
 
 
 def parse(url: str) -> Transport:

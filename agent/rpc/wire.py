@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from agent.log import caller_request_id
+
 ENVELOPE_VERSION = "2.0"
 ENVELOPE_VERSION_KEY = "oslo.version"
 ENVELOPE_MESSAGE_KEY = "oslo.message"
@@ -103,9 +105,9 @@ class RequestContext:
 
     def log_prefix(self) -> str:
         """nova's logging_context_format_string fields: '<global> <request> <user> <project>'
-        with '-' for a missing one."""
-        return " ".join(value or "-" for value in (self.global_request_id, self.request_id,
-                                                   self.user_id, self.project_id))
+        with '-' for a missing one (`agent.log.caller_request_id`)."""
+        return caller_request_id(self.request_id, self.global_request_id, self.user_id,
+                                 self.project_id)
 
 
 @dataclass(frozen=True)
