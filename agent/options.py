@@ -226,6 +226,18 @@ OPTIONS: tuple[Opt, ...] = (
         check=values.id_maps),
     Opt("workarounds", "handle_virt_lifecycle_events", "bool", True,
         "Update instance power states from hypervisor lifecycle events."),
+    Opt("api", "bind", "str", "127.0.0.1:8774",
+        "Address and port `agent api` listens on, ADDR:PORT ([ADDR]:PORT for IPv6). With "
+        "auth_strategy = noauth only a loopback address is accepted."),
+    Opt("api", "auth_strategy", "str", "noauth",
+        "How API requests are authenticated: 'noauth' trusts every request (any X-Auth-Token) "
+        "and is therefore served on a loopback address only.", choices=("noauth",)),
+    Opt("api", "max_request_body_size", "int", 114688,
+        "Largest request body the API reads (nova's osapi_max_request_body_size); a larger one "
+        "is refused with 413.", unit="bytes", min=1024, max=16 * 1024 * 1024),
+    Opt("api", "workers", "int", 4,
+        "Requests the API serves at once (the WSGI server's threads; each holds at most one "
+        "database connection).", min=1, max=64),
     Opt("fakevirt", "scenario", "path", None,
         "TOML scenario file describing the fake host and its domains (see the README).",
         optional=True),

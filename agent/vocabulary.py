@@ -14,6 +14,20 @@ import enum
 # -- services ---------------------------------------------------------------------------------
 COMPUTE_BINARY = "compute-agent"
 COMPUTE_TOPIC = "compute"
+# nova's name for the compute binary: its clients send it (novaclient's service-enable and
+# service-disable hard-code it), so the compute binary answers to it too.
+NOVA_COMPUTE_BINARY = "nova-compute"
+COMPUTE_ZONE = "nova"      # nova's availability zone of compute services
+INTERNAL_ZONE = "internal"  # nova's zone of every other binary
+
+
+def canonical_binary(binary: str) -> str:
+    """The stored binary a requested one means: nova's 'nova-compute' is COMPUTE_BINARY."""
+    return COMPUTE_BINARY if binary == NOVA_COMPUTE_BINARY else binary
+
+
+def service_zone(binary: str) -> str:
+    return COMPUTE_ZONE if binary == COMPUTE_BINARY else INTERNAL_ZONE
 # A disable the agent makes on its own carries a reason with this prefix; an operator's reason
 # may not start with it, and the agent lifts only reasons that carry it.
 AUTO_PREFIX = "AUTO: "

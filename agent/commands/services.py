@@ -13,7 +13,7 @@ import sys
 
 from agent.commands import arguments
 from agent.display import escape
-from agent.vocabulary import COMPUTE_BINARY
+from agent.vocabulary import COMPUTE_BINARY, service_zone
 
 # nova's `openstack compute service list` columns (ID, Binary, Host, Zone, Status, State,
 # Updated At, Disabled Reason, Forced Down), with this agent's own after them.
@@ -21,8 +21,6 @@ COLUMNS = ("ID", "Binary", "Host", "Zone", "Status", "State", "Updated At", "Las
            "Disabled Reason", "Forced Down", "Clock Offset", "Down Reason")
 # Table widths of the free-text columns (longer values end in '...'; --format json keeps them).
 COLUMN_WIDTHS = {"Disabled Reason": 32, "Down Reason": 64}
-COMPUTE_ZONE = "nova"      # nova's availability zone of compute services
-INTERNAL_ZONE = "internal"  # nova's zone of every other binary
 SQLITE_CLOCK_NOTE = (
     "note: SQLite has no database server clock: each process stamps and judges beats with its\n"
     "own clock, so a process whose clock is off can be shown down, and the clock offset cannot\n"
@@ -149,7 +147,7 @@ def _entry(row, db_now, service_down_time, server_clock: bool = True) -> dict:
     offset = state.clock_offset_seconds if server_clock else None
     return {
         "id": row.id, "uuid": row.uuid, "binary": row.binary, "host": row.host,
-        "zone": COMPUTE_ZONE if row.binary == COMPUTE_BINARY else INTERNAL_ZONE,
+        "zone": service_zone(row.binary),
         "topic": row.topic, "status": "disabled" if row.disabled else "enabled",
         "state": "up" if state.up else "down", "updated_at": _iso(row.updated_at),
         "last_seen_up": _iso(row.last_seen_up), "disabled_reason": row.disabled_reason,

@@ -17,14 +17,14 @@ from agent.control.errors import (EvacuationsPending, ReasonReserved, ReasonTooL
                                   ServiceInUse, ServiceNotFound)
 from agent.db import service_queries as q
 from agent.db.service_queries import ServiceRecord
-from agent.vocabulary import AUTO_PREFIX, MAX_REASON_LENGTH
+from agent.vocabulary import AUTO_PREFIX, MAX_REASON_LENGTH, canonical_binary
 
 
 def find_service(session: Session, host: str, binary: str, *, lock: bool = False,
                  role: str | None = None) -> ServiceRecord:
     """The live service of `host` and `binary` (locked with `lock`); ServiceNotFound, naming
-    the `role` when given."""
-    record = q.find_service(session, host, binary, lock=lock)
+    the `role` when given. nova's 'nova-compute' names the compute binary."""
+    record = q.find_service(session, host, canonical_binary(binary), lock=lock)
     if record is None:
         raise ServiceNotFound(host, binary, role)
     return record

@@ -94,6 +94,13 @@ def load_service_by_id(session: Session, service_id: int) -> ServiceRecord | Non
     return service_record(row) if row is not None else None
 
 
+def load_service_by_uuid(session: Session, uuid: str) -> ServiceRecord | None:
+    """One SELECT: the live row with this uuid, or None (absent or soft-deleted)."""
+    row = session.execute(select(*_COLUMNS).where(Service.uuid == uuid,
+                                                  Service.deleted == 0)).one_or_none()
+    return service_record(row) if row is not None else None
+
+
 def load_service_and_clock(session: Session, service_id: int
                            ) -> tuple[ServiceRecord, dt.datetime] | None:
     """One SELECT: the live row with this id and the database's current UTC time, or None."""

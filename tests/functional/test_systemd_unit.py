@@ -15,6 +15,7 @@ from agent.options import find
 from tests.conftest import require_tier
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "compute-agent.service"
+API_UNIT = UNIT.with_name("compute-agent-api.service")
 MAX_EXPOSURE = 5.0
 
 
@@ -54,10 +55,12 @@ def system_scripts_dir() -> str:
 
 
 @pytest.mark.systemd
-def test_unit_as_shipped_verifies_where_pip_installs_the_agent(tmp_path, systemd_analyze):
+@pytest.mark.parametrize("unit", [UNIT, API_UNIT], ids=["agent", "api"])
+def test_unit_as_shipped_verifies_where_pip_installs_the_agent(tmp_path, systemd_analyze,
+                                                                unit):
     # The unit, unchanged, in a root directory that holds systemd's units and the agent's
     # console script where a root `pip install` puts it: verify checks ExecStart's binary too.
-    settings = unit_settings(UNIT.read_text(encoding="utf-8"))
+    settings = unit_settings(unit.read_text(encoding="utf-8"))
     binary = settings["ExecStart"][0].split()[0]
     assert os.path.dirname(binary) == system_scripts_dir()
     script = Path(sys.executable).with_name("agent")
@@ -69,23 +72,24 @@ def test_unit_as_shipped_verifies_where_pip_installs_the_agent(tmp_path, systemd
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     units = root / "etc/systemd/system"
     units.mkdir(parents=True)
-    shutil.copy2(UNIT, units / UNIT.name)
+    shutil.copy2(unit, units / unit.name)
     result = subprocess.run([systemd_analyze, "verify", f"--root={root}",
-                             str(units / UNIT.name)], capture_output=True, text=True,
+                             str(units / unit.name)], capture_output=True, text=True,
                             timeout=120)
     assert result.stderr == ""
     assert result.returncode == 0
     # Without the script there, verify fails: the check above is a real one.
     (root / binary.lstrip("/")).unlink()
     missing = subprocess.run([systemd_analyze, "verify", f"--root={root}",
-                              str(units / UNIT.name)], capture_output=True, text=True,
+                              str(units / unit.name)], capture_output=True, text=True,
                              timeout=120)
     assert f"Command {binary} is not executable" in missing.stderr
 
 
 @pytest.mark.systemd
-def test_unit_exposure_is_at_most_five(systemd_analyze):
-    result = subprocess.run([systemd_analyze, "security", "--offline=true", str(UNIT)],
+@pytest.mark.parametrize("unit", [UNIT, API_UNIT], ids=["agent", "api"])
+def test_unit_exposure_is_at_most_five(systemd_analyze, unit):
+    result = subprocess.run([systemd_analyze, "security", "--offline=true", str(unit)],
                             capture_output=True, text=True, timeout=120)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
@@ -111,3 +115,13 @@ def test_unit_matches_what_the_agent_does():
     # ask for it, private to the service's user and group.
     assert settings["StateDirectory"] == ["compute-agent"]
     assert settings["StateDirectoryMode"] == ["0750"]
+
+
+def test_api_unit_runs_agent_api_as_the_agents_user_without_capabilities():
+    settings = unit_settings(API_UNIT.read_text(encoding="utf-8"))
+    agent = unit_settings(UNIT.read_text(encoding="utf-8"))
+    assert settings["ExecStart"][0].split()[1:] == agent["ExecStart"][0].split()[1:] + ["api"]
+    # One dynamic user for both units, so the embedded SQLite database is shared.
+    assert settings["DynamicUser"] == ["yes"] and settings["User"] == ["compute-agent"]
+    assert settings["StateDirectory"] == agent["StateDirectory"]
+    assert settings["CapabilityBoundingSet"] == [""]

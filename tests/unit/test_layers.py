@@ -8,7 +8,7 @@ Floors, lowest first:
                 (agent.network), the periodic job runner, the message transport (agent.rpc)
   2 domain      the service registry and liveness, the compute host's work (agent.compute), the
                 control plane (agent.control)
-  3 process     the agent's lifecycle (agent.service), the fleet
+  3 process     the agent's lifecycle (agent.service), the fleet, the API (agent.api)
   4 entry       the command line
 """
 
@@ -32,7 +32,7 @@ FLOORS = {
     "agent.rpc": 1,
     "agent.liveness": 2, "agent.service_owner": 2, "agent.registry": 2, "agent.heartbeat": 2,
     "agent.compute": 2, "agent.control": 2, "agent.inventory": 2, "agent.service_report": 2,
-    "agent.host_work": 3, "agent.service": 3, "agent.fleet": 3,
+    "agent.host_work": 3, "agent.service": 3, "agent.fleet": 3, "agent.api": 3,
     "agent.cli": 4, "agent.commands": 4, "agent.__main__": 4, "agent.sample_config": 4,
 }
 FLOOR_NAMES = ("foundation", "parts", "domain", "process", "entry")

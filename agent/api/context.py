@@ -1,0 +1,66 @@
+"""What a resource handler is given for one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sqlalchemy.orm import Session
+
+from agent.api.faults import ApiError
+from agent.api.microversion import Version
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: `version` negotiated, `session` inside the request's one transaction
+    (committed when the handler returns, rolled back when it raises), `body` the parsed JSON
+    (None without one), `query` the query string (last value of each key),
+    `service_down_time` in seconds, `server_clock` False on SQLite (no clock offsets)."""
+
+    version: Version
+    session: Session
+    body: Any
+    query: Mapping[str, str]
+    service_down_time: float
+    server_clock: bool
+    request_id: str
+    global_request_id: str | None = None
+
+    def object_body(self, *allowed: str, required: tuple[str, ...] = ()) -> dict:
+        """The body as a JSON object with only `allowed` keys and every `required` one;
+        ApiError 400 (nova's schema refusal) otherwise."""
+        body = self.body
+        if not isinstance(body, dict):
+            raise ApiError(400, "Invalid input for field/attribute body. The request body "
+                                "must be a JSON object.")
+        unknown = sorted(set(body) - set(allowed))
+        if unknown:
+            raise ApiError(400, "Additional properties are not allowed ("
+                                + ", ".join(repr(k) for k in unknown) + " was unexpected)")
+        for key in required:
+            if key not in body:
+                raise ApiError(400, f"'{key}' is a required property")
+        return body
+
+
+def string_field(body: Mapping, key: str, *, max_length: int = 255,
+                 min_length: int = 1) -> str:
+    """A string member within nova's schema length; ApiError 400 naming the field."""
+    value = body[key]
+    if not isinstance(value, str):
+        raise ApiError(400, f"Invalid input for field/attribute {key}. Value: {value!r}. "
+                            f"{value!r} is not of type 'string'")
+    if not min_length <= len(value) <= max_length:
+        raise ApiError(400, f"Invalid input for field/attribute {key}. Value: {value[:60]!r}. "
+                            f"Length must be between {min_length} and {max_length} "
+                            f"characters ({len(value)} given)")
+    return value
+
+
+def bool_field(body: Mapping, key: str) -> bool:
+    value = body[key]
+    if not isinstance(value, bool):
+        raise ApiError(400, f"Invalid input for field/attribute {key}. Value: {value!r}. "
+                            f"{value!r} is not of type 'boolean'")
+    return value
