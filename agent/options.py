@@ -163,7 +163,8 @@ OPTIONS: tuple[Opt, ...] = (
         "applies them all in one iptables-restore per address family (needs CAP_NET_ADMIN); "
         "'noop' does no filtering.", choices=("noop", "iptables")),
     Opt("DEFAULT", "iptables_chain_prefix", "str", "cagent",
-        "Prefix of every iptables chain the agent owns; chains without it are never touched."),
+        "Prefix of every iptables chain the agent owns; chains without it are never touched.",
+        check=values.chain_prefix),
     # -- messaging ----------------------------------------------------------------------------
     Opt("DEFAULT", "transport_url", "str", None,
         "Messaging transport of nova's compute RPC: rabbit://USER:PASS@HOST:5672/VHOST (several "

@@ -28,7 +28,12 @@ HOSTNAME_MAX = 255
 ID_MAPS_MAX = 5
 ID_MAX = 2**32 - 1
 
+# iptables chain names are at most 28 characters (the kernel's limit); the agent's longest is
+# "<prefix>-i" + 12 hex digits, which leaves 14 characters for the prefix.
+CHAIN_PREFIX_MAX = 28 - 14
+
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
+_CHAIN_PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,%d}\Z" % (CHAIN_PREFIX_MAX - 1))
 _ID_MAP_RE = re.compile(r"(\d+):(\d+):(\d+)\Z")
 
 
@@ -48,6 +53,15 @@ def hostname(value: Any) -> str:
             or not _HOSTNAME_RE.match(value) or value[0] in ".-"):
         raise BadValue(f"a host name: 1 to {HOSTNAME_MAX} letters, digits, '.', '-' or '_', "
                        "not starting with '.' or '-'")
+    return value
+
+
+def chain_prefix(value: Any) -> str:
+    """The prefix of the agent's iptables chains: a letter, then letters, digits or '_', at
+    most 14 characters in all (the chain names made from it stay within iptables' 28)."""
+    if not isinstance(value, str) or not _CHAIN_PREFIX_RE.match(value):
+        raise BadValue(f"a letter followed by at most {CHAIN_PREFIX_MAX - 1} letters, digits or "
+                       "underscores")
     return value
 
 

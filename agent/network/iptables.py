@@ -41,6 +41,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
+from agent import values
 from agent.display import plural
 from agent.errors import FirewallError
 from agent.network.executor import Executor, ProcessError
@@ -52,9 +53,9 @@ LOG = logging.getLogger(__name__)
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 # The kernel's limit for a chain name (XT_EXTENSION_MAXNAMELEN - 1).
 MAX_CHAIN_NAME = 28
-# Room left for "<prefix>-" + the longest name we derive ("i" + 12 hex digits).
+# The longest name we derive is "<prefix>-i" + 12 hex digits: prefixes are at most
+# values.CHAIN_PREFIX_MAX (14) characters so that it fits.
 _HASH_DIGITS = 12
-_PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,%d}\Z" % (MAX_CHAIN_NAME - _HASH_DIGITS - 3))
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9_.]+\Z")
 # Seconds iptables-restore waits for the xtables lock held by another writer (legacy variant;
 # the nf_tables variant accepts and ignores it) instead of failing at once.
@@ -79,10 +80,10 @@ class IptablesManager:
 
     def __init__(self, prefix: str, executor: Executor, *, families: Sequence[int] = (4, 6),
                  dry_run: bool = False, tools: Mapping[int, tuple[str, str]] | None = None):
-        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-            raise ValueError(
-                f"iptables chain prefix {prefix!r} must be a letter followed by at most "
-                f"{MAX_CHAIN_NAME - _HASH_DIGITS - 3} letters, digits or underscores")
+        try:
+            values.chain_prefix(prefix)  # the rule [DEFAULT] iptables_chain_prefix is loaded with
+        except values.BadValue as exc:
+            raise ValueError(f"iptables chain prefix {prefix!r}: {exc}") from None
         bad = [f for f in families if f not in TOOLS]
         if bad or not families:
             raise ValueError(f"address families must be 4 and/or 6, not {list(families)!r}")

@@ -186,6 +186,10 @@ BAD_OPTIONS = {
                                                              "created (/proc/version is not a "
                                                              "writable directory)"),
     "escape": ("iptables_chain_prefix = a\x1bb", "without control characters"),
+    "chain-prefix-long": ("iptables_chain_prefix = abcdefghijklmno",
+                          "expected a letter followed by at most 13 letters, digits or "
+                          "underscores"),
+    "chain-prefix-dash": ("iptables_chain_prefix = c-agent", "expected a letter followed by"),
     "nul": ("host = a\x00b", "without control characters"),
 }
 

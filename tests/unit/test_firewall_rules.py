@@ -177,10 +177,11 @@ def test_load_firewall_iptables_uses_the_prefix_and_executor(tmp_path, tables):
 
 
 def test_load_firewall_bad_prefix_names_the_option(tmp_path, tables):
-    conf = conf_with(state_path=tmp_path, firewall_driver="iptables",
-                     iptables_chain_prefix="bad-prefix")
-    with pytest.raises(ConfigError, match="iptables_chain_prefix.*bad-prefix"):
-        load_firewall(conf, tables)
+    # Refused as the configuration is loaded (the rule of agent.values), before any firewall.
+    with pytest.raises(ConfigError, match="iptables_chain_prefix = 'bad-prefix': expected a "
+                                          "letter followed by"):
+        load_firewall(conf_with(state_path=tmp_path, firewall_driver="iptables",
+                                iptables_chain_prefix="bad-prefix"), tables)
 
 
 

@@ -98,3 +98,16 @@ def test_shown_escapes_and_cuts():
     assert values.shown("a\nb") == "'a\\nb'"
     assert values.shown(9223372036854775807) == "9223372036854775807"
     assert values.shown("x" * 300) == f"{'x' * 60!r}... (300 characters)"
+
+
+@pytest.mark.parametrize("prefix, ok", [
+    ("cagent", True), ("a" * 14, True), ("a" * 15, False), ("9agent", False), ("c-agent", False),
+    ("", False),
+])
+def test_chain_prefix_leaves_room_in_28_characters(prefix, ok):
+    if ok:
+        assert len(f"{prefix}-i{'0' * 12}") <= 28
+        assert values.chain_prefix(prefix) == prefix
+    else:
+        with pytest.raises(values.BadValue, match="a letter followed by at most 13"):
+            values.chain_prefix(prefix)
