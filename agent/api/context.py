@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from agent.api.faults import ApiError
 from agent.api.microversion import Version
+from agent.values import has_control_characters
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class Call:
     server_clock: bool
     request_id: str
     global_request_id: str | None = None
+
+    def query_text(self, key: str) -> str | None:
+        """A query-string value; ApiError 400 when it holds control characters (no row can
+        match one, and PostgreSQL refuses a NUL in a statement)."""
+        value = self.query.get(key)
+        if value is not None and has_control_characters(value):
+            raise ApiError(400, f"Invalid input for query parameter {key}. Value: "
+                                f"{value[:60]!r}. Control characters are not allowed")
+        return value
 
     def object_body(self, *allowed: str, required: tuple[str, ...] = ()) -> dict:
         """The body as a JSON object with only `allowed` keys and every `required` one;
@@ -51,6 +61,9 @@ def string_field(body: Mapping, key: str, *, max_length: int = 255,
     if not isinstance(value, str):
         raise ApiError(400, f"Invalid input for field/attribute {key}. Value: {value!r}. "
                             f"{value!r} is not of type 'string'")
+    if has_control_characters(value):
+        raise ApiError(400, f"Invalid input for field/attribute {key}. Value: {value[:60]!r}. "
+                            "Control characters are not allowed")
     if not min_length <= len(value) <= max_length:
         raise ApiError(400, f"Invalid input for field/attribute {key}. Value: {value[:60]!r}. "
                             f"Length must be between {min_length} and {max_length} "

@@ -47,8 +47,8 @@ def entry(call: Call, row, db_now) -> dict:
 
 
 def list_services(call: Call) -> tuple[int, dict]:
-    host = call.query.get("host")
-    binary = call.query.get("binary")
+    host = call.query_text("host")
+    binary = call.query_text("binary")
     db_now, rows = q.list_services(call.session, host,
                                    canonical_binary(binary) if binary is not None else None)
     return 200, {"services": [entry(call, row, db_now) for row in rows]}
