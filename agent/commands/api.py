@@ -23,7 +23,7 @@ def run(args, conf) -> int:
     from agent.errors import DatabaseError
     from agent.log import setup_logging
 
-    where = "--bind" if args.bind else "[api] bind"
+    where = "--bind" if args.bind else conf.where("api", "bind")  # file and line when set
     host, port = server.parse_bind(args.bind or conf.api.bind, where)
     server.check_access(host, port, conf.api.auth_strategy, where)
     setup_logging(conf.debug, conf.log_file, conf.secrets())

@@ -202,6 +202,18 @@ def test_bad_option_is_refused(tmp_path, line, expected):
             f"{conf}:3: [DEFAULT] {key} = ", expected)
 
 
+@pytest.mark.parametrize("value, expected", [
+    pytest.param("nonsense", "expected ADDR:PORT", id="no-port"),
+    pytest.param("127.0.0.1:99999", "not an integer from 1 to 65535", id="port-range"),
+])
+def test_bad_api_bind_names_file_and_line(tmp_path, value, expected):
+    conf = write(tmp_path, "agent.conf", f"[api]\n\nbind = {value}\n")
+    refused(agent_command("--config", str(conf), "api", "--db",
+                          f"sqlite:///{tmp_path}/agent.sqlite"),
+            f"{conf}:3: [api] bind = '{value}': ", expected)
+    assert sorted(os.listdir(tmp_path)) == ["agent.conf"]
+
+
 @pytest.mark.parametrize("value", ["banana", "0:1000", "0:1000:0", "a:b:c", "0:1000:65536:1",
                                    "0:4294967296:1", ",".join(["0:1:1"] * 6)])
 def test_bad_id_maps_are_refused(tmp_path, value):
