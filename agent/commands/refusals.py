@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 from agent.control import errors as e
 from agent.display import plural
-from agent.errors import ServiceError
+from agent.errors import ServiceError, UsageError
 
 
 def _is_are(count: int) -> str:
@@ -77,6 +77,11 @@ WORDS: dict[type, Callable] = {
         f"{f' ({exc.reason})' if exc.reason else ''}: enable it with 'agent services enable "
         f"--host {exc.host}' or choose another host"),
     e.DestinationNodes: _nodes,
+    e.FlavorNotFound: lambda exc: (f"no flavor with id or name {exc.key!r} ('agent flavor "
+                                   "list' shows them)"),
+    e.FlavorExists: lambda exc: (f"a flavor with {exc.field} {exc.value!r} already exists; "
+                                 "choose another"),
+    e.InvalidValue: lambda exc: (f"{exc.field} {exc.value!r}: expected {exc.expected}"),
 }
 
 
@@ -92,7 +97,8 @@ def refusals_in_words() -> Iterator[None]:
     try:
         yield
     except e.ControlError as exc:
-        raise ServiceError(explain(exc)) from None
+        error = UsageError if exc.exit_code == 2 else ServiceError  # bad input: exit 2
+        raise error(explain(exc)) from None
 
 
 @contextmanager

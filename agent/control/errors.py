@@ -118,3 +118,30 @@ class OutcomeUnknown(ServiceError):
         self.source_host = source_host
         self.dest_host = dest_host
         self.count = count
+
+
+class FlavorNotFound(ControlError):
+    """No flavor with `key` as its flavorid or name."""
+
+    def __init__(self, key: str):
+        super().__init__(f"flavor {key!r} not found")
+        self.key = key
+
+
+class FlavorExists(ControlError):
+    """A flavor with this `field` ('name' or 'flavorid') and `value` already exists."""
+
+    def __init__(self, field: str, value: str):
+        super().__init__(f"a flavor with {field} {value!r} already exists")
+        self.field, self.value = field, value
+
+
+class InvalidValue(ControlError):
+    """A request's `field` holds `value`, which is not `expected`. Bad input: exit status 2
+    on the command line, 400 in the API."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, value: object, expected: str):
+        super().__init__(f"{field} {value!r}: expected {expected}")
+        self.field, self.value, self.expected = field, value, expected
