@@ -38,6 +38,15 @@ class HostWork(Protocol):
         """Called once after start(): the jobs to schedule (disabled ones may be included with
         a negative interval)."""
 
+    def serve(self) -> None:
+        """Called once by the daemon (not --once), after start() and the periodic jobs, before
+        READY=1: start taking requests (the compute RPC server declares its queue here, so no
+        cast sent after READY=1 is dropped). Must not raise for an unreachable broker."""
+
+    def is_healthy(self) -> bool:
+        """Read by the watchdog: false when the host work's own threads (the RPC consumer)
+        died."""
+
     def stop(self) -> None:
         """Called once at shutdown, after the periodic jobs stopped (and possibly while start()
         still runs, when a stop is requested during start-up): release the driver."""

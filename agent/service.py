@@ -133,6 +133,8 @@ class AgentService:
                     if not self._start_host_work_interruptibly():
                         return False
                 self._start_periodic_jobs()
+                if self.host_work is not None:
+                    self.host_work.serve()  # the RPC queue declared before READY=1
                 self._finish_starting()
             except Exception as exc:  # noqa: BLE001 - every failure ends start-up the same way
                 error = self._start_failed(exc)
@@ -340,9 +342,10 @@ class AgentService:
 
     # -- running ------------------------------------------------------------------------------
     def is_healthy(self) -> bool:
-        """The heartbeat thread and the periodic jobs are alive and on time."""
+        """Heartbeat and periodic jobs alive and on time, the host work's threads alive."""
         return bool(self.heartbeat is not None and self.heartbeat.is_healthy()
-                    and self.periodic is not None and self.periodic.is_healthy())
+                    and self.periodic is not None and self.periodic.is_healthy()
+                    and (self.host_work is None or self.host_work.is_healthy()))
 
     def _start_watchdog(self) -> None:
         if self.watchdog_seconds is None or not self.notifier.enabled:
@@ -366,10 +369,11 @@ class AgentService:
                     unhealthy_since = None
             elif unhealthy_since is None:
                 unhealthy_since = time.monotonic()
-                LOG.error("unhealthy (heartbeat %s, periodic jobs %s): WATCHDOG=1 withheld; "
-                          "systemd restarts the agent if this lasts",
+                LOG.error("unhealthy (heartbeat %s, periodic jobs %s, host work %s): WATCHDOG=1 "
+                          "withheld; systemd restarts the agent if this lasts",
                           "ok" if self.heartbeat and self.heartbeat.is_healthy() else "stuck",
-                          "ok" if self.periodic and self.periodic.is_healthy() else "stopped")
+                          "ok" if self.periodic and self.periodic.is_healthy() else "stopped",
+                          "ok" if not self.host_work or self.host_work.is_healthy() else "dead")
             if self._watchdog_stop.wait(period):
                 return
 

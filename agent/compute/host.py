@@ -49,6 +49,7 @@ class ComputeHost:
                                        host=self.host, identity_store=identity_store,
                                        dry_run=dry_run)
         self.driver_info = None
+        self.rpc_server = None  # the compute RPC server, once serve() started it
         self._guard = None  # the ConnectionGuard, once start() registered it
         self._prepared = False
         self.init_result: InitHostResult | None = None
@@ -84,6 +85,27 @@ class ComputeHost:
         LOG.info("start-up resource audit")
         self.tracker.update_available_resource(startup=True)
 
+    def serve(self) -> None:
+        """The daemon, after start() and before READY=1: with transport_url set, declare
+        compute.<host> and consume it (agent.rpc.server), the instance operations as endpoint.
+        A broker that cannot be reached is logged once and retried; the agent runs on."""
+        if not self.conf.transport_url or self.dry_run:
+            return
+        from agent.compute.operations import METHODS, InstanceOperations
+        from agent.rpc.dispatcher import Dispatcher
+        from agent.rpc.server import RpcServer
+        from agent.rpc.transport import parse
+
+        endpoint = InstanceOperations(self.db, self.driver, self.firewall, self.host)
+        self.rpc_server = RpcServer(parse(self.conf.transport_url), self.host,
+                                    Dispatcher(endpoint, METHODS))
+        self.rpc_server.start()
+
+    def is_healthy(self) -> bool:
+        """False once the RPC consumer thread has died (a broker that is down is not
+        unhealthy: the agent keeps beating and the consumer retries)."""
+        return self.rpc_server is None or self.rpc_server.is_healthy()
+
     def periodic_jobs(self) -> Sequence:
         from agent.periodic import PeriodicJob, spacing_from_option
 
@@ -102,6 +124,8 @@ class ComputeHost:
 
     def stop(self) -> None:
         try:
+            if self.rpc_server is not None:
+                self.rpc_server.stop()
             self.manager.stop()
             self.driver.register_connection_listener(None)
             if self._guard is not None:

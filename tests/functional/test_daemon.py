@@ -178,6 +178,12 @@ class RecordingHostWork:
         self.calls.append("periodic_jobs")
         return self.jobs
 
+    def serve(self) -> None:
+        self.calls.append("serve")
+
+    def is_healthy(self) -> bool:
+        return True
+
     def stop(self) -> None:
         self.calls.append("stop")
         self.stopped.set()
@@ -250,7 +256,7 @@ def test_periodic_jobs_of_the_host_work_run_and_stop_with_the_agent(tmp_path):
     assert service.is_healthy()
     service.stop()
     count = len(runs)
-    assert work.calls == ["start", "periodic_jobs", "stop"]
+    assert work.calls == ["start", "periodic_jobs", "serve", "stop"]
     assert not service.periodic.is_healthy()
     time.sleep(3 * 0.2)  # three more intervals: a job still scheduled would have run
     assert len(runs) == count

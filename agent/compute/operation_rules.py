@@ -1,0 +1,117 @@
+"""What each instance operation sent over the compute RPC expects and saves, as nova's
+ComputeManager does: pure decisions, no I/O (agent.compute.operations does the I/O).
+
+| method | task_state the API set | while the driver works | saved on success |
+|---|---|---|---|
+| build_and_run_instance | scheduling or none, vm_state building | spawning | active, running, launched_at |
+| stop_instance | powering-off | | stopped |
+| start_instance | powering-on | | active |
+| reboot_instance | rebooting(_hard), reboot_pending(_hard), reboot_started(_hard) | reboot_started(_hard) | active |
+| pause_instance | pausing | | paused |
+| unpause_instance | unpausing | | active |
+| terminate_instance | deleting | | deleted, nostate, terminated_at, row soft-deleted |
+| rebuild_instance | rebuilding | rebuild_spawning | active (stopped when it was stopped) |
+
+Every success clears the task_state and saves the guest's power state as the driver reports it.
+A failure records an instance fault and: a build, a rebuild or a terminate end in ERROR (nova's
+`_set_instance_obj_error_state`); a reboot ends in ERROR unless the guest still runs; the others
+only revert the task_state to none (nova's `reverts_task_state`), vm_state unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from agent import vocabulary as states
+
+
+@dataclass(frozen=True)
+class OperationRule:
+    action: str  # nova's instance action name ('stop'), for the log
+    expected_task_states: tuple[str | None, ...]
+    success_vm_state: str
+    working_task_state: str | None = None  # saved before the driver call
+    expected_vm_states: tuple[str, ...] | None = None  # None: any
+    failure_to_error: bool = False
+
+
+REBOOT_TASK_STATES = (states.REBOOTING, states.REBOOT_PENDING, states.REBOOT_STARTED,
+                      states.REBOOTING_HARD, states.REBOOT_PENDING_HARD,
+                      states.REBOOT_STARTED_HARD)
+
+RULES: Mapping[str, OperationRule] = {
+    "build_and_run_instance": OperationRule(
+        "create", (states.SCHEDULING, None), states.ACTIVE, states.SPAWNING,
+        expected_vm_states=(states.BUILDING,), failure_to_error=True),
+    "stop_instance": OperationRule("stop", (states.POWERING_OFF,), states.STOPPED),
+    "start_instance": OperationRule("start", (states.POWERING_ON,), states.ACTIVE),
+    "reboot_instance": OperationRule("reboot", REBOOT_TASK_STATES, states.ACTIVE),
+    "pause_instance": OperationRule("pause", (states.PAUSING,), states.PAUSED),
+    "unpause_instance": OperationRule("unpause", (states.UNPAUSING,), states.ACTIVE),
+    "terminate_instance": OperationRule("delete", (states.DELETING,), states.DELETED,
+                                        failure_to_error=True),
+    "rebuild_instance": OperationRule("rebuild", (states.REBUILDING,), states.ACTIVE,
+                                      states.REBUILD_SPAWNING, failure_to_error=True),
+}
+
+
+def instance_uuid_of(instance: Any) -> str:
+    """The uuid of the `instance` argument: nova's serialised Instance object
+    (``{"nova_object.data": {"uuid": ...}}``), a plain ``{"uuid": ...}`` or the uuid itself.
+    ValueError when there is none."""
+    if isinstance(instance, Mapping):
+        data = instance.get("nova_object.data", instance)
+        uuid = data.get("uuid") if isinstance(data, Mapping) else None
+    else:
+        uuid = instance
+    if not isinstance(uuid, str) or not uuid or len(uuid) > 36:
+        raise ValueError("argument 'instance' carries no instance uuid")
+    return uuid
+
+
+def refusal(rule: OperationRule, host: str, row_host: str | None, found: bool,
+            vm_state: str | None, task_state: str | None) -> str | None:
+    """Why the operation must not run on the row as read (None: run it). A duplicate or late
+    message finds the task_state cleared or changed and is ignored."""
+    if not found:
+        return "no such instance (deleted?)"
+    if row_host != host:
+        return f"the instance is on host {row_host!r}, not this host ({host!r})"
+    if task_state not in rule.expected_task_states:
+        wanted = " or ".join(str(s) for s in rule.expected_task_states)
+        return f"task_state is {task_state!r}, expected {wanted} (done already, or changed)"
+    if rule.expected_vm_states is not None and vm_state not in rule.expected_vm_states:
+        return f"vm_state is {vm_state!r}, expected {' or '.join(rule.expected_vm_states)}"
+    return None
+
+
+def working_task_state(rule: OperationRule, reboot_type: str | None) -> str | None:
+    """The task_state saved before the driver call, if any (a reboot's 'started' state
+    follows its type)."""
+    if rule.action == "reboot":
+        return states.REBOOT_STARTED_HARD if reboot_type == "HARD" else states.REBOOT_STARTED
+    return rule.working_task_state
+
+
+def success_values(rule: OperationRule, power_state: int, *, was_vm_state: str | None,
+                   now: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"vm_state": rule.success_vm_state, "task_state": None,
+                              "power_state": int(power_state)}
+    if rule.action in ("create", "rebuild"):
+        values["launched_at"] = now
+    if rule.action == "rebuild" and was_vm_state == states.STOPPED:
+        values["vm_state"] = states.STOPPED
+    if rule.action == "delete":
+        values.update(power_state=int(states.PowerState.NOSTATE), terminated_at=now)
+    return values
+
+
+def failure_values(rule: OperationRule, power_state: int | None) -> dict[str, Any]:
+    values: dict[str, Any] = {"task_state": None}
+    running = power_state == states.PowerState.RUNNING
+    if rule.failure_to_error or (rule.action == "reboot" and not running):
+        values["vm_state"] = states.ERROR
+    if power_state is not None:
+        values["power_state"] = int(power_state)
+    return values
