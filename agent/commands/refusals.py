@@ -81,6 +81,7 @@ WORDS: dict[type, Callable] = {
                                    "list' shows them)"),
     e.FlavorExists: lambda exc: (f"a flavor with {exc.field} {exc.value!r} already exists; "
                                  "choose another"),
+    e.NoValidHost: lambda exc: str(exc),
     e.InvalidValue: lambda exc: (f"{exc.field} {exc.value!r}: expected {exc.expected}"),
 }
 

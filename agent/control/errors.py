@@ -145,3 +145,18 @@ class InvalidValue(ControlError):
     def __init__(self, field: str, value: object, expected: str):
         super().__init__(f"{field} {value!r}: expected {expected}")
         self.field, self.value, self.expected = field, value, expected
+
+
+class NoValidHost(ControlError):
+    """No compute node passed the scheduler's filters. `failures`: (host, node, filter,
+    reason) per node refused; empty when there was no candidate node at all
+    (`requested_host`: the only host asked for, if any)."""
+
+    def __init__(self, failures: Sequence[tuple[str, str, str, str]],
+                 requested_host: str | None = None):
+        where = f" on host {requested_host}" if requested_host else ""
+        detail = ("; ".join(f"{host} ({node}): {name}: {reason}"
+                            for host, node, name, reason in failures)
+                  or f"no compute node{where}")
+        super().__init__(f"No valid host was found. {detail}")
+        self.failures, self.requested_host = tuple(failures), requested_host
