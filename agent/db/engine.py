@@ -168,12 +168,15 @@ def _create_sqlite_file(url: str, path: str) -> None:
 
 
 def database_from_conf(conf, *, read_only: bool = False, create: bool = True,
-                       statement_timeout: float | None = None) -> Database:
+                       statement_timeout: float | None = None,
+                       pool_size: int | None = None) -> Database:
     """`make_database` for the configured URL; a refused URL names where it was set (file and
     line, or the flag). `statement_timeout` (seconds) replaces the configured one: an
-    operator's schema upgrade may run longer than any statement of the running agent."""
+    operator's schema upgrade may run longer than any statement of the running agent;
+    `pool_size` replaces [database] pool_size (the fleet sizes its pools by its workers)."""
     try:
-        return make_database(conf.database.connection, pool_size=conf.database.pool_size,
+        return make_database(conf.database.connection,
+                             pool_size=pool_size or conf.database.pool_size,
                              connect_timeout=conf.database.connect_timeout,
                              statement_timeout=(conf.database.statement_timeout
                                                 if statement_timeout is None

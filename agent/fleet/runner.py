@@ -169,11 +169,9 @@ class FleetRunner:
                 db.dispose()
 
     def _open(self, pool_size: int):
-        from agent.db.engine import make_database
+        from agent.db.engine import database_from_conf
 
-        return make_database(self.conf.database.connection, pool_size=pool_size,
-                             connect_timeout=self.conf.database.connect_timeout,
-                             statement_timeout=self.conf.database.statement_timeout)
+        return database_from_conf(self.conf, pool_size=pool_size)
 
     def _run_agents(self, process, cpu0) -> FleetReport:
         opts = self.options

@@ -265,6 +265,14 @@ def test_bad_database_url_names_file_and_line(tmp_path, url, expected):
     assert "secret" not in line
 
 
+@pytest.mark.parametrize("command", [["services", "list"], ["db", "sync"],
+                                     ["fleet", "--count", "1", "--duration", "1"]],
+                         ids=["services", "db-sync", "fleet"])
+def test_bad_database_url_flag_is_named_by_every_command(command):
+    refused(agent_command(*command, "--db", "nope://x"),
+            "--db: [database] connection = 'nope://x': unsupported backend 'nope'")
+
+
 def test_read_only_command_creates_no_database(tmp_path):
     missing = tmp_path / "typo" / "agent.sqlite"
     refused(agent_command("services", "list", "--db", f"sqlite:///{missing}"),
