@@ -5,7 +5,7 @@ stay fast.
 """
 
 from agent.commands import config_cmd, db, services
-from agent.commands import api, evacuate, flavor, fleet
+from agent.commands import api, evacuate, flavor, fleet, server
 
 COMMAND_MODULES = (db, services, config_cmd)
-COMMAND_MODULES += (fleet, evacuate, api, flavor)
+COMMAND_MODULES += (fleet, evacuate, api, flavor, server)

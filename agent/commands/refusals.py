@@ -82,6 +82,14 @@ WORDS: dict[type, Callable] = {
     e.FlavorExists: lambda exc: (f"a flavor with {exc.field} {exc.value!r} already exists; "
                                  "choose another"),
     e.NoValidHost: lambda exc: str(exc),
+    e.InstanceNotFound: lambda exc: (f"no instance with id or name {exc.key!r} ('agent server "
+                                     "list' shows them)"),
+    e.AmbiguousName: lambda exc: (f"{len(exc.uuids)} instances are named {exc.key!r} "
+                                  f"({', '.join(exc.uuids)}): name one by its id"),
+    e.InstanceInvalidState: lambda exc: (f"cannot {exc.action} instance {exc.uuid} while it "
+                                         f"is in {exc.attr} {exc.state}"),
+    e.InstanceChanged: lambda exc: (f"instance {exc.uuid} changed meanwhile ({exc.column} is "
+                                    f"now {exc.found!r}); nothing was done, look and retry"),
     e.InvalidValue: lambda exc: (f"{exc.field} {exc.value!r}: expected {exc.expected}"),
 }
 

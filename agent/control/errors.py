@@ -160,3 +160,37 @@ class NoValidHost(ControlError):
                   or f"no compute node{where}")
         super().__init__(f"No valid host was found. {detail}")
         self.failures, self.requested_host = tuple(failures), requested_host
+
+
+class InstanceNotFound(ControlError):
+    """No live instance with `key` as its uuid or name."""
+
+    def __init__(self, key: str):
+        super().__init__(f"instance {key!r} not found")
+        self.key = key
+
+
+class AmbiguousName(ControlError):
+    """Several live instances are named `key` (`uuids`)."""
+
+    def __init__(self, key: str, uuids: Sequence[str]):
+        super().__init__(f"{len(uuids)} instances are named {key!r}")
+        self.key, self.uuids = key, tuple(uuids)
+
+
+class InstanceInvalidState(ControlError):
+    """`action` is not allowed while the instance's `attr` ('vm_state' or 'task_state') is
+    `state` (nova's InstanceInvalidState, 409)."""
+
+    def __init__(self, uuid: str, action: str, attr: str, state: str | None):
+        super().__init__(f"cannot {action} instance {uuid} while it is in {attr} {state}")
+        self.uuid, self.action, self.attr, self.state = uuid, action, attr, state
+
+
+class InstanceChanged(ControlError):
+    """The instance changed between the read and the conditional save (`column` now holds
+    `found`): another request or its host won the race; nothing was written."""
+
+    def __init__(self, uuid: str, column: str | None, found: object):
+        super().__init__(f"instance {uuid} changed meanwhile ({column} is now {found!r})")
+        self.uuid, self.column, self.found = uuid, column, found

@@ -1,0 +1,196 @@
+"""Operator requests on instances (nova's servers): create (scheduled), stop, start, reboot,
+pause, unpause, delete, and the reads (find by uuid or unique name, list, actions with their
+events). One implementation for the command line and the API: each takes the caller's session
+and returns records, raising an agent.control.errors type before anything is written.
+
+A request that needs the instance's host to act returns a `Cast`; the caller sends it with
+`send` only after its transaction committed (the host re-reads the row and must find the saved
+task_state). Every instance write is the conditional save (compute_queries.save_instances) on
+the host and states that were read; a lost race is InstanceChanged and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+from sqlalchemy.orm import Session
+
+from agent import vocabulary as states
+from agent.control import errors as e
+from agent.control.flavors import find_flavor
+from agent.control.host_states import schedule
+from agent.control.scheduler import HostState, Request
+from agent.control.server_rules import RPC_VERSION, RULES, check_state
+from agent.db import action_queries as actions
+from agent.db import server_queries as q
+from agent.db.compute_queries import InstanceUpdate, save_instances
+from agent.db.models import utcnow
+from agent.db.server_queries import ServerRecord
+from agent.rpc.wire import RequestContext
+
+FAULT_NO_VALID_HOST = 500  # nova records NoValidHost as a fault with code 500
+
+
+class Caster(Protocol):
+    """What sends a cast: agent.rpc.client.RpcClient, or a recorder in tests."""
+
+    def cast(self, host: str, method: str, version: str, context: RequestContext,
+             **args: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Cast:
+    host: str
+    method: str
+    context: RequestContext
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A request's result: the instance as saved, the request id returned to the user, the
+    cast to send after commit (None: nothing to send), and for a create that found no host
+    the refusal (the instance was saved in ERROR with the fault, as nova does)."""
+    server: ServerRecord
+    request_id: str
+    cast: Cast | None = None
+    no_valid_host: e.NoValidHost | None = None
+    host_state: HostState | None = None
+
+
+def send(caster: Caster, outcome: Outcome) -> None:
+    """Send the outcome's cast, if any (after the request's transaction committed)."""
+    if outcome.cast is not None:
+        c = outcome.cast
+        caster.cast(c.host, c.method, RPC_VERSION, c.context, **c.args)
+
+
+def find_server(session: Session, key: str) -> ServerRecord:
+    """The live instance whose uuid is `key`, else the one named `key`: InstanceNotFound,
+    AmbiguousName when several have that name."""
+    found = q.find_servers(session, key)
+    by_uuid = [r for r in found if r.uuid == key]
+    if by_uuid:
+        return by_uuid[0]
+    if len(found) > 1:
+        raise e.AmbiguousName(key, [r.uuid for r in found])
+    if not found:
+        raise e.InstanceNotFound(key)
+    return found[0]
+
+
+def list_servers(session: Session, host: str | None = None) -> list[ServerRecord]:
+    return q.list_servers(session, host)
+
+
+def server_actions(session: Session, key: str) -> tuple[ServerRecord, list[actions.ActionRecord]]:
+    """The instance (deleted ones too, by uuid) and its actions, oldest first, each with its
+    events: what happened to it and which request did it."""
+    found = [r for r in q.find_servers(session, key, deleted=True) if r.uuid == key]
+    server = found[0] if found else find_server(session, key)
+    listed = actions.list_actions(session, server.uuid)
+    full = [actions.get_action(session, server.uuid, a.request_id) or a
+            for a in reversed(listed)]
+    return server, full
+
+
+def instance_object(server: ServerRecord, **changes: Any) -> dict[str, Any]:
+    """The `instance` argument of a cast: nova's serialised Instance (the fields the compute
+    side reads)."""
+    data = {"uuid": server.uuid, "display_name": server.display_name, "host": server.host,
+            "node": server.node, "vm_state": server.vm_state,
+            "task_state": server.task_state, "power_state": server.power_state,
+            "vcpus": server.vcpus, "memory_mb": server.memory_mb, "root_gb": server.root_gb,
+            "ephemeral_gb": server.ephemeral_gb, "image_ref": server.image_ref,
+            "user_id": server.user_id, "project_id": server.project_id, **changes}
+    return {"nova_object.name": "Instance", "nova_object.namespace": "nova",
+            "nova_object.version": "2.8", "nova_object.data": data}
+
+
+def _save(session: Session, server: ServerRecord, expected: Mapping[str, object],
+          values: Mapping[str, object], delete: bool = False) -> ServerRecord:
+    result = save_instances(session, server.host, [InstanceUpdate(
+        server.id, server.uuid, expected, values, delete)])
+    if result.lost:
+        lost = result.lost[0]
+        raise e.InstanceChanged(server.uuid, lost.column, lost.found)
+    return q.find_servers(session, server.uuid, deleted=True)[0]
+
+
+def create_server(session: Session, name: str, flavor: str, *, service_down_time: float,
+                  image_ref: str | None = None, host: str | None = None,
+                  user_id: str | None = None, project_id: str | None = None,
+                  rng: random.Random | None = None) -> Outcome:
+    """A new instance of `flavor` (id or name): saved building/scheduling with the 'create'
+    action under a new request id, then scheduled (only to `host` when given) and saved with
+    its host and node, still scheduling (the host's build clears it); the Outcome's cast is
+    build_and_run_instance to that host. No valid host: saved in ERROR with the fault, the
+    Outcome carries the NoValidHost and no cast."""
+    record = find_flavor(session, flavor)
+    context = RequestContext.new(user_id=user_id, project_id=project_id)
+    flavor_json = json.dumps({"vcpus": record.vcpus, "memory_mb": record.memory_mb,
+                              "root_gb": record.root_gb, "ephemeral_gb": record.ephemeral_gb,
+                              "swap": record.swap, "name": record.name,
+                              "flavorid": record.flavorid})
+    server = q.insert_server(
+        session, uuid=str(uuidlib.uuid4()), display_name=name, vm_state=states.BUILDING,
+        task_state=states.SCHEDULING, power_state=int(states.PowerState.NOSTATE),
+        vcpus=record.vcpus, memory_mb=record.memory_mb, root_gb=record.root_gb,
+        ephemeral_gb=record.ephemeral_gb, swap=record.swap, flavor=flavor_json,
+        instance_type_id=record.id, image_ref=image_ref, user_id=user_id,
+        project_id=project_id)
+    actions.start_action(session, instance_uuid=server.uuid, action="create",
+                         request_id=context.request_id, user_id=user_id, project_id=project_id)
+    expected = {"vm_state": states.BUILDING, "task_state": states.SCHEDULING}
+    request = Request(record.vcpus, record.memory_mb, record.root_gb, record.ephemeral_gb,
+                      record.swap)
+    try:
+        chosen = schedule(session, request, service_down_time, host=host, rng=rng)
+    except e.NoValidHost as exc:
+        server = _save(session, server, expected, {"vm_state": states.ERROR,
+                                                   "task_state": None})
+        actions.add_fault(session, instance_uuid=server.uuid, code=FAULT_NO_VALID_HOST,
+                          message=str(exc), host=None)
+        return Outcome(server, context.request_id, no_valid_host=exc)
+    server = _save(session, server, expected, {"host": chosen.host, "node": chosen.node})
+    cast = Cast(chosen.host, "build_and_run_instance", context, {
+        "instance": instance_object(server), "image": {"id": image_ref},
+        "request_spec": None, "filter_properties": {}, "admin_password": None,
+        "injected_files": [], "requested_networks": None, "security_groups": None,
+        "block_device_mapping": None, "node": chosen.node, "limits": {}, "host_list": []})
+    return Outcome(server, context.request_id, cast, host_state=chosen)
+
+
+def act(session: Session, key: str, action: str, *, user_id: str | None = None,
+        project_id: str | None = None) -> Outcome:
+    """One of server_rules.RULES ('stop', 'start', 'reboot', 'reboot-hard', 'pause',
+    'unpause', 'delete') on the instance `key`: refused with InstanceInvalidState in a state
+    nova refuses it in; else the task_state saved (conditional on host and states read), the
+    action recorded under a new request id, and the Outcome's cast to the instance's host. A
+    delete of an instance that has no host yet is done here (nova's local delete)."""
+    rule = RULES[action]
+    server = find_server(session, key)
+    check_state(rule, server.uuid, server.vm_state, server.task_state)
+    context = RequestContext.new(user_id=user_id, project_id=project_id)
+    actions.start_action(session, instance_uuid=server.uuid, action=rule.action,
+                         request_id=context.request_id, user_id=user_id, project_id=project_id)
+    expected = {"vm_state": server.vm_state, "task_state": server.task_state}
+    if rule.action == "delete" and server.host is None:
+        server = _save(session, server, expected, {
+            "vm_state": states.DELETED, "task_state": None, "terminated_at": utcnow()},
+            delete=True)
+        return Outcome(server, context.request_id)
+    server = _save(session, server, expected, {"task_state": rule.task_state})
+    args: dict[str, Any] = {"instance": instance_object(server)}
+    if rule.method == "reboot_instance":
+        args.update(block_device_info=None,
+                    reboot_type="HARD" if action == "reboot-hard" else "SOFT")
+    elif rule.method == "stop_instance":
+        args["clean_shutdown"] = True
+    elif rule.method == "terminate_instance":
+        args["bdms"] = []
+    return Outcome(server, context.request_id, Cast(server.host, rule.method, context, args))
