@@ -1,0 +1,106 @@
+"""The operator's flow end to end: `agent server create` (scheduled) then stop, start, reboot
+(soft and hard), pause, unpause and delete with --wait, against a running agent on fakevirt
+through a real RabbitMQ; the request id each command prints is in the agent's log lines of that
+operation and in `agent server events`. And a create with no valid host."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from agent.db.engine import make_database
+from agent.db.models import ComputeNode
+from tests.agent_process import (AgentProcess, NotifySocket, agent_command, wait_for,
+                                 write_config)
+from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def running(rabbit_vhost, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("server-flow")
+    host = unique_host("flow")
+    sc = tmp / "scenario.toml"
+    sc.write_text(f'[host]\nhostname = "{host}"\nvcpus = 8\nmemory_mb = 16384\n'
+                  "local_gb = 200\n", encoding="utf-8")
+    config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], service_down_time=30)
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write(f"\n[fakevirt]\nscenario = {sc}\n")
+    notify = NotifySocket(tmp / "notify")
+    agent = AgentProcess(config, tmp / "agent.log", env={"NOTIFY_SOCKET": notify.path})
+    db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")
+    try:
+        assert notify.receive_until("READY=1") is not None, agent.log_text()
+        with db.sessions() as session:
+            assert wait_for(lambda: session.execute(select(ComputeNode.id)).first()), \
+                agent.log_text()
+        yield host, agent, config
+    finally:
+        db.dispose()
+        agent.stop()
+        notify.close()
+
+
+def server(config, *args):
+    return agent_command("server", *args, "--config", str(config))
+
+
+def request_id(out: str) -> str:
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("request "))
+
+
+def show(config, key):
+    result = server(config, "show", key, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_create_then_every_action(running):
+    host, agent, config = running
+    made = server(config, "create", "--flavor", "m1.tiny", "--name", "flow1", "--wait",
+                  "--timeout", "60")
+    assert made.returncode == 0, made.stderr + agent.log_text()
+    assert f"scheduled to host {host}" in made.stdout
+    assert "compute_build_and_run_instance: Success" in made.stdout
+    shown = show(config, "flow1")
+    assert (shown["status"], shown["task_state"], shown["power_state"]) == (
+        "active", None, "Running")
+    requests = {"create": request_id(made.stdout)}
+    steps = [("stop", (), "stopped", "Shutdown"), ("start", (), "active", "Running"),
+             ("reboot", (), "active", "Running"), ("reboot", ("--hard",), "active", "Running"),
+             ("pause", (), "paused", "Paused"), ("unpause", (), "active", "Running")]
+    for action, extra, vm_state, power in steps:
+        result = server(config, action, "flow1", *extra, "--wait", "--timeout", "60")
+        assert result.returncode == 0, result.stderr + agent.log_text()
+        requests[f"{action}{''.join(extra)}"] = request_id(result.stdout)
+        shown = show(config, "flow1")
+        assert (shown["status"], shown["task_state"], shown["power_state"]) == (
+            vm_state, None, power), action
+    uuid = shown["id"]
+    gone = server(config, "delete", "flow1", "--wait", "--timeout", "60")
+    assert gone.returncode == 0, gone.stderr + agent.log_text()
+    requests["delete"] = request_id(gone.stdout)
+    assert server(config, "show", "flow1").returncode == 1  # gone from the live instances
+    listed = server(config, "events", uuid, "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    recorded = [(a["action"], a["request_id"], [(e["event"], e["result"]) for e in a["events"]])
+                for a in json.loads(listed.stdout)["actions"]]
+    assert [r[1] for r in recorded] == list(requests.values())
+    assert [r[0] for r in recorded] == ["create", "stop", "start", "reboot", "reboot",
+                                        "pause", "unpause", "delete"]
+    assert all(len(events) == 1 and events[0][1] == "Success" for _, _, events in recorded)
+    log = agent.log_text()
+    for req in requests.values():
+        assert any(req in line and uuid in line for line in log.splitlines()), (req, log)
+
+
+def test_no_valid_host(running):
+    host, agent, config = running
+    assert agent_command("flavor", "create", "giant", "--vcpus", "64", "--ram", "1024",
+                         "--config", str(config)).returncode == 0
+    result = server(config, "create", "--flavor", "giant", "--name", "toobig")
+    assert result.returncode == 1
+    assert request_id(result.stdout).startswith("req-")
+    assert f"{host} ({host}): CoreFilter: 64 vCPUs requested, the node has 8" in result.stderr
+    assert show(config, "toobig")["status"] == "error"
