@@ -5,7 +5,8 @@
 #                                  default: --state-path, or a --config file that sets
 #                                  state_path, wins
 #   ./dev.sh test [PYTEST ARGS...] run the whole test suite
-#   ./dev.sh setup                 install only (Debian packages, the test environment)
+#   ./dev.sh setup                 install only (Debian packages, the test environment, the
+#                                  compute clients in .venv-clients)
 # As root it installs the Debian packages it needs (libvirt-dev for libvirt-python, iptables,
 # faketime, ...); as a normal user it expects them and says which are missing.
 set -euo pipefail
@@ -55,6 +56,22 @@ install_python() {
     quietly "$VENV/bin/pip" install -e ".[$extras]"
     touch "$stamp"
     echo "dev.sh: installed" >&2
+}
+
+# The compute clients the API's tests drive (openstackclient, novaclient, openstacksdk), in a
+# virtual environment of their own: they are not the agent's dependencies. Versions as measured
+# in the interface reference.
+CLIENTS_VENV=.venv-clients
+CLIENTS=(python-openstackclient==10.5.0 python-novaclient==18.13.1 openstacksdk==4.22.0)
+
+install_clients() {
+    local stamp="$CLIENTS_VENV/.installed"
+    [ "$(cat "$stamp" 2>/dev/null)" = "${CLIENTS[*]}" ] && return 0
+    echo "dev.sh: installing the compute clients into $CLIENTS_VENV (about half a minute the" \
+         "first time)" >&2
+    [ -x "$CLIENTS_VENV/bin/python" ] || python3 -m venv "$CLIENTS_VENV"
+    quietly "$CLIENTS_VENV/bin/pip" install "${CLIENTS[@]}"
+    echo "${CLIENTS[*]}" > "$stamp"
 }
 
 quietly() {  # run a command with its output in $VENV/install.log, shown only if it fails
@@ -108,14 +125,16 @@ case "$cmd" in
     test)
         install_debian_packages
         install_python test "$TEST_EXTRAS"
+        install_clients
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     setup)
         install_debian_packages
         install_python test "$TEST_EXTRAS"
+        install_clients
         ;;
     *)
-        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -1,0 +1,200 @@
+"""The real compute clients against a running `agent api` and a running agent on fakevirt:
+openstackclient, novaclient and openstacksdk, installed by `./dev.sh setup` in .venv-clients
+(not the agent's dependencies), with the command lines of the interface reference and an
+otherwise empty OS_* environment. Each test asserts what the client prints or returns."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from agent.db.engine import make_database
+from agent.db.models import Instance
+from tests.agent_process import (DEADLINE, REPO_ROOT, AgentProcess, service_row, wait_for,
+                                 write_config)
+from tests.conftest import require_tier
+
+CLIENTS = REPO_ROOT / ".venv-clients" / "bin"
+HOST = "cn-api"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    require_tier("clients", (CLIENTS / "openstack").exists() and (CLIENTS / "nova").exists(),
+                 f"{CLIENTS} has no openstack/nova: run ./dev.sh setup")
+    directory = tmp_path_factory.mktemp("api")
+    config = write_config(directory, host=HOST, service_down_time=60)
+    url = f"sqlite:///{directory}/state/agent.sqlite"
+    agent = AgentProcess(config, directory / "agent.log")
+    api = None
+    try:
+        assert wait_for(lambda: (row := service_row(url, HOST)) and row.last_seen_up), \
+            agent.log_text()
+        port = free_port()
+        api = AgentProcess(config, directory / "api.log", args=["api", "--bind",
+                                                                  f"127.0.0.1:{port}"])
+        endpoint = f"http://127.0.0.1:{port}/v2.1"
+        assert wait_for(lambda: answers(endpoint)), api.log_text()
+        yield {"endpoint": endpoint, "url": url, "home": directory, "api": api,
+               "agent": agent}
+    finally:
+        for process in (api, agent):
+            if process is not None:
+                process.stop()
+
+
+def run(stack, argv, env=()):
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(stack["home"]), **dict(env)}
+    return subprocess.run(argv, capture_output=True, text=True, env=environment,
+                          timeout=DEADLINE, cwd=str(stack["home"]))
+
+
+def openstack(stack, *args, version=None):
+    version_args = ["--os-compute-api-version", version] if version else []
+    return run(stack, [str(CLIENTS / "openstack"), "--os-auth-type", "none", "--os-endpoint",
+                       stack["endpoint"], *version_args, *args])
+
+
+def nova(stack, *args):
+    return run(stack, [str(CLIENTS / "nova"), "--os-auth-type", "none",
+                       "--os-endpoint-override", stack["endpoint"], *args],
+               env={"OS_USERNAME": "x", "OS_PROJECT_ID": "p",
+                    "OS_AUTH_URL": "http://127.0.0.1:9/"})
+
+
+def listed(stack, version=None) -> dict:
+    result = openstack(stack, "compute", "service", "list", "--long", "-f", "json",
+                       version=version)
+    assert result.returncode == 0, result.stderr
+    [entry] = [e for e in json.loads(result.stdout) if e["Host"] == HOST]
+    return entry
+
+
+@pytest.mark.parametrize("version", [None, "2.1", "2.11", "2.53"],
+                         ids=["negotiated", "2.1", "2.11", "2.53"])
+def test_openstack_compute_service_list(stack, version):
+    entry = listed(stack, version)
+    row = service_row(stack["url"], HOST)
+    expected_id = row.id if version in ("2.1", "2.11") else row.uuid
+    assert (entry["ID"], entry["Binary"], entry["Zone"], entry["State"]) == (
+        expected_id, "compute-agent", "nova", "up")
+    assert ("Forced Down" in entry) == (version != "2.1")
+
+
+@pytest.mark.parametrize("version", [None, "2.1", "2.11", "2.53"],
+                         ids=["negotiated", "2.1", "2.11", "2.53"])
+def test_openstack_compute_service_set_disable_and_enable(stack, version):
+    result = openstack(stack, "compute", "service", "set", "--disable", "--disable-reason",
+                       f"maintenance {version}", HOST, "nova-compute", version=version)
+    assert (result.returncode, result.stderr) == (0, "")
+    entry = listed(stack, version)
+    assert (entry["Status"], entry["Disabled Reason"]) == ("disabled", f"maintenance {version}")
+    result = openstack(stack, "compute", "service", "set", "--enable", HOST, "nova-compute",
+                       version=version)
+    assert result.returncode == 0, result.stderr
+    assert listed(stack, version)["Status"] == "enabled"
+
+
+@pytest.mark.parametrize("version", ["2.11", "2.53"])
+def test_openstack_compute_service_set_down_and_up(stack, version):
+    result = openstack(stack, "compute", "service", "set", "--down", HOST, "nova-compute",
+                       version=version)
+    assert result.returncode == 0, result.stderr
+    entry = listed(stack, version)
+    assert (entry["State"], entry["Forced Down"]) == ("down", True)
+    result = openstack(stack, "compute", "service", "set", "--up", HOST, "nova-compute",
+                       version=version)
+    assert result.returncode == 0, result.stderr
+    assert listed(stack, version)["Forced Down"] is False
+
+
+def test_nova_service_commands(stack):
+    result = nova(stack, "service-list")
+    assert result.returncode == 0, result.stderr
+    assert HOST in result.stdout and "compute-agent" in result.stdout
+    result = nova(stack, "--os-compute-api-version", "2.11", "service-disable", "--reason",
+                  "novaclient says", HOST)
+    assert result.returncode == 0, result.stderr
+    assert "| nova-compute | disabled | novaclient says |" in result.stdout
+    result = nova(stack, "--os-compute-api-version", "2.11", "service-force-down", HOST)
+    assert result.returncode == 0, result.stderr
+    assert "| nova-compute | True" in result.stdout
+    uuid = service_row(stack["url"], HOST).uuid
+    result = nova(stack, "service-force-down", "--unset", uuid)
+    assert result.returncode == 0, result.stderr
+    assert f"| {uuid} | {HOST}" in result.stdout and "| False" in result.stdout
+    result = nova(stack, "service-enable", uuid)
+    assert result.returncode == 0, result.stderr
+    assert listed(stack)["Status"] == "enabled"
+
+
+def test_openstacksdk_service_calls(stack):
+    (stack["home"] / "clouds.yaml").write_text(
+        "clouds:\n  local:\n    auth_type: none\n"
+        f"    auth:\n      endpoint: {stack['endpoint']}\n", encoding="utf-8")
+    script = (
+        "import json, openstack\n"
+        "conn = openstack.connect(cloud='local')\n"
+        f"svc = next(s for s in conn.compute.services() if s.host == {HOST!r})\n"
+        "conn.compute.disable_service(svc, disabled_reason='sdk says')\n"
+        f"after = next(s for s in conn.compute.services() if s.host == {HOST!r})\n"
+        "print(json.dumps([svc.id, svc.binary, svc.state, after.status,"
+        " after.disabled_reason]))\n"
+        "conn.compute.enable_service(after)\n")
+    result = run(stack, [str(CLIENTS / "python"), "-c", script],
+                 env={"OS_CLIENT_CONFIG_FILE": str(stack["home"] / "clouds.yaml")})
+    assert result.returncode == 0, result.stderr
+    uuid = service_row(stack["url"], HOST).uuid
+    assert json.loads(result.stdout.splitlines()[-1]) == [
+        uuid, "compute-agent", "up", "disabled", "sdk says"]
+    assert listed(stack)["Status"] == "enabled"
+
+
+def test_refused_delete_is_shown_then_delete(stack):
+    db = make_database(stack["url"])
+    try:
+        with db.sessions.begin() as session:
+            session.add(Instance(display_name="vm", host=HOST, node=HOST, vm_state="active",
+                                 power_state=1))
+        uuid = service_row(stack["url"], HOST).uuid
+        result = openstack(stack, "compute", "service", "delete", uuid)
+        assert result.returncode == 1
+        assert f"Failed to delete compute service with ID '{uuid}': ConflictException: 409" \
+            in result.stderr
+        assert ("Unable to delete compute service that is hosting instances. Migrate or "
+                "delete the instances first.\n1 of 1 compute services failed to delete.\n"
+                ) in result.stderr
+        result = nova(stack, "service-delete", uuid)
+        assert result.returncode == 1
+        assert "ERROR (Conflict): Unable to delete compute service that is hosting" \
+            in result.stderr
+        assert service_row(stack["url"], HOST) is not None
+        with db.sessions.begin() as session:
+            session.query(Instance).delete()
+    finally:
+        db.dispose()
+    stack["agent"].stop()  # a running agent would register its host again
+    result = openstack(stack, "compute", "service", "delete", uuid)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert service_row(stack["url"], HOST) is None
+    log = stack["api"].log_text()
+    assert '"DELETE /v2.1/os-services/' in log and "status 204" in log
