@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-from agent.values import BadValue, shown, text as plain_text
+from agent.values import BadValue, number_text, shown, text as plain_text
 from agent.errors import ConfigError
 from agent.options import OPTIONS, SECTIONS, Opt, Resolved
 from agent.redact import UnsafeURL, check_url, redact_text, redact_url, secrets_of
@@ -275,7 +275,7 @@ def _range(opt: Opt) -> str:
 
 
 def _num(value: float | None) -> str:
-    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+    return str(value) if value is None else number_text(value)
 
 
 def did_you_mean(word: object, candidates: Iterable[str]) -> str:

@@ -21,6 +21,9 @@ from typing import Any
 # hypervisor_version is a BigInteger.
 INT_MAX = 2**31 - 1
 BIGINT_MAX = 2**63 - 1
+# Float columns (the allocation ratios, rxtx_factor) are single precision on MySQL/MariaDB:
+# the largest value all three backends store is nova's SQL_SP_FLOAT_MAX.
+FLOAT_MAX = 3.40282e38
 # String(255) columns: host names, display names, project ids, reasons, ...
 STRING_MAX = 255
 HOSTNAME_MAX = 255
@@ -109,10 +112,10 @@ def number(value: Any, minimum: float | None = None, maximum: float | None = Non
     """A finite number within [minimum, maximum] (either bound None: no bound); nan and
     infinity are refused, and so are bools and strings."""
     if minimum is not None and maximum is not None:
-        bounds = f" from {_num(minimum)} to {_num(maximum)}"
+        bounds = f" from {number_text(minimum)} to {number_text(maximum)}"
     elif minimum is not None or maximum is not None:
-        bounds = (f" of at least {_num(minimum)}" if minimum is not None
-                  else f" of at most {_num(maximum)}")
+        bounds = (f" of at least {number_text(minimum)}" if minimum is not None
+                  else f" of at most {number_text(maximum)}")
     else:
         bounds = ""
     expected = f"a finite number{bounds}" + (f" {unit}" if unit else "")
@@ -179,5 +182,9 @@ def directory(path: str) -> str:
     return path
 
 
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+def number_text(value: float) -> str:
+    """A bound as written in a message: whole numbers without '.0' (4, 2147483647), others
+    and very large ones as Python writes a float (0.5, 3.40282e+38)."""
+    if float(value).is_integer() and abs(value) <= BIGINT_MAX:
+        return str(int(value))
+    return str(float(value))

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from agent.db.engine import make_database
-from agent.db.models import Instance, Service
+from agent.db.models import ComputeNode, Instance, Service
 from tests.agent_process import agent_command
 
 UUID = "11111111-1111-4111-8111-111111111111"
@@ -85,6 +85,23 @@ def test_longest_host_name_works_on_every_backend(tmp_path, any_db_url):
     seed = agent_command("db", "seed", str(path), "--db", any_db_url)
     assert seed.returncode == 0, seed.stderr
     assert seeded(any_db_url) == [(host, host, 2147483647, 2147483647, "ü" * 255)]
+
+
+def test_largest_allocation_ratios_are_stored_on_every_backend(tmp_path, any_db_url):
+    conf = write(tmp_path, "agent.conf", "[DEFAULT]\ncpu_allocation_ratio = 3.40282e38\n"
+                                         "initial_ram_allocation_ratio = 3.40282e38\n")
+    result = agent_command("--config", str(conf), "--host", "h1", "--db", any_db_url,
+                           "--state-path", str(tmp_path / "state"), "--once",
+                           "--format", "json")
+    assert result.returncode == 0, result.stderr
+    db = make_database(any_db_url)
+    try:
+        with db.engine.connect() as conn:
+            ratios = conn.execute(select(ComputeNode.cpu_allocation_ratio,
+                                         ComputeNode.ram_allocation_ratio)).one()
+    finally:
+        db.dispose()
+    assert ratios == pytest.approx((3.40282e38, 3.40282e38), rel=1e-6)
 
 
 def seeded(url: str) -> list[tuple]:
@@ -165,10 +182,16 @@ def test_bad_scenario_host_section_is_refused(tmp_path, body, expected):
 
 # -- configuration values: numbers, id maps, addresses, files ---------------------------------
 BAD_OPTIONS = {
-    "ratio-nan": ("cpu_allocation_ratio = nan", "expected a finite number of at least 0"),
+    "ratio-nan": ("cpu_allocation_ratio = nan",
+                  "expected a finite number from 0 to 3.40282e+38"),
     "ratio-inf": ("ram_allocation_ratio = inf", "expected a finite number"),
     "ratio-1e400": ("disk_allocation_ratio = 1e400", "expected a finite number"),
-    "ratio-negative": ("initial_cpu_allocation_ratio = -1", "expected a value of at least 0"),
+    "ratio-negative": ("initial_cpu_allocation_ratio = -1",
+                       "expected a value from 0 to 3.40282e+38"),
+    "ratio-past-float-column": ("cpu_allocation_ratio = 1e39",
+                                "expected a value from 0 to 3.40282e+38"),
+    "initial-ratio-past-float-column": ("initial_ram_allocation_ratio = 3.5e38",
+                                        "expected a value from 0 to 3.40282e+38"),
     "ratio-word": ("cpu_allocation_ratio = lots", "expected a number"),
     "int-too-big": ("reserved_host_memory_mb = 2147483648",
                     "expected a value from 0 to 2147483647 MiB"),
