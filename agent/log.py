@@ -76,12 +76,12 @@ class PrivateFileHandler(logging.StreamHandler):
     """Appends to a log file created with mode 0640 (`agent.files`), never through a symbolic
     link planted at its name."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, where: str = "[DEFAULT] log_file"):
         try:
             fd = open_append(path)
         except OSError as exc:
             why = "a symbolic link, not followed" if os.path.islink(path) else exc.strerror
-            raise ConfigError(f"[DEFAULT] log_file = {path!r}: cannot open it for appending: "
+            raise ConfigError(f"{where} = {path!r}: cannot open it for appending: "
                               f"{why}") from None
         super().__init__(os.fdopen(fd, "a", encoding="utf-8"))
 
@@ -94,12 +94,13 @@ class PrivateFileHandler(logging.StreamHandler):
 
 
 def setup_logging(debug: bool = False, log_file: str | None = None,
-                  secrets: Iterable[str] = ()) -> None:
+                  secrets: Iterable[str] = (), where: str = "[DEFAULT] log_file") -> None:
     """Configure the root logger once: stderr (the journal under systemd) or `log_file`.
     Every line goes through `RedactingFormatter` with `secrets` (`Config.secrets()`). A log file
-    that cannot be opened is a ConfigError naming it."""
+    that cannot be opened is a ConfigError naming it after `where` (`Config.where`: the file
+    and line, or the flag, that set it)."""
     handler: logging.Handler
-    handler = PrivateFileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler = PrivateFileHandler(log_file, where) if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(secrets))
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()

@@ -26,7 +26,8 @@ def run(args, conf) -> int:
     where = "--bind" if args.bind else conf.where("api", "bind")  # file and line when set
     host, port = server.parse_bind(args.bind or conf.api.bind, where)
     server.check_access(host, port, conf.api.auth_strategy, where)
-    setup_logging(conf.debug, conf.log_file, conf.secrets())
+    setup_logging(conf.debug, conf.log_file, conf.secrets(),
+                  conf.where("DEFAULT", "log_file"))
     db = database_from_conf(conf, create=False)
     try:
         revision = migrate.current_revision(db)

@@ -22,7 +22,8 @@ def run(args, conf) -> int:
     from agent.log import setup_logging
     from agent.service import AgentService
 
-    setup_logging(conf.debug, conf.log_file, conf.secrets())
+    setup_logging(conf.debug, conf.log_file, conf.secrets(),
+                  conf.where("DEFAULT", "log_file"))
     for warning in conf.warnings:
         LOG.warning("%s", warning)
     service = AgentService(conf, dry_run=getattr(args, "dry_run", False),

@@ -62,7 +62,8 @@ def run_seed(args, conf) -> int:
     from fakevirt.scenario import load_scenario
     from fakevirt.seed import seed_database
 
-    setup_logging(conf.debug, conf.log_file)
+    setup_logging(conf.debug, conf.log_file, conf.secrets(),
+                  conf.where("DEFAULT", "log_file"))
     log = logging.getLogger(__name__)
     size = os.path.getsize(args.file) if os.path.isfile(args.file) else 0
     if size >= LARGE_SCENARIO_BYTES:

@@ -105,7 +105,8 @@ def run(args, conf) -> int:
     from agent.service import stop_on_signals
 
     options = options_from_args(args)
-    setup_logging(conf.debug, conf.log_file, conf.secrets())
+    setup_logging(conf.debug, conf.log_file, conf.secrets(),
+                  conf.where("DEFAULT", "log_file"))
     for name in AGENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if conf.debug else args.agent_log_level)
     for warning in conf.warnings:

@@ -272,6 +272,21 @@ def test_unwritable_log_file_directory_is_refused_before_start(tmp_path):
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.parametrize("command", [["--once"], ["db", "seed", "SCENARIO"]],
+                         ids=["once", "db-seed"])
+def test_log_file_that_cannot_be_opened_names_file_and_line(tmp_path, command):
+    target = write(tmp_path, "target.log", "")
+    (tmp_path / "agent.log").symlink_to(target)
+    write(tmp_path, "scenario.toml", "")
+    conf = write(tmp_path, "agent.conf",
+                 f"[DEFAULT]\nstate_path = {tmp_path}/state\n\n"
+                 f"log_file = {tmp_path}/agent.log\n")
+    command = [str(tmp_path / "scenario.toml") if a == "SCENARIO" else a for a in command]
+    refused(agent_command("--config", str(conf), *command),
+            f"{conf}:4: [DEFAULT] log_file = ", "a symbolic link, not followed")
+    assert target.read_text() == ""
+
+
 # -- database URLs ------------------------------------------------------------------------------
 @pytest.mark.parametrize("url, expected", [
     pytest.param("nope://x", "connection = 'nope://x': unsupported backend 'nope'",
