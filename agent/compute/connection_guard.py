@@ -54,6 +54,12 @@ class ConnectionGuard:
         if not self._record(available):
             self._start_retrying()
 
+    @property
+    def failed_attempts(self) -> int:
+        """Attempts to record the connection state on the service row that failed since the
+        last one that succeeded (0 while the row says it)."""
+        return self._failures.failures
+
     def close(self) -> None:
         """Stop retrying (shutdown)."""
         self._stop.set()

@@ -61,9 +61,9 @@ def test_a_loss_the_database_could_not_take_is_recorded_once_it_is_back(sqlite_d
     try:
         guard(False, "connection to libvirt lost: keepalive timeout")  # the database is out
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and guard._failures.failures < 3:
+        while time.monotonic() < deadline and guard.failed_attempts < 3:
             time.sleep(0.02)
-        assert guard._failures.failures >= 3  # still trying
+        assert guard.failed_attempts >= 3  # still trying
         with sqlite_db.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE services_away RENAME TO services")
         while time.monotonic() < deadline and not registry.load_service_by_id(
