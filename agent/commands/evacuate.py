@@ -56,7 +56,8 @@ def run(args, conf) -> int:
         with refusals_in_words():
             result = evacuate_host(session, source, args.dest_host,
                                    service_down_time=conf.service_down_time,
-                                   binary=args.service_binary, dry_run=dry_run)
+                                   binary=args.service_binary, dry_run=dry_run,
+                                   rebuild=bool(conf.transport_url))
         commit_evacuation(session, result)
     except OutcomeUnknown as exc:
         raise DatabaseError(
@@ -73,7 +74,32 @@ def run(args, conf) -> int:
         session.close()
         db.dispose()
     print(render(result), end="")
+    if result.casts:
+        _cast_rebuilds(conf, result)
+    elif result.instances and not result.dry_run:
+        print(f"no transport_url: the agent on {result.dest_host} is not asked to spawn the "
+              "guests (its power sync finds them missing)")
     return 0
+
+
+def _cast_rebuilds(conf, result) -> None:
+    """Ask the destination to spawn the moved guests (after the commit), as nova's evacuate
+    ends; a broker that cannot be reached is an error after the records were moved."""
+    from agent.control.casts import send
+    from agent.display import escape, plural
+    from agent.errors import ServiceError
+    from agent.rpc.client import RpcClient
+    from agent.rpc.transport import parse
+
+    try:
+        with RpcClient(parse(conf.transport_url)) as client:
+            send(client, result.casts)
+    except Exception as exc:  # noqa: BLE001 - kombu's errors have no common base
+        raise ServiceError(escape(
+            f"the instances were moved to host {result.dest_host}, but rebuild_instance could "
+            f"not be sent ({exc}); request {result.request_id}")) from None
+    print(escape(f"request {result.request_id}: rebuild_instance(recreate=True) cast to host "
+                 f"{result.dest_host} for {plural(len(result.casts), 'instance')}"))
 
 
 def render(result) -> str:

@@ -32,12 +32,15 @@ from sqlalchemy.orm import Session
 from agent import vocabulary as states
 from agent.control.errors import (DestinationDisabled, DestinationDown, DestinationForcedDown,
                                   DestinationNodes, OutcomeUnknown, SameHost, ServiceIsUp)
+from agent.control.casts import Cast, instance_object
 from agent.control.services import find_service
+from agent.db.action_queries import start_action
 from agent.db import compute_queries as q
 from agent.db.models import ComputeNode, Instance, Migration
 from agent.db.service_queries import ServiceRecord, database_now
 from agent.display import plural
 from agent.liveness import state_of
+from agent.rpc.wire import RequestContext
 from agent.vocabulary import COMPUTE_BINARY
 
 LOG = logging.getLogger(__name__)
@@ -73,6 +76,10 @@ class EvacuationResult:
     dry_run: bool
     not_evacuable: tuple[NotEvacuable, ...] = ()
     changed: tuple[tuple[str, str], ...] = ()  # (uuid, what changed): read but not moved
+    # With `rebuild`: the request id of the 'evacuate' actions and the casts to send after
+    # commit (rebuild_instance(recreate=True) to the destination, one per moved instance).
+    request_id: str | None = None
+    casts: tuple[Cast, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,11 +124,17 @@ def evacuable(vm_state: str | None) -> bool:
 
 def evacuate_host(session: Session, source_host: str, dest_host: str, *,
                   service_down_time: float, binary: str = COMPUTE_BINARY,
-                  dry_run: bool = False) -> EvacuationResult:
+                  dry_run: bool = False, rebuild: bool = False) -> EvacuationResult:
     """Evacuate every evacuable live instance of `source_host` to `dest_host` in the caller's
     session (see the module docstring); the others stay and are listed in `not_evacuable`.
     Refused, before anything is written: ServiceNotFound (either host) or a refusal of
-    check_evacuation. The caller commits with `commit_evacuation`."""
+    check_evacuation. The caller commits with `commit_evacuation`.
+
+    `rebuild` ends as nova's evacuate does: each moved instance is saved with task_state
+    rebuilding and an 'evacuate' action under one new request id, and the result carries a
+    rebuild_instance(recreate=True) cast to the destination per instance, for the caller to
+    send after commit (the destination's agent spawns the guest). Without it the task_state
+    is left as it was and no cast is prepared (no broker to send it through)."""
     source = find_service(session, source_host, binary, lock=True, role="source host")
     dest = find_service(session, dest_host, binary, role="destination host")
     db_now = database_now(session)
@@ -145,9 +158,12 @@ def evacuate_host(session: Session, source_host: str, dest_host: str, *,
                               tuple(planned), dry_run, stay)
     if dry_run or not planned:  # nothing written: the commit only releases the locks
         return result
+    moved = {"host": dest_host, "node": target.dest_node}
+    if rebuild:
+        moved["task_state"] = states.REBUILDING
     saved = q.save_instances(session, source_host, [
         q.InstanceUpdate(r.id, r.uuid, {"vm_state": r.vm_state, "task_state": r.task_state},
-                         {"host": dest_host, "node": target.dest_node}) for r in rows])
+                         moved) for r in rows])
     # The rows are locked above on server databases; SQLite locks only from the save on, so
     # a row changed in between is not moved (and has no record).
     planned = [p for p, r in zip(planned, rows) if r.id in saved.won]
@@ -164,7 +180,29 @@ def evacuate_host(session: Session, source_host: str, dest_host: str, *,
         select(Migration.uuid, Migration.id)
         .where(Migration.uuid.in_([p.migration_uuid for p in planned]))).all())
     done = tuple(dataclasses.replace(p, migration_id=ids[p.migration_uuid]) for p in planned)
-    return dataclasses.replace(result, instances=done)
+    result = dataclasses.replace(result, instances=done)
+    return _with_rebuilds(session, result, rows) if rebuild else result
+
+
+def _with_rebuilds(session: Session, result: EvacuationResult, rows) -> EvacuationResult:
+    """Record the 'evacuate' actions and prepare the destination's rebuild casts."""
+    context = RequestContext.new()
+    vm_states = {r.uuid: r.vm_state for r in rows}
+    casts = []
+    for p in result.instances:
+        start_action(session, instance_uuid=p.uuid, action="evacuate",
+                     request_id=context.request_id)
+        instance = instance_object({"uuid": p.uuid, "display_name": p.name,
+                                    "host": result.dest_host, "node": result.dest_node,
+                                    "vm_state": vm_states[p.uuid],
+                                    "task_state": states.REBUILDING})
+        casts.append(Cast(result.dest_host, "rebuild_instance", context, {
+            "instance": instance, "orig_image_ref": None, "image_ref": None,
+            "injected_files": [], "new_pass": None, "orig_sys_metadata": {}, "bdms": [],
+            "recreate": True, "on_shared_storage": None, "preserve_ephemeral": False,
+            "migration": None, "scheduled_node": result.dest_node, "limits": {},
+            "request_spec": None, "accel_uuids": []}))
+    return dataclasses.replace(result, request_id=context.request_id, casts=tuple(casts))
 
 
 def commit_evacuation(session: Session, result: EvacuationResult) -> None:

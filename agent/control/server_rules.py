@@ -20,9 +20,6 @@ from typing import Mapping
 from agent import vocabulary as states
 from agent.control.errors import InstanceInvalidState
 
-RPC_VERSION = "6.0"  # the compute RPC version nova sends these methods with
-
-
 @dataclass(frozen=True)
 class ActionRule:
     action: str  # nova's instance action name, recorded in instance_actions

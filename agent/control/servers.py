@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import random
 import uuid as uuidlib
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,9 @@ from agent.control import errors as e
 from agent.control.flavors import find_flavor
 from agent.control.host_states import schedule
 from agent.control.scheduler import HostState, Request
-from agent.control.server_rules import RPC_VERSION, RULES, check_state
+from agent.control.casts import Cast, Caster, instance_object as nova_instance
+from agent.control.casts import send as send_casts
+from agent.control.server_rules import RULES, check_state
 from agent.db import action_queries as actions
 from agent.db import server_queries as q
 from agent.db.compute_queries import InstanceUpdate, save_instances
@@ -32,22 +34,9 @@ from agent.db.models import utcnow
 from agent.db.server_queries import ServerRecord
 from agent.rpc.wire import RequestContext
 
+__all__ = ["Cast", "Caster", "Outcome", "send"]
+
 FAULT_NO_VALID_HOST = 500  # nova records NoValidHost as a fault with code 500
-
-
-class Caster(Protocol):
-    """What sends a cast: agent.rpc.client.RpcClient, or a recorder in tests."""
-
-    def cast(self, host: str, method: str, version: str, context: RequestContext,
-             **args: Any) -> None: ...
-
-
-@dataclass(frozen=True)
-class Cast:
-    host: str
-    method: str
-    context: RequestContext
-    args: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,9 +53,7 @@ class Outcome:
 
 def send(caster: Caster, outcome: Outcome) -> None:
     """Send the outcome's cast, if any (after the request's transaction committed)."""
-    if outcome.cast is not None:
-        c = outcome.cast
-        caster.cast(c.host, c.method, RPC_VERSION, c.context, **c.args)
+    send_casts(caster, outcome.cast)
 
 
 def find_server(session: Session, key: str) -> ServerRecord:
@@ -107,8 +94,7 @@ def instance_object(server: ServerRecord, **changes: Any) -> dict[str, Any]:
             "vcpus": server.vcpus, "memory_mb": server.memory_mb, "root_gb": server.root_gb,
             "ephemeral_gb": server.ephemeral_gb, "image_ref": server.image_ref,
             "user_id": server.user_id, "project_id": server.project_id, **changes}
-    return {"nova_object.name": "Instance", "nova_object.namespace": "nova",
-            "nova_object.version": "2.8", "nova_object.data": data}
+    return nova_instance(data)
 
 
 def _save(session: Session, server: ServerRecord, expected: Mapping[str, object],

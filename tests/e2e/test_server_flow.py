@@ -104,3 +104,39 @@ def test_no_valid_host(running):
     assert request_id(result.stdout).startswith("req-")
     assert f"{host} ({host}): CoreFilter: 64 vCPUs requested, the node has 8" in result.stderr
     assert show(config, "toobig")["status"] == "error"
+
+
+def test_evacuate_ends_with_the_destination_spawning_the_guests(running):
+    from agent.db.models import Instance, Service
+    from agent.registry import register_service
+
+    host, agent, config = running
+    url = f"sqlite:///{config.parent}/state/agent.sqlite"
+    db = make_database(url)
+    try:
+        source = unique_host("dead")
+        service = register_service(db, source, starting=False)
+        with db.sessions.begin() as session:
+            session.query(Service).filter(Service.id == service.id).update(
+                {"forced_down": True})
+            for name, vm_state in (("evac-a", "active"), ("evac-s", "stopped")):
+                session.add(Instance(display_name=name, host=source, node=source,
+                                     vm_state=vm_state, power_state=1 if vm_state == "active"
+                                     else 4, vcpus=1, memory_mb=64, deleted=0))
+    finally:
+        db.dispose()
+    moved = agent_command("evacuate", "--host", source, "--to", host, "--config", str(config))
+    assert moved.returncode == 0, moved.stderr
+    assert f"rebuild_instance(recreate=True) cast to host {host} for 2 instances" in moved.stdout
+    req = next(w for w in moved.stdout.split() if w.startswith("req-")).rstrip(":")
+
+    def settled():
+        a, s = show(config, "evac-a"), show(config, "evac-s")
+        return a["task_state"] is None and s["task_state"] is None and (a, s)
+    a, s = wait_for(settled) or (show(config, "evac-a"), show(config, "evac-s"))
+    assert (a["host"], a["status"], a["power_state"]) == (host, "active", "Running"), \
+        agent.log_text()
+    assert (s["host"], s["status"]) == (host, "stopped")
+    listed = json.loads(server(config, "events", "evac-a", "--format", "json").stdout)
+    assert [(x["action"], x["request_id"], [e["result"] for e in x["events"]])
+            for x in listed["actions"]] == [("evacuate", req, ["Success"])]
