@@ -25,7 +25,6 @@ import uuid as uuid_lib
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -36,7 +35,7 @@ from agent.control.casts import Cast, instance_object
 from agent.control.services import find_service
 from agent.db.action_queries import start_action
 from agent.db import compute_queries as q
-from agent.db.models import ComputeNode, Instance, Migration
+from agent.db.node_queries import load_node_names
 from agent.db.service_queries import ServiceRecord, database_now
 from agent.display import plural
 from agent.liveness import state_of
@@ -138,21 +137,17 @@ def evacuate_host(session: Session, source_host: str, dest_host: str, *,
     source = find_service(session, source_host, binary, lock=True, role="source host")
     dest = find_service(session, dest_host, binary, role="destination host")
     db_now = database_now(session)
-    source_nodes = _nodes(session, source_host)
-    dest_nodes = _nodes(session, dest_host)
+    source_nodes = load_node_names(session, source_host)
+    dest_nodes = load_node_names(session, dest_host)
     target = check_evacuation(source, dest, db_now=db_now,
                               service_down_time=service_down_time, dest_nodes=dest_nodes,
                               binary=binary)
-    rows = session.execute(
-        select(Instance.id, Instance.uuid, Instance.display_name, Instance.node,
-               Instance.vm_state, Instance.task_state)
-        .where(Instance.host == source_host, Instance.deleted == 0)
-        .order_by(Instance.id).with_for_update()).all()
+    rows = q.load_host_instances(session, source_host, lock=True)
     default_node = source_nodes[0] if source_nodes else source_host
-    stay = tuple(NotEvacuable(r.uuid, r.display_name or r.uuid, r.vm_state)
+    stay = tuple(NotEvacuable(r.uuid, r.name, r.vm_state)
                  for r in rows if not evacuable(r.vm_state))
     rows = [r for r in rows if evacuable(r.vm_state)]
-    planned = [EvacuatedInstance(r.uuid, r.display_name or r.uuid, r.node or default_node,
+    planned = [EvacuatedInstance(r.uuid, r.name, r.node or default_node,
                                  str(uuid_lib.uuid4()), None) for r in rows]
     result = EvacuationResult(source_host, dest_host, target.dest_node, target.source_state,
                               tuple(planned), dry_run, stay)
@@ -171,14 +166,11 @@ def evacuate_host(session: Session, source_host: str, dest_host: str, *,
                                                        for lost in saved.lost))
     if not planned:
         return dataclasses.replace(result, instances=())
-    session.execute(insert(Migration), [
+    ids = q.insert_migrations(session, [
         {"uuid": p.migration_uuid, "instance_uuid": p.uuid, "source_compute": source_host,
          "dest_compute": dest_host, "source_node": p.source_node,
          "dest_node": target.dest_node, "migration_type": states.EVACUATION,
          "status": states.EVACUATION_DONE, "deleted": 0} for p in planned])
-    ids = dict(session.execute(
-        select(Migration.uuid, Migration.id)
-        .where(Migration.uuid.in_([p.migration_uuid for p in planned]))).all())
     done = tuple(dataclasses.replace(p, migration_id=ids[p.migration_uuid]) for p in planned)
     result = dataclasses.replace(result, instances=done)
     return _with_rebuilds(session, result, rows) if rebuild else result
@@ -221,8 +213,3 @@ def commit_evacuation(session: Session, result: EvacuationResult) -> None:
                  plural(len(result.instances), "instance"), result.source_host,
                  result.source_state, result.dest_host, result.dest_node)
 
-
-def _nodes(session, host: str) -> list[str]:
-    return list(session.scalars(
-        select(ComputeNode.hypervisor_hostname)
-        .where(ComputeNode.host == host, ComputeNode.deleted == 0).order_by(ComputeNode.id)))

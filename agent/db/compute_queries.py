@@ -153,9 +153,24 @@ _COMPUTE_NODES = (select(_N)
                   .order_by(_N.c.id))
 
 
-def load_host_instances(session: Session, host: str) -> list[InstanceRecord]:
-    """One SELECT: the live (not soft-deleted) instances of `host`."""
-    return [InstanceRecord(*row) for row in session.execute(_HOST_INSTANCES, {"host": host})]
+_HOST_INSTANCES_LOCKED = _HOST_INSTANCES.with_for_update()
+
+
+def load_host_instances(session: Session, host: str, *,
+                        lock: bool = False) -> list[InstanceRecord]:
+    """One SELECT: the live (not soft-deleted) instances of `host`, by id; with `lock`, locked
+    FOR UPDATE until the session's transaction ends (server databases; SQLite has no row
+    locks)."""
+    stmt = _HOST_INSTANCES_LOCKED if lock else _HOST_INSTANCES
+    return [InstanceRecord(*row) for row in session.execute(stmt, {"host": host})]
+
+
+def insert_migrations(session: Session, rows: Sequence[Mapping[str, object]]) -> dict[str, int]:
+    """One executemany INSERT of new migrations rows (column: value, each with its uuid), then
+    one SELECT of their ids. Returns {uuid: id}."""
+    session.execute(insert(_M), [dict(row) for row in rows])
+    return dict(session.execute(select(_M.c.uuid, _M.c.id)
+                                .where(_M.c.uuid.in_([row["uuid"] for row in rows]))).all())
 
 
 def load_tracked_instances(session: Session, host: str) -> list[InstanceRecord]:

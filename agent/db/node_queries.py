@@ -35,6 +35,12 @@ class NodeResources:
 _COLUMNS = [getattr(_N.c, f) for f in NodeResources.__dataclass_fields__]
 
 
+def load_node_names(session: Session, host: str) -> list[str]:
+    """One SELECT: the hypervisor hostnames of `host`'s live compute nodes, by id."""
+    return list(session.scalars(select(_N.c.hypervisor_hostname)
+                                .where(_N.c.host == host, _N.c.deleted == 0).order_by(_N.c.id)))
+
+
 def load_node_resources(session: Session, hosts: Collection[str]) -> list[NodeResources]:
     """One SELECT: the live compute nodes of `hosts`, by host and hypervisor hostname."""
     if not hosts:
