@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.wrappers import Request, Response
 
 from agent import log
-from agent.api import discovery, microversion, services
+from agent.api import aggregates, discovery, flavors, hypervisors, microversion, services
 from agent.api.context import Call
 from agent.api.faults import ApiError, body as fault_body
 
@@ -30,7 +30,8 @@ GLOBAL_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 # Every resource module's routes: (method, path pattern after /v2.1[/project], handler).
 ROUTES = tuple((method, re.compile(pattern + r"/?$"), handler)
-               for module in (services,) for method, pattern, handler in module.ROUTES)
+               for module in (services, hypervisors, flavors, aggregates)
+               for method, pattern, handler in module.ROUTES)
 COLLECTIONS = frozenset(pattern.pattern.split("/")[1].split("(")[0].rstrip("$?")
                         for _, pattern, _ in ROUTES)
 
@@ -85,13 +86,13 @@ class ApiApp:
             version = microversion.requested(request.headers)
         except ApiError as exc:
             return _fault(exc.code, exc.message)
-        response = self.dispatch(request, rest, version, request_id, global_id)
+        response = self.dispatch(request, rest, version, request_id, global_id, base)
         for name, value in microversion.response_headers(version):
             response.headers[name] = value
         return response
 
     def dispatch(self, request: Request, rest: str, version, request_id: str,
-                 global_id: str | None) -> Response:
+                 global_id: str | None, base_url: str) -> Response:
         matched = False
         for method, pattern, handler in ROUTES:
             match = pattern.match(rest)
@@ -108,7 +109,7 @@ class ApiApp:
                 call = Call(version=version, session=session, body=body,
                             query=request.args.to_dict(), service_down_time=self.service_down_time,
                             server_clock=self.server_clock, request_id=request_id,
-                            global_request_id=global_id)
+                            global_request_id=global_id, base_url=base_url)
                 code, result = handler(call, **match.groupdict())
         except ApiError as exc:
             LOG.info("refused %s %s: %d %s", request.method, rest, exc.code, exc.message)

@@ -17,7 +17,8 @@ class Call:
     """One request: `version` negotiated, `session` inside the request's one transaction
     (committed when the handler returns, rolled back when it raises), `body` the parsed JSON
     (None without one), `query` the query string (last value of each key),
-    `service_down_time` in seconds, `server_clock` False on SQLite (no clock offsets)."""
+    `service_down_time` in seconds, `server_clock` False on SQLite (no clock offsets),
+    `base_url` the scheme, host and script root (no trailing '/'), for links."""
 
     version: Version
     session: Session
@@ -27,6 +28,7 @@ class Call:
     server_clock: bool
     request_id: str
     global_request_id: str | None = None
+    base_url: str = ""  # scheme, host and script root, for links
 
     def query_text(self, key: str) -> str | None:
         """A query-string value; ApiError 400 when it holds control characters (no row can

@@ -155,7 +155,7 @@ def delete(call: Call, service_id: str) -> tuple[int, None]:
 
 def _load(call: Call, service_id: str):
     if call.version.at_least(*ID_AS_UUID):
-        if not _is_uuid(service_id):
+        if not is_uuid(service_id):
             raise ApiError(400, f"Invalid uuid {service_id}")
         row = q.load_service_by_uuid(call.session, service_id)
     else:
@@ -168,7 +168,7 @@ def _load(call: Call, service_id: str):
     return row
 
 
-def _is_uuid(text: str) -> bool:
+def is_uuid(text: str) -> bool:
     try:
         uuidlib.UUID(text)
     except ValueError:

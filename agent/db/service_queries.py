@@ -46,6 +46,7 @@ _COLUMNS = (Service.id, Service.uuid, Service.host, Service.binary, Service.topi
             Service.report_count, Service.disabled, Service.disabled_reason,
             Service.forced_down, Service.last_seen_up, Service.last_seen_host_time,
             Service.created_at, Service.updated_at, Service.last_seen_by, Service.started_at)
+RECORD_COLUMNS = _COLUMNS  # what service_record reads, for a caller's own joined SELECT
 _TABLE_COLUMNS = tuple(_S.c[column.key] for column in _COLUMNS)
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import urllib.request
 
 import pytest
+from sqlalchemy import select
 
 from agent.db.engine import make_database
-from agent.db.models import Instance
+from agent.db.models import ComputeNode, Instance
 from tests.agent_process import (DEADLINE, REPO_ROOT, AgentProcess, service_row, wait_for,
                                  write_config)
 from tests.conftest import require_tier
@@ -167,6 +167,43 @@ def test_openstacksdk_service_calls(stack):
     assert json.loads(result.stdout.splitlines()[-1]) == [
         uuid, "compute-agent", "up", "disabled", "sdk says"]
     assert listed(stack)["Status"] == "enabled"
+
+
+def node_uuid(stack) -> str | None:
+    db = make_database(stack["url"])
+    try:
+        with db.sessions() as session:
+            return session.scalar(select(ComputeNode.uuid).where(ComputeNode.host == HOST,
+                                                                 ComputeNode.deleted == 0))
+    finally:
+        db.dispose()
+
+
+def test_openstack_hypervisor_list_and_show(stack):
+    uuid = wait_for(lambda: node_uuid(stack))  # the agent's first audit creates the node
+    assert uuid
+    result = openstack(stack, "hypervisor", "list", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    [entry] = [e for e in json.loads(result.stdout) if e["ID"] == uuid]
+    assert (entry["Hypervisor Hostname"], entry["Hypervisor Type"], entry["State"]) == (
+        HOST, "fake", "up")
+    result = openstack(stack, "hypervisor", "show", HOST, "-f", "json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    service = service_row(stack["url"], HOST)
+    assert (shown["id"], shown["service_host"], shown["service_id"], shown["status"],
+            shown["aggregates"]) == (uuid, HOST, service.uuid, "enabled", [])
+    assert shown["vcpus"] > 0 and shown["memory_mb"] > 0
+
+
+def test_openstack_flavor_list_and_show(stack):
+    result = openstack(stack, "flavor", "list", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    assert [(f["Name"], f["RAM"], f["VCPUs"]) for f in json.loads(result.stdout)][:2] == [
+        ("m1.tiny", 512, 1), ("m1.small", 2048, 1)]
+    result = openstack(stack, "flavor", "show", "m1.small", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["disk"], json.loads(result.stdout)["id"]) == (20, "2")
 
 
 def test_refused_delete_is_shown_then_delete(stack):
