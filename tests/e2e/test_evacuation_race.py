@@ -1,6 +1,7 @@
 """The evacuation race across processes on PostgreSQL: the source host, forced down, starts
-(`agent --once`) with many instances `powering-off`; `agent evacuate` commits while its
-start-up is under way. Afterwards no row that is now the destination's carries the source's
+(`agent --once`) with many instances in a task that start-up acts on (`powering-off` with the
+guest running, `rebooting` with the guest running, `powering-on` with the guest shut down, an
+`error` instance `rebooting_hard`); `agent evacuate` commits while its start-up is under way. Afterwards no row that is now the destination's carries the source's
 writes, the source has powered off none of the guests it no longer owns, and its log says it
 lost the race.
 
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from agent.db.engine import make_database
+from agent.compute.decisions import Op
 from agent.db.models import ComputeNode, Instance, Migration, Service
 from agent.heartbeat import Heartbeat
 from agent.registry import register_service
@@ -27,25 +29,33 @@ SRC, DST = "race-src", "race-dst"
 N = 300
 
 
-def scenario_file(path, n: int) -> list[str]:
+def scenario_file(path, n: int, vm_state: str, task_state: str, power: str) -> list[str]:
     uuids = [f"5ace0000-0000-4000-8000-{i:012d}" for i in range(n)]
     lines = ["[host]", f'hostname = "{SRC}"', "vcpus = 64", "memory_mb = 262144",
              "local_gb = 2000", 'cpu_arch = "x86_64"', ""]
     for index, uuid in enumerate(uuids, start=1):
         lines += ["[[domains]]", f'uuid = "{uuid}"', f'name = "instance-{index:08x}"',
-                  'power_state = "running"', "",
-                  "[[instances]]", f'uuid = "{uuid}"', 'vm_state = "active"',
-                  'task_state = "powering-off"', ""]
+                  f'power_state = "{power}"', "",
+                  "[[instances]]", f'uuid = "{uuid}"', f'vm_state = "{vm_state}"',
+                  f'task_state = "{task_state}"', ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return uuids
 
 
-def test_evacuation_committed_during_source_start_up_wins(postgresql_url, tmp_path):
+@pytest.mark.parametrize("vm_state, task_state, power, action", [
+    ("active", "powering-off", "running", "lost-race"),
+    ("active", "rebooting", "running", "lost-race"),
+    ("stopped", "powering-on", "shutdown", "lost-race"),
+    # nova's init_host leaves an instance in error alone: nothing to lose a race with.
+    ("error", "rebooting_hard", "shutdown", "skipped"),
+])
+def test_evacuation_committed_during_source_start_up_wins(postgresql_url, tmp_path, vm_state,
+                                                          task_state, power, action):
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    uuids = scenario_file(src_dir / "scenario.toml", N)
+    uuids = scenario_file(src_dir / "scenario.toml", N, vm_state, task_state, power)
     config = write_config(src_dir, database_url=postgresql_url, host=SRC,
                           service_down_time=300)
     with open(config, "a", encoding="utf-8") as fh:
@@ -65,7 +75,13 @@ def test_evacuation_committed_during_source_start_up_wins(postgresql_url, tmp_pa
             session.execute(update(Service).where(Service.host == SRC)
                             .values(forced_down=True))
 
-        src = AgentProcess(config, tmp_path / "src.log", args=["--once", "--format", "json"],
+        with db.sessions() as session:
+            before = sorted(session.execute(
+                select(Instance.uuid, Instance.vm_state, Instance.task_state,
+                       Instance.power_state).where(Instance.deleted == 0)).all())
+        assert [row[:3] for row in before] == [(u, vm_state, task_state) for u in uuids]
+        src = AgentProcess(config, tmp_path / "src.log",
+                           args=["--once", "--format", "json", "--debug"],
                            env={"FAKEVIRT_PAUSE": f"get_info:{barrier}"})
         try:
             assert wait_for(lambda: (barrier / "paused").exists() or src.proc.poll() is not None)
@@ -88,15 +104,18 @@ def test_evacuation_committed_during_source_start_up_wins(postgresql_url, tmp_pa
                                           Instance.task_state, Instance.power_state)
                                    .where(Instance.deleted == 0)).all()
             statuses = set(session.scalars(select(Migration.status)))
-        assert sorted(rows) == [(u, DST, "active", "powering-off", 1) for u in uuids]
+        assert sorted(rows) == [(u, DST, *rest) for u, *rest in before]
         assert statuses == {"done"}  # for SRC's next start to destroy its copies
 
         # SRC changed none of the guests it no longer owns, and says so.
-        assert {i["action"] for i in report["instances"]} == {"lost-race"}
+        assert {i["action"] for i in report["instances"]} == {action}
+        assert " DEBUG " in log  # where a step taken on a guest would be logged
         for uuid in uuids:
-            assert f"instance {uuid}: power_off" not in log
-        assert (f"init_host (guest left alone) on host {SRC} lost a race for {N} rows "
-                "(changed meanwhile, e.g. moved to another host); not saved") in log
-        assert f"{uuids[0]} (host is now '{DST}' (read '{SRC}'))" in log
+            for op in Op:
+                assert f"instance {uuid}: {op.value}" not in log
+        if action == "lost-race":
+            assert (f"init_host (guest left alone) on host {SRC} lost a race for {N} rows "
+                    "(changed meanwhile, e.g. moved to another host); not saved") in log
+            assert f"{uuids[0]} (host is now '{DST}' (read '{SRC}'))" in log
     finally:
         db.dispose()
