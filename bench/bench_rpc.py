@@ -1,0 +1,169 @@
+"""Compute RPC: latency from a cast to its saved outcome, against the bare broker round trip.
+
+One real agent process (fakevirt, SQLite, `transport_url` on a virtual host of its own on the
+local RabbitMQ) with `--instances` running guests. Measured in the same run:
+
+- bare round trip: one publish of a request-sized message to a queue and its delivery to a
+  consumer on another connection (kombu), `--samples` times: the floor any RPC pays;
+- operation latency: the task_state saved as the API does, then the cast (stop, then start,
+  alternately, on one instance), until the outcome is read back from the database (polled
+  every millisecond), `--samples` times;
+- throughput: a pause cast to every instance at once, then unpause to all: operations per
+  second until every row is saved;
+- the agent's resident memory, idle with the RPC server consuming.
+
+    .venv/bin/python bench/bench_rpc.py [--samples 200] [--instances 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import select, update  # noqa: E402
+
+from agent.db.engine import make_database  # noqa: E402
+from agent.db.models import Instance  # noqa: E402
+from agent.rpc import wire  # noqa: E402
+from agent.rpc.client import RpcClient  # noqa: E402
+from agent.rpc.transport import parse  # noqa: E402
+from tests.agent_process import AgentProcess, NotifySocket, agent_command, write_config  # noqa
+
+
+def ctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def bare_round_trips(url: str, samples: int) -> list[float]:
+    import kombu
+
+    transport = parse(url)
+    body = wire.encode_request(wire.RequestContext.new(), "stop_instance", "6.0",
+                               {"instance": {"uuid": str(uuid.uuid4())}})
+    times: list[float] = []
+    with transport.connection() as pub, transport.connection() as sub:
+        queue = kombu.Queue(f"bench-{uuid.uuid4().hex[:8]}", durable=False, auto_delete=True,
+                            channel=sub.default_channel)
+        queue.declare()
+        got: list[float] = []
+        consumer = kombu.Consumer(sub.default_channel, [queue], no_ack=True,
+                                  on_message=lambda m: got.append(time.perf_counter()))
+        consumer.consume()
+        producer = kombu.Producer(pub.default_channel)
+        for _ in range(samples):
+            got.clear()
+            start = time.perf_counter()
+            producer.publish(body, routing_key=queue.name, content_type="application/json",
+                             content_encoding="utf-8", delivery_mode=2)
+            while not got:
+                sub.drain_events(timeout=10)
+            times.append(got[0] - start)
+    return times
+
+
+def wait_settled(db, uuids, deadline=120.0) -> float:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with db.sessions() as session:
+            left = session.scalar(select(Instance.id).where(Instance.uuid.in_(uuids),
+                                                            Instance.task_state.is_not(None))
+                                  .limit(1))
+        if left is None:
+            return time.perf_counter()
+        time.sleep(0.001)
+    raise SystemExit("timed out waiting for the outcomes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--instances", type=int, default=200)
+    args = parser.parse_args()
+    vhost = f"bench-{uuid.uuid4().hex[:8]}"
+    ctl("add_vhost", vhost)
+    ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    url = f"rabbit://guest:guest@127.0.0.1:5672/{vhost}"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rpc-"))
+    host = f"bench-{uuid.uuid4().hex[:6]}"
+    uuids = [str(uuid.UUID(int=i + 1)) for i in range(args.instances)]
+    lines = ["[host]", f'hostname = "{host}"', "vcpus = 512", "memory_mb = 1048576",
+             "local_gb = 10000", ""]
+    for i, u in enumerate(uuids):
+        lines += ["[[domains]]", f'uuid = "{u}"', f'name = "g{i}"', 'power_state = "running"',
+                  "", "[[instances]]", f'uuid = "{u}"', f'display_name = "g{i}"',
+                  'vm_state = "active"', "memory_mb = 64", ""]
+    (tmp / "scenario.toml").write_text("\n".join(lines))
+    config = write_config(tmp, host=host, transport_url=url, report_interval=10,
+                          service_down_time=60)
+    with open(config, "a") as fh:
+        fh.write(f"\n[fakevirt]\nscenario = {tmp / 'scenario.toml'}\n")
+    seeded = agent_command("db", "seed", str(tmp / "scenario.toml"), "--config", str(config))
+    assert seeded.returncode == 0, seeded.stderr
+    notify = NotifySocket(tmp / "notify")
+    agent = AgentProcess(config, tmp / "agent.log", env={"NOTIFY_SOCKET": notify.path})
+    db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")
+    try:
+        assert notify.receive_until("READY=1") is not None, agent.log_text()
+        time.sleep(3)
+        rss = int([line.split()[1] for line in open(f"/proc/{agent.pid}/status")
+                   if line.startswith("VmRSS")][0]) / 1024
+        bare = bare_round_trips(url, args.samples)
+        latencies = []
+        with RpcClient(parse(url)) as client:
+            target = uuids[0]
+            for i in range(args.samples):
+                method, task = (("stop_instance", "powering-off") if i % 2 == 0
+                                else ("start_instance", "powering-on"))
+                with db.sessions.begin() as session:
+                    session.execute(update(Instance).where(Instance.uuid == target)
+                                    .values(task_state=task))
+                start = time.perf_counter()
+                client.cast(host, method, "6.0", wire.RequestContext.new(),
+                            instance={"uuid": target})
+                latencies.append(wait_settled(db, [target]) - start)
+            rates = []
+            for method, task in (("pause_instance", "pausing"),
+                                 ("unpause_instance", "unpausing")):
+                with db.sessions.begin() as session:
+                    session.execute(update(Instance).where(Instance.uuid.in_(uuids))
+                                    .values(task_state=task))
+                start = time.perf_counter()
+                for u in uuids:
+                    client.cast(host, method, "6.0", wire.RequestContext.new(),
+                                instance={"uuid": u})
+                rates.append(len(uuids) / (wait_settled(db, uuids) - start))
+    finally:
+        agent.stop()
+        notify.close()
+        db.dispose()
+        ctl("delete_vhost", vhost)
+    ms = 1000.0
+    print(f"{'measure':44} {'p50':>9} {'p99':>9}")
+    print(f"{'bare publish -> consume round trip (ms)':44} {statistics.median(bare) * ms:9.2f} "
+          f"{percentile(bare, 99) * ms:9.2f}")
+    print(f"{'cast -> saved outcome, stop/start (ms)':44} "
+          f"{statistics.median(latencies) * ms:9.2f} {percentile(latencies, 99) * ms:9.2f}")
+    print(f"ratio p50: {statistics.median(latencies) / statistics.median(bare):.1f}x")
+    print(f"throughput, {len(uuids)} pause then unpause casts: "
+          + ", ".join(f"{r:.0f} ops/s" for r in rates))
+    print(f"agent idle RSS with the RPC server consuming: {rss:.1f} MiB "
+          f"(SQLite, {len(uuids)} instances)")
+
+
+if __name__ == "__main__":
+    main()
