@@ -91,7 +91,8 @@ def sqlite_creator(path: str, url: str, busy_timeout_ms: int):
     writes (PRAGMA query_only). A missing file is a DatabaseError naming it."""
     if not os.path.isfile(path):
         raise DatabaseError(f"database {url}: no such file {path} (opened read-only: nothing "
-                            "is created)")
+                            "is created; 'agent db sync', or a start without --dry-run, "
+                            "creates it)")
     uri = f"file:{quote(os.path.abspath(path))}?mode=rw"
 
     def connect() -> sqlite3.Connection:

@@ -110,7 +110,8 @@ def test_dry_run_on_a_missing_database_creates_nothing(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"agent: error: database sqlite:///{state}/agent.sqlite: no such file "
-        f"{state}/agent.sqlite (opened read-only: nothing is created)")
+        f"{state}/agent.sqlite (opened read-only: nothing is created; 'agent db sync', or a "
+        "start without --dry-run, creates it)")
     assert os.listdir(tmp_path) == []
 
 
