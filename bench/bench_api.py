@@ -1,0 +1,151 @@
+"""Compute API benchmark: GET /os-services and GET /os-hypervisors/detail with N services (each
+with one compute node). Prints a table; asserts nothing.
+
+    .venv/bin/python bench/bench_api.py [--sizes 100,1000,10000] [--requests 30] [--db URL]
+
+For each size: the SQL statements per request (counted on the engine, in-process through the
+WSGI application) and, over HTTP against a real `agent api` process (waitress, 127.0.0.1), the
+p50/p99 latency and requests per second of sequential requests, and the API process's RSS
+idle (after start, before any request) and after the requests. The default database is a fresh
+SQLite file per size; --db uses a server database whose tables are emptied first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from sqlalchemy import delete, insert
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agent.api.app import ApiApp  # noqa: E402
+from agent.db import migrate  # noqa: E402
+from agent.db.engine import make_database  # noqa: E402
+from agent.db.models import ComputeNode, Service  # noqa: E402
+from agent.vocabulary import COMPUTE_BINARY, COMPUTE_TOPIC  # noqa: E402
+from tests.functional.statement_counter import count_statements  # noqa: E402
+
+PATHS = ("/v2.1/os-services", "/v2.1/os-hypervisors/detail")
+HEADERS = {"OpenStack-API-Version": "compute 2.53", "X-Auth-Token": "x"}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def seed(db, n: int) -> None:
+    now = dt.datetime.utcnow()
+    with db.sessions.begin() as session:
+        session.execute(delete(ComputeNode))
+        session.execute(delete(Service))
+        session.execute(insert(Service), [
+            {"uuid": str(uuid.uuid4()), "host": f"cn{i:05d}", "binary": COMPUTE_BINARY,
+             "topic": COMPUTE_TOPIC, "report_count": 1, "last_seen_up": now,
+             "last_seen_host_time": now, "created_at": now, "updated_at": now}
+            for i in range(n)])
+        session.execute(insert(ComputeNode), [
+            {"uuid": str(uuid.uuid4()), "host": f"cn{i:05d}", "hypervisor_hostname":
+             f"cn{i:05d}", "vcpus": 32, "memory_mb": 131072, "local_gb": 1000,
+             "free_ram_mb": 131072, "free_disk_gb": 1000, "running_vms": 0,
+             "hypervisor_type": "QEMU", "hypervisor_version": 7002022,
+             "cpu_info": '{"arch": "x86_64"}', "host_ip": "192.0.2.1"} for i in range(n)])
+
+
+def statements(db) -> dict[str, int]:
+    from werkzeug.test import Client
+
+    client = Client(ApiApp(db.sessions, service_down_time=60,
+                           server_clock=db.engine.dialect.name != "sqlite"))
+    counts = {}
+    for path in PATHS:
+        with count_statements(db.engine) as counter:
+            assert client.get(path, headers=HEADERS).status_code == 200
+        counts[path] = counter.statements
+    return counts
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def over_http(url: str, workdir: str, requests: int) -> dict:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "--db", url, "--state-path",
+                             workdir, "api", "--bind", f"127.0.0.1:{port}"],
+                            stderr=subprocess.DEVNULL, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        result = {"rss_idle_kib": rss_kib(proc.pid)}
+        for path in PATHS:
+            times = []
+            for i in range(requests + 2):
+                request = urllib.request.Request(base + path, headers=HEADERS)
+                started = time.perf_counter()
+                urllib.request.urlopen(request, timeout=60).read()
+                if i >= 2:  # warm-up
+                    times.append(time.perf_counter() - started)
+            result[path] = (percentile(times, 0.5), percentile(times, 0.99),
+                            len(times) / sum(times))
+        result["rss_after_kib"] = rss_kib(proc.pid)
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--db", help="a server database URL (its tables are emptied)")
+    args = parser.parse_args()
+    print(f"{'services':>8} {'request':<28} {'stmts':>5} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'req/s':>7} {'RSS idle':>9} {'RSS after':>9}")
+    for n in [int(s) for s in args.sizes.split(",")]:
+        with tempfile.TemporaryDirectory() as workdir:
+            url = args.db or f"sqlite:///{workdir}/agent.sqlite"
+            db = make_database(url)
+            try:
+                migrate.upgrade(db)
+                seed(db, n)
+                counts = statements(db)
+            finally:
+                db.dispose()
+            http = over_http(url, workdir, args.requests)
+            for path in PATHS:
+                p50, p99, rate = http[path]
+                print(f"{n:>8} GET {path[5:]:<24} {counts[path]:>5} {p50 * 1000:>8.1f} "
+                      f"{p99 * 1000:>8.1f} {rate:>7.1f} {http['rss_idle_kib'] / 1024:>7.1f} M "
+                      f"{http['rss_after_kib'] / 1024:>7.1f} M")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
