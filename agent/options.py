@@ -69,6 +69,17 @@ def _default_my_ip(_: Resolved) -> str:
         return "127.0.0.1"
 
 
+def _transport_url(url: str) -> str:
+    """A transport_url kombu can use (agent.rpc.transport.parse), checked at load time."""
+    from agent.rpc.transport import TransportURLError, parse
+
+    try:
+        parse(url)
+    except TransportURLError as exc:
+        raise values.BadValue(exc.expected) from None
+    return url
+
+
 def _default_connection_uri(values: Resolved) -> str:
     virt_type = values.get("libvirt", "virt_type")
     if virt_type in ("kvm", "qemu"):
@@ -174,7 +185,7 @@ OPTIONS: tuple[Opt, ...] = (
         "Messaging transport of nova's compute RPC: rabbit://USER:PASS@HOST:5672/VHOST (several "
         "brokers separated by commas, tried in turn). When set, the daemon consumes "
         "compute.<host> on exchange nova and performs the instance operations sent to it; "
-        "unset, it takes no requests.", optional=True, secret=True),
+        "unset, it takes no requests.", optional=True, secret=True, check=_transport_url),
     # -- logging ------------------------------------------------------------------------------
     Opt("DEFAULT", "debug", "bool", False, "Log at DEBUG level."),
     Opt("DEFAULT", "log_file", "path", None,

@@ -17,7 +17,12 @@ SCHEMES = ("rabbit", "amqp", "memory")
 
 
 class TransportURLError(ValueError):
-    """A transport URL that cannot be used; the message shows it with passwords masked."""
+    """A transport URL that cannot be used; the message shows it with passwords masked.
+    `expected` says what was expected instead (for the configuration's one-line refusal)."""
+
+    def __init__(self, shown: str, expected: str):
+        super().__init__(f"transport_url {shown!r}: expected {expected}")
+        self.expected = expected
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,8 @@ def parse(url: str) -> Transport:
     shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise TransportURLError(f"transport_url {shown!r}: expected "
-                                "rabbit://USER:PASS@HOST:PORT/VHOST")
+        raise TransportURLError(shown, "a URL of scheme rabbit (or amqp), as nova's "
+                                       "transport_url")
     if scheme == "memory":
         return Transport(("memory://",), "/", shown)
     netloc, _, path = rest.partition("/")
@@ -54,9 +59,8 @@ def parse(url: str) -> Transport:
     for host in netloc.split(","):
         hostport = host.rpartition("@")[2]
         if not hostport.split(":")[0]:
-            raise TransportURLError(f"transport_url {shown!r}: a broker without a host name")
+            raise TransportURLError(shown, "a host name for every broker")
         if hostport.count(":") == 1 and not hostport.split(":")[1].isdigit():
-            raise TransportURLError(f"transport_url {shown!r}: port of {hostport.split(':')[0]!r}"
-                                    " is not a number")
+            raise TransportURLError(shown, f"a port number after {hostport.split(':')[0]!r}")
         urls.append(f"amqp://{host}/{quote(vhost, safe='')}")
     return Transport(tuple(urls), vhost, shown)

@@ -29,7 +29,7 @@ FLOORS = {
     "agent.config": 0, "agent.log": 0, "agent.failure_log": 0, "agent.cli_help": 0,
     "agent.systemd": 0, "agent.values": 0,
     "agent.db": 1, "agent.virt": 1, "fakevirt": 1, "agent.network": 1, "agent.periodic": 1,
-    "agent.rpc": 1,
+    "agent.rpc": 1, "agent.rpc.transport": 0,
     "agent.liveness": 2, "agent.service_owner": 2, "agent.registry": 2, "agent.heartbeat": 2,
     "agent.compute": 2, "agent.control": 2, "agent.inventory": 2, "agent.service_report": 2,
     "agent.host_work": 3, "agent.service": 3, "agent.fleet": 3, "agent.api": 3,

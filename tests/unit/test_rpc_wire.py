@@ -123,11 +123,26 @@ def test_transport_url_forms():
 
 
 @pytest.mark.parametrize("url, reason", [
-    ("kafka://u:secret@h:9092/", "expected rabbit://"),
-    ("rabbit://u:secret@:5672/", "without a host name"),
-    ("rabbit://u:secret@h:amqp/", "is not a number"),
+    ("kafka://u:secret@h:9092/", "expected a URL of scheme rabbit"),
+    ("rabbit://u:secret@:5672/", "expected a host name for every broker"),
+    ("rabbit://u:secret@h:amqp/", "expected a port number after 'h'"),
 ])
 def test_bad_transport_urls_are_refused_without_the_password(url, reason):
     with pytest.raises(TransportURLError, match=reason) as info:
         parse(url)
     assert "secret" not in str(info.value)
+
+
+def test_bad_transport_url_in_the_configuration_is_one_line_naming_it():
+    from agent.config import RawValue, load_config
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {("DEFAULT", "transport_url"):
+                           RawValue("kafka://u:secret@h:9092/", "--transport-url")})
+    assert str(info.value) == ("--transport-url: [DEFAULT] transport_url = "
+                               "'kafka://u:***@h:9092/': expected a URL of scheme rabbit (or "
+                               "amqp), as nova's transport_url")
+    assert info.value.exit_code == 2
+    good = load_config(None, {("DEFAULT", "transport_url"): "rabbit://u:pw@h:5672/nova"})
+    assert good.transport_url == "rabbit://u:pw@h:5672/nova"
