@@ -202,8 +202,7 @@ class InstanceOperations:
     # -- the database -------------------------------------------------------------------------
     def _read(self, uuid: str) -> q.InstanceRecord | None:
         with self.db.sessions() as session:
-            found = q.load_instances_by_uuid(session, [uuid])
-        return found[0] if found else None
+            return q.load_instance(session, uuid)
 
     def _save(self, rec: q.InstanceRecord, task_state: str | None, values: dict,
               delete: bool = False) -> bool:

@@ -194,6 +194,17 @@ def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[Ins
     return [InstanceRecord(*row) for row in rows]
 
 
+_ONE_INSTANCE = select(*_INSTANCE_COLUMNS).where(_I.c.uuid == bindparam("uuid"),
+                                                 _I.c.deleted == 0)
+
+
+def load_instance(session: Session, uuid: str) -> InstanceRecord | None:
+    """One SELECT, built once: the live instance with this uuid, or None (an RPC operation's
+    re-read of its row)."""
+    row = session.execute(_ONE_INSTANCE, {"uuid": uuid}).first()
+    return InstanceRecord(*row) if row is not None else None
+
+
 def load_instance_owners(session: Session, host: str, uuids: Collection[str]
                          ) -> dict[str, InstanceOwner]:
     """Host and states of `host`'s live instances and of the live ones among `uuids` (uuid ->
