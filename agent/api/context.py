@@ -16,7 +16,7 @@ from agent.values import has_control_characters
 class Call:
     """One request: `version` negotiated, `session` inside the request's one transaction
     (committed when the handler returns, rolled back when it raises), `body` the parsed JSON
-    (None without one), `query` the query string (last value of each key),
+    (None without one), `query` the query string (first value of each key),
     `service_down_time` in seconds, `server_clock` False on SQLite (no clock offsets),
     `base_url` the scheme, host and script root (no trailing '/'), for links."""
 
