@@ -51,6 +51,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     remove.set_defaults(func=run_delete)
 
 
+# The flag (or argument) of 'flavor create' that sets each of nova's flavor fields.
+_FLAGS = {"name": "NAME", "flavorid": "--id", "vcpus": "--vcpus", "memory_mb": "--ram",
+          "root_gb": "--disk", "ephemeral_gb": "--ephemeral", "swap": "--swap"}
+
+
 def as_dict(record) -> dict:
     """A flavor as `--format json` and the API show it (nova's field names)."""
     return {"id": record.flavorid, "name": record.name, "ram": record.memory_mb,
@@ -88,7 +93,8 @@ def _show(record, output_format: str) -> None:
     if output_format == "json":
         print(json.dumps(as_dict(record), indent=2))
     else:
-        print(pairs([(k, v) for k, v in as_dict(record).items()]), end="")
+        print(pairs([(k, "-" if v is None else v) for k, v in as_dict(record).items()]),
+              end="")
 
 
 @_with_database
@@ -105,12 +111,17 @@ def run_show(args, conf, db) -> int:
 @_with_database
 def run_create(args, conf, db) -> int:
     from agent.commands.refusals import control_session, refusals_in_words
+    from agent.control.errors import InvalidValue
     from agent.control.flavors import check_flavor, create_flavor
 
     sizes = {k: getattr(args, k) for k in ("vcpus", "memory_mb", "root_gb", "ephemeral_gb",
                                            "swap")}
     with refusals_in_words():  # bad values are refused before the database is touched
-        check_flavor(args.name, args.flavorid if args.flavorid is not None else "x", sizes)
+        try:
+            check_flavor(args.name, args.flavorid if args.flavorid is not None else "x", sizes)
+        except InvalidValue as exc:  # named as the user wrote it: --ram, not memory_mb
+            raise InvalidValue(_FLAGS.get(exc.field, exc.field), exc.value,
+                               exc.expected) from None
     with control_session(db) as session:
         record = create_flavor(session, args.name, flavorid=args.flavorid,
                                is_public=not args.private, description=args.description,

@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 from agent.control import errors as e
 from agent.display import plural
+from agent.values import shown
 from agent.errors import ServiceError, UsageError
 
 
@@ -90,7 +91,7 @@ WORDS: dict[type, Callable] = {
                                          f"is in {exc.attr} {exc.state}"),
     e.InstanceChanged: lambda exc: (f"instance {exc.uuid} changed meanwhile ({exc.column} is "
                                     f"now {exc.found!r}); nothing was done, look and retry"),
-    e.InvalidValue: lambda exc: (f"{exc.field} {exc.value!r}: expected {exc.expected}"),
+    e.InvalidValue: lambda exc: f"{exc.field} {shown(exc.value)}: expected {exc.expected}",
 }
 
 

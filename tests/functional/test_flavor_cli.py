@@ -52,12 +52,15 @@ def test_default_id_is_a_uuid(cli):
 
 
 @pytest.mark.parametrize("args, named", [
-    (("--vcpus", "0", "--ram", "64"), "vcpus 0"),
-    (("--vcpus", "1", "--ram", "0"), "memory_mb 0"),
-    (("--vcpus", "1", "--ram", "64", "--disk", "-1"), "root_gb -1"),
-    (("--vcpus", "1", "--ram", "64", "--swap", "-1"), "swap -1"),
-    (("--vcpus", "1", "--ram", str(2**31)), f"memory_mb {2**31}"),
-    (("--vcpus", "1", "--ram", "64", "--id", "a/b"), "flavorid 'a/b'"),
+    (("--vcpus", "0", "--ram", "64"), "--vcpus 0: expected an integer from 1"),
+    (("--vcpus", "1", "--ram", "0"), "--ram 0: expected an integer from 1"),
+    (("--vcpus", "1", "--ram", "64", "--disk", "-1"), "--disk -1: expected an integer from 0"),
+    (("--vcpus", "1", "--ram", "64", "--swap", "-1"), "--swap -1: expected an integer from 0"),
+    (("--vcpus", "1", "--ram", str(2**31)), f"--ram {2**31}: expected"),
+    (("--vcpus", "1", "--ram", "64", "--id", "a/b"), "--id 'a/b': expected"),
+    (("--vcpus", "1", "--ram", "64", "--ephemeral", str(2**31)), f"--ephemeral {2**31}"),
+    (("--vcpus", "1", "--ram", "64", "--id", "i" * 256),
+     "--id 'iiiiiiiiii" + "i" * 50 + "'... (256 characters): expected"),
 ])
 def test_bad_values_exit_2_and_create_nothing(cli, args, named):
     status, out, err = cli("create", "bad", *args)
@@ -68,7 +71,13 @@ def test_bad_values_exit_2_and_create_nothing(cli, args, named):
 
 def test_bad_name_exit_2(cli):
     status, _, err = cli("create", " padded", "--vcpus", "1", "--ram", "64")
-    assert status == 2 and "name ' padded'" in err
+    assert status == 2 and "NAME ' padded'" in err
+
+
+def test_show_writes_an_unset_description_as_a_dash(cli):
+    assert cli("create", "plain", "--vcpus", "1", "--ram", "64")[0] == 0
+    status, out, _ = cli("show", "plain")
+    assert status == 0 and "description  -\n" in out and "None" not in out
 
 
 def test_duplicate_name_and_id_refused(cli):
