@@ -30,6 +30,7 @@ from agent import vocabulary as states
 from agent.compute.decisions import (InstanceState, OnError, Op, Plan, Step, needs_filtering,
                                      plan_instance, touches_power)
 from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)
+from agent.compute.instance_network import instance_vifs
 from agent.compute.ownership import (LOST_RACE, OwnershipCheck, save_start_up,
                                      still_evacuated)
 from agent.compute.power_sync import PowerStateSync
@@ -417,20 +418,7 @@ class ComputeManager:
         """The instance's validated VIFs; None (logged) when its network_info is invalid."""
         if rec is None:
             return ()
-        from agent.network.network_info import parse_network_info
-
-        refused: list = []
-        try:
-            vifs = parse_network_info(rec.uuid, rec.network_info, refused)
-        except ValueError as exc:
-            if not quiet:
-                LOG.error("%s; its firewall rules are left as they were", exc)
-            return None
-        if not quiet:
-            for exc in refused:
-                LOG.error("%s; this rule is refused (it allows nothing), the instance's other "
-                          "rules apply", exc)
-        return vifs
+        return instance_vifs(rec.uuid, rec.network_info, quiet=quiet, log=LOG)
 
     def _log_summary(self, outcomes: Sequence[InstanceOutcome],
                      evacuated: Sequence[EvacuationOutcome], seconds: float) -> None:

@@ -22,11 +22,12 @@ from typing import Any, Callable
 from agent import vocabulary as states
 from agent.compute import operation_rules as rules
 from agent.compute.instance_locks import InstanceLocks
+from agent.compute.instance_network import instance_vifs
 from agent.db import action_queries as actions
 from agent.db import compute_queries as q
 from agent.db.models import utcnow
 from agent.errors import InstanceNotFound
-from agent.virt.types import Flavor, InstanceRef, PowerState, RebootType
+from agent.virt.types import VIF, Flavor, InstanceRef, PowerState, RebootType
 
 LOG = logging.getLogger(__name__)
 
@@ -142,9 +143,7 @@ class InstanceOperations:
 
     # -- the driver ---------------------------------------------------------------------------
     def _spawn(self, rec: q.InstanceRecord, ref: InstanceRef, image_ref: str | None) -> None:
-        flavor = Flavor(vcpus=rec.vcpus, memory_mb=rec.memory_mb, root_gb=rec.root_gb,
-                        ephemeral_gb=rec.ephemeral_gb, swap=rec.swap)
-        self.driver.spawn(ref, flavor, image_ref, self._vifs(rec))
+        self.driver.spawn(ref, _flavor(rec), image_ref, self._vifs(rec))
 
     def _reboot(self, ref: InstanceRef, kind: RebootType) -> None:
         """A SOFT reboot of a guest that is not running is done HARD, as nova's manager."""
@@ -158,8 +157,7 @@ class InstanceOperations:
         """nova's rebuild: recreate (evacuation) spawns the guest here; in place, the driver's
         rebuild or destroy then spawn (`_rebuild_default_impl`). A guest that was stopped is
         stopped again."""
-        flavor = Flavor(vcpus=rec.vcpus, memory_mb=rec.memory_mb, root_gb=rec.root_gb,
-                        ephemeral_gb=rec.ephemeral_gb, swap=rec.swap)
+        flavor = _flavor(rec)
         vifs = self._vifs(rec)
         if recreate:
             self.driver.spawn(ref, flavor, image_ref, vifs)
@@ -180,13 +178,10 @@ class InstanceOperations:
         except InstanceNotFound:
             return PowerState.NOSTATE
 
-    def _vifs(self, rec: q.InstanceRecord):
-        from agent.network.network_info import parse_network_info
-
-        try:
-            return parse_network_info(rec.uuid, rec.network_info, [])
-        except ValueError:
-            return ()
+    def _vifs(self, rec: q.InstanceRecord) -> tuple[VIF, ...]:
+        """The guest's VIFs; none (the error logged, as start-up logs it) when its
+        network_info cannot be read."""
+        return instance_vifs(rec.uuid, rec.network_info, log=LOG) or ()
 
     def _follow_firewall(self, rec: q.InstanceRecord, power: int) -> None:
         """Rules while the guest is on, none once it is off or gone (as start-up does)."""
@@ -229,3 +224,9 @@ class InstanceOperations:
             actions.finish_event(session, event_id,
                                  result=actions.EVENT_ERROR if tb else actions.EVENT_SUCCESS,
                                  traceback=tb)
+
+
+def _flavor(rec: q.InstanceRecord) -> Flavor:
+    """The sizes the instance row was given (its flavor's, copied at create)."""
+    return Flavor(vcpus=rec.vcpus, memory_mb=rec.memory_mb, root_gb=rec.root_gb,
+                  ephemeral_gb=rec.ephemeral_gb, swap=rec.swap)

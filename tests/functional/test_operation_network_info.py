@@ -1,0 +1,37 @@
+"""An RPC operation on an instance whose network_info cannot be used: the operation still ends
+as nova's, and the bad network_info is logged naming the instance, as start-up logs it."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from agent import vocabulary as s
+from agent.compute.operations import InstanceOperations
+from agent.db.models import Instance
+from agent.rpc.wire import RequestContext
+from agent.virt.types import PowerState as P
+from fakevirt.scenario import InstanceSeed
+from tests.functional.compute_helpers import (HOST, guest_power, instance_row,
+                                              make_conf, make_driver, make_scenario,
+                                              noop_firewall, seeded)
+
+U = "22222222-2222-4222-8222-222222222222"
+
+
+def test_build_with_bad_network_info_spawns_the_guest_and_says_why_it_has_no_vifs(
+        tmp_path, sqlite_db, caplog):
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.BUILDING, task_state=s.SCHEDULING)],
+        []))
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.uuid == U)
+                     .values(network_info='[{"id": "port-1", "fixed_ips": "not a list"}]'))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    ops = InstanceOperations(sqlite_db, driver, noop_firewall(), HOST)
+    ops.build_and_run_instance(RequestContext.new(), {"uuid": U})
+    row = instance_row(sqlite_db, U)
+    assert (row.vm_state, row.task_state, row.power_state) == (s.ACTIVE, None, P.RUNNING)
+    assert guest_power(driver, U) == P.RUNNING
+    errors = [r.getMessage() for r in caplog.records if "left as they were" in r.getMessage()]
+    assert len(errors) == 1 and U in errors[0], caplog.text
