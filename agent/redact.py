@@ -82,11 +82,11 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every one of `secrets` at least `MIN_LITERAL_SECRET` characters long replaced
-    by ``***`` wherever it appears, then every URL in it passed through `redact_url` and every
+    by ``***`` wherever it appears as a whole token (not inside a longer word), then every URL in it passed through `redact_url` and every
     secret ``key=value`` (``password=x``, ``'password': 'x'``) masked."""
     for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= MIN_LITERAL_SECRET:
-            text = text.replace(secret, MASK)
+        if len(secret) >= MIN_LITERAL_SECRET and secret in text:
+            text = _literal_re(secret).sub(MASK, text)
     if "://" in text:
         parts = _URL_IN_TEXT_RE.split(text)  # text, URL, text, URL, ..., text
         urls = _URL_IN_TEXT_RE.findall(text)
@@ -97,6 +97,15 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     else:
         text = _mask_pairs_in(text)
     return text
+
+
+def _literal_re(secret: str) -> re.Pattern:
+    """`secret` as a whole token: an edge that is a word character (letter, digit, '_') must
+    not continue a longer word, so RabbitMQ's default password 'guest' is masked in 'guest:'
+    or "'guest'" but not in 'guests' (a log line that speaks of guests stays readable)."""
+    before = r"(?<!\w)" if re.match(r"\w", secret) else ""
+    after = r"(?!\w)" if re.match(r"\w", secret[-1]) else ""
+    return re.compile(before + re.escape(secret) + after)
 
 
 def secrets_of(url: str) -> tuple[str, ...]:

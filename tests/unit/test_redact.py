@@ -116,6 +116,17 @@ def test_known_secret_is_removed_wherever_a_library_quoted_it():
     assert redact_text("abc password=ab", ("ab",)) == "abc password=***"
 
 
+def test_known_secret_is_removed_as_a_whole_word_only():
+    # RabbitMQ's default credentials: the password is a word the agent's own lines use
+    secrets = secrets_of("rabbit://guest:guest@broker:5672/")
+    assert redact_text("init_host: 3 instances, 2 guests on the hypervisor; guest g1 "
+                       "(guest_id 7) AMQP login refused for 'guest'", secrets) == \
+        "init_host: 3 instances, 2 guests on the hypervisor; *** g1 (guest_id 7) AMQP login " \
+        "refused for '***'"
+    # an edge that is not a word character needs no boundary: still removed everywhere
+    assert redact_text("x p@ss!y", ("p@ss!",)) == "x ***y"
+
+
 def test_log_formatter_removes_passwords_from_message_and_traceback():
     url = f"postgresql+psycopg://nova@db/nova?password={PW}"
     try:
