@@ -7,6 +7,7 @@ JSON output never goes through here: it keeps every value whole.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from typing import Iterable, Mapping, Sequence
 
@@ -73,9 +74,19 @@ def grid(header: Sequence[str], rows: Iterable[Sequence], *,
 
 
 def pairs(rows: Sequence[tuple[str, object]]) -> str:
-    """name/value lines, the values aligned; values are escaped but kept whole."""
+    """name/value lines, the values aligned; values are escaped but kept whole. An unset value
+    (None) is '-', a mapping or list its JSON (as `--format json` writes it), never Python's
+    'None' or repr."""
     width = max(len(name) for name, _ in rows)
-    return "".join(f"{name:<{width}}  {escape(str(value))}\n" for name, value in rows)
+    return "".join(f"{name:<{width}}  {escape(_value_text(value))}\n" for name, value in rows)
+
+
+def _value_text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return str(value)
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:

@@ -93,8 +93,7 @@ def _show(record, output_format: str) -> None:
     if output_format == "json":
         print(json.dumps(as_dict(record), indent=2))
     else:
-        print(pairs([(k, "-" if v is None else v) for k, v in as_dict(record).items()]),
-              end="")
+        print(pairs(list(as_dict(record).items())), end="")
 
 
 @_with_database

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.display import clip, escape, grid, plural, version_text
+from agent.display import clip, escape, grid, pairs, plural, version_text
 
 
 @pytest.mark.parametrize("text,shown", [
@@ -69,3 +69,13 @@ def test_start_failed_reason_fits_the_column_cut_at_a_word():
     stored = start_failed_reason(reason)
     assert len(stored) <= 255 and stored.endswith("permission denied...")
     assert start_failed_reason("no libvirt") == "AUTO: start-up failed: no libvirt"
+
+
+def test_pairs_show_an_unset_value_as_a_dash_and_a_mapping_as_json():
+    # as 'agent server show' and 'agent flavor show' print an instance's image and flavor
+    assert pairs([("image", None), ("flavor", {"name": "m1.tiny", "vcpus": 1}),
+                  ("vcpus", 1), ("deleted", False)]) == (
+        "image    -\n"
+        'flavor   {"name": "m1.tiny", "vcpus": 1}\n'
+        "vcpus    1\n"
+        "deleted  False\n")
