@@ -88,13 +88,13 @@ def _cast_rebuilds(conf, result) -> None:
     from agent.control.casts import send
     from agent.display import escape, plural
     from agent.errors import ServiceError
-    from agent.rpc.client import RpcClient
+    from agent.rpc.client import BrokerUnreachable, RpcClient
     from agent.rpc.transport import parse
 
     try:
         with RpcClient(parse(conf.transport_url)) as client:
             send(client, result.casts)
-    except Exception as exc:  # noqa: BLE001 - kombu's errors have no common base
+    except BrokerUnreachable as exc:
         raise ServiceError(escape(
             f"the instances were moved to host {result.dest_host}, but rebuild_instance could "
             f"not be sent ({exc}); request {result.request_id}")) from None

@@ -94,12 +94,24 @@ def _caster(conf):
 
 
 def _deliver(conf, outcome) -> None:
+    """Send the outcome's cast (after the commit). A broker that cannot be reached is an error
+    (exit 1) saying what was saved and that the host was not asked."""
     from agent.control.servers import send
+    from agent.display import escape
+    from agent.errors import ServiceError
+    from agent.rpc.client import BrokerUnreachable
 
     if outcome.cast is None:
         return
-    with _caster(conf) as caster:
-        send(caster, outcome)
+    try:
+        with _caster(conf) as caster:
+            send(caster, outcome)
+    except BrokerUnreachable as exc:
+        s = outcome.server
+        raise ServiceError(escape(
+            f"instance {s.uuid} ({s.display_name}) was saved with task_state {s.task_state}, "
+            f"but {outcome.cast.method} could not be sent to host {outcome.cast.host} ({exc}); "
+            f"request {outcome.request_id}")) from None
 
 
 @_with_database

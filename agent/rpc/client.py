@@ -7,7 +7,8 @@ auto_delete=false: nova's flags, or RabbitMQ refuses the declaration) with routi
 does not exist is dropped by the broker, as for nova. `RpcClient.call` adds ``_msg_id``,
 ``_reply_q`` and ``_timeout``, waits for the reply on its own reply queue (RabbitMQ's default
 exchange, routing key = queue name, as oslo.messaging replies) and returns the result, or raises
-`RemoteError` (the server's failure) or `RpcTimeout`.
+`RemoteError` (the server's failure) or `RpcTimeout`. A broker that cannot be reached, or that
+refuses the login or the vhost, is `BrokerUnreachable` naming it (password masked) for both.
 
 One client holds one connection, used by one thread at a time (a lock); open it once per
 process or command and `close()` it.
@@ -19,8 +20,10 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
+from agent.redact import redact_text
 from agent.rpc import wire
 from agent.rpc.transport import Transport
 
@@ -30,6 +33,11 @@ TOPIC = "compute"
 
 class RpcError(Exception):
     """Base of the sending side's errors."""
+
+
+class BrokerUnreachable(RpcError):
+    """The message broker could not be reached or refused the connection (oslo.messaging's
+    MessageDeliveryFailure); the message names the broker, its password masked."""
 
 
 class RpcTimeout(RpcError):
@@ -73,7 +81,7 @@ class RpcClient:
              **args: Any) -> None:
         """Send `method(**args)` to `host` without waiting (nova's ``cctxt.cast``)."""
         body = wire.encode_request(context, method, version, args)
-        with self._lock:
+        with self._lock, self._broker_errors():
             self._publish(body, self._exchange, topic_queue(host, self._topic))
 
     def call(self, host: str, method: str, version: str, context: wire.RequestContext,
@@ -98,7 +106,7 @@ class RpcClient:
             if reply.msg_id == msg_id:
                 replies.append(reply)
 
-        with self._lock:
+        with self._lock, self._broker_errors():
             conn = self._connection()
             queue = kombu.Queue(reply_q, exchange=kombu.Exchange("", type="direct"),
                                 routing_key=reply_q, durable=False, auto_delete=True,
@@ -137,6 +145,18 @@ class RpcClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def _broker_errors(self) -> Iterator[None]:
+        import amqp.exceptions
+        import kombu.exceptions
+
+        try:
+            yield
+        except (OSError, kombu.exceptions.KombuError, amqp.exceptions.AMQPError) as exc:
+            raise BrokerUnreachable(
+                f"message broker {self._transport.shown} unreachable: "
+                f"{redact_text(str(exc) or type(exc).__name__)}") from exc
 
     def _connection(self):
         if self._conn is None:

@@ -7,6 +7,7 @@ tests/e2e)."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from sqlalchemy import update
@@ -119,6 +120,33 @@ def test_no_valid_host_names_each_failure(env, any_db_url):
     assert status == 1
     assert f"{full} ({full}): RamFilter: 65536 MiB RAM requested" in err
     assert f"{down} ({down}): ComputeFilter: service forced down" in err
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_a_broker_that_cannot_be_reached_is_one_line_naming_what_was_saved(env, any_db_url,
+                                                                           capsys):
+    run, db, conn = env
+    add_flavor(any_db_url)
+    host, queue = add_host(db, conn)
+    broker = f"rabbit://guest:Br0kerSecret@127.0.0.1:{closed_port()}/"
+    status = main(["server", "create", "--flavor", "small", "--name", "vm9", "--db", any_db_url,
+                   "--transport-url", broker])
+    out, err = capsys.readouterr()
+    assert status == 1
+    req = request_id(out)
+    assert err.startswith("agent: error: instance ") and err.count("\n") == 1, err
+    assert (f"(vm9) was saved with task_state scheduling, but build_and_run_instance could not "
+            f"be sent to host {host} (message broker rabbit://guest:***@127.0.0.1:") in err
+    assert f"request {req}" in err and "Br0kerSecret" not in err
+    server = shown(run, "vm9")
+    assert (server["status"], server["task_state"], server["host"]) == (
+        "building", "scheduling", host)
+    assert get_one(queue, 0.3) is None
 
 
 def set_states(db, name, **values):
