@@ -63,14 +63,17 @@ def bounded(call: Callable[[], object], deadline: float = DEADLINE) -> object:
 
 
 def write_config(directory: Path, *, database_url: str | None = None, host: str = "test-host",
-                 **defaults: object) -> Path:
-    """An agent.conf with a short report_interval, no fuzzy delay and state in `directory`."""
+                 scenario: Path | None = None, **defaults: object) -> Path:
+    """An agent.conf with a short report_interval, no fuzzy delay and state in `directory`;
+    with `scenario`, fakevirt reads that scenario file."""
     values = {"host": host, "state_path": str(directory / "state"), "report_interval": 1,
               "service_down_time": 3, "periodic_fuzzy_delay": 0}
     values.update(defaults)
     lines = ["[DEFAULT]"] + [f"{key} = {value}" for key, value in values.items()]
     url = database_url or f"sqlite:///{directory}/state/agent.sqlite"
     lines += ["", "[database]", f"connection = {url}", "connect_timeout = 2"]
+    if scenario is not None:
+        lines += ["", "[fakevirt]", f"scenario = {scenario}"]
     path = directory / "agent.conf"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

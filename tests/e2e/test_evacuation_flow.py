@@ -44,9 +44,7 @@ def host_config(directory, url: str, host: str, guests):
     directory.mkdir()
     scenario = scenario_file(directory / "scenario.toml", host, guests)
     config = write_config(directory, database_url=url, host=host, report_interval=1,
-                          service_down_time=3, update_resources_interval=1)
-    with open(config, "a", encoding="utf-8") as fh:
-        fh.write(f"\n[fakevirt]\nscenario = {scenario}\n")
+                          service_down_time=3, update_resources_interval=1, scenario=scenario)
     return config, scenario
 
 

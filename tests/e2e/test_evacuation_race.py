@@ -57,9 +57,7 @@ def test_evacuation_committed_during_source_start_up_wins(postgresql_url, tmp_pa
     barrier.mkdir()
     uuids = scenario_file(src_dir / "scenario.toml", N, vm_state, task_state, power)
     config = write_config(src_dir, database_url=postgresql_url, host=SRC,
-                          service_down_time=300)
-    with open(config, "a", encoding="utf-8") as fh:
-        fh.write(f"\n[fakevirt]\nscenario = {src_dir / 'scenario.toml'}\n")
+                          service_down_time=300, scenario=src_dir / 'scenario.toml')
     seeded = agent_command("db", "seed", str(src_dir / "scenario.toml"), "--config",
                            str(config))
     assert seeded.returncode == 0, seeded.stderr

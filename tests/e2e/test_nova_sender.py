@@ -24,9 +24,7 @@ def agent_and_sender(rabbit_vhost, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nova-sender")
     host = unique_host("nova")
     sc = scenario(tmp / "scenario.toml", host)
-    config = write_config(tmp, host=host, transport_url=rabbit_vhost[1])
-    with open(config, "a", encoding="utf-8") as fh:
-        fh.write(f"\n[fakevirt]\nscenario = {sc}\n")
+    config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], scenario=sc)
     seeded = agent_command("db", "seed", str(sc), "--config", str(config))
     assert seeded.returncode == 0, seeded.stderr
     sender = NovaSender(rabbit_vhost[1], host)

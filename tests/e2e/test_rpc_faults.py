@@ -48,9 +48,7 @@ def host_config(tmp_path, host, url):
         "[[domains]]", f'uuid = "{G1}"', 'name = "g1"', 'power_state = "running"', "",
         "[[instances]]", f'uuid = "{G1}"', 'display_name = "g1"', 'vm_state = "active"', ""]),
         encoding="utf-8")
-    config = write_config(tmp_path, host=host, transport_url=url)
-    with open(config, "a", encoding="utf-8") as fh:
-        fh.write(f"\n[fakevirt]\nscenario = {scenario}\n")
+    config = write_config(tmp_path, host=host, transport_url=url, scenario=scenario)
     seeded = agent_command("db", "seed", str(scenario), "--config", str(config))
     assert seeded.returncode == 0, seeded.stderr
     return config

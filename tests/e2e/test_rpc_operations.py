@@ -45,9 +45,7 @@ def running(rabbit_vhost, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rpc-ops")
     host = unique_host("ops")
     sc = scenario(tmp / "scenario.toml", host)
-    config = write_config(tmp, host=host, transport_url=rabbit_vhost[1])
-    with open(config, "a", encoding="utf-8") as fh:
-        fh.write(f"\n[fakevirt]\nscenario = {sc}\n")
+    config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], scenario=sc)
     seeded = agent_command("db", "seed", str(sc), "--config", str(config))
     assert seeded.returncode == 0, seeded.stderr
     notify = NotifySocket(tmp / "notify")

@@ -24,9 +24,8 @@ def running(rabbit_vhost, tmp_path_factory):
     sc = tmp / "scenario.toml"
     sc.write_text(f'[host]\nhostname = "{host}"\nvcpus = 8\nmemory_mb = 16384\n'
                   "local_gb = 200\n", encoding="utf-8")
-    config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], service_down_time=30)
-    with open(config, "a", encoding="utf-8") as fh:
-        fh.write(f"\n[fakevirt]\nscenario = {sc}\n")
+    config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], service_down_time=30,
+                          scenario=sc)
     notify = NotifySocket(tmp / "notify")
     agent = AgentProcess(config, tmp / "agent.log", env={"NOTIFY_SOCKET": notify.path})
     db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")

@@ -29,9 +29,7 @@ def machine(tmp_path, postgresql_url):
         scenario = directory / "scenario.toml"
         scenario.write_text(f'[host]\nhostname = "{name}"\nvcpus = 4\n', encoding="utf-8")
         config = write_config(directory, database_url=postgresql_url, host=HOST,
-                              service_down_time=10)
-        with open(config, "a", encoding="utf-8") as fh:
-            fh.write(f"\n[fakevirt]\nscenario = {scenario}\n")
+                              service_down_time=10, scenario=scenario)
         sock = NotifySocket(directory / "notify.sock")
         sockets.append(sock)
         return config, sock
