@@ -108,8 +108,10 @@ def test_log_file_that_is_a_symlink_is_refused_not_followed(tmp_path):
     config = write_config(tmp_path, log_file=log, compute_driver="fake")
     result = run_agent(tmp_path, config, "--once")
     assert result.returncode == 2
-    assert result.stderr == (f"agent: error: [DEFAULT] log_file = '{log}': cannot open it for "
-                             "appending: a symbolic link, not followed\n")
+    line = next(n for n, text in enumerate(config.read_text().splitlines(), 1)
+                if text.startswith("log_file"))
+    assert result.stderr == (f"agent: error: {config}:{line}: [DEFAULT] log_file = '{log}': "
+                             "cannot open it for appending: a symbolic link, not followed\n")
     assert target.read_text(encoding="utf-8") == VICTIM_TEXT
 
 
