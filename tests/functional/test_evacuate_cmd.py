@@ -5,6 +5,7 @@ agent's start-up completing the records."""
 from __future__ import annotations
 
 import datetime as dt
+import socket
 
 import pytest
 from sqlalchemy import func, select, update
@@ -265,3 +266,20 @@ def test_evacuate_says_the_outcome_is_unknown_when_the_commit_fails(agent, any_d
     assert {placement(any_db)[u][0] for u in hosts} == {DST}
     status, out, err = agent("evacuate", "--host", SRC, "--to", DST, "--dry-run")
     assert status == 0 and "would evacuate 0 instances" in out
+
+
+def test_evacuate_with_a_broker_that_cannot_be_reached_says_the_move_is_done_but_not_asked(
+        agent, any_db, hosts):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    set_service(any_db, SRC, forced_down=True)
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST,
+                             "--transport-url", f"rabbit://guest:Br0kerSecret@127.0.0.1:{port}/")
+    assert status == 1
+    assert err.count("\n") == 1 and "Br0kerSecret" not in err, err
+    assert (f"the instances were moved to host {DST}, but rebuild_instance could not be sent "
+            f"(message broker rabbit://guest:***@127.0.0.1:{port}/ unreachable: ") in err
+    assert "; request req-" in err
+    assert {u: p for u, p in placement(any_db).items() if u in hosts} == {
+        u: (DST, f"{DST}-node") for u in hosts}
