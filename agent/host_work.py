@@ -52,7 +52,8 @@ class HostWork(Protocol):
         still runs, when a stop is requested during start-up): release the driver."""
 
     def report(self) -> object:
-        """The host's inventory after start(), printed by `agent --once`."""
+        """The host's inventory after start(), printed by `agent --once`; in a dry run the
+        lifecycle prints its `as_dry_run()`."""
 
 
 # (conf, database, this host's service row, dry run): the row is None only in a dry run for a

@@ -10,6 +10,7 @@ out. Versions read major.minor.release in the table; the JSON keeps nova's packe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -55,12 +56,17 @@ class Inventory:
     host: str
     driver: Any  # agent.virt.types.DriverInfo
     nodes: tuple = ()            # agent.compute.resource_tracker.NodeReport
-    instances: tuple = ()        # agent.compute.manager.InstanceOutcome
+    instances: tuple = ()        # agent.compute.outcomes.InstanceOutcome
     evacuated: tuple = ()        # agent.compute.evacuation.EvacuationOutcome
-    unknown_domains: tuple = ()  # agent.compute.manager.UnknownDomain
+    unknown_domains: tuple = ()  # agent.compute.outcomes.UnknownDomain
     orphan_nodes: tuple = ()
     dry_run: bool = False
     service: ServiceStatus | None = None
+
+    def as_dry_run(self) -> "Inventory":
+        """The same inventory, marked as a dry run's (the lifecycle knows; the host work that
+        made it does not)."""
+        return dataclasses.replace(self, dry_run=True)
 
     def as_dict(self) -> dict[str, Any]:
         driver = self.driver

@@ -193,7 +193,9 @@ class AgentService:
                 if not self.dry_run:
                     self._finish_starting()
                 if self.host_work is not None:
-                    return self.host_work.report()
+                    report = self.host_work.report()
+                    # The host work ran on parts that change nothing; its report says so.
+                    return report.as_dry_run() if self.dry_run else report
                 return ServiceReport.read(self.db, self.conf.host, self.service)
             except Exception as exc:  # noqa: BLE001
                 raise self._start_failed(exc) from exc

@@ -12,10 +12,23 @@ LOG = logging.getLogger(__name__)
 def _compute_host(conf, db, service, dry_run):
     """The host work the agent runs: the virt driver, the firewall, the compute manager and
     the resource tracker. Imported here, after the first beat: the compute side pulls in the
-    driver and its libraries, which must not delay the heartbeat."""
+    driver and its libraries, which must not delay the heartbeat.
+
+    A dry run is the same host work built on parts that change nothing: the real driver behind
+    a recording one (reads go through, changes are logged), the firewall's commands through a
+    DryRunExecutor (the kernel's tables are read, never restored), and `db`, which the agent
+    opened read-only (the conditional saves report and write nothing)."""
     from agent.compute.host import ComputeHost
 
-    return ComputeHost(conf, db, service, dry_run)
+    if not dry_run:
+        return ComputeHost(conf, db, service)
+    from agent.network.executor import DryRunExecutor, SubprocessExecutor
+    from agent.network.firewall import load_firewall
+    from agent.virt.loader import load_driver
+    from agent.virt.recording import RecordingDriver
+
+    return ComputeHost(conf, db, service, driver=RecordingDriver(load_driver(conf)),
+                       firewall=load_firewall(conf, DryRunExecutor(SubprocessExecutor())))
 
 
 def run(args, conf) -> int:

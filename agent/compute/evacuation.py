@@ -2,7 +2,7 @@
 evacuation record naming this host as the source.
 
 `plan_evacuations` is pure: which records apply, which guests exist here, whether their disks go.
-`destroy_evacuated` executes a plan through the driver (or, in a dry run, only reports it).
+`destroy_evacuated` executes a plan through the driver (a dry run's driver only records it).
 The manager runs it only after the node identity was checked (see node_identity.py), so a host
 that was renamed stops start-up instead of destroying guests.
 """
@@ -57,29 +57,21 @@ def plan_evacuations(migrations: Iterable[MigrationRecord], host: str,
             for uuid, mig in sorted(chosen.items(), key=lambda item: item[1].id)]
 
 
-def destroy_evacuated(driver: ComputeDriver, plans: Sequence[Evacuation], *, dry_run: bool,
+def destroy_evacuated(driver: ComputeDriver, plans: Sequence[Evacuation], *,
                       network_info: Callable[[str], Sequence[VIF]]
                       ) -> tuple[list[EvacuationOutcome], dict[int, str]]:
     """Destroy the local guest of each evacuated instance. Returns the outcomes and the
-    migration statuses to save ({id: 'completed'}; nothing in a dry run)."""
+    migration statuses to save ({id: 'completed'})."""
     outcomes: list[EvacuationOutcome] = []
     statuses: dict[int, str] = {}
     for ev in plans:
         if ev.guest_name is None:
-            LOG.info("instance %s was evacuated (migration %s) and has no guest here%s",
-                     ev.instance_uuid, ev.migration_id, "" if not dry_run else
-                     "; would complete the migration")
+            LOG.info("instance %s was evacuated (migration %s) and has no guest here: the "
+                     "migration is completed", ev.instance_uuid, ev.migration_id)
             outcomes.append(EvacuationOutcome(ev.instance_uuid, ev.migration_id, NOT_HERE))
-            if not dry_run:
-                statuses[ev.migration_id] = "completed"
+            statuses[ev.migration_id] = "completed"
             continue
         disks = "with its disks" if ev.destroy_disks else "keeping its disks (shared storage)"
-        if dry_run:
-            LOG.warning("dry run: would destroy guest %s of instance %s, %s: evacuated "
-                        "(migration %s)", ev.guest_name, ev.instance_uuid, disks,
-                        ev.migration_id)
-            outcomes.append(EvacuationOutcome(ev.instance_uuid, ev.migration_id, DESTROYED))
-            continue
         LOG.warning("destroying guest %s of instance %s, %s: it was evacuated (migration %s)",
                     ev.guest_name, ev.instance_uuid, disks, ev.migration_id)
         try:

@@ -22,10 +22,11 @@ LOG = logging.getLogger(__name__)
 
 
 class ComputeHost:
-    """Built by the agent as `ComputeHost(conf, db, service, dry_run)`; driver, firewall and
-    identity store may be injected (tests, benchmarks)."""
+    """Built by the agent as `ComputeHost(conf, db, service)`; driver, firewall and identity
+    store may be injected (tests, benchmarks, and a dry run: a recording driver, a firewall
+    that restores nothing, with a read-only `db`; see agent.commands.daemon)."""
 
-    def __init__(self, conf, db, service, dry_run: bool = False, *, driver=None, firewall=None,
+    def __init__(self, conf, db, service, *, driver=None, firewall=None,
                  identity_store: NodeIdentityStore | None = None):
         if driver is None:
             from agent.virt.loader import load_driver
@@ -34,20 +35,17 @@ class ComputeHost:
         if firewall is None:
             from agent.network.firewall import load_firewall
 
-            firewall = load_firewall(conf, dry_run=dry_run)
+            firewall = load_firewall(conf)
         self.conf = conf
         self.db = db
         self.service = service
         self.host = service.host if service is not None else conf.host
-        self.dry_run = dry_run
         self.driver = driver
         self.firewall = firewall
-        self.manager = ComputeManager(conf, db, driver, firewall, host=self.host,
-                                      dry_run=dry_run)
+        self.manager = ComputeManager(conf, db, driver, firewall, host=self.host)
         self.tracker = ResourceTracker(conf, db, driver,
                                        service_id=service.id if service is not None else None,
-                                       host=self.host, identity_store=identity_store,
-                                       dry_run=dry_run)
+                                       host=self.host, identity_store=identity_store)
         self.driver_info = None
         self.rpc_server = None  # the compute RPC server, once serve() started it
         self._guard = None  # the ConnectionGuard, once start() registered it
@@ -75,7 +73,7 @@ class ComputeHost:
 
     def start(self) -> None:
         self.prepare()
-        if self.service is not None and not self.dry_run:
+        if self.service is not None:
             from agent.compute.connection_guard import ConnectionGuard
 
             self._guard = ConnectionGuard(self.db, self.service.id)
@@ -89,14 +87,15 @@ class ComputeHost:
         """The daemon, after start() and before READY=1: with transport_url set, declare
         compute.<host> and consume it (agent.rpc.server), the instance operations as endpoint.
         A broker that cannot be reached is logged once and retried; the agent runs on."""
-        if not self.conf.transport_url or self.dry_run:
+        if not self.conf.transport_url:  # (a dry run is one pass, never a daemon: no serve)
             return
         from agent.compute.operations import METHODS, InstanceOperations
         from agent.rpc.dispatcher import Dispatcher
         from agent.rpc.server import RpcServer
         from agent.rpc.transport import parse
 
-        endpoint = InstanceOperations(self.db, self.driver, self.firewall, self.host)
+        endpoint = InstanceOperations(self.db, self.driver, self.firewall, self.host,
+                                      locks=self.manager.locks)
         self.rpc_server = RpcServer(parse(self.conf.transport_url), self.host,
                                     Dispatcher(endpoint, METHODS))
         self.rpc_server.start()
@@ -143,7 +142,7 @@ class ComputeHost:
             evacuated=init.evacuated if init else (),
             unknown_domains=init.unknown_domains if init else (),
             orphan_nodes=audit.orphan_nodes if audit else (),
-            dry_run=self.dry_run, service=self.service_status())
+            service=self.service_status())
 
     def service_status(self) -> ServiceStatus | None:
         """This host's service row as it is now, judged up or down on the database's clock

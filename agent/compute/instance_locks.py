@@ -1,6 +1,7 @@
 """One lock per instance uuid (nova's ``@utils.synchronized(instance.uuid)``): operations on the
 same instance run one after the other, operations on different instances in parallel. A lock
-exists only while someone holds or waits for it."""
+exists only while someone holds or waits for it. One registry per host: start-up's repairs
+(ComputeManager.init_host) and the RPC operations share it."""
 
 from __future__ import annotations
 
@@ -31,3 +32,9 @@ class InstanceLocks:
     def __len__(self) -> int:
         with self._guard:
             return len(self._locks)
+
+    def holders(self, uuid: str) -> int:
+        """How many threads hold or wait for the instance's lock now."""
+        with self._guard:
+            entry = self._locks.get(uuid)
+            return entry[1] if entry is not None else 0

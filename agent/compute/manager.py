@@ -14,8 +14,10 @@ power state (read again when a step may have changed it) decides whether it gets
 (`decisions.needs_filtering`); the one apply then holds the rules of exactly those instances,
 and drops every other chain of ours.
 
-In a dry run, plans are logged and reported and nothing is changed: no driver mutation, no
-firewall change, no database write.
+Plans run through the step runner (agent/compute/steps.py), each instance under its lock
+(agent/compute/instance_locks.py), the registry the instance operations share. A dry run is the same code
+with a recording driver (agent/virt/recording.py), a firewall whose restores are only logged and
+a read-only database whose conditional save reports and writes nothing.
 """
 
 from __future__ import annotations
@@ -24,56 +26,41 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from agent import vocabulary as states
-from agent.compute.decisions import (InstanceState, OnError, Op, Plan, Step, needs_filtering,
+from agent.compute.decisions import (InstanceState, Op, Plan, Step, needs_filtering,
                                      plan_instance, touches_power)
 from agent.compute.evacuation import (EvacuationOutcome, destroy_evacuated, plan_evacuations)
+from agent.compute.instance_locks import InstanceLocks
 from agent.compute.instance_network import instance_vifs
+from agent.compute.outcomes import InitHostResult, InstanceOutcome, UnknownDomain  # noqa: F401
 from agent.compute.ownership import (LOST_RACE, OwnershipCheck, save_start_up,
                                      still_evacuated)
 from agent.compute.power_sync import PowerStateSync
+from agent.compute.steps import run_steps
 from agent.db import compute_queries as q
 from agent.db.conditional_save import LostSave, log_lost
 from agent.display import plural
 from agent.errors import FirewallError, InstanceNotFound
 from agent.progress import Progress
 from agent.virt.driver import ComputeDriver
-from agent.virt.types import VIF, InstanceInfo, InstanceRef, PowerState, RebootType
+from agent.virt.types import VIF, InstanceInfo, InstanceRef, PowerState
 
 LOG = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
-class InstanceOutcome:
-    """One instance after start-up, as the inventory shows it."""
+class StartedInstances:
+    """What `_start_instances` did: every instance's outcome, the evacuated guests, the rows
+    to save (instance updates; migration id -> new status), and the firewall's final apply
+    when it failed."""
 
-    uuid: str
-    name: str
-    vm_state: str | None
-    task_state: str | None
-    power_state: int | None
-    action: str
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class UnknownDomain:
-    """A guest on the hypervisor that no live instance row knows."""
-
-    uuid: str
-    name: str
-    power_state: int
-
-
-@dataclass(frozen=True)
-class InitHostResult:
-    instances: tuple[InstanceOutcome, ...]
+    outcomes: tuple[InstanceOutcome, ...]
     evacuated: tuple[EvacuationOutcome, ...]
-    unknown_domains: tuple[UnknownDomain, ...]
-    dry_run: bool = False
+    updates: tuple[q.InstanceUpdate, ...]
+    migration_statuses: Mapping[int, str]
+    firewall_error: FirewallError | None = None
 
 
 class _Planned(NamedTuple):
@@ -100,7 +87,8 @@ class ComputeManager:
     """Start-up and power-state work for one host, through one driver and one firewall."""
 
     def __init__(self, conf, db, driver: ComputeDriver, firewall, *, host: str | None = None,
-                 dry_run: bool = False, clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 locks: InstanceLocks | None = None):
         self.conf = conf
         # Monotonic seconds: init_host's progress lines and its re-reads of ownership.
         self._clock = clock
@@ -108,9 +96,10 @@ class ComputeManager:
         self.driver = driver
         self.firewall = firewall
         self.host = host or conf.host
-        self.dry_run = dry_run
-        self.power_sync = PowerStateSync(db, driver, self.host, dry_run=dry_run,
-                                         on_change=self._follow_guests)
+        # Held by start-up per instance while its plan runs and is saved, and by every
+        # instance operation.
+        self.locks = locks or InstanceLocks()
+        self.power_sync = PowerStateSync(db, driver, self.host, on_change=self._follow_guests)
 
     # -- init_host ----------------------------------------------------------------------------
     def init_host(self) -> InitHostResult:
@@ -129,23 +118,13 @@ class ComputeManager:
                  plural(len(migrations), "open migration"))
 
         self._init_virt_events()
-        evac_outcomes: list[EvacuationOutcome] = []
-        migration_statuses: dict[int, str] = {}
-        outcomes: list[InstanceOutcome] = []
-        updates: list[q.InstanceUpdate] = []
         by_uuid = {r.uuid: r for r in records}
-        firewall_error: FirewallError | None = None
-        try:
-            self._start_instances(records, guests, migrations, by_uuid, evac_outcomes,
-                                  migration_statuses, outcomes, updates)
-        except FirewallError as exc:
-            # The driver work is done: save it before reporting the failed apply.
-            firewall_error = exc
-        if not self.dry_run and (updates or migration_statuses):
-            outcomes = save_start_up(self.db, self.host, updates, migration_statuses,
-                                     migrations, outcomes)
-        if not self.dry_run:
-            self.power_sync.release()
+        started = self._start_instances(records, guests, migrations, by_uuid)
+        outcomes = list(started.outcomes)
+        if started.updates or started.migration_statuses:
+            outcomes = save_start_up(self.db, self.host, started.updates,
+                                     started.migration_statuses, migrations, outcomes)
+        self.power_sync.release()
         unknown = tuple(UnknownDomain(g.uuid, g.name, int(g.power_state))
                         for g in guests.values() if g.uuid not in by_uuid)
         if unknown:
@@ -153,66 +132,81 @@ class ComputeManager:
                         plural(len(unknown), "guest"), "has" if len(unknown) == 1 else "have",
                         ", ".join(f"{d.name} ({d.uuid})" for d in unknown[:10])
                         + (" ..." if len(unknown) > 10 else ""))
-        self._log_summary(outcomes, evac_outcomes, self._clock() - started_at)
-        if firewall_error is not None:
-            raise firewall_error
-        return InitHostResult(tuple(outcomes), tuple(evac_outcomes), unknown, self.dry_run)
+        self._log_summary(outcomes, started.evacuated, self._clock() - started_at)
+        if started.firewall_error is not None:
+            # The driver work is saved above; the failed apply is reported now.
+            raise started.firewall_error
+        return InitHostResult(tuple(outcomes), started.evacuated, unknown)
 
-    def _start_instances(self, records, guests, migrations, by_uuid, evac_outcomes,
-                         migration_statuses, outcomes, updates) -> None:
+    def _start_instances(self, records, guests, migrations, by_uuid) -> StartedInstances:
         """Inside one firewall deferral (one apply at the end, holding the rules of exactly the
         instances of this host whose guest needs filtering once its steps are done): every
         instance planned (reads only), ownership re-read in bulk, evacuated guests destroyed,
-        then each plan run only where the row is still this host's as it was read
-        (ownership.OwnershipCheck). Fills the lists and dicts it is given."""
-        with self.firewall.defer_apply():
-            plans: list = []
-            if self.driver.capabilities.supports_evacuate:
-                plans = plan_evacuations(migrations, self.host,
-                                         {u: g.name for u, g in guests.items()},
-                                         self.conf.compute.shared_storage)
-            evacuated = {p.instance_uuid for p in plans}
-            planned: list[_Planned] = []
-            for rec in records:
-                if rec.uuid not in evacuated:
-                    planned.append(self._plan_instance(rec, guests.get(rec.uuid)))
-            progress = Progress(LOG, "init_host", len(planned), clock=self._clock)
-            check = OwnershipCheck(self.db, self.host,
-                                   [p.rec.uuid for p in planned if self._acts(p)],
-                                   progress.started_at)
-            if plans:
-                evac, statuses = destroy_evacuated(
-                    self.driver, still_evacuated(plans, check.owners, self.host),
-                    dry_run=self.dry_run,
-                    network_info=lambda uuid: self._vifs(by_uuid.get(uuid), quiet=True) or ())
-                evac_outcomes.extend(evac)
+        then each plan run, under the instance's lock, only where the row is still this host's
+        as it was read (ownership.OwnershipCheck). A failed final apply is returned in the
+        result (`firewall_error`): the driver work is done and is saved all the same."""
+        migration_statuses: dict[int, str] = {}
+        outcomes: list[InstanceOutcome] = []
+        updates: list[q.InstanceUpdate] = []
+        evacuated: tuple[EvacuationOutcome, ...] = ()
+        firewall_error: FirewallError | None = None
+        try:
+            with self.firewall.defer_apply():
+                planned, check, progress, evacuated, statuses = self._plan_all(
+                    records, guests, migrations, by_uuid)
                 migration_statuses.update(statuses)
-            filtered: list[str] = []
-            lost: list[LostSave] = []
-            for item in planned:
-                now = progress.advance()
-                rec = item.rec
-                if self._acts(item):
-                    race = check.lost(rec, now)
+                filtered: list[str] = []
+                lost: list[LostSave] = []
+                for item in planned:
+                    now = progress.advance()
+                    rec = item.rec
+                    race = check.lost(rec, now) if self._acts(item) else None
                     if race is not None:
                         lost.append(race)
                         outcomes.append(InstanceOutcome(rec.uuid, item.ref.name, rec.vm_state,
                                                         rec.task_state, rec.power_state,
                                                         LOST_RACE, race.describe()))
                         continue
-                started = self._run_plan(item, migrations)
-                outcome = started.outcome
-                if (rec.host == self.host and outcome.action != "skipped-other-host"
-                        and needs_filtering(started.power_after)):
-                    filtered.append(rec.uuid)
-                    outcome = self._filter_instance(rec, outcome, started.vifs)
-                outcomes.append(outcome)
-                if started.update is not None:
-                    updates.append(started.update)
-                migration_statuses.update(started.migration_statuses)
-            log_lost(LOG, lost, "init_host (guest left alone)", self.host)
-            if not self.dry_run:
+                    with self.locks.lock(rec.uuid):
+                        started = self._run_plan(item, migrations)
+                    outcome = started.outcome
+                    if (rec.host == self.host and outcome.action != "skipped-other-host"
+                            and needs_filtering(started.power_after)):
+                        filtered.append(rec.uuid)
+                        outcome = self._filter_instance(rec, outcome, started.vifs)
+                    outcomes.append(outcome)
+                    if started.update is not None:
+                        updates.append(started.update)
+                    migration_statuses.update(started.migration_statuses)
+                log_lost(LOG, lost, "init_host (guest left alone)", self.host)
                 self.firewall.retain_only(filtered)
+        except FirewallError as exc:
+            firewall_error = exc
+        return StartedInstances(tuple(outcomes), evacuated, tuple(updates), migration_statuses,
+                                firewall_error)
+
+    def _plan_all(self, records, guests, migrations, by_uuid):
+        """Every instance planned (reads only), ownership re-read in bulk, the guests of
+        instances still evacuated from here destroyed. Returns the plans, the ownership check,
+        the progress counter, the evacuations' outcomes and their migration statuses."""
+        plans: list = []
+        if self.driver.capabilities.supports_evacuate:
+            plans = plan_evacuations(migrations, self.host,
+                                     {u: g.name for u, g in guests.items()},
+                                     self.conf.compute.shared_storage)
+        evacuated = {p.instance_uuid for p in plans}
+        planned = [self._plan_instance(rec, guests.get(rec.uuid))
+                   for rec in records if rec.uuid not in evacuated]
+        progress = Progress(LOG, "init_host", len(planned), clock=self._clock)
+        check = OwnershipCheck(self.db, self.host, [p.rec.uuid for p in planned if self._acts(p)],
+                               progress.started_at)
+        outcomes: list[EvacuationOutcome] = []
+        statuses: dict[int, str] = {}
+        if plans:
+            outcomes, statuses = destroy_evacuated(
+                self.driver, still_evacuated(plans, check.owners, self.host),
+                network_info=lambda uuid: self._vifs(by_uuid.get(uuid), quiet=True) or ())
+        return planned, check, progress, tuple(outcomes), statuses
 
     def _acts(self, item: _Planned) -> bool:
         """Whether the plan changes the guest or the row of an instance of this host."""
@@ -223,8 +217,6 @@ class ComputeManager:
                          vifs: Callable[[], tuple[VIF, ...] | None]) -> InstanceOutcome:
         """(Re)build the rules of an instance whose guest needs filtering. A failure is logged
         with the uuid and shown in the outcome; the instance's previous rules stay."""
-        if self.dry_run:
-            return outcome
         try:
             self._prepare_rules(rec.uuid, outcome.name, vifs())
         except Exception as exc:  # noqa: BLE001 - one instance never stops the others
@@ -258,9 +250,6 @@ class ComputeManager:
                       plural(len(wanted), "instance"), exc)
 
     def _init_virt_events(self) -> None:
-        if self.dry_run:
-            LOG.info("dry run: lifecycle events are not handled")
-            return
         if not self.conf.workarounds.handle_virt_lifecycle_events:
             if self.conf.sync_power_state_interval < 0:
                 LOG.warning("lifecycle events are ignored ([workarounds] "
@@ -316,7 +305,7 @@ class ComputeManager:
                                             rec.power_state, "failed", str(power)),
                             None, {}, None, vifs)
         outcome, update, mig_changes = self._execute(rec, ref, plan, migrations, vifs)
-        if touches_power(plan) and not self.dry_run:
+        if touches_power(plan):
             after = self._read_power(ref)
             power = None if isinstance(after, Exception) else after
         return _Started(outcome, update, mig_changes, power, vifs)
@@ -335,83 +324,31 @@ class ComputeManager:
     def _execute(self, rec: q.InstanceRecord, ref: InstanceRef, plan: Plan,
                  migrations: Sequence[q.MigrationRecord],
                  vifs: Callable[[], tuple[VIF, ...] | None]):
-        values = {"vm_state": rec.vm_state, "task_state": rec.task_state,
-                  "power_state": rec.power_state}
-        values.update(plan.changes)
-        deleted = False
-        action, error = plan.action, None
+        """One plan through the step runner; its outcome, the row update (None: unchanged)
+        and the migration statuses its steps set."""
         mig_changes: dict[int, str] = {}
-        if plan.changes and self.dry_run:
-            LOG.info("dry run: instance %s would be saved with %s", rec.uuid, plan.changes)
-        for step in plan.steps:
-            try:
-                self._run_step(rec, ref, step, migrations, mig_changes, vifs)
-            except NotImplementedError:
-                LOG.warning("instance %s: the driver cannot %s", rec.uuid, step.op.value)
-                continue
-            except Exception as exc:  # noqa: BLE001 - recorded, logged with the uuid
-                values.update(step.always)
-                if step.on_error is OnError.CONTINUE:
-                    LOG.error("instance %s: %s failed: %s (going on)", rec.uuid, step.op.value,
-                              exc)
-                    continue
-                if step.on_error is OnError.SET_ERROR:
-                    values["vm_state"] = states.ERROR
-                LOG.error("instance %s: %s failed: %s%s", rec.uuid, step.op.value, exc,
-                          "; instance set to ERROR" if step.on_error is OnError.SET_ERROR
-                          else "")
-                action, error = "failed", f"{step.op.value}: {exc}"
-                break
-            then = dict(step.then)
-            deleted = bool(then.pop("deleted", False)) or deleted
-            values.update(then)
-        changed = deleted or any(values[k] != getattr(rec, k) for k in values)
-        update = None
-        if changed:
-            update = q.InstanceUpdate(rec.id, rec.uuid,
-                                      {"task_state": rec.task_state, "vm_state": rec.vm_state},
-                                      values, delete=deleted)
-        outcome = InstanceOutcome(rec.uuid, ref.name, values["vm_state"], values["task_state"],
-                                  values["power_state"], action, error)
-        return outcome, update, mig_changes
 
-    def _run_step(self, rec: q.InstanceRecord, ref: InstanceRef, step: Step,
-                  migrations: Sequence[q.MigrationRecord], mig_changes: dict[int, str],
-                  instance_vifs: Callable[[], tuple[VIF, ...] | None]) -> None:
-        op = step.op
-        if op is Op.ABORT_MIGRATION:
+        def abort_migration(_step: Step) -> None:
             for mig in migrations:
                 if (mig.instance_uuid == rec.uuid and mig.migration_type == states.LIVE_MIGRATION
                         and mig.status in states.LIVE_MIGRATION_ACTIVE_STATUSES):
                     mig_changes[mig.id] = "error"
             LOG.warning("instance %s: live migration interrupted by the restart: migrations %s "
-                        "set to error%s", rec.uuid, sorted(mig_changes) or "(none open)",
-                        " [dry run]" if self.dry_run else "")
-            return
-        if self.dry_run:
-            LOG.warning("dry run: instance %s: would %s", rec.uuid, op.value)
-            return
-        vifs = instance_vifs() or ()
-        # Per instance at DEBUG: init_host logs progress and a summary of every action.
-        LOG.debug("instance %s: %s", rec.uuid, op.value)
-        if op is Op.DESTROY:
-            self.driver.destroy(ref, vifs, destroy_disks=True)
-        elif op is Op.REBOOT_SOFT:
-            self.driver.reboot(ref, RebootType.SOFT)
-        elif op is Op.REBOOT_HARD:
-            self.driver.reboot(ref, RebootType.HARD)
-        elif op is Op.UNPAUSE:
-            self.driver.unpause(ref)
-        elif op is Op.POWER_OFF:
-            self.driver.power_off(ref, clean_shutdown=True)
-        elif op is Op.POWER_ON:
-            self.driver.power_on(ref)
-        elif op is Op.PLUG_VIFS:
-            self.driver.plug_vifs(ref, vifs)
-        elif op is Op.REVERT_RESIZE:
-            self.driver.finish_revert_migration(ref, vifs, power_on=step.power_on)
-        elif op is Op.RESUME:
-            self.driver.resume_state_on_host_boot(ref, vifs)
+                        "set to error", rec.uuid, sorted(mig_changes) or "(none open)")
+
+        current = {"vm_state": rec.vm_state, "task_state": rec.task_state,
+                   "power_state": rec.power_state}
+        done = run_steps(self.driver, ref, plan, current, vifs,
+                         local={Op.ABORT_MIGRATION: abort_migration})
+        values = done.values
+        update = None
+        if done.deleted or any(values[k] != getattr(rec, k) for k in values):
+            update = q.InstanceUpdate(rec.id, rec.uuid,
+                                      {"task_state": rec.task_state, "vm_state": rec.vm_state},
+                                      values, delete=done.deleted)
+        outcome = InstanceOutcome(rec.uuid, ref.name, values["vm_state"], values["task_state"],
+                                  values["power_state"], done.action, done.error)
+        return outcome, update, mig_changes
 
     def _vifs(self, rec: q.InstanceRecord | None, quiet: bool = False
               ) -> tuple[VIF, ...] | None:
@@ -426,6 +363,6 @@ class ComputeManager:
         counts = Counter(o.action for o in outcomes)
         counts.update(e.action for e in evacuated)
         actions = ", ".join(f"{n:,} {a}" for a, n in sorted(counts.items()))
-        LOG.info("init_host %sdone in %.1f s: %s%s", "(dry run) " if self.dry_run else "",
-                 seconds, plural(len(outcomes) + len(evacuated), "instance"),
+        LOG.info("init_host done in %.1f s: %s%s", seconds,
+                 plural(len(outcomes) + len(evacuated), "instance"),
                  f" ({actions})" if actions else "")

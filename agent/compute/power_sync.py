@@ -74,7 +74,7 @@ def decide_power_sync(rec: q.InstanceRecord, live: PowerState, host: str) -> Pow
 class PowerStateSync:
     """Event handling and the periodic sync for one host."""
 
-    def __init__(self, db, driver: ComputeDriver, host: str, *, dry_run: bool = False,
+    def __init__(self, db, driver: ComputeDriver, host: str, *,
                  on_change: Callable[[Sequence[tuple[q.InstanceRecord, PowerState]]], None]
                  | None = None):
         self.db = db
@@ -83,7 +83,6 @@ class PowerStateSync:
         self._on_change = on_change
         self.driver = driver
         self.host = host
-        self.dry_run = dry_run
         self._lock = threading.Lock()
         self._pending: collections.OrderedDict[str, LifecycleEvent] = collections.OrderedDict()
         self._wake = threading.Event()
@@ -202,7 +201,7 @@ class PowerStateSync:
         rows = list(rows)
         moved = [(rec, live[rec.uuid]) for rec in rows
                  if rec.host == self.host and rec.power_state != int(live[rec.uuid])]
-        if moved and self._on_change is not None and not self.dry_run:
+        if moved and self._on_change is not None:
             self._on_change(moved)
         for rec in rows:
             decision = decide_power_sync(rec, live[rec.uuid], self.host)
@@ -212,15 +211,14 @@ class PowerStateSync:
             elif not decision.mismatch and self._reported.pop(rec.uuid, None):
                 LOG.info("instance %s: database and hypervisor agree again", rec.uuid)
             if decision.new_power_state is not None:
-                LOG.info("instance %s: power_state %s -> %s (%s)%s", rec.uuid,
-                         _name(rec.power_state), _name(decision.new_power_state), why,
-                         " [dry run: not saved]" if self.dry_run else "")
+                LOG.info("instance %s: power_state %s -> %s (%s)", rec.uuid,
+                         _name(rec.power_state), _name(decision.new_power_state), why)
                 changes.append(q.InstanceUpdate(
                     rec.id, rec.uuid, {"task_state": None, "vm_state": rec.vm_state,
                                        "power_state": rec.power_state},
                     {"power_state": decision.new_power_state}))
-        if not changes or self.dry_run:
-            return len(changes)
+        if not changes:
+            return 0
         with self.db.sessions.begin() as session:
             saved = q.save_instances(session, self.host, changes)
         log_lost(LOG, saved.lost, f"power-state {why}", self.host)

@@ -8,6 +8,7 @@ in-progress migrations hold; the hypervisor's own *_used figures are not used.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -184,3 +185,38 @@ def allocation_ratio(configured: float | None, stored: float | None, initial: fl
     if stored:
         return stored
     return initial
+
+
+@dataclass(frozen=True)
+class FreeResources:
+    """What a node can still give new instances: vCPUs, memory (MiB) and disk (GiB). Negative
+    when the node holds more than it may (a ratio or the reserve was lowered)."""
+
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+
+
+def free_resources(*, vcpus: int, memory_mb: int, local_gb: int, usage: NodeUsage,
+                   cpu_allocation_ratio: float, ram_allocation_ratio: float,
+                   disk_allocation_ratio: float, reserved: Reserved) -> FreeResources:
+    """Free capacity of a node as placement computes it from the inventory nova's resource
+    tracker reports: per resource, capacity = (total - reserved) x allocation ratio, and free =
+    capacity - what the instances use. `vcpus`, `memory_mb` and `local_gb` are the node's
+    totals (the driver's HostResources); `usage` is `compute_usage`'s, whose *_used figures
+    include the reserved amounts, taken out here. Reserved disk counts in whole GiB, rounded up
+    (nova reports DISK_GB's reserved so). Rounded down to whole units: a request of n units
+    fits when n <= the figure."""
+    disk_reserved_gb = -(-reserved.disk_mb // 1024)
+
+    def free(total: int, held: int, ratio: float, used_with_reserve: float,
+             reserve: float) -> int:
+        return math.floor((total - held) * ratio - (used_with_reserve - reserve))
+
+    return FreeResources(
+        vcpus=free(vcpus, reserved.cpus, cpu_allocation_ratio, usage.vcpus_used,
+                   reserved.cpus),
+        memory_mb=free(memory_mb, reserved.memory_mb, ram_allocation_ratio,
+                       usage.memory_mb_used, reserved.memory_mb),
+        disk_gb=free(local_gb, disk_reserved_gb, disk_allocation_ratio, usage.local_gb_used,
+                     reserved.disk_mb / 1024))

@@ -20,10 +20,14 @@ from sqlalchemy.orm import Session
 from agent import vocabulary as states
 from agent.db.conditional_save import RowSave, SaveResult, save_rows
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
+from agent.db.read_only import refuses_writes
 
 _I = Instance.__table__
 _M = Migration.__table__
 _N = ComputeNode.__table__
+
+# create_compute_node's answer on a read-only database (a dry run).
+NOT_WRITTEN = "not-written"
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,10 @@ def create_compute_node(session: Session, uuid: str, values: Mapping[str, object
     """The node row with this uuid, made live with `values`: a soft-deleted row is brought back
     (its uuid is unique among deleted rows too, so a node whose service was deleted keeps its
     identity when it registers again, as nova undeletes it), else a new row is inserted.
-    Returns 'revived' or 'inserted'."""
+    Returns 'revived' or 'inserted'; on a read-only database (a dry run) nothing is written
+    and it returns 'not-written'."""
+    if refuses_writes(session):
+        return NOT_WRITTEN
     revived = session.execute(update(_N).where(_N.c.uuid == uuid, _N.c.deleted != 0)
                               .values(deleted=0, deleted_at=None, updated_at=utcnow(),
                                       **values)).rowcount
@@ -290,14 +297,18 @@ def create_compute_node(session: Session, uuid: str, values: Mapping[str, object
 
 
 def update_compute_nodes(session: Session, changes: Sequence[tuple[int, Mapping[str, object]]]
-                         ) -> None:
-    """One executemany UPDATE of every tracker-owned column, by id."""
+                         ) -> bool:
+    """One executemany UPDATE of every tracker-owned column, by id. False when nothing was
+    written because the database is read-only (a dry run)."""
+    if refuses_writes(session):
+        return False
     if not changes:
-        return
+        return True
     stmt = (update(_N).where(_N.c.id == bindparam("b_id"))
             .values(updated_at=utcnow(), **{c: bindparam("b_" + c) for c in NODE_COLUMNS}))
     session.execute(stmt, [{"b_id": nid, **{"b_" + c: values[c] for c in NODE_COLUMNS}}
                            for nid, values in changes])
+    return True
 
 
 def stats_json(stats: Mapping[str, str]) -> str:

@@ -15,6 +15,10 @@ least `host`; for migrations their `status`). `save_rows` then
 So the caller learns per row whether it won on SQLite, PostgreSQL and MariaDB alike, without
 trusting an executemany's rowcount, and a save costs two or three statements whatever the number
 of rows. The rows stay locked until the caller's transaction ends.
+
+On a read-only database (a dry run: agent.db.read_only) the rows are read without a lock, the
+same decision is made and reported, the winners are logged as what would be written (each at
+DEBUG, one INFO line for the batch), and nothing is written.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
 from agent.db.models import utcnow
+from agent.db.read_only import refuses_writes
+
+LOG = logging.getLogger(__name__)
 
 # Lost races listed one line each up to this many; beyond, one summary line (each at DEBUG).
 LOST_LINES = 20
@@ -100,7 +107,17 @@ def save_rows(session: Session, table: Table, saves: Sequence[RowSave]) -> SaveR
     if len({s.id for s in saves}) != len(saves):
         raise ValueError(f"save_rows: one row saved twice in one call on {table.name}")
     columns = sorted({c for s in saves for c in s.expected})
-    current = lock_rows(session, table, [s.id for s in saves], columns)
+    ids = [s.id for s in saves]
+    if refuses_writes(session):
+        result = decide_saves(saves, _read_rows(session, table, ids, columns))
+        for save in saves:
+            if save.id in result.won:
+                LOG.debug("read-only database: %s would be saved with %s",
+                          save.label or f"{table.name} row {save.id}", dict(save.values))
+        LOG.info("read-only database (dry run): %d %s row%s would be saved; nothing written",
+                 len(result.won), table.name, "" if len(result.won) == 1 else "s")
+        return result
+    current = lock_rows(session, table, ids, columns)
     result = decide_saves(saves, current)
     batches: dict[tuple, list[RowSave]] = defaultdict(list)
     for save in saves:
@@ -111,12 +128,23 @@ def save_rows(session: Session, table: Table, saves: Sequence[RowSave]) -> SaveR
     return result
 
 
+def _select_rows(table: Table, ids: Iterable[int], columns: Sequence[str]):
+    return (select(table.c.id, *[table.c[c] for c in columns])
+            .where(table.c.id.in_(list(ids))).order_by(table.c.id))
+
+
+def _read_rows(session: Session, table: Table, ids: Iterable[int], columns: Sequence[str]
+               ) -> dict[int, dict[str, object]]:
+    """`lock_rows` without the lock (a read-only transaction may not take one)."""
+    return {row[0]: dict(zip(columns, row[1:]))
+            for row in session.execute(_select_rows(table, ids, columns))}
+
+
 def lock_rows(session: Session, table: Table, ids: Iterable[int], columns: Sequence[str]
               ) -> dict[int, dict[str, object]]:
     """One SELECT of `columns` of the rows `ids`, locking them until the transaction ends
     (id -> column -> value; missing rows are absent)."""
-    stmt = (select(table.c.id, *[table.c[c] for c in columns])
-            .where(table.c.id.in_(list(ids))).order_by(table.c.id))
+    stmt = _select_rows(table, ids, columns)
     if session.get_bind().dialect.name == "sqlite":
         _sqlite_write_lock(session)
     else:

@@ -147,7 +147,8 @@ def make_database(url: str, *, pool_size: int = 5,
         event.listen(engine, "do_connect",
                      lambda _dialect, _record, cargs, cparams: bounded.connect(*cargs,
                                                                               **cparams))
-    return Database(engine, sessionmaker(engine, expire_on_commit=False))
+    info = {read_only_db.SESSION_INFO_KEY: True} if read_only else None
+    return Database(engine, sessionmaker(engine, expire_on_commit=False, info=info))
 
 
 def _create_sqlite_file(url: str, path: str) -> None:

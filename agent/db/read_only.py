@@ -10,6 +10,11 @@ Two layers, so that a write path the caller forgot fails loudly instead of chang
   ``SET SESSION TRANSACTION READ ONLY`` (each server then refuses a write with its own error).
 
 Nothing is created either: no directory, no database file, no WAL switch of the file's header.
+
+Sessions of such a database say so (`refuses_writes`): the write primitives (the conditional
+save of instance and migration rows, the compute-node saves) then decide as they would, log what
+they would write and write nothing, so the code that calls them is the same in a dry run (a
+recording driver and firewall, and this database) as in a real start-up.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ _SESSION_READ_ONLY = {
     "mysql": "SET SESSION TRANSACTION READ ONLY",
     "mariadb": "SET SESSION TRANSACTION READ ONLY",
 }
+
+
+# The key, in a session's `info`, of a read-only database's sessions (see make_database).
+SESSION_INFO_KEY = "refuses_writes"
+
+
+def refuses_writes(session) -> bool:
+    """Whether `session` belongs to a read-only database: the write primitives write nothing
+    through it and say what they would have written."""
+    return bool(session.info.get(SESSION_INFO_KEY))
 
 
 class ReadOnlyViolation(DatabaseError):

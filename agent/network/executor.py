@@ -91,3 +91,35 @@ class RecordingExecutor:
     def clear(self) -> None:
         with self._lock:
             self.calls.clear()
+
+
+def reads_only(argv: Sequence[str]) -> bool:
+    """Whether a command only reads the kernel's tables (iptables-save and its kin)."""
+    return bool(argv) and argv[0].endswith("-save")
+
+
+class DryRunExecutor:
+    """The firewall side of a dry run: commands that read (`is_read`: the *-save tools) run
+    through `inner`; every other command (a restore) is logged with its size, kept in `calls`
+    and not run. A read that fails (no privileges) is a warning and reads as an empty table:
+    a dry run reports, it does not fail for what it would not do anyway."""
+
+    def __init__(self, inner: Executor, is_read=reads_only):
+        self.inner = inner
+        self.is_read = is_read
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def run(self, argv: list[str], stdin: str | None = None) -> str:
+        if self.is_read(argv):
+            try:
+                return self.inner.run(argv, stdin)
+            except ProcessError as exc:
+                LOG.warning("dry run: cannot read the filter table with %s, so cannot tell "
+                            "what would change: %s", argv[0], exc)
+                return ""
+        with self._lock:
+            self.calls.append(Call(tuple(argv), stdin))
+        lines = (stdin or "").count("\n")
+        LOG.info("dry run: would run %s (%d line%s)", argv[0], lines, "" if lines == 1 else "s")
+        return ""

@@ -314,16 +314,17 @@ class IptablesFirewall(FirewallDriver):
         self._shared = now
 
 
-def load_firewall(conf: Any, executor: Executor | None = None, *,
-                  dry_run: bool = False) -> FirewallDriver:
-    """The firewall driver named by conf.firewall_driver ('noop' or 'iptables')."""
+def load_firewall(conf: Any, executor: Executor | None = None) -> FirewallDriver:
+    """The firewall driver named by conf.firewall_driver ('noop' or 'iptables'), running its
+    commands through `executor` (default: the real binaries; a dry run gives a DryRunExecutor,
+    which reads the kernel's tables and restores nothing)."""
     driver = conf.firewall_driver
     if driver == "noop":
         return NoopFirewall()
     if driver == "iptables":
         try:
             manager = IptablesManager(conf.iptables_chain_prefix,
-                                      executor or SubprocessExecutor(), dry_run=dry_run)
+                                      executor or SubprocessExecutor())
         except ValueError as exc:
             raise ConfigError(f"[DEFAULT] iptables_chain_prefix: {exc}") from None
         return IptablesFirewall(manager)

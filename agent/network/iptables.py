@@ -79,7 +79,7 @@ class IptablesManager:
     """
 
     def __init__(self, prefix: str, executor: Executor, *, families: Sequence[int] = (4, 6),
-                 dry_run: bool = False, tools: Mapping[int, tuple[str, str]] | None = None):
+                 tools: Mapping[int, tuple[str, str]] | None = None):
         try:
             values.chain_prefix(prefix)  # the rule [DEFAULT] iptables_chain_prefix is loaded with
         except values.BadValue as exc:
@@ -89,7 +89,6 @@ class IptablesManager:
             raise ValueError(f"address families must be 4 and/or 6, not {list(families)!r}")
         self.prefix = prefix
         self.families = tuple(dict.fromkeys(families))
-        self.dry_run = dry_run
         # (save, restore) command per family; e.g. the iptables-legacy-* pair instead
         self.tools = dict(TOOLS if tools is None else tools)
         if any(family not in self.tools for family in self.families):
@@ -311,10 +310,6 @@ class IptablesManager:
         try:
             saved_text = self._executor.run([save_cmd, "-c", "-t", "filter"], None)
         except ProcessError as exc:
-            if self.dry_run:  # a dry run reports; it does not fail for lack of privileges
-                LOG.warning("dry run: cannot read the %s filter table, so cannot tell what "
-                            "would change: %s", FAMILY_NAME[family], exc)
-                return
             raise FirewallError(f"{save_cmd} failed: {exc}") from exc
         saved = parse_filter(saved_text, family)
         if saved is None and not model.chains:
@@ -323,11 +318,6 @@ class IptablesManager:
         if same_filter(saved, merged):
             LOG.debug("%s filter table already up to date (%s of ours)",
                       FAMILY_NAME[family], plural(len(model.chains), "chain"))
-            return
-        if self.dry_run:
-            LOG.info("dry run: would restore the %s filter table (%s, %s of ours)",
-                     FAMILY_NAME[family], plural(len(merged), "line"),
-                     plural(len(model.chains), "chain"))
             return
         try:
             self._executor.run([restore_cmd, "-w", str(XTABLES_LOCK_WAIT), "-c"],
@@ -340,8 +330,9 @@ class IptablesManager:
             bad = f": {merged[number - 1]!r}" if number and number <= len(merged) else ""
             raise FirewallError(f"{restore_cmd} failed{where}{bad}; previous "
                                 f"{FAMILY_NAME[family]} rules left in place") from exc
-        LOG.info("restored the %s filter table: %s of ours, %s", FAMILY_NAME[family],
-                 plural(len(model.chains), "chain"), plural(len(merged), "line"))
+        # Through a dry run's executor the restore is only logged: say what was handed over.
+        LOG.info("%s filter table handed to %s: %s of ours, %s", FAMILY_NAME[family],
+                 restore_cmd, plural(len(model.chains), "chain"), plural(len(merged), "line"))
 
     # -- helpers --------------------------------------------------------------------------
     def _model(self, family: int) -> _Model:

@@ -60,16 +60,29 @@ def noop_firewall():
     return NoopFirewall()
 
 
+def read_only(db):
+    """The same database opened read-only, as a dry run opens it (the caller disposes it)."""
+    from agent.db.engine import make_database
+
+    return make_database(db.engine.url.render_as_string(hide_password=False), read_only=True)
+
+
 def make_host(tmp_path, db, scenario, *, host=HOST, dry_run=False, driver=None, **options):
-    """A ComputeHost on fakevirt with a registered service; not started."""
+    """A ComputeHost on fakevirt with a registered service; not started. With `dry_run`, built
+    as the agent builds a dry run's: the driver behind a RecordingDriver and the database
+    opened read-only."""
     from agent.compute.host import ComputeHost
     from agent.registry import register_service
+    from agent.virt.recording import RecordingDriver
 
     conf = make_conf(tmp_path, db, **options)
     conf = conf.replace(host=host)
     service = register_service(db, host)
     driver = driver or FakeDriver(conf, scenario=scenario)
-    return ComputeHost(conf, db, service, dry_run, driver=driver, firewall=NoopFirewall())
+    if dry_run:
+        return ComputeHost(conf, read_only(db), service, driver=RecordingDriver(driver),
+                           firewall=NoopFirewall())
+    return ComputeHost(conf, db, service, driver=driver, firewall=NoopFirewall())
 
 
 GONE = "gone"  # guest_power of a guest the hypervisor does not have

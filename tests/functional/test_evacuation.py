@@ -144,8 +144,9 @@ def test_dry_run_reports_the_plan_and_changes_nothing(tmp_path, sqlite_db):
     host = make_host(tmp_path, sqlite_db, scenario, dry_run=True)
     host.start()
     report = host.report().as_dict()
-    assert report["dry_run"] is True
     assert [e["action"] for e in report["evacuated"]] == ["evacuated-destroyed"]
+    assert {c[:2] for c in host.driver.calls if c[0] != "plug-vifs"} == {
+        ("destroy", EVAC), ("power-off", "44444444-4444-4444-8444-444444444444")}
     actions = {i["uuid"]: i["action"] for i in report["instances"]}
     assert actions["44444444-4444-4444-8444-444444444444"] == "powered-off"
     assert [n["saved"] for n in report["nodes"]] == ["would-create"]
@@ -265,8 +266,8 @@ def run_once_as(tmp_path, db, scenario, host):
     conf = make_conf(tmp_path, db).replace(host=host)
     driver = FakeDriver(conf, scenario=scenario)
     service = AgentService(conf, notifier=Notifier(None), host_work_factory=(
-        lambda conf, db, record, dry_run: ComputeHost(conf, db, record, dry_run, driver=driver,
-                                                      firewall=NoopFirewall())))
+        lambda conf, db, record, _dry_run: ComputeHost(conf, db, record, driver=driver,
+                                                       firewall=NoopFirewall())))
     try:
         return service.run_once(), driver
     except StartupError as exc:

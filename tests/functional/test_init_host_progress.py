@@ -14,12 +14,13 @@ from tests.functional.compute_helpers import (HOST, domain, make_conf, make_driv
                                               make_scenario, noop_firewall, seeded)
 from agent.virt.types import PowerState
 
-MANAGER_LOG = "agent.compute.manager"
+# Start-up's own lines, and its step runner's (agent.compute.steps: one line per step).
+MANAGER_LOGS = ("agent.compute.manager", "agent.compute.steps")
 
 
 def manager_lines(caplog, level):
     return [r.getMessage() for r in caplog.records
-            if r.name == MANAGER_LOG and r.levelno == level]
+            if r.name in MANAGER_LOGS and r.levelno == level]
 
 
 def test_init_host_logs_progress_and_one_summary_not_a_line_per_instance(
@@ -28,7 +29,7 @@ def test_init_host_logs_progress_and_one_summary_not_a_line_per_instance(
     conf = make_conf(tmp_path, sqlite_db)
     ticks = itertools.count()  # each reading of the clock is one second later
 
-    with caplog.at_level(logging.DEBUG, logger=MANAGER_LOG):
+    with caplog.at_level(logging.DEBUG, logger="agent.compute"):
         result = ComputeManager(conf, sqlite_db, make_driver(conf, scenario), noop_firewall(),
                                 clock=lambda: float(next(ticks))).init_host()
 
@@ -47,7 +48,7 @@ def test_init_host_logs_progress_and_one_summary_not_a_line_per_instance(
 def test_init_host_without_enough_time_logs_no_progress(tmp_path, sqlite_db, caplog):
     scenario = seeded(sqlite_db, generate_scenario(5, hostname=HOST))
     conf = make_conf(tmp_path, sqlite_db)
-    with caplog.at_level(logging.INFO, logger=MANAGER_LOG):
+    with caplog.at_level(logging.INFO, logger="agent.compute"):
         ComputeManager(conf, sqlite_db, make_driver(conf, scenario), noop_firewall(),
                        clock=lambda: 0.0).init_host()
     info = manager_lines(caplog, logging.INFO)
@@ -59,7 +60,7 @@ def test_one_unknown_guest_reads_in_the_singular(tmp_path, sqlite_db, caplog):
     stray = str(uuid_lib.uuid4())
     scenario = seeded(sqlite_db, make_scenario([], [domain(stray, PowerState.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
-    with caplog.at_level(logging.INFO, logger=MANAGER_LOG):
+    with caplog.at_level(logging.INFO, logger="agent.compute"):
         ComputeManager(conf, sqlite_db, make_driver(conf, scenario), noop_firewall()).init_host()
     text = "\n".join(manager_lines(caplog, logging.INFO)
                      + manager_lines(caplog, logging.WARNING))

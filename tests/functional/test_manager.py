@@ -11,11 +11,12 @@ from sqlalchemy import update
 from agent import vocabulary as s
 from agent.compute.manager import ComputeManager
 from agent.db.models import Instance
+from agent.virt.recording import RecordingDriver
 from agent.virt.types import LifecycleEvent, PowerState as P, Transition
 from fakevirt.scenario import InstanceSeed, MigrationSeed
 from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,
                                               make_conf, make_driver, make_scenario,
-                                              migration_row, noop_firewall, seeded)
+                                              migration_row, noop_firewall, read_only, seeded)
 
 U = "11111111-1111-4111-8111-111111111111"
 
@@ -149,9 +150,14 @@ def test_dry_run_changes_nothing(tmp_path, sqlite_db):
         [domain(U, P.RUNNING)]))
     conf = make_conf(tmp_path, sqlite_db)
     driver = make_driver(conf, scenario)
-    result = ComputeManager(conf, sqlite_db, driver, noop_firewall(), dry_run=True).init_host()
-    assert result.dry_run and result.instances[0].action == "powered-off"
+    recording, ro_db = RecordingDriver(driver), read_only(sqlite_db)
+    try:
+        result = ComputeManager(conf, ro_db, recording, noop_firewall()).init_host()
+    finally:
+        ro_db.dispose()
+    assert result.instances[0].action == "powered-off"
     assert result.instances[0].vm_state == s.STOPPED  # what it would be
+    assert [c[:2] for c in recording.calls] == [("power-off", U)]
     row = instance_row(sqlite_db, U)
     assert (row.vm_state, row.task_state) == (s.ACTIVE, s.POWERING_OFF)
     assert guest_power(driver, U) == P.RUNNING

@@ -13,7 +13,7 @@ import logging
 import pytest
 
 from agent.errors import FirewallError
-from agent.network.executor import Call, ProcessError
+from agent.network.executor import Call, DryRunExecutor, ProcessError
 from agent.network.iptables import IptablesManager
 from agent.network.iptables_text import error_context, merge_filter, parse_filter
 
@@ -222,11 +222,16 @@ def test_empty_host_gets_a_filter_table_only_when_we_have_chains(tables):
                                          ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
 
 
-def test_dry_run_saves_but_never_restores(tables):
-    manager = IptablesManager("cagent", tables, dry_run=True)
-    manager.set_rules(4, "cagent-a", ["-j ACCEPT"])
+def test_dry_run_saves_but_never_restores(tables, caplog):
+    dry = DryRunExecutor(tables)
+    manager = IptablesManager("cagent", dry)
+    with caplog.at_level(logging.INFO, logger="agent.network.executor"):
+        manager.set_rules(4, "cagent-a", ["-j ACCEPT"])
     assert tables.count("iptables-save") == 1
     assert tables.count("iptables-restore") == 0
+    assert [call.argv[0] for call in dry.calls] == ["iptables-restore"]
+    assert "-A cagent-a -j ACCEPT" in dry.calls[0].stdin
+    assert "dry run: would run iptables-restore" in caplog.text
 
 
 class DeniedTables(FakeTables):
@@ -246,10 +251,10 @@ def test_failed_save_raises_naming_the_command():
 
 def test_dry_run_without_privileges_warns_instead_of_failing(caplog):
     tables = DeniedTables()
-    manager = IptablesManager("cagent", tables, dry_run=True)
-    with caplog.at_level(logging.WARNING, logger="agent.network.iptables"):
+    manager = IptablesManager("cagent", DryRunExecutor(tables))
+    with caplog.at_level(logging.WARNING, logger="agent.network.executor"):
         manager.add_chain(4, "cagent-a")
-    assert "dry run: cannot read the IPv4 filter table" in caplog.text
+    assert "dry run: cannot read the filter table with iptables-save" in caplog.text
     assert [call.argv[0] for call in tables.calls] == ["iptables-save", "ip6tables-save"]
 
 

@@ -178,3 +178,14 @@ def test_the_walk_sees_imports_inside_functions():
     # agent.commands.services imports the control plane only when a command runs.
     assert any(t.startswith("agent.db") or t.startswith("agent.control")
                for t in GRAPH["agent.commands.services"])
+
+
+def test_operation_code_never_sees_a_dry_run_flag():
+    """A dry run is a recording driver, a firewall that restores nothing and a read-only
+    database: the compute and network code runs the same either way."""
+    found = [f"{path.relative_to(ROOT)}:{number}"
+             for package in ("agent/compute", "agent/network")
+             for path in sorted((ROOT / package).rglob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if "dry_run" in line]
+    assert found == []

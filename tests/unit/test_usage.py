@@ -121,3 +121,30 @@ def test_instances_without_node_belong_to_the_only_node():
 ], ids=["new", "zero-stored", "keep-stored", "conf-wins", "zero-conf-ignored"])
 def test_allocation_ratio(configured, stored, expected):
     assert allocation_ratio(configured, stored, 4.0) == expected
+
+
+def test_free_resources_follow_placement_capacity_minus_instance_usage():
+    from agent.compute.usage import FreeResources, NodeUsage, free_resources
+
+    reserved = Reserved(memory_mb=512, disk_mb=1500, cpus=2)
+    # compute_usage's figures include the reserve: 10 vCPUs, 4096 MiB and 20 GiB of instances.
+    usage = NodeUsage(vcpus_used=2 + 10, memory_mb_used=512 + 4096,
+                      local_gb_used=int(1500 / 1024 + 20), free_ram_mb=0, free_disk_gb=0,
+                      running_vms=3, current_workload=0)
+    free = free_resources(vcpus=16, memory_mb=32768, local_gb=100, usage=usage,
+                          cpu_allocation_ratio=4.0, ram_allocation_ratio=1.5,
+                          disk_allocation_ratio=1.0, reserved=reserved)
+    # (total - reserved) x ratio - used; reserved disk in whole GiB rounded up (2).
+    assert free == FreeResources(vcpus=(16 - 2) * 4 - 10, memory_mb=(32768 - 512) * 3 // 2 - 4096,
+                                 disk_gb=(100 - 2) - 20)
+
+
+def test_free_resources_are_negative_on_an_overcommitted_node():
+    from agent.compute.usage import NodeUsage, free_resources
+
+    usage = NodeUsage(vcpus_used=20, memory_mb_used=2048, local_gb_used=50, free_ram_mb=0,
+                      free_disk_gb=0, running_vms=5, current_workload=0)
+    free = free_resources(vcpus=8, memory_mb=1024, local_gb=40, usage=usage,
+                          cpu_allocation_ratio=2.0, ram_allocation_ratio=1.0,
+                          disk_allocation_ratio=1.0, reserved=Reserved())
+    assert (free.vcpus, free.memory_mb, free.disk_gb) == (-4, -1024, -10)
