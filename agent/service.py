@@ -206,40 +206,25 @@ class AgentService:
     def _register_and_beat(self, *, start_heartbeat: bool) -> None:
         from agent.db import migrate
         from agent.db.engine import database_from_conf
-        from agent.heartbeat import Heartbeat
-        from agent.registry import load_service, register_service
+        from agent.registry import load_service
+        from agent.startup import register_and_beat
 
         conf = self.conf
         self._status("opening the database")
         self.db = database_from_conf(conf)
         LOG.info("database %s", self.db.url)
         migrate.ensure_schema(self.db)
-        # The identity this agent's beats carry: its node's uuid (state_path/compute_id), none
-        # without host work.
-        agent_id = None
         if self._host_work_factory is not None:
-            # The checks that can refuse this start-up (driver init_host, the node identity)
-            # run before the service row is created or claimed, so a refused start leaves no
-            # row behind and changes none (nova runs init_host before it creates its row).
-            self._status("checking the host before registering")
+            # Built first, so that a refused start-up still releases its driver (_release).
             self.host_work = self._host_work_factory(conf, self.db,
                                                      load_service(self.db, conf.host),
                                                      self.dry_run)
-            agent_id = self.host_work.prepare()
-        self._status("registering the service")
-        self.service = register_service(self.db, conf.host,
-                                        enable_new=conf.enable_new_services, starting=True,
-                                        agent_id=agent_id,
-                                        service_down_time=conf.service_down_time)
-        if self.host_work is not None:
-            self.host_work.registered(self.service)
         interval = conf.report_interval
-        # The first beat goes out here, before the host work's start(); the thread then beats
-        # every interval from now.
-        self.heartbeat = Heartbeat(self.db, self.service.id, interval, initial_delay=interval,
-                                   host=self.service.host, binary=self.service.binary,
-                                   agent_id=agent_id)
-        self.heartbeat.beat()
+        # The first beat goes out in register_and_beat, before the host work's start(); the
+        # thread then beats every interval from now.
+        registered = register_and_beat(conf, self.db, self.host_work, status=self._status,
+                                       initial_delay=interval)
+        self.service, self.heartbeat = registered.service, registered.heartbeat
         if start_heartbeat:
             self.heartbeat.start()
         LOG.info("service id %s registered for host %s (%s); heartbeat every %s s",

@@ -101,9 +101,11 @@ class ComputeHost:
         self.rpc_server.start()
 
     def is_healthy(self) -> bool:
-        """False once the RPC consumer thread has died (a broker that is down is not
-        unhealthy: the agent keeps beating and the consumer retries)."""
-        return self.rpc_server is None or self.rpc_server.is_healthy()
+        """Every worker thread of the host work is running: the lifecycle-event worker (once
+        started) and the RPC consumer (once serving; a broker that cannot be reached is not
+        unhealthy: the agent keeps beating and the consumer retries). Read by the watchdog."""
+        return (self.manager.power_sync.is_healthy()
+                and (self.rpc_server is None or self.rpc_server.is_healthy()))
 
     def periodic_jobs(self) -> Sequence:
         from agent.periodic import PeriodicJob, spacing_from_option

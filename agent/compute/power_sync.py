@@ -121,6 +121,11 @@ class PowerStateSync:
                                             daemon=True)
             self._worker.start()
 
+    def is_healthy(self) -> bool:
+        """False once the lifecycle-event worker thread, started, is no longer running (read
+        by the watchdog; true while events are not handled at all)."""
+        return self._worker is None or self._worker.is_alive()
+
     def stop_worker(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self._wake.set()

@@ -1,8 +1,9 @@
 """FleetRunner: N simulated compute agents in one process against one database.
 
 Each `SimulatedAgent` does what the single agent does at start-up and while it runs, with the
-same code: `register_service` (disabled 'AUTO: starting'), a first `Heartbeat.beat()`,
-`ComputeHost.start()` (fakevirt init_host, the compute manager's init_host, the start-up audit),
+same code: `agent.startup.register_and_beat` (the host work's checks, then `register_service`,
+disabled 'AUTO: starting', and a first `Heartbeat.beat()`), `ComputeHost.start()` (the compute
+manager's init_host, the start-up audit),
 `finish_starting`, then `Heartbeat.beat()` every report_interval and the host's periodic jobs
 (`ComputeHost.periodic_jobs()`: resource audit, power-state sync). What is shared is the
 machinery: one engine and pool, one `DueScheduler` for every heartbeat, one for every periodic

@@ -1,5 +1,6 @@
-"""One simulated host of a fleet: the single agent's start-up and periodic work for one host
-name, on a fakevirt hypervisor, sharing the fleet's database.
+"""One simulated host of a fleet: the single agent's start-up (agent.startup, the same function
+the agent runs) and periodic work for one host name, on a fakevirt hypervisor, sharing the
+fleet's database.
 
 Two differences from a real host, both about threads: lifecycle events are not handled (each
 host would need its own event worker thread, and a fake hypervisor emits events only when told
@@ -45,27 +46,31 @@ class SimulatedAgent:
         self.tasks: list[Task] = []
 
     def register(self) -> bool:
-        """Register the service and send the first beat; True when the beat went through."""
-        from agent.heartbeat import Heartbeat
-        from agent.registry import register_service
+        """The single agent's start-up up to its first beat (agent.startup.register_and_beat:
+        the host work's checks, registration, the first beat); True when the beat went through.
+        The host work is built here, on fakevirt with this host's scenario and the no-op
+        firewall."""
+        from agent.startup import register_and_beat
 
-        self.service = register_service(self.db, self.host,
-                                        enable_new=self.conf.enable_new_services, starting=True)
-        self.heartbeat = Heartbeat(self.db, self.service.id, self.conf.report_interval,
-                                   name=f"heartbeat {self.host}", host=self.service.host,
-                                   binary=self.service.binary)
-        return self.heartbeat.beat()
+        self.host_work = self._host_work()
+        registered = register_and_beat(self.conf, self.db, self.host_work,
+                                       heartbeat_name=f"heartbeat {self.host}")
+        self.service, self.heartbeat = registered.service, registered.heartbeat
+        return registered.first_beat_ok
 
-    def start_host_work(self) -> None:
+    def _host_work(self):
         from agent.compute.host import ComputeHost
         from agent.compute.node_identity import NodeIdentityStore
         from agent.network.firewall import NoopFirewall
         from fakevirt.driver import FakeDriver
 
-        self.host_work = ComputeHost(self.conf, self.db, self.service,
-                                     driver=FakeDriver(self.conf, scenario=self.scenario),
-                                     firewall=NoopFirewall(),
-                                     identity_store=NodeIdentityStore(self.state_dir))
+        return ComputeHost(self.conf, self.db, None,
+                           driver=FakeDriver(self.conf, scenario=self.scenario),
+                           firewall=NoopFirewall(),
+                           identity_store=NodeIdentityStore(self.state_dir))
+
+    def start_host_work(self) -> None:
+        """The rest of the single agent's start-up: init_host and the first resource audit."""
         self.host_work.start()
 
     def finish_starting(self) -> None:

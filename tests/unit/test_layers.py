@@ -32,7 +32,7 @@ FLOORS = {
     "agent.rpc": 1, "agent.rpc.transport": 0,
     "agent.liveness": 2, "agent.service_owner": 2, "agent.registry": 2, "agent.heartbeat": 2,
     "agent.compute": 2, "agent.control": 2, "agent.inventory": 2, "agent.service_report": 2,
-    "agent.host_work": 3, "agent.service": 3, "agent.fleet": 3, "agent.api": 3,
+    "agent.host_work": 3, "agent.service": 3, "agent.fleet": 3, "agent.startup": 3, "agent.api": 3,
     "agent.cli": 4, "agent.commands": 4, "agent.__main__": 4, "agent.sample_config": 4,
 }
 FLOOR_NAMES = ("foundation", "parts", "domain", "process", "entry")
