@@ -122,7 +122,8 @@ def plan_audit(conf, *, host: str, service_id: int | None, nodes: Sequence[str],
             vcpus=res.vcpus, memory_mb=res.memory_mb, local_gb=res.local_gb, usage=usage,
             cpu_allocation_ratio=values["cpu_allocation_ratio"],
             ram_allocation_ratio=values["ram_allocation_ratio"],
-            disk_allocation_ratio=values["disk_allocation_ratio"], reserved=reserved)
+            disk_allocation_ratio=values["disk_allocation_ratio"],
+            disk_available_least=res.disk_available_least)
         if row is None:
             action = CREATE
         elif dict(row.values) != values:

@@ -15,9 +15,9 @@ power state (read again when a step may have changed it) decides whether it gets
 and drops every other chain of ours.
 
 Plans run through the step runner (agent/compute/steps.py), each instance under its lock
-(agent/compute/instance_locks.py), the registry the instance operations share. A dry run is the same code
-with a recording driver (agent/virt/recording.py), a firewall whose restores are only logged and
-a read-only database whose conditional save reports and writes nothing.
+(agent/compute/instance_locks.py, the registry the instance operations share). A dry run is the
+same code with a recording driver (agent/virt/recording.py), a firewall whose restores are only
+logged and a read-only database whose conditional save reports and writes nothing.
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ def allocation_ratio(configured: float | None, stored: float | None, initial: fl
 @dataclass(frozen=True)
 class FreeResources:
     """What a node can still give new instances: vCPUs, memory (MiB) and disk (GiB). Negative
-    when the node holds more than it may (a ratio or the reserve was lowered)."""
+    when the node holds more than it may (a ratio was lowered)."""
 
     vcpus: int
     memory_mb: int
@@ -199,24 +199,16 @@ class FreeResources:
 
 def free_resources(*, vcpus: int, memory_mb: int, local_gb: int, usage: NodeUsage,
                    cpu_allocation_ratio: float, ram_allocation_ratio: float,
-                   disk_allocation_ratio: float, reserved: Reserved) -> FreeResources:
-    """Free capacity of a node as placement computes it from the inventory nova's resource
-    tracker reports: per resource, capacity = (total - reserved) x allocation ratio, and free =
-    capacity - what the instances use. `vcpus`, `memory_mb` and `local_gb` are the node's
-    totals (the driver's HostResources); `usage` is `compute_usage`'s, whose *_used figures
-    include the reserved amounts, taken out here. Reserved disk counts in whole GiB, rounded up
-    (nova reports DISK_GB's reserved so). Rounded down to whole units: a request of n units
-    fits when n <= the figure."""
-    disk_reserved_gb = -(-reserved.disk_mb // 1024)
-
-    def free(total: int, held: int, ratio: float, used_with_reserve: float,
-             reserve: float) -> int:
-        return math.floor((total - held) * ratio - (used_with_reserve - reserve))
-
+                   disk_allocation_ratio: float,
+                   disk_available_least: int | None = None) -> FreeResources:
+    """Free capacity of a node as nova's CoreFilter, RamFilter and DiskFilter compute it
+    (agent.control.scheduler): total x allocation ratio - used, where used counts the reserved
+    host resources (`usage` is `compute_usage`'s: reserved_host_* are in its *_used figures).
+    Disk: local_gb x ratio - (local_gb - free), free being disk_available_least when the driver
+    reports it, else the tracker's free_disk_gb. `vcpus`, `memory_mb`, `local_gb`: the node's
+    totals (HostResources). Rounded down: a request of n whole units fits when n <= it."""
+    free_disk = disk_available_least if disk_available_least is not None else usage.free_disk_gb
     return FreeResources(
-        vcpus=free(vcpus, reserved.cpus, cpu_allocation_ratio, usage.vcpus_used,
-                   reserved.cpus),
-        memory_mb=free(memory_mb, reserved.memory_mb, ram_allocation_ratio,
-                       usage.memory_mb_used, reserved.memory_mb),
-        disk_gb=free(local_gb, disk_reserved_gb, disk_allocation_ratio, usage.local_gb_used,
-                     reserved.disk_mb / 1024))
+        vcpus=math.floor(vcpus * cpu_allocation_ratio - usage.vcpus_used),
+        memory_mb=math.floor(memory_mb * ram_allocation_ratio - usage.memory_mb_used),
+        disk_gb=math.floor(local_gb * disk_allocation_ratio - (local_gb - free_disk)))

@@ -123,28 +123,49 @@ def test_allocation_ratio(configured, stored, expected):
     assert allocation_ratio(configured, stored, 4.0) == expected
 
 
-def test_free_resources_follow_placement_capacity_minus_instance_usage():
-    from agent.compute.usage import FreeResources, NodeUsage, free_resources
+def test_free_resources_are_the_filter_schedulers_figures():
+    from agent.compute.usage import FreeResources, compute_usage, free_resources
 
-    reserved = Reserved(memory_mb=512, disk_mb=1500, cpus=2)
-    # compute_usage's figures include the reserve: 10 vCPUs, 4096 MiB and 20 GiB of instances.
-    usage = NodeUsage(vcpus_used=2 + 10, memory_mb_used=512 + 4096,
-                      local_gb_used=int(1500 / 1024 + 20), free_ram_mb=0, free_disk_gb=0,
-                      running_vms=3, current_workload=0)
+    reserved = Reserved(memory_mb=512, disk_mb=2048, cpus=2)
+    big = Flavor(vcpus=4, memory_mb=4096, root_gb=20)
+    usage = compute_usage(memory_mb=32768, local_gb=100, node_instances=[
+        TrackedInstance(str(i), "h", "n", s.ACTIVE, None, big) for i in range(2)],
+        migrations=[], instances_by_uuid={}, host="h", nodename="n", reserved=reserved)
     free = free_resources(vcpus=16, memory_mb=32768, local_gb=100, usage=usage,
                           cpu_allocation_ratio=4.0, ram_allocation_ratio=1.5,
-                          disk_allocation_ratio=1.0, reserved=reserved)
-    # (total - reserved) x ratio - used; reserved disk in whole GiB rounded up (2).
-    assert free == FreeResources(vcpus=(16 - 2) * 4 - 10, memory_mb=(32768 - 512) * 3 // 2 - 4096,
-                                 disk_gb=(100 - 2) - 20)
+                          disk_allocation_ratio=1.0)
+    # total x ratio - used, the reserve counted in used (CoreFilter, RamFilter, DiskFilter).
+    assert free == FreeResources(vcpus=16 * 4 - (2 + 8),
+                                 memory_mb=32768 * 3 // 2 - (512 + 8192),
+                                 disk_gb=100 - (2 + 40))
+    # The driver's disk_available_least, when reported, is the free disk.
+    least = free_resources(vcpus=16, memory_mb=32768, local_gb=100, usage=usage,
+                           cpu_allocation_ratio=1.0, ram_allocation_ratio=1.0,
+                           disk_allocation_ratio=2.0, disk_available_least=30)
+    assert least.disk_gb == 100 * 2 - (100 - 30)
 
 
-def test_free_resources_are_negative_on_an_overcommitted_node():
-    from agent.compute.usage import NodeUsage, free_resources
+def test_free_resources_agree_with_the_filter_scheduler():
+    from agent.compute.usage import compute_usage, free_resources
+    from agent.control.scheduler import HostState, Request, core_filter, disk_filter, ram_filter
 
-    usage = NodeUsage(vcpus_used=20, memory_mb_used=2048, local_gb_used=50, free_ram_mb=0,
-                      free_disk_gb=0, running_vms=5, current_workload=0)
-    free = free_resources(vcpus=8, memory_mb=1024, local_gb=40, usage=usage,
+    usage = compute_usage(memory_mb=8192, local_gb=50, node_instances=[
+        TrackedInstance("a", "h", "n", s.ACTIVE, None, Flavor(vcpus=3, memory_mb=3000))],
+        migrations=[], instances_by_uuid={}, host="h", nodename="n",
+        reserved=Reserved(memory_mb=512, cpus=1))
+    free = free_resources(vcpus=4, memory_mb=8192, local_gb=50, usage=usage,
                           cpu_allocation_ratio=2.0, ram_allocation_ratio=1.0,
-                          disk_allocation_ratio=1.0, reserved=Reserved())
-    assert (free.vcpus, free.memory_mb, free.disk_gb) == (-4, -1024, -10)
+                          disk_allocation_ratio=1.5)
+    assert (free.vcpus, free.memory_mb) == (4, 8192 - 3512)
+    node = HostState("h", "n", False, None, False, None, vcpus=4, vcpus_used=usage.vcpus_used,
+                     memory_mb=8192, free_ram_mb=usage.free_ram_mb, local_gb=50,
+                     free_disk_gb=usage.free_disk_gb, disk_available_least=None,
+                     cpu_allocation_ratio=2.0, ram_allocation_ratio=1.0,
+                     disk_allocation_ratio=1.5)
+    # Exactly the free figure fits; one unit more is refused.
+    for check, fits, more in (
+            (core_filter, Request(free.vcpus, 0), Request(free.vcpus + 1, 0)),
+            (ram_filter, Request(0, free.memory_mb), Request(0, free.memory_mb + 1)),
+            (disk_filter, Request(0, 0, root_gb=free.disk_gb),
+             Request(0, 0, root_gb=free.disk_gb + 1))):
+        assert check(node, fits) is None and check(node, more) is not None
