@@ -79,7 +79,8 @@ def test_the_server_refuses_a_write_that_bypasses_the_check(any_db, any_db_url, 
 def test_missing_sqlite_file_is_an_error_and_nothing_is_created(tmp_path):
     target = tmp_path / "state" / "agent.sqlite"
     with pytest.raises(DatabaseError, match=f"no such file {target} \\(opened read-only: "
-                                            "nothing is created\\)"):
+                                            "nothing is created; 'agent db sync', or a start "
+                                            "without --dry-run, creates it\\)"):
         make_database(f"sqlite:///{target}", read_only=True)
     assert os.listdir(tmp_path) == []
 
