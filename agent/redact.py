@@ -109,8 +109,9 @@ def _literal_re(secret: str) -> re.Pattern:
 
 
 def secrets_of(url: str) -> tuple[str, ...]:
-    """The secret values in `url`, as written and percent-decoded: user-info passwords and the
-    values of secret query keys. For an unsafe URL, everything after the scheme."""
+    """The secret values in `url`, as written and percent-decoded: user-info passwords (but
+    not one equal to its user name, which every masked URL shows anyway) and the values of
+    secret query keys. For an unsafe URL, everything after the scheme."""
     try:
         _scheme, authority, rest = _split(url)
     except UnsafeURL:
@@ -120,8 +121,10 @@ def secrets_of(url: str) -> tuple[str, ...]:
     found: set[str] = set()
     for entry in authority.split(","):
         userinfo, at, _hostport = entry.rpartition("@")
-        _user, colon, password = userinfo.partition(":")
-        if at and colon and password:
+        user, colon, password = userinfo.partition(":")
+        # A password equal to its user name (RabbitMQ's guest:guest) is shown with every masked
+        # URL already: masking that word in free text would hide nothing and garble the log.
+        if at and colon and password and unquote(password) != unquote(user):
             found.update((password, unquote(password)))
     for pair in rest.partition("?")[2].split("&"):
         key, eq, value = pair.partition("=")

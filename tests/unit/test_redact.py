@@ -117,14 +117,24 @@ def test_known_secret_is_removed_wherever_a_library_quoted_it():
 
 
 def test_known_secret_is_removed_as_a_whole_word_only():
-    # RabbitMQ's default credentials: the password is a word the agent's own lines use
-    secrets = secrets_of("rabbit://guest:guest@broker:5672/")
+    # a password that is also a word the agent's own lines use
+    secrets = secrets_of("rabbit://nova:guest@broker:5672/")
     assert redact_text("init_host: 3 instances, 2 guests on the hypervisor; guest g1 "
                        "(guest_id 7) AMQP login refused for 'guest'", secrets) == \
         "init_host: 3 instances, 2 guests on the hypervisor; *** g1 (guest_id 7) AMQP login " \
         "refused for '***'"
     # an edge that is not a word character needs no boundary: still removed everywhere
     assert redact_text("x p@ss!y", ("p@ss!",)) == "x ***y"
+
+
+def test_password_equal_to_its_user_name_is_masked_in_urls_only():
+    """RabbitMQ's guest:guest: the user name shows the word anyway, so free text keeps it
+    ('2 guests on the hypervisor' is not garbled) while the URL's password is still masked."""
+    url = "rabbit://guest:guest@broker:5672/"
+    assert secrets_of(url) == ()
+    assert redact_url(url) == "rabbit://guest:***@broker:5672/"
+    assert redact_text("1 guest on the hypervisor", secrets_of(url)) == \
+        "1 guest on the hypervisor"
 
 
 def test_log_formatter_removes_passwords_from_message_and_traceback():
