@@ -8,6 +8,7 @@ Used by the functional and end-to-end lifecycle tests. The agent runs as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -144,8 +145,10 @@ class AgentProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.command = [*wrapper, sys.executable, "-m", "agent", "--config", str(config), *args]
+        # A process group of its own: stop() ends the agent with whatever it runs under (the
+        # faketime wrapper's child would otherwise outlive the test).
         self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log,
-                                     env=full_env, cwd=str(REPO_ROOT))
+                                     env=full_env, cwd=str(REPO_ROOT), start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -162,9 +165,10 @@ class AgentProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> None:
-        """Make sure the process is gone (test clean-up)."""
+        """Make sure the process and everything it started are gone (test clean-up)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(DEADLINE)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
