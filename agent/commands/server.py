@@ -85,12 +85,14 @@ def _iso(value) -> str | None:
 def _caster(conf):
     from agent.errors import UsageError
     from agent.rpc.client import RpcClient
-    from agent.rpc.transport import parse
+    from agent.rpc.transport import parse, url_for
 
-    if not conf.transport_url:
+    url = url_for(conf)
+    if not url:
         raise UsageError("no transport_url: set [DEFAULT] transport_url (or --transport-url) "
-                         "to the broker the compute hosts consume from")
-    return RpcClient(parse(conf.transport_url))
+                         "to the broker the compute hosts consume from (only a SQLite "
+                         "database has a default one)")
+    return RpcClient(parse(url))
 
 
 def _deliver(conf, outcome) -> None:
@@ -119,8 +121,9 @@ def run_create(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.servers import create_server
     from agent.display import escape
+    from agent.rpc.transport import url_for
 
-    if not conf.transport_url:
+    if not url_for(conf):
         _caster(conf)  # refused before anything is written
     with control_session(db) as session:
         outcome = create_server(session, args.name, args.flavor, image_ref=args.image_ref,
@@ -145,7 +148,9 @@ def run_action(args, conf, db) -> int:
     from agent.display import escape
 
     action = "reboot-hard" if getattr(args, "hard", False) else args.action
-    if not conf.transport_url:
+    from agent.rpc.transport import url_for
+
+    if not url_for(conf):
         _caster(conf)
     with control_session(db) as session:
         outcome = act(session, args.server, action)

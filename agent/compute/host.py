@@ -84,10 +84,14 @@ class ComputeHost:
         self.tracker.update_available_resource(startup=True)
 
     def serve(self) -> None:
-        """The daemon, after start() and before READY=1: with transport_url set, declare
+        """The daemon, after start() and before READY=1: with a transport (transport_url, or the
+        SQLite broker file when the database is SQLite: agent.rpc.transport.url_for), declare
         compute.<host> and consume it (agent.rpc.server), the instance operations as endpoint.
         A broker that cannot be reached is logged once and retried; the agent runs on."""
-        if not self.conf.transport_url:  # (a dry run is one pass, never a daemon: no serve)
+        from agent.rpc.transport import url_for
+
+        url = url_for(self.conf)
+        if not url:  # (a dry run is one pass, never a daemon: no serve)
             return
         from agent.compute.operations import METHODS, InstanceOperations
         from agent.rpc.dispatcher import Dispatcher
@@ -96,7 +100,7 @@ class ComputeHost:
 
         endpoint = InstanceOperations(self.db, self.driver, self.firewall, self.host,
                                       locks=self.manager.locks)
-        self.rpc_server = RpcServer(parse(self.conf.transport_url), self.host,
+        self.rpc_server = RpcServer(parse(url), self.host,
                                     Dispatcher(endpoint, METHODS))
         self.rpc_server.start()
 

@@ -4,7 +4,9 @@ wire, on kombu.
 `RpcClient.cast` publishes a request to exchange ``nova`` (topic, durable=false,
 auto_delete=false: nova's flags, or RabbitMQ refuses the declaration) with routing key
 ``compute.<host>``, persistent (delivery_mode 2), application/json. A cast to a host whose queue
-does not exist is dropped by the broker, as for nova. `RpcClient.call` adds ``_msg_id``,
+does not exist is dropped by the broker, as for nova; on a virtual transport (the one-machine
+SQLite broker) the sender declares ``compute.<host>`` and its binding itself, since kombu keeps
+bindings in each process's memory. `RpcClient.call` adds ``_msg_id``,
 ``_reply_q`` and ``_timeout``, waits for the reply on its own reply queue (RabbitMQ's default
 exchange, routing key = queue name, as oslo.messaging replies) and returns the result, or raises
 `RemoteError` (the server's failure) or `RpcTimeout`. A broker that cannot be reached, or that
@@ -169,6 +171,10 @@ class RpcClient:
         import kombu
 
         conn = self._connection()
+        if self._transport.virtual and target.name:
+            # The receiver's binding is in its own process: declare it here too (same flags).
+            kombu.Queue(routing_key, exchange=target, routing_key=routing_key, durable=False,
+                        auto_delete=False, channel=conn.default_channel).declare()
         producer = kombu.Producer(conn.default_channel)
         publish = conn.ensure(producer, producer.publish, max_retries=2)
         publish(body, exchange=target, routing_key=routing_key, declare=[target],

@@ -4,16 +4,24 @@
 more brokers (tried in turn, as kombu's failover does), the virtual host after the first '/'
 (empty means RabbitMQ's default '/'; '%2F' is '/' too). ``amqp://`` is accepted as a synonym,
 ``memory://`` is kombu's in-process transport (one process only; for tests of the codec paths).
+``sqla+sqlite:///PATH`` is kombu's SQLAlchemy transport on a SQLite file: the broker of one
+machine, with no server to run. It is what `url_for` chooses when transport_url is unset and the
+database is SQLite (``<state_path>/broker.sqlite``, a file of its own so that the agent's
+database is never locked by it). kombu keeps a virtual transport's exchange bindings in each
+process's memory, so a sender must declare the destination queue and its binding itself
+(`Transport.virtual`; agent.rpc.client does).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from agent.redact import redact_url
 
-SCHEMES = ("rabbit", "amqp", "memory")
+SCHEMES = ("rabbit", "amqp", "memory", "sqla+sqlite")
+BROKER_FILE = "broker.sqlite"
 
 
 class TransportURLError(ValueError):
@@ -32,6 +40,7 @@ class Transport:
     urls: tuple[str, ...]
     virtual_host: str
     shown: str  # the URL with passwords masked, for log lines
+    virtual: bool = False  # a kombu virtual transport: bindings live in each process
 
     def connection(self, connect_timeout: float = 5.0, heartbeat: int = 0):
         """A new (not yet connected) kombu Connection over every broker, failover in order;
@@ -53,6 +62,10 @@ def parse(url: str) -> Transport:
                                        "transport_url")
     if scheme == "memory":
         return Transport(("memory://",), "/", shown)
+    if scheme == "sqla+sqlite":
+        if not rest.startswith("/") or not rest.strip("/"):
+            raise TransportURLError(shown, "sqla+sqlite:///PATH of a SQLite file")
+        return Transport((url,), "/", shown, virtual=True)
     netloc, _, path = rest.partition("/")
     vhost = unquote(path.split("?", 1)[0]) or "/"
     urls = []
@@ -64,3 +77,14 @@ def parse(url: str) -> Transport:
             raise TransportURLError(shown, f"a port number after {hostport.split(':')[0]!r}")
         urls.append(f"amqp://{host}/{quote(vhost, safe='')}")
     return Transport(tuple(urls), vhost, shown)
+
+
+def url_for(conf) -> str | None:
+    """The transport URL the agent and its commands use: ``[DEFAULT] transport_url`` when set;
+    unset with a SQLite database (one machine), ``sqla+sqlite:///<state_path>/broker.sqlite``;
+    otherwise None (no compute RPC)."""
+    if conf.transport_url:
+        return conf.transport_url
+    if str(conf.database.connection).startswith("sqlite:"):
+        return "sqla+sqlite:///" + os.path.join(os.path.abspath(conf.state_path), BROKER_FILE)
+    return None

@@ -226,13 +226,14 @@ def test_list_by_host(env, any_db_url):
     assert json.loads(out)["servers"] == []
 
 
-def test_without_a_transport_nothing_is_written(sqlite_url, capsys):
+def test_without_a_transport_nothing_is_written(postgresql_url, capsys):
+    """A server database has no default broker (only SQLite, one machine, has one)."""
     assert main(["flavor", "create", "small", "--vcpus", "1", "--ram", "64",
-                 "--db", sqlite_url]) == 0
+                 "--db", postgresql_url]) == 0
     capsys.readouterr()
     assert main(["server", "create", "--flavor", "small", "--name", "nope",
-                 "--db", sqlite_url]) == 2
+                 "--db", postgresql_url]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no transport_url" in err
-    assert main(["server", "list", "--format", "json", "--db", sqlite_url]) == 0
+    assert main(["server", "list", "--format", "json", "--db", postgresql_url]) == 0
     assert json.loads(capsys.readouterr().out)["servers"] == []

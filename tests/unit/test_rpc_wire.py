@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agent.rpc import wire
-from agent.rpc.transport import TransportURLError, parse
+from agent.rpc.transport import TransportURLError, parse, url_for
 
 
 def nova_cast_body() -> bytes:
@@ -120,12 +120,29 @@ def test_transport_url_forms():
     assert t.virtual_host == "/" and "pw" not in t.shown
     assert parse("rabbit://u:p@h:5672/nova").virtual_host == "nova"
     assert parse("amqp://u:p@h/v%2F1").virtual_host == "v/1"
+    sqla = parse("sqla+sqlite:////var/lib/agent/broker.sqlite")
+    assert sqla.virtual and sqla.urls == ("sqla+sqlite:////var/lib/agent/broker.sqlite",)
+    assert not parse("rabbit://u:p@h/").virtual
+
+
+def test_the_default_transport_is_the_sqlite_broker_file_only_with_a_sqlite_database(tmp_path):
+    from agent.config import load_config
+
+    sqlite = load_config(None, {("DEFAULT", "state_path"): str(tmp_path)})
+    assert url_for(sqlite) == f"sqla+sqlite:///{tmp_path}/broker.sqlite"
+    server = load_config(None, {("DEFAULT", "state_path"): str(tmp_path),
+                                ("database", "connection"): "postgresql://u:p@db/nova"})
+    assert url_for(server) is None
+    both = load_config(None, {("database", "connection"): "postgresql://u:p@db/nova",
+                              ("DEFAULT", "transport_url"): "rabbit://u:p@h/"})
+    assert url_for(both) == "rabbit://u:p@h/"
 
 
 @pytest.mark.parametrize("url, reason", [
     ("kafka://u:secret@h:9092/", "expected a URL of scheme rabbit"),
     ("rabbit://u:secret@:5672/", "expected a host name for every broker"),
     ("rabbit://u:secret@h:amqp/", "expected a port number after 'h'"),
+    ("sqla+sqlite://u:secret@h", r"expected sqla\+sqlite:///PATH"),
 ])
 def test_bad_transport_urls_are_refused_without_the_password(url, reason):
     with pytest.raises(TransportURLError, match=reason) as info:
