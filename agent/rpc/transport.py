@@ -7,7 +7,7 @@ more brokers (tried in turn, as kombu's failover does), the virtual host after t
 ``sqla+sqlite:///PATH`` is kombu's SQLAlchemy transport on a SQLite file: the broker of one
 machine, with no server to run. It is what `url_for` chooses when transport_url is unset and the
 database is SQLite (``<state_path>/broker.sqlite``, a file of its own so that the agent's
-database is never locked by it). kombu keeps a virtual transport's exchange bindings in each
+database is never locked by it; created 0640 like that database). kombu keeps a virtual transport's exchange bindings in each
 process's memory, so a sender must declare the destination queue and its binding itself
 (`Transport.virtual`; agent.rpc.client does).
 """
@@ -48,6 +48,10 @@ class Transport:
         broker sets it and calls heartbeat_check)."""
         import kombu
 
+        if self.virtual:  # the SQLite broker file: created 0640, as the agent's database
+            from agent.files import create_private_file
+
+            create_private_file(self.urls[0][len("sqla+sqlite:///"):])
         return kombu.Connection(";".join(self.urls), connect_timeout=connect_timeout,
                                 failover_strategy="round-robin", heartbeat=heartbeat)
 

@@ -32,7 +32,8 @@ def server(config, *args):
 
 def test_create_and_stop_without_a_configured_broker(running):
     agent, config, tmp = running
-    assert (tmp / "state" / BROKER_FILE).exists(), agent.log_text()
+    broker = tmp / "state" / BROKER_FILE
+    assert broker.exists() and broker.stat().st_mode & 0o007 == 0, agent.log_text()
     made = server(config, "create", "--flavor", "m1.tiny", "--name", "x", "--wait",
                   "--timeout", "60")
     assert made.returncode == 0, made.stderr + agent.log_text()
