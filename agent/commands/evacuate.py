@@ -42,6 +42,7 @@ def run(args, conf) -> int:
     from agent.db.migrate import failure_error
     from agent.display import plural
     from agent.errors import DatabaseError, UsageError
+    from agent.rpc.transport import url_for
 
     source = getattr(args, "host", None)
     if not source:
@@ -57,7 +58,7 @@ def run(args, conf) -> int:
             result = evacuate_host(session, source, args.dest_host,
                                    service_down_time=conf.service_down_time,
                                    binary=args.service_binary, dry_run=dry_run,
-                                   rebuild=bool(conf.transport_url))
+                                   rebuild=bool(url_for(conf)))
         commit_evacuation(session, result)
     except OutcomeUnknown as exc:
         raise DatabaseError(
@@ -77,7 +78,7 @@ def run(args, conf) -> int:
     if result.casts:
         _cast_rebuilds(conf, result)
     elif result.instances and not result.dry_run:
-        print(f"no transport_url: the agent on {result.dest_host} is not asked to spawn the "
+        print(f"no transport_url (and a database server): the agent on {result.dest_host} is not asked to spawn the "
               "guests (its power sync finds them missing)")
     return 0
 
@@ -89,10 +90,10 @@ def _cast_rebuilds(conf, result) -> None:
     from agent.display import escape, plural
     from agent.errors import ServiceError
     from agent.rpc.client import BrokerUnreachable, RpcClient
-    from agent.rpc.transport import parse
+    from agent.rpc.transport import parse, url_for
 
     try:
-        with RpcClient(parse(conf.transport_url)) as client:
+        with RpcClient(parse(url_for(conf))) as client:
             send(client, result.casts)
     except BrokerUnreachable as exc:
         raise ServiceError(escape(

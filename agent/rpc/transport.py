@@ -6,7 +6,7 @@ more brokers (tried in turn, as kombu's failover does), the virtual host after t
 ``memory://`` is kombu's in-process transport (one process only; for tests of the codec paths).
 ``sqla+sqlite:///PATH`` is kombu's SQLAlchemy transport on a SQLite file: the broker of one
 machine, with no server to run. It is what `url_for` chooses when transport_url is unset and the
-database is SQLite (``<state_path>/broker.sqlite``, a file of its own so that the agent's
+database is a SQLite file (``broker.sqlite`` beside it, a file of its own so that the agent's
 database is never locked by it; created 0640 like that database). kombu keeps a virtual transport's exchange bindings in each
 process's memory, so a sender must declare the destination queue and its binding itself
 (`Transport.virtual`; agent.rpc.client does).
@@ -85,10 +85,17 @@ def parse(url: str) -> Transport:
 
 def url_for(conf) -> str | None:
     """The transport URL the agent and its commands use: ``[DEFAULT] transport_url`` when set;
-    unset with a SQLite database (one machine), ``sqla+sqlite:///<state_path>/broker.sqlite``;
-    otherwise None (no compute RPC)."""
+    unset with a SQLite database file (one machine), ``sqla+sqlite:///<its directory>/
+    broker.sqlite`` (``<state_path>/broker.sqlite`` for the default database), so every process
+    on that database meets on the same broker file; otherwise None (no compute RPC)."""
     if conf.transport_url:
         return conf.transport_url
-    if str(conf.database.connection).startswith("sqlite:"):
-        return "sqla+sqlite:///" + os.path.join(os.path.abspath(conf.state_path), BROKER_FILE)
-    return None
+    connection = str(conf.database.connection)
+    if not connection.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    path = make_url(connection).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return "sqla+sqlite:///" + os.path.join(os.path.dirname(os.path.abspath(path)), BROKER_FILE)

@@ -136,6 +136,9 @@ def test_the_default_transport_is_the_sqlite_broker_file_only_with_a_sqlite_data
     both = load_config(None, {("database", "connection"): "postgresql://u:p@db/nova",
                               ("DEFAULT", "transport_url"): "rabbit://u:p@h/"})
     assert url_for(both) == "rabbit://u:p@h/"
+    elsewhere = load_config(None, {("DEFAULT", "state_path"): str(tmp_path),
+                                   ("database", "connection"): "sqlite:////srv/db/nova.sqlite"})
+    assert url_for(elsewhere) == "sqla+sqlite:////srv/db/broker.sqlite"
 
 
 @pytest.mark.parametrize("url, reason", [
