@@ -185,7 +185,7 @@ OPTIONS: tuple[Opt, ...] = (
         "Messaging transport of nova's compute RPC: rabbit://USER:PASS@HOST:5672/VHOST (several "
         "brokers separated by commas, tried in turn). When set, the daemon consumes "
         "compute.<host> on exchange nova and performs the instance operations sent to it. "
-        "Unset with a SQLite database (one machine): sqla+sqlite:///$state_path/broker.sqlite, "
+        "Unset with a SQLite database (one machine): broker.sqlite beside it (sqla+sqlite), "
         "kombu's SQLAlchemy transport, no broker server needed; unset with a database server: "
         "no requests are taken.", optional=True, secret=True, check=_transport_url),
     # -- logging ------------------------------------------------------------------------------
