@@ -283,3 +283,34 @@ def test_evacuate_with_a_broker_that_cannot_be_reached_says_the_move_is_done_but
     assert "; request req-" in err
     assert {u: p for u, p in placement(any_db).items() if u in hosts} == {
         u: (DST, f"{DST}-node") for u in hosts}
+
+
+def test_with_no_transport_url_sqlite_casts_the_rebuilds_on_the_broker_file(agent, any_db_url,
+                                                                           any_db, hosts):
+    """One machine (SQLite) needs no broker: the destination's agent finds one
+    rebuild_instance(recreate=True) per moved instance on compute.<DST> in the broker file
+    beside the database; with a database server and no transport_url nothing is cast."""
+    import os
+
+    import kombu
+
+    from agent.rpc import wire
+    from agent.rpc.client import exchange, topic_queue
+    from agent.rpc.transport import BROKER_FILE
+
+    set_service(any_db, SRC, forced_down=True)
+    status, out, err = agent("evacuate", "--host", SRC, "--to", DST)
+    assert status == 0, err
+    if not any_db_url.startswith("sqlite"):
+        assert f"the agent on {DST} is not asked to spawn the guests" in out
+        return
+    assert "not asked" not in out
+    broker = os.path.join(os.path.dirname(any_db.engine.url.database), BROKER_FILE)
+    received = []
+    with kombu.Connection(f"sqla+sqlite:///{broker}") as conn:
+        queue = kombu.Queue(topic_queue(DST), exchange=exchange(), routing_key=topic_queue(DST),
+                            durable=False, auto_delete=False, channel=conn.default_channel)
+        while (message := queue.get(no_ack=True)) is not None:
+            received.append(wire.decode_request(message.body))
+    assert sorted((r.method, r.args["instance"]["nova_object.data"]["uuid"], r.args["recreate"])
+                  for r in received) == sorted(("rebuild_instance", u, True) for u in hosts)
