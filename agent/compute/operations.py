@@ -115,10 +115,10 @@ class InstanceOperations:
                 raise
             self._follow_firewall(rec, power)
             values = rules.success_values(rule, power, was_vm_state=rec.vm_state, now=utcnow())
-            if self._save(rec, expected, values, delete=rule.action == "delete"):
+            if self._save(rec, expected, values, delete=rule.action == "delete",
+                          event_id=event_id):
                 LOG.info("instance %s: %s done: vm_state %s, power_state %s", uuid,
                          rule.action, values["vm_state"], PowerState(values["power_state"]).name)
-            self._finish_event(event_id, None)
             return None
 
     def _failed(self, rule, rec, ref, expected, event_id, exc: Exception) -> None:
@@ -130,16 +130,12 @@ class InstanceOperations:
         LOG.error("instance %s: %s failed: %s; vm_state %s, task_state reverted", rec.uuid,
                   rule.action, exc, values.get("vm_state", rec.vm_state))
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        with self.db.sessions.begin() as session:
-            actions.add_fault(session, instance_uuid=rec.uuid, code=500,
-                              message=str(exc) or type(exc).__name__, details=tb,
-                              host=self.host)
         if power is not None and power in states.ACTIVE_POWER_STATES:
             self._follow_firewall(rec, power)
         elif power is None:
             self._follow_firewall(rec, PowerState.NOSTATE)
-        self._save(rec, expected, values)
-        self._finish_event(event_id, tb)
+        self._save(rec, expected, values, event_id=event_id, traceback_text=tb,
+                   fault_message=str(exc) or type(exc).__name__)
 
     # -- the driver ---------------------------------------------------------------------------
     def _spawn(self, rec: q.InstanceRecord, ref: InstanceRef, image_ref: str | None) -> None:
@@ -200,12 +196,22 @@ class InstanceOperations:
             return q.load_instance(session, uuid)
 
     def _save(self, rec: q.InstanceRecord, task_state: str | None, values: dict,
-              delete: bool = False) -> bool:
+              delete: bool = False, *, event_id: int | None = None,
+              traceback_text: str | None = None, fault_message: str | None = None) -> bool:
+        """The conditional save of the outcome and, in the SAME transaction, the failure's
+        fault and the closing of the operation's event: whoever sees the outcome (a reader of
+        the row, `agent server events`, a crash right after) sees the event closed with it."""
         update = q.InstanceUpdate(rec.id, rec.uuid,
                                   {"task_state": task_state, "vm_state": rec.vm_state}, values,
                                   delete=delete)
         with self.db.sessions.begin() as session:
             result = q.save_instances(session, self.host, [update])
+            if fault_message is not None:
+                actions.add_fault(session, instance_uuid=rec.uuid, code=500,
+                                  message=fault_message, details=traceback_text,
+                                  host=self.host)
+            if event_id is not None:
+                _close_event(session, event_id, traceback_text)
         for lost in result.lost:
             LOG.warning("instance %s: outcome not saved, the row changed meanwhile: %s",
                         rec.uuid, lost.describe())
@@ -221,9 +227,13 @@ class InstanceOperations:
         if event_id is None:
             return
         with self.db.sessions.begin() as session:
-            actions.finish_event(session, event_id,
-                                 result=actions.EVENT_ERROR if tb else actions.EVENT_SUCCESS,
-                                 traceback=tb)
+            _close_event(session, event_id, tb)
+
+
+def _close_event(session, event_id: int, tb: str | None) -> None:
+    actions.finish_event(session, event_id,
+                         result=actions.EVENT_ERROR if tb else actions.EVENT_SUCCESS,
+                         traceback=tb)
 
 
 def _flavor(rec: q.InstanceRecord) -> Flavor:
