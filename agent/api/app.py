@@ -19,7 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.wrappers import Request, Response
 
 from agent import log
-from agent.api import aggregates, discovery, flavors, hypervisors, microversion, services
+from agent.api import (aggregates, discovery, flavors, hypervisors, instance_actions,
+                       microversion, servers, services)
 from agent.api.context import Call
 from agent.api.faults import ApiError, body as fault_body
 
@@ -30,7 +31,8 @@ GLOBAL_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 # Every resource module's routes: (method, path pattern after /v2.1[/project], handler).
 ROUTES = tuple((method, re.compile(pattern + r"/?$"), handler)
-               for module in (services, hypervisors, flavors, aggregates)
+               for module in (services, hypervisors, flavors, aggregates, servers,
+                              instance_actions)
                for method, pattern, handler in module.ROUTES)
 COLLECTIONS = frozenset(pattern.pattern.split("/")[1].split("(")[0].rstrip("$?")
                         for _, pattern, _ in ROUTES)
@@ -39,12 +41,15 @@ COLLECTIONS = frozenset(pattern.pattern.split("/")[1].split("(")[0].rstrip("$?")
 class ApiApp:
     """nova's compute API over the agent's database. `sessions`: a session factory (one
     transaction per request); `service_down_time` in seconds; `server_clock`: False on SQLite;
-    `max_body_bytes`: larger request bodies are refused with 413."""
+    `max_body_bytes`: larger request bodies are refused with 413; `caster`: the RPC client
+    (agent.rpc.client.RpcClient, one per process) that server actions cast through after
+    their transaction committed (None: server actions answer 503)."""
 
     def __init__(self, sessions, *, service_down_time: float, server_clock: bool,
                  max_body_bytes: int = 114688,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, caster=None):
         self.sessions = sessions
+        self.caster = caster
         self.service_down_time = service_down_time
         self.server_clock = server_clock
         self.max_body_bytes = max_body_bytes
@@ -109,8 +114,10 @@ class ApiApp:
                 call = Call(version=version, session=session, body=body,
                             query=request.args.to_dict(), service_down_time=self.service_down_time,
                             server_clock=self.server_clock, request_id=request_id,
-                            global_request_id=global_id, base_url=base_url)
+                            global_request_id=global_id, base_url=base_url,
+                            can_cast=self.caster is not None)
                 code, result = handler(call, **match.groupdict())
+            self.send(call.casts, request_id)
         except ApiError as exc:
             LOG.info("refused %s %s: %d %s", request.method, rest, exc.code, exc.message)
             return _fault(exc.code, exc.message)
@@ -125,6 +132,21 @@ class ApiApp:
         if result is None:
             return Response(status=code)
         return _json(code, result)
+
+    def send(self, casts: list, request_id: str) -> None:
+        """Send the committed request's casts; ApiError 503 when the broker cannot be
+        reached (what was saved stays saved, and the log says which host was not asked)."""
+        from agent.control.casts import send
+        from agent.rpc.client import RpcError
+
+        try:
+            send(self.caster, casts)
+        except RpcError as exc:
+            hosts = ", ".join(sorted({c.host for c in casts}))
+            LOG.error("request %s saved, but its cast to %s was not sent: %s", request_id,
+                      hosts, exc)
+            raise ApiError(503, "The message broker is unavailable: the request was saved "
+                                f"but host {hosts} was not asked ({request_id}).") from None
 
     def read_body(self, request: Request):
         """The parsed JSON body (None when empty); 413 beyond max_body_bytes, 400 when it is

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from sqlalchemy.orm import Session
@@ -18,7 +18,9 @@ class Call:
     (committed when the handler returns, rolled back when it raises), `body` the parsed JSON
     (None without one), `query` the query string (first value of each key),
     `service_down_time` in seconds, `server_clock` False on SQLite (no clock offsets),
-    `base_url` the scheme, host and script root (no trailing '/'), for links."""
+    `base_url` the scheme, host and script root (no trailing '/'), for links; `can_cast`
+    whether the application holds an RPC client, and `casts` what a handler appends for the
+    application to send to compute hosts once the transaction committed."""
 
     version: Version
     session: Session
@@ -29,6 +31,8 @@ class Call:
     request_id: str
     global_request_id: str | None = None
     base_url: str = ""  # scheme, host and script root, for links
+    can_cast: bool = False
+    casts: list = field(default_factory=list)
 
     def query_text(self, key: str) -> str | None:
         """A query-string value; ApiError 400 when it holds control characters (no row can

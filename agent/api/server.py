@@ -57,13 +57,28 @@ def wrap_auth(app, auth_strategy: str):
     return app
 
 
-def build_app(conf, db):
+def build_app(conf, db, caster=None):
+    """The application over `db`; `caster` the process's one RPC client (None without a
+    transport_url: server actions then answer 503)."""
     from agent.api.app import ApiApp
 
     return wrap_auth(ApiApp(db.sessions, service_down_time=conf.service_down_time,
                             server_clock=db.engine.dialect.name != "sqlite",
-                            max_body_bytes=conf.api.max_request_body_size),
+                            max_body_bytes=conf.api.max_request_body_size, caster=caster),
                      conf.api.auth_strategy)
+
+
+def rpc_client(conf):
+    """The process's one RPC client, from transport_url (None when it is not set; the
+    connection opens at the first cast)."""
+    if not conf.transport_url:
+        LOG.warning("no transport_url: server actions answer 503 (compute hosts cannot be "
+                    "reached)")
+        return None
+    from agent.rpc.client import RpcClient
+    from agent.rpc.transport import parse
+
+    return RpcClient(parse(conf.transport_url))
 
 
 def serve(app, host: str, port: int, threads: int) -> None:

@@ -8,9 +8,9 @@ import argparse
 def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "api", parents=[common], help="serve nova's compute REST API (/v2.1)",
-        description="Serve nova's compute REST API (os-services, os-hypervisors, flavors) "
-                    "over the agent's database, for openstackclient, novaclient and "
-                    "openstacksdk. With auth_strategy = noauth (the default) only a loopback "
+        description="Serve nova's compute REST API (os-services, os-hypervisors, flavors, "
+                    "servers and their actions, cast through transport_url) over the agent's "
+                    "database, for openstackclient, novaclient and openstacksdk. With auth_strategy = noauth (the default) only a loopback "
                     "address is served.")
     parser.add_argument("--bind", metavar="ADDR:PORT",
                         help="listen address (config: [api] bind, default 127.0.0.1:8774)")
@@ -30,11 +30,15 @@ def run(args, conf) -> int:
     setup_logging(conf.debug, conf.log_file, conf.secrets(),
                   conf.where("DEFAULT", "log_file"))
     db = database_from_conf(conf, create=False)
+    caster = None
     try:
         revision = migrate.current_revision(db)
         if revision != migrate.HEAD:
             raise DatabaseError(migrate.outdated_schema_message(db.url, revision))
-        server.serve(server.build_app(conf, db), host, port, conf.api.workers)
+        caster = server.rpc_client(conf)
+        server.serve(server.build_app(conf, db, caster), host, port, conf.api.workers)
     finally:
+        if caster is not None:
+            caster.close()
         db.dispose()
     return 0

@@ -152,16 +152,21 @@ def create_server(session: Session, name: str, flavor: str, *, service_down_time
 
 
 def act(session: Session, key: str, action: str, *, user_id: str | None = None,
-        project_id: str | None = None) -> Outcome:
+        project_id: str | None = None, request_id: str | None = None,
+        global_request_id: str | None = None) -> Outcome:
     """One of server_rules.RULES ('stop', 'start', 'reboot', 'reboot-hard', 'pause',
     'unpause', 'delete') on the instance `key`: refused with InstanceInvalidState in a state
     nova refuses it in; else the task_state saved (conditional on host and states read), the
-    action recorded under a new request id, and the Outcome's cast to the instance's host. A
-    delete of an instance that has no host yet is done here (nova's local delete)."""
+    action recorded under `request_id` (the caller's ``req-<uuid>``; a new one when None), and
+    the Outcome's cast to the instance's host, its context carrying `global_request_id` (the
+    id an API caller sent, as nova's context does). A delete of an instance that has no host
+    yet is done here (nova's local delete)."""
     rule = RULES[action]
     server = find_server(session, key)
     check_state(rule, server.uuid, server.vm_state, server.task_state)
-    context = RequestContext.new(user_id=user_id, project_id=project_id)
+    ids = {"request_id": request_id} if request_id else {}
+    context = RequestContext.new(user_id=user_id, project_id=project_id,
+                                 global_request_id=global_request_id, **ids)
     actions.start_action(session, instance_uuid=server.uuid, action=rule.action,
                          request_id=context.request_id, user_id=user_id, project_id=project_id)
     expected = {"vm_state": server.vm_state, "task_state": server.task_state}

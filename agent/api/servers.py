@@ -1,0 +1,198 @@
+"""servers: `GET /servers`, `/servers/detail`, `/servers/{id}` (nova's shapes up to 2.53),
+`POST /servers/{id}/action` with os-stop, os-start, reboot (SOFT/HARD), pause and unpause
+(202), `DELETE /servers/{id}` (204). The state rules, saves and casts are
+agent.control.servers' (the same code as `agent server`); the casts leave after the request's
+transaction committed, with the request's id and the caller's global request id in their
+context. Servers are found by uuid only, as nova: any other id is 404."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid as uuidlib
+
+from agent import vocabulary as states
+from agent.api.context import Call
+from agent.api.faults import ApiError
+from agent.control import errors as e
+from agent.control import servers as control
+from agent.db.server_queries import ServerRecord
+
+# nova's status by vm_state, then by (vm_state, task_state) where a task changes it
+# (nova.api.openstack.common's state map).
+_DEFAULT_STATUS = {
+    states.ACTIVE: "ACTIVE", states.BUILDING: "BUILD", states.STOPPED: "SHUTOFF",
+    states.RESIZED: "VERIFY_RESIZE", states.PAUSED: "PAUSED", states.SUSPENDED: "SUSPENDED",
+    states.RESCUED: "RESCUE", states.ERROR: "ERROR", states.DELETED: "DELETED",
+    states.SOFT_DELETED: "SOFT_DELETED", states.SHELVED: "SHELVED",
+    states.SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
+}
+_REBUILD = {states.REBUILDING: "REBUILD", states.REBUILD_BLOCK_DEVICE_MAPPING: "REBUILD",
+            states.REBUILD_SPAWNING: "REBUILD"}
+_RESIZE = {states.RESIZE_PREP: "RESIZE", states.RESIZE_MIGRATING: "RESIZE",
+           states.RESIZE_MIGRATED: "RESIZE", states.RESIZE_FINISH: "RESIZE"}
+_TASK_STATUS = {
+    states.ACTIVE: {
+        states.REBOOTING: "REBOOT", states.REBOOT_PENDING: "REBOOT",
+        states.REBOOT_STARTED: "REBOOT", states.REBOOTING_HARD: "HARD_REBOOT",
+        states.REBOOT_PENDING_HARD: "HARD_REBOOT", states.REBOOT_STARTED_HARD: "HARD_REBOOT",
+        states.MIGRATING: "MIGRATING", **_REBUILD, **_RESIZE},
+    states.STOPPED: {**_REBUILD, **_RESIZE},
+    states.RESIZED: {states.RESIZE_REVERTING: "REVERT_RESIZE"},
+    states.PAUSED: {states.MIGRATING: "MIGRATING"},
+    states.ERROR: {**_REBUILD},
+}
+
+# The body key of each action and the control plane's name for it.
+ACTIONS = {"os-stop": "stop", "os-start": "start", "pause": "pause", "unpause": "unpause"}
+REBOOT_TYPES = {"SOFT": "reboot", "HARD": "reboot-hard"}
+
+
+def status(vm_state: str | None, task_state: str | None) -> str:
+    """nova's server status for a vm_state and task_state: e.g. ('active', None) ACTIVE,
+    ('active', 'rebooting_hard') HARD_REBOOT, ('stopped', None) SHUTOFF, ('building', ...)
+    BUILD; UNKNOWN for a vm_state nova does not know."""
+    by_task = _TASK_STATUS.get(vm_state or "", {})
+    if task_state in by_task:
+        return by_task[task_state]
+    return _DEFAULT_STATUS.get(vm_state or "", "UNKNOWN")
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def _links(call: Call, uuid: str) -> list[dict]:
+    return [{"rel": "self", "href": f"{call.base_url}/v2.1/servers/{uuid}"},
+            {"rel": "bookmark", "href": f"{call.base_url}/servers/{uuid}"}]
+
+
+def brief(call: Call, server: ServerRecord) -> dict:
+    return {"id": server.uuid, "name": server.display_name, "links": _links(call, server.uuid)}
+
+
+def detail(call: Call, server: ServerRecord) -> dict:
+    """One server as nova's detail view shows it below 2.47: flavor and image by id with a
+    bookmark link (image "" when none), no addresses (the agent has no networking), the
+    admin's OS-EXT-* keys, times in UTC. `updated` is the newest of created, launched and
+    terminated (the agent keeps no updated_at on this record)."""
+    flavorid = json.loads(server.flavor).get("flavorid") if server.flavor else None
+    image = ({"id": server.image_ref,
+              "links": [{"rel": "bookmark", "href": f"{call.base_url}/images/"
+                                                    f"{server.image_ref}"}]}
+             if server.image_ref else "")
+    times = [t for t in (server.created_at, server.launched_at, server.terminated_at) if t]
+    return {
+        **brief(call, server),
+        "status": status(server.vm_state, server.task_state),
+        "tenant_id": server.project_id, "user_id": server.user_id,
+        "created": _time(server.created_at), "updated": _time(max(times) if times else None),
+        "flavor": {"id": flavorid, "links": [{"rel": "bookmark",
+                                              "href": f"{call.base_url}/flavors/{flavorid}"}]},
+        "image": image, "addresses": {}, "metadata": {},
+        "hostId": "", "accessIPv4": "", "accessIPv6": "",
+        "OS-EXT-STS:vm_state": server.vm_state, "OS-EXT-STS:task_state": server.task_state,
+        "OS-EXT-STS:power_state": server.power_state,
+        "OS-EXT-SRV-ATTR:host": server.host,
+        "OS-EXT-SRV-ATTR:hypervisor_hostname": server.node,
+        "OS-EXT-SRV-ATTR:instance_name": "",
+        "OS-EXT-AZ:availability_zone": states.COMPUTE_ZONE,
+        "OS-SRV-USG:launched_at": _time(server.launched_at),
+        "OS-SRV-USG:terminated_at": _time(server.terminated_at),
+        "OS-DCF:diskConfig": "MANUAL", "config_drive": "", "key_name": None,
+        "progress": 0, "security_groups": [], "os-extended-volumes:volumes_attached": [],
+    }
+
+
+def find(call: Call, server_id: str) -> ServerRecord:
+    """The live server whose uuid is `server_id`; ApiError 404 as nova's otherwise (a name
+    or a malformed id included)."""
+    try:
+        uuidlib.UUID(server_id)
+        server = control.find_server(call.session, server_id)
+    except (ValueError, e.InstanceNotFound, e.AmbiguousName):
+        server = None
+    if server is None or server.uuid != server_id:
+        raise ApiError(404, f"Instance {server_id} could not be found.")
+    return server
+
+
+def list_servers(call: Call) -> tuple[int, dict]:
+    return 200, {"servers": [brief(call, s) for s in control.list_servers(call.session)]}
+
+
+def list_detail(call: Call) -> tuple[int, dict]:
+    return 200, {"servers": [detail(call, s) for s in control.list_servers(call.session)]}
+
+
+def show(call: Call, server_id: str) -> tuple[int, dict]:
+    return 200, {"server": detail(call, find(call, server_id))}
+
+
+def action_name(body) -> str:
+    """The control plane's action for a server action body: {"os-stop": null} -> 'stop',
+    {"reboot": {"type": "HARD"}} -> 'reboot-hard'; ApiError 400 with nova's message for any
+    other body (none or several actions, an unknown one, a reboot without a valid type)."""
+    if not isinstance(body, dict) or len(body) != 1:
+        raise ApiError(400, "Malformed request body")
+    [(key, value)] = body.items()
+    if key in ACTIONS:
+        return ACTIONS[key]
+    if key != "reboot":
+        raise ApiError(400, f"There is no such action: {key[:60]}")
+    if not isinstance(value, dict) or "type" not in value:
+        raise ApiError(400, "Invalid input for field/attribute reboot. 'type' is a required "
+                            "property")
+    unknown = sorted(set(value) - {"type"})
+    if unknown:
+        raise ApiError(400, "Additional properties are not allowed ("
+                            + ", ".join(repr(k) for k in unknown) + " was unexpected)")
+    kind = value["type"]
+    if not isinstance(kind, str) or kind.upper() not in REBOOT_TYPES or kind not in (
+            kind.upper(), kind.lower(), kind.capitalize()):
+        raise ApiError(400, f"Invalid input for field/attribute type. Value: {kind!r}. "
+                            f"{kind!r} is not one of ['HARD', 'Hard', 'hard', 'SOFT', "
+                            "'Soft', 'soft']")
+    return REBOOT_TYPES[kind.upper()]
+
+
+def _act(call: Call, server_id: str, action: str) -> None:
+    if not call.can_cast:
+        raise ApiError(503, "The API has no transport_url: it cannot ask compute hosts to "
+                            "act on servers.")
+    find(call, server_id)
+    try:
+        outcome = control.act(call.session, server_id, action, request_id=call.request_id,
+                              global_request_id=call.global_request_id)
+    except e.InstanceInvalidState as exc:
+        raise ApiError(409, f"Cannot '{exc.action}' instance {exc.uuid} while it is in "
+                            f"{exc.attr} {exc.state}") from None
+    except e.InstanceChanged as exc:
+        raise ApiError(409, f"Instance {exc.uuid} changed meanwhile ({exc.column} is now "
+                            f"{exc.found}); retry.") from None
+    if outcome.cast is not None:
+        call.casts.append(outcome.cast)
+
+
+def server_action(call: Call, server_id: str) -> tuple[int, None]:
+    """POST /servers/{id}/action: 202 once saved and cast; 409 in a state nova refuses the
+    action in; 404 for an unknown server; 400 for a malformed body."""
+    action = action_name(call.body)
+    _act(call, server_id, action)
+    return 202, None
+
+
+def delete(call: Call, server_id: str) -> tuple[int, None]:
+    """DELETE /servers/{id}: 204 (a server without a host is deleted at once, nova's local
+    delete; otherwise its host is asked to terminate it)."""
+    _act(call, server_id, "delete")
+    return 204, None
+
+
+ROUTES = (
+    ("GET", r"/servers", list_servers),
+    ("GET", r"/servers/detail", list_detail),
+    ("GET", r"/servers/(?P<server_id>[^/]+)", show),
+    ("DELETE", r"/servers/(?P<server_id>[^/]+)", delete),
+    ("POST", r"/servers/(?P<server_id>[^/]+)/action", server_action),
+)
