@@ -206,6 +206,35 @@ def test_openstack_flavor_list_and_show(stack):
     assert (json.loads(result.stdout)["disk"], json.loads(result.stdout)["id"]) == (20, "2")
 
 
+def test_openstack_server_list_and_show(stack):
+    db = make_database(stack["url"])
+    flavor = json.dumps({"flavorid": "2", "name": "m1.small", "vcpus": 1, "memory_mb": 2048,
+                         "root_gb": 20, "ephemeral_gb": 0, "swap": 0})
+    try:
+        with db.sessions.begin() as session:
+            server = Instance(display_name="listed", host=HOST, node=HOST, vm_state="stopped",
+                              power_state=4, flavor=flavor)
+            session.add(server)
+        with db.sessions() as session:
+            uuid = session.get(Instance, server.id).uuid
+        result = openstack(stack, "--os-identity-api-version", "3", "server", "list",
+                           "--no-name-lookup", "-f", "json")
+        assert result.returncode == 0, result.stderr
+        assert [(s["ID"], s["Name"], s["Status"]) for s in json.loads(result.stdout)] == [
+            (uuid, "listed", "SHUTOFF")]
+        result = openstack(stack, "server", "show", uuid, "-f", "json")
+        assert result.returncode == 0, result.stderr
+        shown = json.loads(result.stdout)
+        assert (shown["status"], shown["OS-EXT-SRV-ATTR:host"],
+                shown["OS-EXT-STS:vm_state"]) == ("SHUTOFF", HOST, "stopped")
+        result = openstack(stack, "server", "start", uuid)  # no transport_url in this stack
+        assert result.returncode == 1 and "transport_url" in result.stderr
+    finally:
+        with db.sessions.begin() as session:
+            session.query(Instance).delete()
+        db.dispose()
+
+
 def test_refused_delete_is_shown_then_delete(stack):
     db = make_database(stack["url"])
     try:
