@@ -1,6 +1,7 @@
 """servers: `GET /servers`, `/servers/detail`, `/servers/{id}` (nova's shapes up to 2.53),
 `POST /servers/{id}/action` with os-stop, os-start, reboot (SOFT/HARD), pause and unpause
-(202), `DELETE /servers/{id}` (204). The state rules, saves and casts are
+(202), `DELETE /servers/{id}` (204), `POST /servers` (202: scheduled and cast, or saved in
+ERROR with its fault when no host fits, as nova answers before it schedules). The state rules, saves and casts are
 agent.control.servers' (the same code as `agent server`); the casts leave after the request's
 transaction committed, with the request's id and the caller's global request id in their
 context. Servers are found by uuid only, as nova: any other id is 404."""
@@ -12,9 +13,10 @@ import json
 import uuid as uuidlib
 
 from agent import vocabulary as states
-from agent.api.context import Call
+from agent.api.context import Call, string_field
 from agent.api.faults import ApiError
 from agent.control import errors as e
+from agent.control import flavors as flavor_control
 from agent.control import servers as control
 from agent.db.server_queries import ServerRecord
 
@@ -129,6 +131,52 @@ def show(call: Call, server_id: str) -> tuple[int, dict]:
     return 200, {"server": detail(call, find(call, server_id))}
 
 
+# nova's server create keys the agent accepts; those it has no part for (networks, keys,
+# metadata, ...) are ignored, as nova ignores them when the service behind them is absent.
+CREATE_KEYS = ("name", "flavorRef", "imageRef", "networks", "min_count", "max_count",
+               "metadata", "security_groups", "key_name", "user_data", "config_drive",
+               "availability_zone", "description", "OS-DCF:diskConfig", "adminPass")
+
+
+def create(call: Call) -> tuple[int, dict]:
+    """POST /servers with `{"server": {"name", "flavorRef" (a flavor id or its URL),
+    "imageRef"?}}`: 202 with the new server's id and links. A flavor that is not an id: 400
+    `Flavor X could not be found.`; a body outside nova's schema: 400."""
+    if not call.can_cast:
+        raise ApiError(503, "The API has no transport_url: it cannot ask compute hosts to "
+                            "build servers.")
+    outer = call.object_body("server", required=("server",))
+    body = outer["server"]
+    if not isinstance(body, dict):
+        raise ApiError(400, "Invalid input for field/attribute server. The server must be "
+                            "a JSON object.")
+    unknown = sorted(set(body) - set(CREATE_KEYS))
+    if unknown:
+        raise ApiError(400, "Additional properties are not allowed ("
+                            + ", ".join(repr(k) for k in unknown) + " was unexpected)")
+    for key in ("name", "flavorRef"):
+        if key not in body:
+            raise ApiError(400, f"'{key}' is a required property")
+    name = string_field(body, "name")
+    ref = string_field(body, "flavorRef").rstrip("/").rsplit("/", 1)[-1]
+    image = string_field(body, "imageRef") if body.get("imageRef") else None
+    try:
+        if flavor_control.find_flavor(call.session, ref).flavorid != ref:
+            raise e.FlavorNotFound(ref)
+        outcome = control.create_server(
+            call.session, name, ref, service_down_time=call.service_down_time,
+            image_ref=image, request_id=call.request_id,
+            global_request_id=call.global_request_id)
+    except e.FlavorNotFound:
+        raise ApiError(400, f"Flavor {ref} could not be found.") from None
+    if outcome.cast is not None:
+        call.casts.append(outcome.cast)
+    return 202, {"server": {"id": outcome.server.uuid,
+                            "links": _links(call, outcome.server.uuid),
+                            "OS-DCF:diskConfig": "MANUAL",
+                            "security_groups": [{"name": "default"}]}}
+
+
 def action_name(body) -> str:
     """The control plane's action for a server action body: {"os-stop": null} -> 'stop',
     {"reboot": {"type": "HARD"}} -> 'reboot-hard'; ApiError 400 with nova's message for any
@@ -191,6 +239,7 @@ def delete(call: Call, server_id: str) -> tuple[int, None]:
 
 ROUTES = (
     ("GET", r"/servers", list_servers),
+    ("POST", r"/servers", create),
     ("GET", r"/servers/detail", list_detail),
     ("GET", r"/servers/(?P<server_id>[^/]+)", show),
     ("DELETE", r"/servers/(?P<server_id>[^/]+)", delete),

@@ -97,6 +97,14 @@ def instance_object(server: ServerRecord, **changes: Any) -> dict[str, Any]:
     return nova_instance(data)
 
 
+def _context(user_id: str | None, project_id: str | None, request_id: str | None,
+             global_request_id: str | None) -> RequestContext:
+    """The request's RPC context: the caller's request id, or a new one when None."""
+    ids = {"request_id": request_id} if request_id else {}
+    return RequestContext.new(user_id=user_id, project_id=project_id,
+                              global_request_id=global_request_id, **ids)
+
+
 def _save(session: Session, server: ServerRecord, expected: Mapping[str, object],
           values: Mapping[str, object], delete: bool = False) -> ServerRecord:
     result = save_instances(session, server.host, [InstanceUpdate(
@@ -110,14 +118,16 @@ def _save(session: Session, server: ServerRecord, expected: Mapping[str, object]
 def create_server(session: Session, name: str, flavor: str, *, service_down_time: float,
                   image_ref: str | None = None, host: str | None = None,
                   user_id: str | None = None, project_id: str | None = None,
-                  rng: random.Random | None = None) -> Outcome:
+                  rng: random.Random | None = None, request_id: str | None = None,
+                  global_request_id: str | None = None) -> Outcome:
     """A new instance of `flavor` (id or name): saved building/scheduling with the 'create'
     action under a new request id, then scheduled (only to `host` when given) and saved with
     its host and node, still scheduling (the host's build clears it); the Outcome's cast is
     build_and_run_instance to that host. No valid host: saved in ERROR with the fault, the
-    Outcome carries the NoValidHost and no cast."""
+    Outcome carries the NoValidHost and no cast. `request_id` and `global_request_id` as for
+    `act`."""
     record = find_flavor(session, flavor)
-    context = RequestContext.new(user_id=user_id, project_id=project_id)
+    context = _context(user_id, project_id, request_id, global_request_id)
     flavor_json = json.dumps({"vcpus": record.vcpus, "memory_mb": record.memory_mb,
                               "root_gb": record.root_gb, "ephemeral_gb": record.ephemeral_gb,
                               "swap": record.swap, "name": record.name,
@@ -164,9 +174,7 @@ def act(session: Session, key: str, action: str, *, user_id: str | None = None,
     rule = RULES[action]
     server = find_server(session, key)
     check_state(rule, server.uuid, server.vm_state, server.task_state)
-    ids = {"request_id": request_id} if request_id else {}
-    context = RequestContext.new(user_id=user_id, project_id=project_id,
-                                 global_request_id=global_request_id, **ids)
+    context = _context(user_id, project_id, request_id, global_request_id)
     actions.start_action(session, instance_uuid=server.uuid, action=rule.action,
                          request_id=context.request_id, user_id=user_id, project_id=project_id)
     expected = {"vm_state": server.vm_state, "task_state": server.task_state}

@@ -15,6 +15,7 @@ from werkzeug.test import Client
 from agent import vocabulary as states
 from agent.api.app import ApiApp
 from agent.api.servers import status
+from agent.control.flavors import list_flavors
 from agent.db import server_queries as q
 from agent.rpc import wire
 from agent.rpc.client import RpcClient
@@ -218,3 +219,50 @@ def test_without_a_transport_actions_answer_503_and_write_nothing(any_db):
     assert response.status_code == 503 and "transport_url" in fault["computeFault"]["message"]
     _, shown = call(api, "GET", f"/v2.1/servers/{server.uuid}", headers=NEW)
     assert shown["server"]["OS-EXT-STS:task_state"] is None
+
+
+def test_create_schedules_casts_the_build_and_records_the_request(env, any_db_url):
+    from tests.functional.test_server_cli import add_flavor, add_host
+
+    api, db, conn = env
+    add_flavor(any_db_url)
+    with db.sessions() as session:
+        flavorid = next(f.flavorid for f in list_flavors(session) if f.name == "small")
+    host, queue = add_host(db, conn)
+    headers = {**NEW, "X-OpenStack-Request-ID": GLOBAL_ID}
+    response, body = call(api, "POST", "/v2.1/servers", {"server": {
+        "name": "new", "flavorRef": f"http://x/flavors/{flavorid}", "imageRef": "img-9",
+        "networks": "none"}}, headers=headers)
+    assert response.status_code == 202, body
+    uuid_ = body["server"]["id"]
+    request_id = response.headers["x-openstack-request-id"]
+    request = wire.decode_request(get_one(queue).body)
+    assert (request.method, request.context.request_id, request.context.global_request_id,
+            request.args["instance"]["nova_object.data"]["uuid"]) == (
+        "build_and_run_instance", request_id, GLOBAL_ID, uuid_)
+    _, shown = call(api, "GET", f"/v2.1/servers/{uuid_}", headers=NEW)
+    assert (shown["server"]["status"], shown["server"]["OS-EXT-SRV-ATTR:host"],
+            shown["server"]["image"]["id"]) == ("BUILD", host, "img-9")
+    _, listed = call(api, "GET", f"/v2.1/servers/{uuid_}/os-instance-actions", headers=NEW)
+    assert [(a["action"], a["request_id"]) for a in listed["instanceActions"]] == [
+        ("create", request_id)]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"server": {"name": "x", "flavorRef": "small"}}, "Flavor small could not be found."),
+    ({"server": {"name": "x", "flavorRef": "nope"}}, "Flavor nope could not be found."),
+    ({"server": {"flavorRef": "1"}}, "'name' is a required property"),
+    ({"server": {"name": "x", "flavorRef": "1", "bogus": 1}}, "'bogus' was unexpected"),
+    ({"server": {"name": 5, "flavorRef": "1"}}, "is not of type 'string'"),
+    ({"server": []}, "must be a JSON object"),
+], ids=["flavor-name", "unknown-flavor", "no-name", "unknown-key", "name-type", "not-object"])
+def test_create_refusals_are_400_and_save_nothing(env, any_db_url, body, message):
+    from tests.functional.test_server_cli import add_flavor
+
+    api, db, _ = env
+    add_flavor(any_db_url)
+    response, fault = call(api, "POST", "/v2.1/servers", body, headers=NEW)
+    assert response.status_code == 400
+    assert message in fault["badRequest"]["message"]
+    _, listed = call(api, "GET", "/v2.1/servers", headers=NEW)
+    assert listed["servers"] == []
