@@ -1,10 +1,10 @@
 """servers: `GET /servers`, `/servers/detail`, `/servers/{id}` (nova's shapes up to 2.53),
 `POST /servers/{id}/action` with os-stop, os-start, reboot (SOFT/HARD), pause and unpause
 (202), `DELETE /servers/{id}` (204), `POST /servers` (202: scheduled and cast, or saved in
-ERROR with its fault when no host fits, as nova answers before it schedules). The state rules, saves and casts are
-agent.control.servers' (the same code as `agent server`); the casts leave after the request's
-transaction committed, with the request's id and the caller's global request id in their
-context. Servers are found by uuid only, as nova: any other id is 404."""
+ERROR with its fault when no host fits, as nova answers before it schedules). The state
+rules, saves and casts are agent.control.servers' (the same code as `agent server`); the
+casts leave after the request's transaction committed, with the request's id and the
+caller's global request id in their context. Servers are found by uuid only, as nova: any other id is 404."""
 
 from __future__ import annotations
 
