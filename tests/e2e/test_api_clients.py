@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 from sqlalchemy import select
 
+from agent.db import action_queries as actions
 from agent.db.engine import make_database
 from agent.db.models import ComputeNode, Instance
 from tests.agent_process import (DEADLINE, REPO_ROOT, AgentProcess, service_row, wait_for,
@@ -206,7 +207,10 @@ def test_openstack_flavor_list_and_show(stack):
     assert (json.loads(result.stdout)["disk"], json.loads(result.stdout)["id"]) == (20, "2")
 
 
-def test_openstack_server_list_and_show(stack):
+REQUEST_ID = "req-0b8c4b8e-5d3f-4a55-9a0e-3c8f3e4d2a11"
+
+
+def test_openstack_server_list_show_and_events(stack):
     db = make_database(stack["url"])
     flavor = json.dumps({"flavorid": "2", "name": "m1.small", "vcpus": 1, "memory_mb": 2048,
                          "root_gb": 20, "ephemeral_gb": 0, "swap": 0})
@@ -229,6 +233,21 @@ def test_openstack_server_list_and_show(stack):
                 shown["OS-EXT-STS:vm_state"]) == ("SHUTOFF", HOST, "stopped")
         result = openstack(stack, "server", "start", uuid)  # no transport_url in this stack
         assert result.returncode == 1 and "transport_url" in result.stderr
+        with db.sessions.begin() as session:
+            actions.start_action(session, instance_uuid=uuid, action="stop",
+                                 request_id=REQUEST_ID)
+            event = actions.start_event(session, instance_uuid=uuid, request_id=REQUEST_ID,
+                                        event="compute_stop_instance", host=HOST)
+            actions.finish_event(session, event, result=actions.EVENT_SUCCESS)
+        result = openstack(stack, "server", "event", "list", uuid, "-f", "json")
+        assert result.returncode == 0, result.stderr
+        assert [(a["Request ID"], a["Action"]) for a in json.loads(result.stdout)] == [
+            (REQUEST_ID, "stop")]
+        result = openstack(stack, "server", "event", "show", uuid, REQUEST_ID, "-f", "json")
+        assert result.returncode == 0, result.stderr
+        [shown_event] = json.loads(result.stdout)["events"]
+        assert (shown_event["event"], shown_event["result"]) == (
+            "compute_stop_instance", "Success")
     finally:
         with db.sessions.begin() as session:
             session.query(Instance).delete()
