@@ -266,3 +266,21 @@ def test_create_refusals_are_400_and_save_nothing(env, any_db_url, body, message
     assert message in fault["badRequest"]["message"]
     _, listed = call(api, "GET", "/v2.1/servers", headers=NEW)
     assert listed["servers"] == []
+
+
+def test_a_broker_that_cannot_be_reached_is_503_naming_the_host(any_db):
+    from tests.functional.test_server_cli import closed_port
+
+    transport = parse(f"rabbit://guest:guest@127.0.0.1:{closed_port()}/")
+    with RpcClient(transport, connect_timeout=2) as caster:
+        api = Client(ApiApp(any_db.sessions, service_down_time=60, server_clock=False,
+                            caster=caster))
+        server = add_server(any_db, "h-unreached", states.ACTIVE)
+        response, fault = call(api, "POST", f"/v2.1/servers/{server.uuid}/action",
+                               {"os-stop": None}, headers=NEW)
+    assert response.status_code == 503
+    message = fault["computeFault"]["message"]
+    assert "host h-unreached was not asked" in message
+    assert response.headers["x-openstack-request-id"] in message
+    _, shown = call(api, "GET", f"/v2.1/servers/{server.uuid}", headers=NEW)
+    assert shown["server"]["OS-EXT-STS:task_state"] == states.POWERING_OFF  # saved, as documented
