@@ -86,23 +86,31 @@ class ComputeHost:
     def serve(self) -> None:
         """The daemon, after start() and before READY=1: with a transport (transport_url, or the
         SQLite broker file when the database is SQLite: agent.rpc.transport.url_for), declare
-        compute.<host> and consume it (agent.rpc.server), the instance operations as endpoint.
-        A broker that cannot be reached is logged once and retried; the agent runs on."""
+        compute.<host> and consume it (agent.rpc.server) on a connection of its own, with
+        `rpc_dispatcher()`. A broker that cannot be reached is logged once and retried; the
+        agent runs on."""
         from agent.rpc.transport import url_for
 
         url = url_for(self.conf)
         if not url:  # (a dry run is one pass, never a daemon: no serve)
             return
-        from agent.compute.operations import METHODS, InstanceOperations
-        from agent.rpc.dispatcher import Dispatcher
         from agent.rpc.server import RpcServer
         from agent.rpc.transport import parse
 
+        self.rpc_server = RpcServer(parse(url), self.host, self.rpc_dispatcher())
+        self.rpc_server.start()
+
+    def rpc_dispatcher(self):
+        """This host's compute RPC endpoint: its instance operations (agent.compute.operations,
+        nova's method names) on its driver, firewall, database and instance locks, behind a
+        `Dispatcher`. serve() consumes it; `agent fleet` hands each simulated host's to one of
+        its few shared RPC servers."""
+        from agent.compute.operations import METHODS, InstanceOperations
+        from agent.rpc.dispatcher import Dispatcher
+
         endpoint = InstanceOperations(self.db, self.driver, self.firewall, self.host,
                                       locks=self.manager.locks)
-        self.rpc_server = RpcServer(parse(url), self.host,
-                                    Dispatcher(endpoint, METHODS))
-        self.rpc_server.start()
+        return Dispatcher(endpoint, METHODS)
 
     def is_healthy(self) -> bool:
         """Every worker thread of the host work is running: the lifecycle-event worker (once

@@ -1,9 +1,13 @@
 """The receiving side of nova's compute RPC: consumes ``compute.<host>`` on exchange ``nova`` and
-runs each request through a `Dispatcher`.
+runs each request through that host's `Dispatcher`.
 
+- One server is one broker connection. The agent serves its one host on it; `agent fleet`
+  serves many simulated hosts on each of a few servers (`add_host`, at any time: the queue is
+  declared and consumed within a second). A message goes to the dispatcher of the queue it
+  was routed to (its routing key, ``compute.<host>``, as nova and this agent send it).
 - One consumer thread owns the broker connection (kombu channels are not shared between
-  threads): it declares the exchange and the queue (nova's flags), consumes, and does every ack
-  and reply. Requests run on a small pool of worker threads; a finished one is handed back to
+  threads): it declares the exchange and the queues (nova's flags), consumes, and does every
+  ack and reply. Requests run on a small pool of worker threads; a finished one is handed back to
   the consumer thread, which replies (for a call) and only then acknowledges. The message is
   acknowledged only once the operation's outcome is saved: an agent that dies mid-operation
   leaves it unacknowledged and the broker delivers it again to the next agent on this queue.
@@ -20,7 +24,8 @@ runs each request through a `Dispatcher`.
   second delivery a no-op.
 
 `is_healthy()` is false once the consumer thread has died (the watchdog reads it); a broker that
-is down is not unhealthy (the agent keeps beating and retries).
+is down is not unhealthy (the agent keeps beating and retries). `counts()` says what the server
+has done so far (the fleet's report).
 """
 
 from __future__ import annotations
@@ -46,23 +51,33 @@ REFUSALS = (wire.NoSuchMethod, wire.UnsupportedVersion, MissingArgument)
 
 
 class RpcServer:
-    """Consumes one host's queue. `start()` once (returns whether the queue was declared within
-    `declare_timeout` seconds), `stop()` once."""
+    """Consumes the queues of one or more hosts on one connection: `RpcServer(transport, host,
+    dispatcher)` for one, `add_host` for more. `start()` once (returns whether the queues were
+    declared within `declare_timeout` seconds), `stop()` once."""
 
-    def __init__(self, transport: Transport, host: str, dispatcher: Dispatcher, *,
+    def __init__(self, transport: Transport, host: str | None = None,
+                 dispatcher: Dispatcher | None = None, *,
                  workers: int = 4, exchange_name: str = EXCHANGE, topic: str = TOPIC,
                  backoff: tuple[float, float] = (1.0, 30.0), heartbeat: int = 30,
-                 connect_timeout: float = 5.0, clock: Callable[[], float] = time.monotonic):
-        self.queue_name = topic_queue(host, topic)
+                 connect_timeout: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 name: str = "rpc"):
         self._transport = transport
-        self._dispatcher = dispatcher
+        self._topic = topic
+        self._routes: dict[str, Dispatcher] = {}  # queue name -> its host's dispatcher
+        self._routes_lock = threading.Lock()
+        self.queue_name: str | None = None  # the first host's queue (log lines, tests)
+        if host is not None:
+            if dispatcher is None:
+                raise TypeError("RpcServer: a host needs its dispatcher")
+            self.add_host(host, dispatcher)
         self._exchange = exchange(exchange_name)
         self._backoff = backoff
         self._heartbeat = heartbeat
         self._connect_timeout = connect_timeout
         self._clock = clock
         self._workers = workers
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rpc-worker")
+        self._name = name
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-worker")
         self._done: queue_module.SimpleQueue = queue_module.SimpleQueue()
         self._inflight = 0
         self._generation = 0
@@ -70,13 +85,39 @@ class RpcServer:
         self._first_attempt = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost_since: float | None = None
-        self.consuming = threading.Event()  # set while the queue is consumed
+        self.consuming = threading.Event()  # set while the queues are consumed
+        # Written by the consumer thread only (read by others for reports).
+        self.queues_consumed = 0  # queues consumed on the current connection
+        self._counts = {"requests": 0, "failed": 0, "refused": 0, "dropped": 0}
+
+    def add_host(self, host: str, dispatcher: Dispatcher) -> str:
+        """Serve `host` too: its queue ``compute.<host>`` is declared and consumed on this
+        server's connection (by the consumer thread, within a second when it runs; at every
+        reconnection too). Returns the queue name. Thread-safe."""
+        name = topic_queue(host, self._topic)
+        with self._routes_lock:
+            self._routes[name] = dispatcher
+            if self.queue_name is None:
+                self.queue_name = name
+        return name
+
+    def queue_names(self) -> list[str]:
+        """Every queue this server serves (consumed or about to be)."""
+        with self._routes_lock:
+            return list(self._routes)
+
+    def counts(self) -> dict[str, int]:
+        """What was received so far: requests run (`failed` of them raised), refused (unknown
+        method or version, arguments that do not fit) and dropped (malformed, or on no queue
+        of this server)."""
+        return dict(self._counts)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, declare_timeout: float = 10.0) -> bool:
         """Start the consumer thread and wait until its first connection declared the queue
         (True) or failed (False: one warning; it keeps retrying)."""
-        self._thread = threading.Thread(target=self._run, name="rpc-consumer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self._name}-consumer",
+                                        daemon=True)
         self._thread.start()
         self._first_attempt.wait(declare_timeout)
         return self.consuming.is_set()
@@ -105,7 +146,7 @@ class RpcServer:
                     self._lost_since = self._clock()
                     LOG.warning("message broker %s unreachable (%s): not taking requests on %s; "
                                 "retrying with backoff", self._transport.shown,
-                                redact_text(str(exc) or type(exc).__name__), self.queue_name)
+                                redact_text(str(exc) or type(exc).__name__), self._shown())
                 else:
                     LOG.debug("broker still unreachable: %s", redact_text(str(exc)))
                 self._first_attempt.set()
@@ -120,21 +161,22 @@ class RpcServer:
         try:
             conn.ensure_connection(max_retries=1)
             channel = conn.channel()
+            # Per consumer (global=False): each queue gets this many unacknowledged messages.
             channel.basic_qos(0, self._workers * 2, False)
-            queue = kombu.Queue(self.queue_name, exchange=self._exchange,
-                                routing_key=self.queue_name, durable=False, auto_delete=False,
-                                channel=channel)
-            queue.declare()
             self._generation += 1
             generation = self._generation
-            consumer = kombu.Consumer(channel, queues=[queue], no_ack=False,
+            producer = kombu.Producer(channel)
+            consumer = kombu.Consumer(channel, queues=[], no_ack=False,
                                       on_message=lambda message: self._on_message(
                                           generation, message, producer))
-            producer = kombu.Producer(channel)
-            consumer.consume()
+            declared: set[str] = set()
+            self.queues_consumed = 0
+            self._consume_new(consumer, declared)
             self._connected()
             while not self._stopping.is_set():
                 self._flush(generation, producer)
+                if len(self._routes) != len(declared):
+                    self._consume_new(consumer, declared)
                 try:
                     conn.drain_events(timeout=0.005 if self._inflight else 1.0)
                 except socket.timeout:
@@ -150,35 +192,71 @@ class RpcServer:
             except Exception:  # noqa: BLE001 - closing a lost connection
                 pass
 
+    def _consume_new(self, consumer: Any, declared: set[str]) -> None:
+        """Declare (nova's flags) and consume the queues added since the last time."""
+        import kombu
+
+        with self._routes_lock:
+            new = [name for name in self._routes if name not in declared]
+        for name in new:
+            consumer.add_queue(kombu.Queue(name, exchange=self._exchange, routing_key=name,
+                                           durable=False, auto_delete=False))
+            declared.add(name)
+        if new:
+            consumer.consume()
+            self.queues_consumed = len(declared)
+            if self.consuming.is_set():
+                LOG.debug("consuming %s more: %s", len(new), ", ".join(new))
+
+    def _shown(self) -> str:
+        """The queues in a log line: the name of the only one, else how many."""
+        names = self.queue_names()
+        return names[0] if len(names) == 1 else f"{len(names)} queues"
+
     def _connected(self) -> None:
         self.consuming.set()
         if self._lost_since is not None:
             LOG.info("message broker %s reachable again after %.0f s: consuming %s",
-                     self._transport.shown, self._clock() - self._lost_since, self.queue_name)
+                     self._transport.shown, self._clock() - self._lost_since, self._shown())
             self._lost_since = None
         else:
-            LOG.info("consuming %s on exchange %s (%s)", self.queue_name, self._exchange.name,
+            LOG.info("consuming %s on exchange %s (%s)", self._shown(), self._exchange.name,
                      self._transport.shown)
         self._first_attempt.set()
 
+    def _dispatcher_of(self, message: Any) -> tuple[str, Dispatcher | None]:
+        """The queue a message came from (its routing key) and that host's dispatcher."""
+        name = (message.delivery_info or {}).get("routing_key") or ""
+        dispatcher = self._routes.get(name)
+        if dispatcher is None and len(self._routes) == 1:  # e.g. bound under another key
+            name, dispatcher = next(iter(self._routes.items()))
+        return name, dispatcher
+
     def _on_message(self, generation: int, message: Any, producer: Any) -> None:
+        queue_name, dispatcher = self._dispatcher_of(message)
         try:
+            if dispatcher is None:
+                raise wire.BadMessage(f"routing key {queue_name!r} is not a queue of this "
+                                      "server")
             request = wire.decode_request(message.body)
         except wire.BadMessage as exc:
-            LOG.warning("message on %s dropped: %s", self.queue_name, exc)
+            LOG.warning("message on %s dropped: %s", queue_name, exc)
+            self._counts["dropped"] += 1
             message.ack()
             return
         try:
-            bound = self._dispatcher.bind(request)
+            bound = dispatcher.bind(request)
         except REFUSALS as exc:
             with request_context(request.context.log_prefix()):
                 LOG.warning("%s %s refused: %s", "call" if request.is_call else "cast",
                             request.method, exc)
             if request.is_call:
                 self._reply(producer, request, None, wire.failure_of(exc, with_traceback=False))
+            self._counts["refused"] += 1
             message.ack()
             return
         self._inflight += 1
+        self._counts["requests"] += 1
         self._pool.submit(self._work, generation, message, request, bound)
 
     def _work(self, generation: int, message: Any, request: wire.Request, bound) -> None:
@@ -199,6 +277,8 @@ class RpcServer:
             except queue_module.Empty:
                 return
             self._inflight -= 1
+            if failure is not None:
+                self._counts["failed"] += 1
             if request.is_call:
                 self._reply(producer, request, result, failure)
             if done_generation == generation:

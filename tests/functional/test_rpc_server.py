@@ -176,3 +176,39 @@ def test_broker_connections_closed_reconnects_and_consumes_again(served, caplog,
     assert len([m for m in messages if "unreachable" in m]) == 1
     assert len([m for m in messages if "reachable again" in m]) == 1
     assert server.is_healthy()
+
+
+def test_one_server_serves_many_hosts_each_through_its_own_dispatcher(rabbit_vhost):
+    """`agent fleet`'s use: one connection consuming several hosts' queues, a host added while
+    the server runs is consumed too, each message runs on the dispatcher of its queue's host,
+    and again after the connection is lost."""
+    transport = parse(rabbit_vhost[1])
+    hosts = [unique_host("m") for _ in range(3)]
+    endpoints = {host: Endpoint() for host in hosts}
+    server = RpcServer(transport, backoff=(0.2, 1.0), name="fleet-rpc")
+    for host in hosts[:2]:
+        server.add_host(host, Dispatcher(endpoints[host], ("stop_instance",)))
+    try:
+        assert server.start() and server.queues_consumed == 2
+        server.add_host(hosts[2], Dispatcher(endpoints[hosts[2]], ("stop_instance",)))
+        wait_for(lambda: server.queues_consumed == 3, what="the added host's queue")
+        with RpcClient(transport) as client:
+            for host in hosts:
+                client.cast(host, "stop_instance", "6.0", wire.RequestContext.new(),
+                            instance=f"on-{host}")
+            wait_for(lambda: all(e.calls for e in endpoints.values()), what="the casts")
+            assert {h: [c[1] for c in e.calls] for h, e in endpoints.items()} == {
+                h: [f"on-{h}"] for h in hosts}
+            rabbitmqctl("close_all_connections", "--vhost", rabbit_vhost[0], "test: restart")
+            wait_for(lambda: not server.consuming.is_set(), what="the loss")
+            wait_for(lambda: server.consuming.is_set(), what="the reconnection")
+            client.close()
+            assert client.call(hosts[2], "stop_instance", "6.0", wire.RequestContext.new(),
+                               timeout=30, instance="again") == {"stopped": "again"}
+        assert [c[1] for c in endpoints[hosts[2]].calls] == [f"on-{hosts[2]}", "again"]
+        assert server.queues_consumed == 3
+        assert server.counts() == {"requests": 4, "failed": 0, "refused": 0, "dropped": 0}
+        for host in hosts:
+            assert queue_counts(transport, f"compute.{host}") == 0
+    finally:
+        server.stop()
