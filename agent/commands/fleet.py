@@ -1,5 +1,7 @@
 """`agent fleet`: N simulated compute agents in one process against one database, with a
-progress line every few seconds and a report at the end (table; JSON with --report FILE).
+progress line every few seconds and a report at the end (table; JSON with --report FILE). With
+transport_url set, each also consumes its compute.<host> queue on one of --rpc-connections
+shared broker connections (agent.fleet.consumers).
 
 Ctrl-C (SIGINT) or SIGTERM stops it cleanly with the report so far. Exit status 1 when the
 service list showed a live, beating agent down (a false down); downs explained by the agents'
@@ -39,7 +41,14 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                     "report_interval and service_down_time come from the configuration. "
                     "Prints progress every few seconds and a report at the end; Ctrl-C stops "
                     "it with the report so far. Exit status 1 when a live agent whose beats "
-                    "did not fail was shown down.")
+                    "did not fail was shown down. With transport_url set (--transport-url "
+                    "rabbit://...; not the SQLite broker file), each simulated host also "
+                    "declares and consumes its own compute.<host> queue on exchange nova, as "
+                    "the agent does, and performs the instance operations cast to it (nova's "
+                    "compute RPC) with the agent's own code on its fakevirt hypervisor: a load "
+                    "test of the broker with N computes. The queues are consumed over "
+                    "--rpc-connections shared connections, not one per host (see "
+                    "--rpc-connections), and deleted at the end unless --keep.")
     parser.add_argument("--count", type=arguments.integer(1, MAX_COUNT), required=True,
                         metavar="N", help="number of simulated agents")
     parser.add_argument("--instances-per-host", type=arguments.integer(0, MAX_COUNT), default=2,
@@ -68,8 +77,21 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=arguments.integer(0, values.BIGINT_MAX), metavar="N",
                         help="random seed of the start-up and heartbeat phases")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the simulated hosts' service, compute node and instance rows "
-                             "and their state directories (default: removed at the end)")
+                        help="keep the simulated hosts' service, compute node and instance "
+                             "rows, their state directories and their compute queues "
+                             "(default: removed at the end)")
+    parser.add_argument("--rpc-connections", type=arguments.integer(1, MAX_COUNT), default=4,
+                        metavar="C",
+                        help="with transport_url: broker connections that consume the "
+                             "simulated hosts' compute.<host> queues, each host's queue on one "
+                             "of them, one consumer thread each (default: 4; at most --count). "
+                             "A real fleet has one connection per agent: the broker's queues, "
+                             "consumers and messages are those of N agents whatever C is, its "
+                             "per-connection cost (memory, sockets, heartbeats) only with "
+                             "C = N, which costs this process a thread per host")
+    parser.add_argument("--rpc-workers", type=arguments.integer(1, MAX_WORKERS), default=2,
+                        metavar="W", help="threads running instance operations, per RPC "
+                                          "connection (default: 2)")
     parser.add_argument("--agent-log-level", default="WARNING",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log level of the simulated agents' own modules (default: "
@@ -87,7 +109,8 @@ def options_from_args(args):
                            beat_workers=args.beat_workers, job_workers=args.job_workers,
                            start_workers=args.start_workers, poll_interval=args.poll_interval,
                            progress_interval=args.progress_interval, seed=args.seed,
-                           keep=args.keep)
+                           keep=args.keep, rpc_connections=args.rpc_connections,
+                           rpc_workers=args.rpc_workers)
     options.check()
     last = host_names(args.host_prefix, args.count)[-1]
     try:

@@ -53,6 +53,15 @@ class FleetReport:
     errors: int
     stopped_by: str
     cleanup: str = "kept"              # what was removed at the end (agent fleet --keep: kept)
+    # The compute RPC (transport_url set; 0 and None without it): broker connections that
+    # consumed the hosts' compute.<host> queues, queues consumed at the end, requests run (and
+    # failed), refused or dropped, and messages still in the queues once the consumers stopped.
+    rpc_connections: int = 0
+    rpc_queues: int = 0
+    rpc_requests: int = 0
+    rpc_failed: int = 0
+    rpc_refused_or_dropped: int = 0
+    rpc_messages_left: int | None = None
 
     @property
     def exit_status(self) -> int:
@@ -95,11 +104,23 @@ class FleetReport:
                               f"{_ms(self.max_poll_s)}; live agents seen down: "
                               f"{self.false_downs} (and {self.outage_downs} while their "
                               "beats failed)"),
+            *self._rpc_rows(),
             ("errors", str(self.errors)),
             ("stopped by", self.stopped_by),
             ("cleanup", self.cleanup),
         ]
         return pairs(rows)
+
+    def _rpc_rows(self) -> list[tuple[str, str]]:
+        if not self.rpc_connections:
+            return []
+        left = "-" if self.rpc_messages_left is None else str(self.rpc_messages_left)
+        return [("compute RPC", f"{plural(self.rpc_queues, 'queue')} consumed on "
+                                f"{plural(self.rpc_connections, 'connection')}; "
+                                f"{plural(self.rpc_requests, 'request')} run "
+                                f"({self.rpc_failed} failed), "
+                                f"{self.rpc_refused_or_dropped} refused or dropped; "
+                                f"messages left in the queues: {left}")]
 
 
 def _ms(seconds: float | None) -> str:

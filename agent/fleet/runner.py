@@ -7,8 +7,9 @@ manager's init_host, the start-up audit),
 `finish_starting`, then `Heartbeat.beat()` every report_interval and the host's periodic jobs
 (`ComputeHost.periodic_jobs()`: resource audit, power-state sync). What is shared is the
 machinery: one engine and pool, one `DueScheduler` for every heartbeat, one for every periodic
-job, a small pool for start-ups, one `services list` poller on a connection of its own. How a
-simulated host differs from a real one: simulated.py.
+job, a small pool for start-ups, one `services list` poller on a connection of its own, and
+with transport_url set a few broker connections that consume every host's ``compute.<host>``
+queue (consumers.py). How a simulated host differs from a real one: simulated.py.
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ class FleetOptions:
     progress_interval: float = 5.0
     seed: int | None = None
     keep: bool = False                   # leave the hosts' rows and state directories behind
+    rpc_connections: int = 4             # with transport_url: connections consuming the queues
+    rpc_workers: int = 2                 # threads running operations, per connection
 
     def check(self) -> None:
         from agent.errors import ConfigError
 
-        for name in ("count", "beat_workers", "job_workers", "start_workers"):
+        for name in ("count", "beat_workers", "job_workers", "start_workers",
+                     "rpc_connections", "rpc_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be "
                                   "at least 1")
@@ -105,6 +109,8 @@ class FleetRunner:
         self.jobs = DueScheduler("jobs", options.job_workers, clock=clock, rng=self._rng)
         self.db = None
         self.poller = None
+        self.consumers = None  # FleetConsumers, with transport_url set
+        self._all_consumed_logged = False
 
     # -- control ------------------------------------------------------------------------------
     def request_stop(self, why: str) -> None:
@@ -141,6 +147,14 @@ class FleetRunner:
         process = psutil.Process()
         cpu0 = process.cpu_times()
         workers = opts.beat_workers + opts.job_workers + opts.start_workers
+        if conf.transport_url:
+            from agent.fleet.consumers import FleetConsumers
+            from agent.rpc.transport import parse
+
+            self.consumers = FleetConsumers(parse(conf.transport_url),
+                                            min(opts.rpc_connections, opts.count),
+                                            opts.rpc_workers)
+            workers += self.consumers.connections * opts.rpc_workers
         self.db = self._open(pool_size=workers)
         poll_db = self._open(pool_size=1)
         self.statements.attach(self.db.engine)
@@ -160,10 +174,15 @@ class FleetRunner:
                                          opts.poll_interval or self.interval,
                                          explain=self.explain_down)
             report = self._run_agents(process, cpu0)
+            queues = ""
+            if self.consumers is not None:
+                left, queues = self.consumers.remove_queues(keep=opts.keep)
+                report = dataclasses.replace(report, rpc_messages_left=left)
+                queues = f"; {queues}"
             if opts.keep:
-                return dataclasses.replace(report, cleanup="kept (--keep)")
+                return dataclasses.replace(report, cleanup=f"kept (--keep){queues}")
             done = clean_up(self.db, state_root, hosts)
-            return dataclasses.replace(report, cleanup=done.describe())
+            return dataclasses.replace(report, cleanup=done.describe() + queues)
         finally:
             self.statements.detach()
             for db in (self.db, poll_db):
@@ -181,6 +200,12 @@ class FleetRunner:
                  "report_interval %g s, service_down_time %g s", plural(opts.count, "agent"),
                  plural(opts.instances_per_host, "instance"), ramp, self.db.url, self.interval,
                  self.conf.service_down_time)
+        if self.consumers is not None:
+            LOG.info("fleet: each host consumes compute.<host> on %s (%s); %d operation "
+                     "threads each", self.consumers.transport.shown,
+                     plural(self.consumers.connections, "shared connection"),
+                     opts.rpc_workers)
+            self.consumers.start()
         t0 = self._clock()
         statements0 = sum(self.statements.totals().values())
         self.beats.start()
@@ -220,6 +245,8 @@ class FleetRunner:
         self.poller.stop()
         self.beats.stop()
         self.jobs.stop()
+        if self.consumers is not None:
+            self.consumers.stop()
         t_end = self._clock()
         report = self._report(process, cpu0, t0, t_end, steady_at, steady_beats, statements0)
         for agent in self.agents:
@@ -272,6 +299,9 @@ class FleetRunner:
                 self.beats.add(beat, self._clock() + self._rng.uniform(0, self.interval))
                 agent.start_host_work()
                 self._schedule_jobs(agent)
+                if self.consumers is not None:  # as the agent: its queue before READY=1
+                    self.consumers.serve(agent.host, _Labelled(agent.rpc_dispatcher(),
+                                                               self.statements.labelled))
                 agent.finish_starting()
             except Exception as exc:  # noqa: BLE001 - one host failing does not stop the fleet
                 reason = short_reason(exc)
@@ -357,6 +387,17 @@ class FleetRunner:
                  statements / elapsed if elapsed > 0 else 0.0, plural(audits, "audit"), beats_failed,
                  errors,
                  self.poller.false_downs, self.poller.outage_downs)
+        if self.consumers is not None:
+            consumed, counts = self.consumers.queues_consumed(), self.consumers.counts()
+            LOG.info("fleet: compute RPC: %d/%d queues consumed on %s; %s run (%d failed), "
+                     "%d refused or dropped", consumed, self.consumers.hosts,
+                     plural(self.consumers.connections, "connection"),
+                     plural(counts["requests"], "request"), counts["failed"],
+                     counts["refused"] + counts["dropped"])
+            if (not self._all_consumed_logged and consumed == self.options.count
+                    and self.started == self.options.count):
+                self._all_consumed_logged = True
+                LOG.info("fleet: all %s consumed", plural(consumed, "compute queue"))
 
     def _report(self, process, cpu0, t0, t_end, steady_at, steady_beats,
                 statements0) -> FleetReport:
@@ -376,6 +417,7 @@ class FleetRunner:
             last_started = self._last_started_at
         beat_attempts = beats_ok + beats_failed - self.started - self.failed
         startups = self.started + self.failed
+        rpc = self.consumers.counts() if self.consumers is not None else {}
         user, system = cpu.user - cpu0.user, cpu.system - cpu0.system
         overall = self.beats.lateness
         return FleetReport(
@@ -410,9 +452,31 @@ class FleetRunner:
             polls=self.poller.polls, poll_errors=self.poller.errors,
             false_downs=self.poller.false_downs, outage_downs=self.poller.outage_downs,
             max_poll_s=self.poller.max_poll_seconds if self.poller.polls else None,
-            errors=beats_failed + sum(job_errors.values()) + self.failed + self.poller.errors,
-            stopped_by=self._stopped_by)
+            errors=beats_failed + sum(job_errors.values()) + self.failed + self.poller.errors
+            + rpc.get("failed", 0),
+            stopped_by=self._stopped_by,
+            rpc_connections=self.consumers.connections if self.consumers else 0,
+            rpc_queues=self.consumers.queues_consumed() if self.consumers else 0,
+            rpc_requests=rpc.get("requests", 0), rpc_failed=rpc.get("failed", 0),
+            rpc_refused_or_dropped=rpc.get("refused", 0) + rpc.get("dropped", 0))
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 3) if denominator > 0 else None
+
+
+class _Labelled:
+    """A host's RPC dispatcher whose operations' statements count under 'rpc' in the report."""
+
+    def __init__(self, dispatcher, labelled: Callable):
+        self._dispatcher, self._labelled = dispatcher, labelled
+
+    def bind(self, request):
+        from agent.rpc.dispatcher import Bound
+
+        bound, labelled = self._dispatcher.bind(request), self._labelled
+
+        def run(context, **args):
+            with labelled("rpc"):
+                return bound.func(context, **args)
+        return Bound(bound.method, run, bound.args)

@@ -2,9 +2,12 @@
 the agent runs) and periodic work for one host name, on a fakevirt hypervisor, sharing the
 fleet's database.
 
-Two differences from a real host, both about threads: lifecycle events are not handled (each
+Three differences from a real host, all about threads: lifecycle events are not handled (each
 host would need its own event worker thread, and a fake hypervisor emits events only when told
-to; the periodic power-state sync still runs), and the firewall is the no-op one.
+to; the periodic power-state sync still runs), the firewall is the no-op one, and with
+transport_url set its ``compute.<host>`` queue is consumed on one of the fleet's few shared
+broker connections, not on one of its own (consumers.py), by the agent's own RPC server and
+instance operations (`rpc_dispatcher`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ class SimulatedAgent:
     def start_host_work(self) -> None:
         """The rest of the single agent's start-up: init_host and the first resource audit."""
         self.host_work.start()
+
+    def rpc_dispatcher(self):
+        """This host's compute RPC endpoint (ComputeHost.rpc_dispatcher: the agent's instance
+        operations on this host's fakevirt driver and rows), once start_host_work() ran."""
+        return self.host_work.rpc_dispatcher()
 
     def finish_starting(self) -> None:
         from agent.registry import finish_starting
