@@ -111,7 +111,8 @@ def test_every_simulated_host_consumes_its_queue_and_performs_what_is_cast_to_it
     assert [queue_state(transport, q) for q in queues] == [None] * N
 
 
-def test_kept_fleet_leaves_its_queues_and_counts_their_messages(tmp_path, rabbit_vhost):  # noqa: F811
+def test_kept_fleet_leaves_its_queues_and_counts_their_messages(
+        tmp_path, rabbit_vhost):  # noqa: F811
     url = rabbit_vhost[1]
     transport = parse(url)
     conf = fleet_conf(tmp_path, f"sqlite:///{tmp_path}/fleet.sqlite", transport_url=url)
