@@ -89,9 +89,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                              "consumers and messages are those of N agents whatever C is, its "
                              "per-connection cost (memory, sockets, heartbeats) only with "
                              "C = N, which costs this process a thread per host")
-    parser.add_argument("--rpc-workers", type=arguments.integer(1, MAX_WORKERS), default=2,
-                        metavar="W", help="threads running instance operations, per RPC "
-                                          "connection (default: 2)")
+    parser.add_argument("--rpc-workers", type=arguments.integer(1, MAX_WORKERS), default=4,
+                        metavar="W", help="with transport_url: threads running the instance "
+                                          "operations cast to the hosts, shared by every RPC "
+                                          "connection (default: 4)")
     parser.add_argument("--agent-log-level", default="WARNING",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log level of the simulated agents' own modules (default: "

@@ -8,8 +8,10 @@ AMQP heartbeats, and on 2 cores the threads alone would take the CPU the fleet's
 need. So the fleet opens `connections` of the agent's own `RpcServer`s (agent.rpc.server: no
 second consumer) and gives the hosts to them in turn as they finish starting; each server is
 one connection and one channel whose one kombu Consumer consumes all its hosts' queues, and
-runs their operations on `workers` threads. Each host's operations are its own
-(`ComputeHost.rpc_dispatcher`: its fakevirt driver, instance locks and rows). What this means
+the operations of every host run on `workers` threads shared by all the servers (a fixed
+budget, as the fleet's beat workers, whatever the number of connections, so that the database
+pool stays small too). Each host's operations are its own (`ComputeHost.rpc_dispatcher`: its
+fakevirt driver, instance locks and rows). What this means
 for what a load test measures (queues, consumers and messages as N agents make them; not the
 broker's cost of N connections unless `connections` is N): docs/performance.md.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from agent.display import plural
 from agent.redact import redact_text
@@ -40,8 +43,10 @@ class FleetConsumers:
         if connections < 1 or workers < 1:
             raise ValueError("FleetConsumers: at least one connection and one worker")
         self.transport = transport
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fleet-rpc-worker")
         self.servers = [RpcServer(transport, workers=workers, backoff=backoff,
-                                  name=f"fleet-rpc-{index}") for index in range(connections)]
+                                  name=f"fleet-rpc-{index}", executor=self._pool)
+                        for index in range(connections)]
         self._turn = itertools.count()
         self._lock = threading.Lock()
         self.hosts = 0
@@ -76,13 +81,12 @@ class FleetConsumers:
 
     def stop(self) -> None:
         """Stop every server at once: each lets its running operations finish and
-        acknowledges them."""
-        threads = [threading.Thread(target=server.stop, name=f"stop-fleet-rpc-{index}")
-                   for index, server in enumerate(self.servers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        acknowledges them; then the shared worker threads end."""
+        for server in self.servers:
+            server.stop(wait=False)
+        for server in self.servers:
+            server.stop()
+        self._pool.shutdown(wait=True)
 
     def queue_names(self) -> list[str]:
         return [name for server in self.servers for name in server.queue_names()]

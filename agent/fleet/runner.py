@@ -62,7 +62,7 @@ class FleetOptions:
     seed: int | None = None
     keep: bool = False                   # leave the hosts' rows and state directories behind
     rpc_connections: int = 4             # with transport_url: connections consuming the queues
-    rpc_workers: int = 2                 # threads running operations, per connection
+    rpc_workers: int = 4                 # threads running operations, for every connection
 
     def check(self) -> None:
         from agent.errors import ConfigError
@@ -154,7 +154,7 @@ class FleetRunner:
             self.consumers = FleetConsumers(parse(conf.transport_url),
                                             min(opts.rpc_connections, opts.count),
                                             opts.rpc_workers)
-            workers += self.consumers.connections * opts.rpc_workers
+            workers += opts.rpc_workers
         self.db = self._open(pool_size=workers)
         poll_db = self._open(pool_size=1)
         self.statements.attach(self.db.engine)
@@ -201,8 +201,8 @@ class FleetRunner:
                  plural(opts.instances_per_host, "instance"), ramp, self.db.url, self.interval,
                  self.conf.service_down_time)
         if self.consumers is not None:
-            LOG.info("fleet: each host consumes compute.<host> on %s (%s); %d operation "
-                     "threads each", self.consumers.transport.shown,
+            LOG.info("fleet: each host consumes compute.<host> on %s (%s); %d threads run "
+                     "the operations", self.consumers.transport.shown,
                      plural(self.consumers.connections, "shared connection"),
                      opts.rpc_workers)
             self.consumers.start()

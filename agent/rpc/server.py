@@ -35,7 +35,7 @@ import queue as queue_module
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Callable
 
 from agent.log import request_context
@@ -60,7 +60,7 @@ class RpcServer:
                  workers: int = 4, exchange_name: str = EXCHANGE, topic: str = TOPIC,
                  backoff: tuple[float, float] = (1.0, 30.0), heartbeat: int = 30,
                  connect_timeout: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 name: str = "rpc"):
+                 name: str = "rpc", executor: Executor | None = None):
         self._transport = transport
         self._topic = topic
         self._routes: dict[str, Dispatcher] = {}  # queue name -> its host's dispatcher
@@ -77,7 +77,10 @@ class RpcServer:
         self._clock = clock
         self._workers = workers
         self._name = name
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-worker")
+        # The threads running requests: the server's own, or an executor shared by several
+        # servers (the fleet's), which its owner shuts down.
+        self._own_pool = executor is None
+        self._pool = executor or ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-worker")
         self._done: queue_module.SimpleQueue = queue_module.SimpleQueue()
         self._inflight = 0
         self._generation = 0
@@ -122,13 +125,17 @@ class RpcServer:
         self._first_attempt.wait(declare_timeout)
         return self.consuming.is_set()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         """Stop consuming, let the running operations finish and acknowledge them, close the
-        connection. Requests not finished are left to the broker (delivered again)."""
+        connection. Requests not finished are left to the broker (delivered again). Without
+        `wait` it only asks (stopping many servers at once); a later stop() waits."""
         self._stopping.set()
+        if not wait:
+            return
         if self._thread is not None:
             self._thread.join()
-        self._pool.shutdown(wait=True)
+        if self._own_pool:
+            self._pool.shutdown(wait=True)
 
     def is_healthy(self) -> bool:
         return self._thread is None or self._thread.is_alive() or self._stopping.is_set()
@@ -184,8 +191,8 @@ class RpcServer:
                 if self._heartbeat:
                     conn.heartbeat_check()
             consumer.cancel()
-            self._pool.shutdown(wait=True)
-            self._flush(generation, producer)
+            while self._inflight > 0:  # the running requests: answered and acknowledged
+                self._finish(generation, producer, self._done.get())
         finally:
             try:
                 conn.release()
@@ -273,16 +280,22 @@ class RpcServer:
     def _flush(self, generation: int, producer: Any) -> None:
         while True:
             try:
-                done_generation, message, request, result, failure = self._done.get_nowait()
+                done = self._done.get_nowait()
             except queue_module.Empty:
                 return
-            self._inflight -= 1
-            if failure is not None:
-                self._counts["failed"] += 1
-            if request.is_call:
-                self._reply(producer, request, result, failure)
-            if done_generation == generation:
-                message.ack()
+            self._finish(generation, producer, done)
+
+    def _finish(self, generation: int, producer: Any, done: tuple) -> None:
+        """A finished request: the reply of a call, then the ack (on the connection it came
+        on only; otherwise the broker delivers it again)."""
+        done_generation, message, request, result, failure = done
+        self._inflight -= 1
+        if failure is not None:
+            self._counts["failed"] += 1
+        if request.is_call:
+            self._reply(producer, request, result, failure)
+        if done_generation == generation:
+            message.ack()
 
     def _reply(self, producer: Any, request: wire.Request, result: Any,
                failure: str | None) -> None:
