@@ -64,18 +64,34 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def ctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                          timeout=120, check=True).stdout
+def ctl(*args: str, tool: str = "rabbitmqctl") -> str:
+    """The output of a rabbitmqctl command; a busy broker that does not answer (exit 69, a
+    time-out) is asked again, up to five times."""
+    for attempt in range(5):
+        done = subprocess.run([tool, "-q", *args], capture_output=True, text=True,
+                              timeout=120, check=False)
+        if done.returncode == 0:
+            return done.stdout
+        time.sleep(2 + 2 * attempt)
+    raise SystemExit(f"{tool} {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}")
+
+
+def broker_process() -> psutil.Process | None:
+    """The local RabbitMQ node (the Erlang VM started with `-s rabbit boot`)."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "beam.smp" and "rabbit" in (proc.info["cmdline"] or []):
+            return proc
+    return None
 
 
 def broker_figures(vhost: str) -> dict:
-    """The broker node's memory (rss, and the breakdown's biggest categories and those that
-    grow with connections and queues) and what the run's virtual host holds."""
-    status = json.loads(ctl("status", "--formatter", "json"))
-    breakdown = json.loads(subprocess.run(
-        ["rabbitmq-diagnostics", "-q", "memory_breakdown", "--formatter", "json"],
-        capture_output=True, text=True, timeout=120, check=True).stdout)
+    """The broker node's memory (its process's RSS and CPU seconds so far, and the memory
+    breakdown's categories that grow with connections and queues) and what the run's virtual
+    host holds. The node is shared with whatever else runs: only the vhost's counts are the
+    run's alone."""
+    node = broker_process()
+    breakdown = json.loads(ctl("memory_breakdown", "--formatter", "json",
+                               tool="rabbitmq-diagnostics"))
     mb = {k: round(v["bytes"] / 2**20, 1) for k, v in breakdown.items()}
     connections = [line.split("\t") for line in ctl(
         "list_connections", "--no-table-headers", "vhost", "channels").splitlines() if line]
@@ -84,8 +100,11 @@ def broker_figures(vhost: str) -> dict:
         "list_queues", "-p", vhost, "--no-table-headers", "name", "consumers", "messages",
         "messages_unacknowledged").splitlines() if line]
     return {
-        "broker_rss_mb": round(status["memory"]["total"]["rss"] / 2**20, 1),
-        "broker_erlang_mb": round(status["memory"]["total"]["erlang"] / 2**20, 1),
+        "broker_pid": node.pid if node else None,
+        "broker_rss_mb": round(node.memory_info().rss / 2**20, 1) if node else None,
+        "broker_cpu_s": round(sum(node.cpu_times()[:2]), 1) if node else None,
+        "breakdown_allocated_mb": round(sum(v for k, v in mb.items()
+                                            if k != "reserved_unallocated"), 1),
         "memory_breakdown_mb": {k: mb[k] for k in (
             "connection_readers", "connection_writers", "connection_channels",
             "connection_other", "queue_procs", "binary", "other_proc", "metrics")
@@ -158,8 +177,11 @@ def wait_consumed(vhost: str, count: int, fleet: subprocess.Popen, timeout: floa
     while time.monotonic() - t0 < timeout:
         if fleet.poll() is not None:
             raise SystemExit(f"the fleet exited with status {fleet.returncode}")
-        out = ctl("list_queues", "-p", vhost, "--no-table-headers", "consumers")
-        if sum(1 for line in out.split() if int(line) > 0) >= count:
+        done = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost,
+                               "--no-table-headers", "consumers"], capture_output=True,
+                              text=True, timeout=120, check=False)
+        if (done.returncode == 0
+                and sum(1 for line in done.stdout.split() if int(line) > 0) >= count):
             return time.monotonic() - t0
         time.sleep(5)
     raise SystemExit(f"not every queue consumed after {timeout:.0f} s")
@@ -167,6 +189,8 @@ def wait_consumed(vhost: str, count: int, fleet: subprocess.Popen, timeout: floa
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM (a time-out around the run) cleans up too: the vhost, the database, the fleet.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     vhost = f"agent-bench-fleet-rpc-{os.getpid()}"
     turl = f"rabbit://guest:guest@{BROKER}/{vhost}"
     state = tempfile.mkdtemp(prefix="bench-fleet-rpc-")
@@ -225,7 +249,12 @@ def main(argv=None) -> int:
             pg.drop()
         shutil.rmtree(state, ignore_errors=True)
     out["load_average_at_end"] = os.getloadavg()
+    pids = {out[k]["broker_pid"] for k in ("broker_before", "broker_consuming", "broker_after")}
+    out["broker_restarted"] = len(pids) > 1
     print_summary(out)
+    if out["broker_restarted"]:
+        print("WARNING: the broker was restarted during the run (by something else on this "
+              "machine): its memory figures do not compare")
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2, sort_keys=True)
@@ -238,7 +267,8 @@ def print_summary(out: dict) -> None:
           f"{out['database']}; all queues consumed after {out['all_queues_consumed_after_s']} s")
     for label in ("broker_before", "broker_consuming", "broker_after"):
         b = out[label]
-        print(f"{label:<17} rss {b['broker_rss_mb']} MB (erlang {b['broker_erlang_mb']} MB); "
+        print(f"{label:<17} rss {b['broker_rss_mb']} MB (allocated "
+              f"{b['breakdown_allocated_mb']} MB, CPU {b['broker_cpu_s']} s so far); "
               f"vhost: {b['connections']} connections, {b['channels']} channels, "
               f"{b['queues']} queues ({b['queues_consumed']} consumed), {b['consumers']} "
               f"consumers, {b['messages']} messages ({b['messages_unacknowledged']} unacked); "
