@@ -33,6 +33,9 @@ from agent.rpc.transport import Transport
 
 LOG = logging.getLogger(__name__)
 
+MIN_BUSY_POLL = 0.02  # seconds: what an acknowledgement may wait with a few connections
+POLLS_PER_SECOND = 200
+
 
 class FleetConsumers:
     """`connections` RpcServers sharing the fleet's hosts; `start()` once, `serve()` per host,
@@ -44,8 +47,15 @@ class FleetConsumers:
             raise ValueError("FleetConsumers: at least one connection and one worker")
         self.transport = transport
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fleet-rpc-worker")
+        # A server with requests running wakes every busy_poll seconds to acknowledge the
+        # finished ones. The agent's 5 ms would make C servers wake 200 x C times a second
+        # while the shared workers are busy (with C = 1,000 that starved the whole machine):
+        # together they wake at most about POLLS_PER_SECOND times a second, each at least
+        # every MIN_BUSY_POLL seconds.
+        busy_poll = max(MIN_BUSY_POLL, connections / POLLS_PER_SECOND)
         self.servers = [RpcServer(transport, workers=workers, backoff=backoff,
-                                  name=f"fleet-rpc-{index}", executor=self._pool)
+                                  name=f"fleet-rpc-{index}", executor=self._pool,
+                                  busy_poll=busy_poll)
                         for index in range(connections)]
         self._turn = itertools.count()
         self._lock = threading.Lock()

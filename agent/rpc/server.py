@@ -60,7 +60,8 @@ class RpcServer:
                  workers: int = 4, exchange_name: str = EXCHANGE, topic: str = TOPIC,
                  backoff: tuple[float, float] = (1.0, 30.0), heartbeat: int = 30,
                  connect_timeout: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 name: str = "rpc", executor: Executor | None = None):
+                 name: str = "rpc", executor: Executor | None = None,
+                 busy_poll: float = 0.005):
         self._transport = transport
         self._topic = topic
         self._routes: dict[str, Dispatcher] = {}  # queue name -> its host's dispatcher
@@ -77,6 +78,9 @@ class RpcServer:
         self._clock = clock
         self._workers = workers
         self._name = name
+        # While requests run, the consumer thread looks for finished ones (to reply and
+        # acknowledge them: only it may use the channel) this often, in seconds.
+        self._busy_poll = busy_poll
         # The threads running requests: the server's own, or an executor shared by several
         # servers (the fleet's), which its owner shuts down.
         self._own_pool = executor is None
@@ -185,7 +189,7 @@ class RpcServer:
                 if len(self._routes) != len(declared):
                     self._consume_new(consumer, declared)
                 try:
-                    conn.drain_events(timeout=0.005 if self._inflight else 1.0)
+                    conn.drain_events(timeout=self._busy_poll if self._inflight else 1.0)
                 except socket.timeout:
                     pass
                 if self._heartbeat:
