@@ -198,6 +198,10 @@ class PowerStateSync:
             LOG.info("power-state sync: instance and guest counts agree again (%d)", counts[0])
         self._count_mismatch = counts if counts[0] != counts[1] else None
         live = {r.uuid: guests.get(r.uuid, PowerState.NOSTATE) for r in rows}
+        # An instance that left this host (deleted, evacuated) is forgotten: a long-running
+        # agent does not keep a warning memory for every instance it ever had.
+        for uuid in self._reported.keys() - live.keys():
+            del self._reported[uuid]
         return self._apply(rows, live, why="sync")
 
     def _apply(self, rows: Iterable[q.InstanceRecord], live: dict[str, PowerState],

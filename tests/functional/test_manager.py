@@ -251,6 +251,31 @@ def test_repeating_mismatch_is_logged_once_until_it_clears(tmp_path, sqlite_db, 
     assert any("agree again" in r.getMessage() for r in caplog.records)
 
 
+
+def test_mismatch_of_an_instance_that_left_and_came_back_is_warned_again(tmp_path, sqlite_db,
+                                                                         caplog):
+    """The warning memory holds only this host's instances: one that leaves (evacuated away)
+    is forgotten, so when it comes back with the same mismatch the operator hears of it again."""
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    driver.set_power_state(U, P.SHUTDOWN)
+    caplog.set_level("WARNING", logger="agent.compute.power_sync")
+
+    def move_to(host):
+        with sqlite_db.engine.begin() as conn:
+            conn.execute(update(Instance).where(Instance.uuid == U).values(host=host))
+
+    manager.sync_power_states()
+    move_to("elsewhere")
+    manager.sync_power_states()
+    move_to(HOST)
+    manager.sync_power_states()
+    warnings = [r for r in caplog.records if "database says active" in r.getMessage()]
+    assert len(warnings) == 2
+
 # -- the firewall: one restore per family for the whole init_host (real iptables, netns) --------
 from tests.functional.netns import make_firewall, restores, save  # noqa: E402
 
