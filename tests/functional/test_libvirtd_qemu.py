@@ -164,7 +164,7 @@ def test_tiny_guest_lifecycle_through_the_driver(make_qemu_driver, tiny_guest, c
     # No guest OS answers ACPI: the clean shutdown times out (shutdown_timeout = 2) and the
     # guest is destroyed.
     seen = len(events.snapshot())
-    with caplog.at_level(logging.WARNING, logger="agent.virt.libvirt.driver"):
+    with caplog.at_level(logging.WARNING, logger="agent.virt.libvirt"):
         driver.power_off(tiny_guest, clean_shutdown=True)
     assert any(f"{tiny_guest.uuid} did not shut down within 2 s" in r.getMessage()
                for r in caplog.records)
