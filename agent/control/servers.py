@@ -74,7 +74,8 @@ def list_servers(session: Session, host: str | None = None) -> list[InstanceReco
     return q.list_servers(session, host)
 
 
-def server_actions(session: Session, key: str) -> tuple[InstanceRecord, list[actions.ActionRecord]]:
+def server_actions(session: Session, key: str
+                   ) -> tuple[InstanceRecord, list[actions.ActionRecord]]:
     """The instance (deleted ones too, by uuid) and its actions, oldest first, each with its
     events: what happened to it and which request did it."""
     found = [r for r in q.find_servers(session, key, deleted=True) if r.uuid == key]
