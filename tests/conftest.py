@@ -116,16 +116,27 @@ def db(request, _server_databases, _rolled_back_sqlite_url) -> Database:
     test (Database.bound_to; the code's commits release savepoints): nothing the test wrote
     survives it and no table is emptied. For tests whose database work all runs in-process on
     the test's thread. Tests that start agent processes, or threads that need connections of
-    their own (a heartbeat thread, racing writers), or that pass a URL to a command, cannot
-    see the uncommitted rows: they keep `any_db` / `any_db_url`, whose tables are emptied
+    their own (a heartbeat thread, racing writers, the lifecycle-event worker handling an
+    event the test waits for), or that open another Database or pass a URL to a command,
+    cannot see the uncommitted rows or would share the one connection between threads: they
+    keep `any_db` / `any_db_url` / `sqlite_db`, whose tables are emptied (a new SQLite file)
     before each test instead."""
-    backend = request.param
+    yield from _rolled_back(request, request.param, _server_databases, _rolled_back_sqlite_url)
+
+
+@pytest.fixture
+def sqlite_rolled_back_db(request, _rolled_back_sqlite_url) -> Database:
+    """`db` on SQLite only: for in-process tests of the SQLite default alone."""
+    yield from _rolled_back(request, "sqlite", None, _rolled_back_sqlite_url)
+
+
+def _rolled_back(request, backend: str, server_databases, sqlite_url: str):
     if backend == "sqlite":
-        base = make_database(_rolled_back_sqlite_url)
+        base = make_database(sqlite_url)
     else:
         request.applymarker(getattr(pytest.mark, backend))
-        _prepare_url(backend, None, _server_databases, rolled_back=True)
-        base = _server_databases[backend]
+        _prepare_url(backend, None, server_databases, rolled_back=True)
+        base = server_databases[backend]
     conn = base.engine.connect()
     outer = begin_outer_transaction(conn)
     try:
