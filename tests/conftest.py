@@ -120,7 +120,8 @@ def db(request, _server_databases, _rolled_back_sqlite_url) -> Database:
     event the test waits for), or that open another Database or pass a URL to a command,
     cannot see the uncommitted rows or would share the one connection between threads: they
     keep `any_db` / `any_db_url` / `sqlite_db`, whose tables are emptied (a new SQLite file)
-    before each test instead."""
+    before each test instead. A test that adds or removes rows outside the transaction fails
+    at teardown, and the tables are emptied after it."""
     yield from _rolled_back(request, request.param, _server_databases, _rolled_back_sqlite_url)
 
 
@@ -137,6 +138,7 @@ def _rolled_back(request, backend: str, server_databases, sqlite_url: str):
         request.applymarker(getattr(pytest.mark, backend))
         _prepare_url(backend, None, server_databases, rolled_back=True)
         base = server_databases[backend]
+    before = _row_count(base)
     conn = base.engine.connect()
     outer = begin_outer_transaction(conn)
     try:
@@ -144,8 +146,27 @@ def _rolled_back(request, backend: str, server_databases, sqlite_url: str):
     finally:
         outer.rollback()
         conn.close()
+        left = _row_count(base) - before
+        if left:
+            _empty_tables(base)
         if backend == "sqlite":
             base.dispose()
+    if left:
+        pytest.fail(f"writes outside the db fixture's transaction survived the test ({left:+d} "
+                    "rows): something used a connection of its own; use any_db instead",
+                    pytrace=False)
+
+
+def _row_count(db: Database) -> int:
+    """The number of rows in all tables, in one statement."""
+    from sqlalchemy import func, select
+
+    from agent.db.models import Base
+
+    counts = [select(func.count()).select_from(t).scalar_subquery()
+              for t in Base.metadata.sorted_tables]
+    with db.engine.connect() as conn:
+        return conn.execute(select(sum(counts[1:], counts[0]))).scalar()
 
 
 def begin_outer_transaction(conn):
