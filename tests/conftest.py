@@ -105,23 +105,26 @@ def _server_databases():
 @pytest.fixture(scope="session")
 def _rolled_back_sqlite_url(tmp_path_factory) -> str:
     """One migrated SQLite file for every `db` test of the session: each test's writes are
-    rolled back, so the file stays empty."""
+    rolled back, so the file stays as the migration left it."""
     return _prepare_url("sqlite", tmp_path_factory.mktemp("rolled-back"), {})
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def db(request, _server_databases, _rolled_back_sqlite_url) -> Database:
-    """A Database on each backend in turn, empty, whose every session, connection and single
-    statement runs on ONE connection inside an outer transaction that is rolled back after the
-    test (Database.bound_to; the code's commits release savepoints): nothing the test wrote
-    survives it and no table is emptied. For tests whose database work all runs in-process on
-    the test's thread. Tests that start agent processes, or threads that need connections of
-    their own (a heartbeat thread, racing writers, the lifecycle-event worker handling an
-    event the test waits for), or that open another Database or pass a URL to a command,
-    cannot see the uncommitted rows or would share the one connection between threads: they
-    keep `any_db` / `any_db_url` / `sqlite_db`, whose tables are emptied (a new SQLite file)
-    before each test instead. A test that adds or removes rows outside the transaction fails
-    at teardown, and the tables are emptied after it."""
+    """A Database on each backend in turn, migrated and without rows of earlier tests (as
+    `any_db`; on SQLite the migration's default flavors are there), whose every session,
+    connection and single statement runs on ONE connection inside an outer transaction that
+    is rolled back after the test (Database.bound_to; the code's commits release savepoints):
+    nothing the test wrote survives it and no table is emptied.
+
+    For tests whose database work all runs in-process on the test's thread. Tests that start
+    agent processes, or threads that need connections of their own (a heartbeat thread,
+    racing writers, the lifecycle-event worker handling an event the test waits for), or that
+    open another Database or pass a URL to a command, cannot see the uncommitted rows or
+    would share the one connection between threads: they keep `any_db` / `any_db_url` /
+    `sqlite_db`, whose tables are emptied (a new SQLite file) before each test instead. A test
+    that adds or removes rows outside the transaction fails at teardown, and the tables are
+    emptied after it."""
     yield from _rolled_back(request, request.param, _server_databases, _rolled_back_sqlite_url)
 
 

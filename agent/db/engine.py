@@ -40,8 +40,8 @@ class Database:
     """The engine and the places every caller gets its database work from: `sessions` (a
     session, or `sessions.begin()` for one transaction), `connect()` (a connection, for reads),
     `begin()` (a connection in one transaction) and `single_statement()` (one write that is its
-    own transaction). Code takes a Database and
-    uses only these, so `bound_to` can put all of it on one connection."""
+    own transaction). Code takes a Database and uses only these, so that `bound_to` can put
+    all of it on one connection."""
 
     engine: Engine
     sessions: sessionmaker[Session]
