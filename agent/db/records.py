@@ -1,8 +1,11 @@
-"""The record of each row kind that several readers share: one frozen, typed record per table,
-whichever query reads it (`InstanceRecord` for instances, `MigrationRecord` for migrations,
-`NodeRecord` for compute_nodes). Every reader selects the record's columns (`*_COLUMNS`), so a
-record is always complete. Tables with a single reader keep their record beside it (services in
-service_queries, actions in action_queries, flavors in flavor_queries)."""
+"""One frozen, typed record per table, whichever query module reads it: `InstanceRecord` for
+instances (compute_queries for the compute host, server_queries for the control plane),
+`MigrationRecord` for migrations, `NodeRecord` for compute_nodes (compute_queries,
+node_queries for the scheduler, hypervisor_queries for the API). Every reader selects the
+record's columns (`*_COLUMNS`), so a record is always complete. The other tables' records live
+with their queries: ServiceRecord in service_queries, FlavorRecord in flavor_queries, the
+action, event and fault records in action_queries. (compute_queries.InstanceOwner is not a
+record: the five columns init_host re-reads to see whether it still owns a row.)"""
 
 from __future__ import annotations
 
