@@ -12,13 +12,18 @@ local RabbitMQ) with `--instances` running guests. Measured in the same run:
   second until every row is saved;
 - the agent's resident memory, idle with the RPC server consuming.
 
-    .venv/bin/python bench/bench_rpc.py [--samples 200] [--instances 200]
+With `--profile FILE`, the agent process is sampled with py-spy (every thread, collapsed
+stacks written to FILE) while the latency samples run.
+
+    .venv/bin/python bench/bench_rpc.py [--samples 200] [--instances 200] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -76,6 +81,18 @@ def bare_round_trips(url: str, samples: int) -> list[float]:
     return times
 
 
+def start_profiler(path: str, pid: int) -> subprocess.Popen | None:
+    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(py_spy):
+        print("py-spy not found: pip install py-spy (no profile taken)", file=sys.stderr)
+        return None
+    spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--format", "raw",
+                            "--rate", "1000", "--nonblocking", "--output", path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches
+    return spy
+
+
 def wait_settled(db, uuids, deadline=120.0) -> float:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -93,6 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="sample the agent with py-spy during the latency samples")
     args = parser.parse_args()
     vhost = f"bench-{uuid.uuid4().hex[:8]}"
     ctl("add_vhost", vhost)
@@ -124,6 +143,7 @@ def main() -> None:
                    if line.startswith("VmRSS")][0]) / 1024
         bare = bare_round_trips(url, args.samples)
         latencies = []
+        spy = start_profiler(args.profile, agent.pid) if args.profile else None
         with RpcClient(parse(url)) as client:
             target = uuids[0]
             for i in range(args.samples):
@@ -136,6 +156,9 @@ def main() -> None:
                 client.cast(host, method, "6.0", wire.RequestContext.new(),
                             instance={"uuid": target})
                 latencies.append(wait_settled(db, [target]) - start)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
             rates = []
             for method, task in (("pause_instance", "pausing"),
                                  ("unpause_instance", "unpausing")):

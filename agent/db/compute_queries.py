@@ -203,10 +203,23 @@ _ONE_INSTANCE = select(*_INSTANCE_COLUMNS).where(_I.c.uuid == bindparam("uuid"),
 
 
 def load_instance(session: Session, uuid: str) -> InstanceRecord | None:
-    """One SELECT, built once: the live instance with this uuid, or None (an RPC operation's
-    re-read of its row)."""
+    """One SELECT, built once: the live instance with this uuid, or None."""
     row = session.execute(_ONE_INSTANCE, {"uuid": uuid}).first()
     return InstanceRecord(*row) if row is not None else None
+
+
+_ONE_INSTANCE_AT = _ONE_INSTANCE.add_columns(utcnow())
+
+
+def load_instance_at(session: Session, uuid: str
+                     ) -> tuple[InstanceRecord | None, dt.datetime | None]:
+    """One SELECT, built once: the live instance with this uuid and the database's clock at
+    the read (UTC), or (None, None) (an RPC operation's re-read of its row: the time starts
+    its action event)."""
+    row = session.execute(_ONE_INSTANCE_AT, {"uuid": uuid}).first()
+    if row is None:
+        return None, None
+    return InstanceRecord(*row[:-1]), row[-1]
 
 
 def load_instance_owners(session: Session, host: str, uuids: Collection[str]

@@ -41,12 +41,14 @@ def row_state(db, uuid: str) -> tuple:
 @contextlib.contextmanager
 def before_the_save_locks(db, change):
     """Run `change` once, just before the next conditional save takes its locks (SQLite:
-    BEGIN IMMEDIATE; servers: the SELECT ... FOR UPDATE): a change committed between a
-    writer's read and its save."""
+    BEGIN IMMEDIATE; servers: the SELECT ... FOR UPDATE; a single row: its guarded UPDATE of
+    instances or migrations): a change committed between a writer's read and its save."""
     done: list[bool] = []
 
     def hook(conn, cursor, statement, parameters, context, executemany):
-        if not done and ("BEGIN IMMEDIATE" in statement or "FOR UPDATE" in statement):
+        if not done and ("BEGIN IMMEDIATE" in statement or "FOR UPDATE" in statement
+                         or statement.startswith(("UPDATE instances ",
+                                                  "UPDATE migrations "))):
             done.append(True)
             change()
 
