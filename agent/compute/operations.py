@@ -184,7 +184,7 @@ class InstanceOperations:
                                   {"task_state": expected, "vm_state": rec.vm_state},
                                   {"task_state": working})
         with self.db.sessions.begin() as session:
-            result = q.save_instances(session, self.host, [update])
+            result = q.save_instance(session, self.host, update)
             won = rec.id in result.won
             if won:
                 actions.open_event(session, instance_uuid=rec.uuid,
@@ -206,7 +206,7 @@ class InstanceOperations:
                                   {"task_state": task_state, "vm_state": rec.vm_state}, values,
                                   delete=delete)
         with self.db.sessions.begin() as session:
-            result = q.save_instances(session, self.host, [update])
+            result = q.save_instance(session, self.host, update)
             if fault_message is not None:
                 actions.add_fault(session, instance_uuid=rec.uuid, code=500,
                                   message=fault_message, details=traceback_text,

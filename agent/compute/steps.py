@@ -4,9 +4,10 @@ for start-up's repairs (agent.compute.manager) and for every RPC instance operat
 
 `DRIVER_CALLS` is the one table from `Op` to its driver call; `run_steps` runs a plan's steps
 in order and returns the instance's values once they are done (`StepsOutcome`), applying each
-step's `then` on success and its `always` and `on_error` policy on failure. Ops that change only database rows
-(ABORT_MIGRATION) are not driver calls: the caller passes them in `local`. Nothing here reads or
-writes the database; the caller saves `StepsOutcome` through the conditional save.
+step's `then` on success and its `always` and `on_error` policy on failure. Ops that change
+only database rows (ABORT_MIGRATION) are not driver calls: the caller passes them in `local`.
+Nothing here reads or writes the database; the caller saves `StepsOutcome` through the
+conditional save.
 """
 
 from __future__ import annotations

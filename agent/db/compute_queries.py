@@ -18,7 +18,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
-from agent.db.conditional_save import RowSave, SaveResult, save_rows
+from agent.db.conditional_save import RowSave, SaveResult, save_row, save_rows
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
 from agent.db.read_only import refuses_writes
 
@@ -255,6 +255,14 @@ def save_instances(session: Session, host: str, updates: Sequence[InstanceUpdate
                      {**u.values, **(_SOFT_DELETE if u.delete else {})}, u.uuid)
              for u in updates]
     return save_rows(session, _I, saves)
+
+
+def save_instance(session: Session, host: str, update: InstanceUpdate) -> SaveResult:
+    """`save_instances` of one row (an RPC operation's): one statement when the save wins
+    (conditional_save.save_row), the locking read too when it does not."""
+    save = RowSave(update.id, {**update.expected, "host": host, "deleted": 0},
+                   {**update.values, **(_SOFT_DELETE if update.delete else {})}, update.uuid)
+    return save_row(session, _I, save)
 
 
 def save_migrations(session: Session, updates: Sequence[MigrationUpdate]) -> SaveResult:

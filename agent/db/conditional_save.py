@@ -16,13 +16,13 @@ So the caller learns per row whether it won on SQLite, PostgreSQL and MariaDB al
 trusting an executemany's rowcount, and a save costs two or three statements whatever the number
 of rows. The rows stay locked until the caller's transaction ends.
 
-One row (an RPC operation's outcome, its task_state before the driver works) is saved with the
-guarded UPDATE alone: a single UPDATE's rowcount is exact on all three databases (MariaDB's
-counts the rows matched: SQLAlchemy connects with FOUND_ROWS), so one statement decides and
-writes, and it holds the row's lock (SQLite's write lock) to the end of the transaction. Only
-when it matched nothing does the locking read above run, to report which column changed (or to
-write the row after all, if it holds its values again by then). The UPDATE statements are built
-once per shape of change and kept.
+`save_row` saves one row (an RPC operation's outcome, its task_state before the driver works)
+with the guarded UPDATE alone: a single UPDATE's rowcount is exact on all three databases
+(MariaDB's counts the rows matched: SQLAlchemy connects with FOUND_ROWS), so one statement
+decides and writes, and it holds the row's lock (SQLite's write lock) to the end of the
+transaction. Only when it matched nothing does the locking read above run, to report which
+column changed (or to write the row after all, if it holds its values again by then). The
+UPDATE statements are built once per shape of change and kept.
 
 On a read-only database (a dry run: agent.db.read_only) the rows are read without a lock, the
 same decision is made and reported, the winners are logged as what would be written (each at
@@ -125,10 +125,6 @@ def save_rows(session: Session, table: Table, saves: Sequence[RowSave]) -> SaveR
         LOG.info("read-only database (dry run): %d %s row%s would be saved; nothing written",
                  len(result.won), table.name, "" if len(result.won) == 1 else "s")
         return result
-    if len(saves) == 1:
-        stmt, params = _update_of(table, saves)
-        if session.execute(stmt, params[0]).rowcount == 1:
-            return SaveResult(frozenset(ids))
     current = lock_rows(session, table, ids, columns)
     result = decide_saves(saves, current)
     batches: dict[tuple, list[RowSave]] = defaultdict(list)
@@ -138,6 +134,17 @@ def save_rows(session: Session, table: Table, saves: Sequence[RowSave]) -> SaveR
     for members in batches.values():
         _write(session, table, members)
     return result
+
+
+def save_row(session: Session, table: Table, save: RowSave) -> SaveResult:
+    """`save_rows` of one row in one statement when it wins: the guarded UPDATE, whose rowcount
+    says whether it matched; only when it did not, the locking read and decision of
+    `save_rows` (which also writes the row if it holds its expected values again by then)."""
+    if not refuses_writes(session):
+        stmt, params = _update_of(table, [save])
+        if session.execute(stmt, params[0]).rowcount == 1:
+            return SaveResult(frozenset((save.id,)))
+    return save_rows(session, table, [save])
 
 
 def _select_rows(table: Table, ids: Iterable[int], columns: Sequence[str]):
