@@ -189,12 +189,15 @@ def load_host_migrations(session: Session, host: str) -> list[MigrationRecord]:
     return [MigrationRecord(*row) for row in session.execute(_HOST_MIGRATIONS, {"host": host})]
 
 
+_BY_UUIDS = (select(*_INSTANCE_COLUMNS)
+              .where(_I.c.uuid.in_(bindparam("uuids", expanding=True)), _I.c.deleted == 0)
+              .order_by(_I.c.id))
+
+
 def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[InstanceRecord]:
-    """One SELECT: the live instances with these uuids (an empty list still runs it, so the
-    statement count does not depend on the data)."""
-    rows = session.execute(select(*_INSTANCE_COLUMNS)
-                           .where(_I.c.uuid.in_(list(uuids)), _I.c.deleted == 0)
-                           .order_by(_I.c.id))
+    """One SELECT, built once: the live instances with these uuids (an empty list still runs
+    it, so the statement count does not depend on the data)."""
+    rows = session.execute(_BY_UUIDS, {"uuids": list(uuids)})
     return [InstanceRecord(*row) for row in rows]
 
 
