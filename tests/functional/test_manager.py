@@ -221,6 +221,23 @@ def test_lifecycle_event_waits_while_an_operation_holds_the_instance(tmp_path, s
     assert instance_row(sqlite_db, U).power_state == P.SHUTDOWN
 
 
+def test_lifecycle_event_held_by_a_lock_is_applied_once_the_lock_is_free(tmp_path, sqlite_db):
+    """The event worker, finding the instance locked, keeps the event and tries it again on
+    its own: released, the lock lets the power state through with no further event."""
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager.init_host()
+    try:
+        with manager.locks.lock(U):
+            driver.set_power_state(U, P.SHUTDOWN, Transition.STOPPED)
+        assert _wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
+    finally:
+        manager.stop()
+
+
 def test_stale_lifecycle_event_is_dropped(tmp_path, sqlite_db):
     scenario = seeded(sqlite_db, make_scenario(
         [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
