@@ -17,7 +17,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
-from agent.db.conditional_save import RowSave, SaveResult, save_rows
+from agent.db.conditional_save import RowSave, SaveResult, save_row, save_rows
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
 from agent.db.read_only import refuses_writes
 from agent.db.records import (INSTANCE_COLUMNS, MIGRATION_COLUMNS, NODE_COLUMNS,
@@ -128,12 +128,15 @@ def load_host_migrations(session: Session, host: str) -> list[MigrationRecord]:
     return [MigrationRecord(*row) for row in session.execute(_HOST_MIGRATIONS, {"host": host})]
 
 
+_BY_UUIDS = (select(*INSTANCE_COLUMNS)
+              .where(_I.c.uuid.in_(bindparam("uuids", expanding=True)), _I.c.deleted == 0)
+              .order_by(_I.c.id))
+
+
 def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[InstanceRecord]:
-    """One SELECT: the live instances with these uuids (an empty list still runs it, so the
-    statement count does not depend on the data)."""
-    rows = session.execute(select(*INSTANCE_COLUMNS)
-                           .where(_I.c.uuid.in_(list(uuids)), _I.c.deleted == 0)
-                           .order_by(_I.c.id))
+    """One SELECT, built once: the live instances with these uuids (an empty list still runs
+    it, so the statement count does not depend on the data)."""
+    rows = session.execute(_BY_UUIDS, {"uuids": list(uuids)})
     return [InstanceRecord(*row) for row in rows]
 
 
@@ -142,10 +145,23 @@ _ONE_INSTANCE = select(*INSTANCE_COLUMNS).where(_I.c.uuid == bindparam("uuid"),
 
 
 def load_instance(session: Session, uuid: str) -> InstanceRecord | None:
-    """One SELECT, built once: the live instance with this uuid, or None (an RPC operation's
-    re-read of its row)."""
+    """One SELECT, built once: the live instance with this uuid, or None."""
     row = session.execute(_ONE_INSTANCE, {"uuid": uuid}).first()
     return InstanceRecord(*row) if row is not None else None
+
+
+_ONE_INSTANCE_AT = _ONE_INSTANCE.add_columns(utcnow())
+
+
+def load_instance_at(session: Session, uuid: str
+                     ) -> tuple[InstanceRecord | None, dt.datetime | None]:
+    """One SELECT, built once: the live instance with this uuid and the database's clock at
+    the read (UTC), or (None, None) (an RPC operation's re-read of its row: the time starts
+    its action event)."""
+    row = session.execute(_ONE_INSTANCE_AT, {"uuid": uuid}).first()
+    if row is None:
+        return None, None
+    return InstanceRecord(*row[:-1]), row[-1]
 
 
 def load_instance_owners(session: Session, host: str, uuids: Collection[str]
@@ -181,6 +197,14 @@ def save_instances(session: Session, host: str, updates: Sequence[InstanceUpdate
                      {**u.values, **(_SOFT_DELETE if u.delete else {})}, u.uuid)
              for u in updates]
     return save_rows(session, _I, saves)
+
+
+def save_instance(session: Session, host: str, update: InstanceUpdate) -> SaveResult:
+    """`save_instances` of one row (an RPC operation's): one statement when the save wins
+    (conditional_save.save_row), the locking read too when it does not."""
+    save = RowSave(update.id, {**update.expected, "host": host, "deleted": 0},
+                   {**update.values, **(_SOFT_DELETE if update.delete else {})}, update.uuid)
+    return save_row(session, _I, save)
 
 
 def save_migrations(session: Session, updates: Sequence[MigrationUpdate]) -> SaveResult:

@@ -77,6 +77,28 @@ def test_save_of_a_row_that_does_not_exist_is_lost_as_gone(db):
         ("no-such-uuid", "the row is gone")]
 
 
+def test_save_instance_wins_with_one_statement_and_names_what_changed_when_lost(any_db):
+    """The one-row save of an RPC operation: its guarded UPDATE alone when it wins; when the
+    row changed, nothing is written and the change is named, as for a batch."""
+    plain, moved, gone = add_instances(any_db, 3)
+    with any_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.id == moved[0]).values(host="other"))
+        conn.execute(update(Instance).where(Instance.id == gone[0]).values(deleted=Instance.id))
+    with count_statements(any_db.engine) as counter:
+        with any_db.sessions.begin() as session:
+            won = q.save_instance(session, HOST, stop(plain))
+    assert (won.won, won.lost, counter.statements) == ({plain[0]}, (), 1)
+    with any_db.sessions.begin() as session:
+        lost = [q.save_instance(session, HOST, stop(row)) for row in (moved, gone)]
+    assert [(r.won, [x.describe() for x in r.lost]) for r in lost] == [
+        (frozenset(), ["host is now 'other' (read 'cs-host')"]),
+        (frozenset(), [f"deleted is now {gone[0]} (read 0)"])]
+    after = states_of(any_db, [plain[0], moved[0], gone[0]])
+    assert after[plain[0]] == (HOST, s.STOPPED, None, 4, False)
+    assert after[moved[0]] == ("other", s.ACTIVE, None, 1, False)
+    assert after[gone[0]] == (HOST, s.ACTIVE, None, 1, True)
+
+
 def test_save_migrations_only_where_status_still_holds(db):
     with db.sessions.begin() as session:
         rows = [Migration(uuid=str(uuid_lib.uuid4()), instance_uuid=str(uuid_lib.uuid4()),

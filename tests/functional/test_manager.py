@@ -17,6 +17,7 @@ from fakevirt.scenario import InstanceSeed, MigrationSeed
 from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,
                                               make_conf, make_driver, make_scenario,
                                               migration_row, noop_firewall, read_only, seeded)
+from tests.functional.statement_counter import count_statements
 
 U = "11111111-1111-4111-8111-111111111111"
 
@@ -197,6 +198,44 @@ def test_lifecycle_event_updates_power_state(tmp_path, sqlite_db):
         assert _wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
         # vm_state is left for an operator: there is no compute API here.
         assert instance_row(sqlite_db, U).vm_state == s.ACTIVE
+    finally:
+        manager.stop()
+
+
+def test_lifecycle_event_waits_while_an_operation_holds_the_instance(tmp_path, sqlite_db):
+    """An event for an instance under an operation's lock is handled once the lock is free
+    (the operation saves the power state itself): nothing is read or written meanwhile."""
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager.init_host()
+    manager.stop()  # handle events by hand below
+    driver.set_power_state(U, P.SHUTDOWN)
+    with manager.locks.lock(U):
+        manager.power_sync.on_event(LifecycleEvent(U, Transition.STOPPED, 0.0))
+        with count_statements(sqlite_db.engine) as counter:
+            assert manager.power_sync.process_pending() == 0
+        assert counter.statements == 0
+        assert instance_row(sqlite_db, U).power_state == P.RUNNING
+    assert manager.power_sync.process_pending() == 1
+    assert instance_row(sqlite_db, U).power_state == P.SHUTDOWN
+
+
+def test_lifecycle_event_held_by_a_lock_is_applied_once_the_lock_is_free(tmp_path, sqlite_db):
+    """The event worker, finding the instance locked, keeps the event and tries it again on
+    its own: released, the lock lets the power state through with no further event."""
+    scenario = seeded(sqlite_db, make_scenario(
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, sqlite_db)
+    driver = make_driver(conf, scenario)
+    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager.init_host()
+    try:
+        with manager.locks.lock(U):
+            driver.set_power_state(U, P.SHUTDOWN, Transition.STOPPED)
+        assert _wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
     finally:
         manager.stop()
 
