@@ -21,7 +21,8 @@ class InstanceRecord:
     """One instances row (nova's Instance): sizes in nova's units (vcpus, memory_mb and swap
     MiB, root_gb and ephemeral_gb GiB); `network_info` the JSON list of VIFs, `flavor`,
     `old_flavor` and `new_flavor` JSON copies of flavors; times UTC; `deleted` 0 while live,
-    the row's id once soft-deleted."""
+    the row's id once soft-deleted. The fields from `network_info` on are nullable columns and
+    default to None (`deleted` to 0), so a record built by hand names only what it needs."""
     id: int
     uuid: str
     display_name: str | None
@@ -35,20 +36,20 @@ class InstanceRecord:
     root_gb: int
     ephemeral_gb: int
     swap: int
-    network_info: str | None
-    project_id: str | None
-    user_id: str | None
-    os_type: str | None
-    old_vm_state: str | None
-    flavor: str | None
-    old_flavor: str | None
-    new_flavor: str | None
-    instance_type_id: int | None
-    image_ref: str | None
-    created_at: dt.datetime | None
-    launched_at: dt.datetime | None
-    terminated_at: dt.datetime | None
-    deleted: int
+    network_info: str | None = None
+    project_id: str | None = None
+    user_id: str | None = None
+    os_type: str | None = None
+    old_vm_state: str | None = None
+    flavor: str | None = None
+    old_flavor: str | None = None
+    new_flavor: str | None = None
+    instance_type_id: int | None = None
+    image_ref: str | None = None
+    created_at: dt.datetime | None = None
+    launched_at: dt.datetime | None = None
+    terminated_at: dt.datetime | None = None
+    deleted: int = 0
 
     @property
     def name(self) -> str:

@@ -74,10 +74,7 @@ def test_identity_file_round_trip_and_bad_content(tmp_path):
 def rec(vm, power, task=None, host="h1"):
     return InstanceRecord(
         id=1, uuid=A, display_name="vm", host=host, node="n1", vm_state=vm, task_state=task,
-        power_state=int(power), vcpus=1, memory_mb=512, root_gb=1, ephemeral_gb=0, swap=0,
-        network_info=None, project_id=None, user_id=None, os_type=None, old_vm_state=None,
-        flavor=None, old_flavor=None, new_flavor=None, instance_type_id=None, image_ref=None,
-        created_at=None, launched_at=None, terminated_at=None, deleted=0)
+        power_state=int(power), vcpus=1, memory_mb=512, root_gb=1, ephemeral_gb=0, swap=0)
 
 
 @pytest.mark.parametrize("row,live,new,mismatch", [
