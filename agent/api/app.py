@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.wrappers import Request, Response
 
 from agent import log
-from agent.api import (aggregates, discovery, flavors, hypervisors, instance_actions,
+from agent.api import (aggregates, discovery, flavors, hypervisors, images, instance_actions,
                        microversion, servers, services)
 from agent.api.context import Call
 from agent.api.faults import ApiError, body as fault_body
@@ -31,7 +31,7 @@ GLOBAL_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 # Every resource module's routes: (method, path pattern after /v2.1[/project], handler).
 ROUTES = tuple((method, re.compile(pattern + r"/?$"), handler)
-               for module in (services, hypervisors, flavors, aggregates, servers,
+               for module in (services, hypervisors, flavors, aggregates, images, servers,
                               instance_actions)
                for method, pattern, handler in module.ROUTES)
 COLLECTIONS = frozenset(pattern.pattern.split("/")[1].split("(")[0].rstrip("$?")
