@@ -4,7 +4,9 @@
 ERROR with its fault when no host fits, as nova answers before it schedules). The state
 rules, saves and casts are agent.control.servers' (the same code as `agent server`); the
 casts leave after the request's transaction committed, with the request's id and the
-caller's global request id in their context. Servers are found by uuid only, as nova: any other id is 404."""
+caller's global request id in their context. Servers are found by uuid only, as nova: any
+other id is 404. Create accepts what openstackclient sends with `--image` (imageRef and a
+block_device_mapping_v2 of that image as the local boot disk); the mapping is not kept."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from agent.api.faults import ApiError
 from agent.control import errors as e
 from agent.control import flavors as flavor_control
 from agent.control import servers as control
-from agent.db.server_queries import ServerRecord
+from agent.db.records import InstanceRecord
 
 # nova's status by vm_state, then by (vm_state, task_state) where a task changes it
 # (nova.api.openstack.common's state map).
@@ -69,11 +71,11 @@ def _links(call: Call, uuid: str) -> list[dict]:
             {"rel": "bookmark", "href": f"{call.base_url}/servers/{uuid}"}]
 
 
-def brief(call: Call, server: ServerRecord) -> dict:
+def brief(call: Call, server: InstanceRecord) -> dict:
     return {"id": server.uuid, "name": server.display_name, "links": _links(call, server.uuid)}
 
 
-def detail(call: Call, server: ServerRecord) -> dict:
+def detail(call: Call, server: InstanceRecord) -> dict:
     """One server as nova's detail view shows it below 2.47: flavor and image by id with a
     bookmark link (image "" when none), no addresses (the agent has no networking), the
     admin's OS-EXT-* keys, times in UTC. `updated` is the newest of created, launched and
@@ -106,7 +108,7 @@ def detail(call: Call, server: ServerRecord) -> dict:
     }
 
 
-def find(call: Call, server_id: str) -> ServerRecord:
+def find(call: Call, server_id: str) -> InstanceRecord:
     """The live server whose uuid is `server_id`; ApiError 404 as nova's otherwise (a name
     or a malformed id included)."""
     try:
@@ -135,7 +137,8 @@ def show(call: Call, server_id: str) -> tuple[int, dict]:
 # metadata, ...) are ignored, as nova ignores them when the service behind them is absent.
 CREATE_KEYS = ("name", "flavorRef", "imageRef", "networks", "min_count", "max_count",
                "metadata", "security_groups", "key_name", "user_data", "config_drive",
-               "availability_zone", "description", "OS-DCF:diskConfig", "adminPass")
+               "availability_zone", "description", "OS-DCF:diskConfig", "adminPass",
+               "block_device_mapping_v2")
 
 
 def create(call: Call) -> tuple[int, dict]:

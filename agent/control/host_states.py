@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from agent.control.errors import NoValidHost
 from agent.control.scheduler import HostState, Request, select_destination
-from agent.db.node_queries import NodeResources, load_node_resources
+from agent.db.node_queries import load_node_resources
+from agent.db.records import NodeRecord
 from agent.db.service_queries import ServiceRecord, list_services
 from agent.liveness import state_of
 from agent.vocabulary import COMPUTE_BINARY
@@ -19,7 +20,7 @@ from agent.vocabulary import COMPUTE_BINARY
 UNSET_RATIO = 1.0
 
 
-def host_state(service: ServiceRecord, node: NodeResources, down_reason: str | None
+def host_state(service: ServiceRecord, node: NodeRecord, down_reason: str | None
                ) -> HostState:
     def ratio(value: float | None) -> float:
         return UNSET_RATIO if value is None else value
@@ -44,7 +45,7 @@ def load_host_states(session: Session, service_down_time: float, host: str | Non
     given) as HostState, and the hosts whose service has no node yet."""
     db_now, services = list_services(session, host, COMPUTE_BINARY)
     nodes = load_node_resources(session, {s.host for s in services})
-    by_host: dict[str, list[NodeResources]] = {}
+    by_host: dict[str, list[NodeRecord]] = {}
     for node in nodes:
         by_host.setdefault(node.host, []).append(node)
     states, nodeless = [], []
