@@ -28,7 +28,7 @@ MAX_WORKERS = 1_000
 # simulated host. Held at --agent-log-level (WARNING by default) so the fleet's own progress
 # stays readable; warnings and errors (a lost database, a failed audit) still show.
 AGENT_LOGGERS = ("agent.compute", "agent.registry", "agent.heartbeat", "agent.virt",
-                 "agent.network", "agent.periodic", "fakevirt")
+                 "agent.network", "agent.periodic", "agent.rpc", "fakevirt")
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:

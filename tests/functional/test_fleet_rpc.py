@@ -132,3 +132,41 @@ def test_kept_fleet_leaves_its_queues_and_counts_their_messages(
     assert [queue_state(transport, q) for q in queues] == [(0, 0)] * 2  # kept, not consumed
     assert reports[0].rpc_messages_left == 0 and reports[0].rpc_connections == 2
     assert reports[0].cleanup == "kept (--keep); 2 compute queues kept"
+
+
+def test_fleet_command_consumes_over_the_connections_asked_for(
+        tmp_path, rabbit_vhost):  # noqa: F811
+    """`agent fleet --transport-url URL --rpc-connections 2`: the broker sees N queues with a
+    consumer each and two connections; Ctrl-C prints the compute RPC line and deletes the
+    queues. Its --help explains the option."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.agent_process import AgentProcess, write_config
+
+    vhost, url = rabbit_vhost
+    transport = parse(url)
+    count = 3
+    help_text = subprocess.run([sys.executable, "-m", "agent", "fleet", "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "--rpc-connections C" in help_text and "compute.<host>" in help_text
+    config = write_config(tmp_path, database_url=f"sqlite:///{tmp_path}/fleet.sqlite")
+    proc = AgentProcess(config, tmp_path / "fleet.log",
+                        args=["fleet", "--count", str(count), "--instances-per-host", "0",
+                              "--ramp", "0.2", "--transport-url", url,
+                              "--rpc-connections", "2", "--progress-interval", "1"])
+    queues = [f"compute.{host}" for host in host_names("fleet-", count)]
+    try:
+        assert wait_for(lambda: all(queue_state(transport, q) == (0, 1) for q in queues),
+                        deadline=120), proc.log_text()
+        assert connections_in(vhost) == 2
+        proc.send(signal.SIGINT)
+        assert proc.wait() == 0, proc.log_text()
+        out = proc.proc.stdout.read().decode()
+    finally:
+        proc.stop()
+    assert f"{count} queues consumed on 2 connections" in out
+    assert "messages left in the queues: 0" in out
+    assert f"{count} compute queues deleted" in out
+    assert [queue_state(transport, q) for q in queues] == [None] * count
