@@ -62,7 +62,7 @@ class FleetOptions:
     seed: int | None = None
     keep: bool = False                   # leave the hosts' rows and state directories behind
     rpc_connections: int = 4             # with transport_url: connections consuming the queues
-    rpc_workers: int = 4                 # threads running operations, for every connection
+    rpc_workers: int = 4                 # threads running operations, shared by the connections
 
     def check(self) -> None:
         from agent.errors import ConfigError
