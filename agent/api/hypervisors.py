@@ -29,12 +29,12 @@ def hypervisors(call: Call, rows, db_now, *, with_detail: bool) -> list[dict]:
     cpu_info and service. One Liveness judges every service at `db_now`."""
     if not rows:
         return []
-    liveness = Liveness(db_now, call.service_down_time)
+    is_up = Liveness(db_now, call.service_down_time).is_up
     as_uuid = call.version.at_least(*ID_AS_UUID)
     cpu_info = _CpuInfo(call.version.at_least(*CPU_INFO_AS_OBJECT))
     result = []
     for node, service in rows:
-        up = liveness.is_up(service.forced_down, service.last_seen_up, service.created_at)
+        up = is_up(service.forced_down, service.last_seen_up, service.created_at)
         entry = {"id": node.uuid if as_uuid else node.id,
                  "hypervisor_hostname": node.hypervisor_hostname,
                  "state": "up" if up else "down",

@@ -31,28 +31,29 @@ def entries(call: Call, rows, db_now) -> list[dict]:
     if not rows:
         return []
     liveness = Liveness(db_now, call.service_down_time)
+    is_up, state_of = liveness.is_up, liveness.state_of
     as_uuid = call.version.at_least(*ID_AS_UUID)
     with_forced = call.version.at_least(*FORCED_DOWN)
     server_clock = call.server_clock
     result = []
     for row in rows:
         last_seen_up, updated_at = row.last_seen_up, row.updated_at
-        up = liveness.is_up(row.forced_down, last_seen_up, row.created_at)
+        up = is_up(row.forced_down, last_seen_up, row.created_at)
         offset = clock_offset(last_seen_up, row.last_seen_host_time) if server_clock else None
         entry = {
             "id": row.uuid if as_uuid else row.id, "binary": row.binary, "host": row.host,
             "zone": service_zone(row.binary), "status": "disabled" if row.disabled else "enabled",
             "state": "up" if up else "down",
-            "updated_at": (updated_at.isoformat(timespec="microseconds")
+            "updated_at": (updated_at.isoformat("T", "microseconds")
                            if updated_at is not None else None),
-            "disabled_reason": row.disabled_reason,
+            "disabled_reason": row.disabled_reason, "forced_down": row.forced_down,
+            "last_seen_up": (last_seen_up.isoformat("T", "microseconds")
+                             if last_seen_up is not None else None),
+            "down_reason": None if up else state_of(row).reason,
+            "clock_offset_seconds": round(offset, 3) if offset is not None else None,
         }
-        if with_forced:
-            entry["forced_down"] = row.forced_down
-        entry["last_seen_up"] = (last_seen_up.isoformat(timespec="microseconds")
-                                 if last_seen_up is not None else None)
-        entry["down_reason"] = None if up else liveness.state_of(row).reason
-        entry["clock_offset_seconds"] = round(offset, 3) if offset is not None else None
+        if not with_forced:
+            del entry["forced_down"]
         result.append(entry)
     return result
 
