@@ -7,7 +7,8 @@ Prints a table in bench_api.py's columns; asserts nothing.
 
 What it does, in a scratch directory: creates the databases <prefix>_api, <prefix>_cell0 and
 <prefix>_cell1 (dropped first) on the server; writes a nova.conf (those databases, a rabbit
-transport_url that is never used on these paths, notifications off) and a paste file whose
+transport_url that is never used on these paths, notifications off, max_limit above N so that
+os-hypervisors answers in one page as ours does) and a paste file whose
 pipeline is nova's own minus keystonemiddleware's auth_token (nova 34 has no noauth2 any more:
 the requests carry the identity headers auth_token would set, X-User-Id, X-Project-Id and
 X-Roles: admin); runs `nova-manage api_db sync`, `cell_v2 map_cell0`, `cell_v2 create_cell
@@ -169,6 +170,10 @@ def write_config(work: Path, urls: dict[str, str]) -> None:
         host = nova-bench-api
         state_path = {work}
         transport_url = {TRANSPORT}
+        [api]
+        # one page holds every hypervisor (nova pages os-hypervisors at max_limit, 1000 by
+        # default, from 2.33), so that both APIs answer with the same N entries
+        max_limit = 1000000
         [api_database]
         connection = {urls['api']}
         [database]
