@@ -54,7 +54,8 @@ use = call:nova.api.openstack.urlmap:urlmap_factory
 
 [composite:openstack_compute_api_v21]
 use = call:nova.api.auth:pipeline_factory_v21
-keystone = cors http_proxy_to_wsgi compute_req_id faultwrap request_log sizelimit keystonecontext osapi_compute_app_v21
+keystone = cors http_proxy_to_wsgi compute_req_id faultwrap request_log sizelimit
+    keystonecontext osapi_compute_app_v21
 
 [filter:request_log]
 paste.filter_factory = nova.api.openstack.requestlog:RequestLog.factory
@@ -140,9 +141,11 @@ def nova_env(venv: Path, work: Path) -> dict:
     """The environment for nova's processes: its config files (nova's WSGI entry point loads the
     paste pipeline from the first one) and, when nova's Python has
     no PostgreSQL driver, one installed with pip --target under `work`."""
-    env = dict(os.environ, OS_NOVA_CONFIG_DIR=str(work), OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf")
+    env = dict(os.environ, OS_NOVA_CONFIG_DIR=str(work),
+               OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf")
     python = str(venv / "bin" / "python")
-    if subprocess.run([python, "-c", "import psycopg"], capture_output=True).returncode:
+    probe = subprocess.run([python, "-c", "import psycopg"], capture_output=True, check=False)
+    if probe.returncode:
         run([python, "-m", "pip", "install", "--quiet", "--target", str(work / "site"),
              "psycopg[binary]>=3.3,<4"], env)
         env["PYTHONPATH"] = str(work / "site")
@@ -238,10 +241,9 @@ def serve(venv: Path, work: Path, env: dict) -> tuple[subprocess.Popen, str]:
     port = free_port()
     script = work / "serve.py"
     script.write_text(SERVE.replace("int(sys.argv_port)", str(port)))
-    log = open(work / "api.log", "w")
-    proc = subprocess.Popen([str(venv / "bin" / "python"), str(script)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(work / "api.log", "w") as log:
+        proc = subprocess.Popen([str(venv / "bin" / "python"), str(script)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
