@@ -8,13 +8,13 @@ import datetime as dt
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from agent.db.models import Service, utcnow
+from agent.db.models import ComputeNode, Service, utcnow
 from agent.db.records import NODE_RECORD_COLUMNS, NodeRecord
 from agent.db.service_queries import RECORD_COLUMNS, ServiceRecord
 from agent.vocabulary import COMPUTE_BINARY
 
 _S = Service.__table__
-_N = NODE_RECORD_COLUMNS[0].table
+_N = ComputeNode.__table__
 _NODE_END = len(NODE_RECORD_COLUMNS)
 _SERVICE_END = _NODE_END + len(RECORD_COLUMNS)
 
