@@ -10,7 +10,6 @@ agent.db.service_queries', on that session.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from sqlalchemy.exc import IntegrityError
@@ -66,7 +65,7 @@ def register_service(db, host: str, *, binary: str = COMPUTE_BINARY, topic: str 
             if record.disabled:
                 LOG.info("Service id %s was left disabled by an earlier run (%s); it is "
                          "re-evaluated by this start-up", record.id, record.disabled_reason)
-            record = dataclasses.replace(record, disabled=True, disabled_reason=AUTO_STARTING)
+            record = record._replace(disabled=True, disabled_reason=AUTO_STARTING)
         else:  # an operator's disable (or a delete) landed in between: read what is there
             record = load_service_by_id(db, record.id) or record
     return record

@@ -4,10 +4,12 @@ with one compute node). Prints a table; asserts nothing.
     .venv/bin/python bench/bench_api.py [--sizes 100,1000,10000] [--requests 30] [--db URL]
 
 For each size: the SQL statements per request (counted on the engine, in-process through the
-WSGI application) and, over HTTP against a real `agent api` process (waitress, 127.0.0.1), the
+WSGI application), the median CPU time of the application per request in-process (five
+requests after one warm-up: the figure that a loaded machine disturbs least), and, over HTTP against a real `agent api` process (waitress, 127.0.0.1), the
 p50/p99 latency and requests per second of sequential requests, and the API process's RSS
 idle (after start, before any request) and after the requests. The default database is a fresh
-SQLite file per size; --db uses a server database whose tables are emptied first.
+SQLite file per size; --db uses a server database (e.g. PostgreSQL) whose services and
+compute_nodes tables are emptied first (and, on PostgreSQL, vacuumed after the seeding). The load average is printed with each size.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -61,19 +63,30 @@ def seed(db, n: int) -> None:
              "free_ram_mb": 131072, "free_disk_gb": 1000, "running_vms": 0,
              "hypervisor_type": "QEMU", "hypervisor_version": 7002022,
              "cpu_info": '{"arch": "x86_64"}', "host_ip": "192.0.2.1"} for i in range(n)])
+    if db.engine.dialect.name == "postgresql":
+        # The rows deleted above stay as dead tuples until a vacuum: without one, each run on
+        # the same database reads a larger table than the last (a live one has autovacuum).
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM (FULL, ANALYZE) services, compute_nodes"))
 
 
-def statements(db) -> dict[str, int]:
+def in_process(db) -> dict[str, tuple[int, float]]:
+    """Per path: (statements per request, median CPU seconds per request) in this process."""
     from werkzeug.test import Client
 
     client = Client(ApiApp(db.sessions, service_down_time=60,
                            server_clock=db.engine.dialect.name != "sqlite"))
-    counts = {}
+    result = {}
     for path in PATHS:
         with count_statements(db.engine) as counter:
             assert client.get(path, headers=HEADERS).status_code == 200
-        counts[path] = counter.statements
-    return counts
+        cpu = []
+        for _ in range(5):
+            started = time.process_time()
+            assert client.get(path, headers=HEADERS).status_code == 200
+            cpu.append(time.process_time() - started)
+        result[path] = (counter.statements, percentile(cpu, 0.5))
+    return result
 
 
 def rss_kib(pid: int) -> int:
@@ -126,8 +139,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--db", help="a server database URL (its tables are emptied)")
     args = parser.parse_args()
-    print(f"{'services':>8} {'request':<28} {'stmts':>5} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'req/s':>7} {'RSS idle':>9} {'RSS after':>9}")
+    print(f"{'services':>8} {'request':<28} {'stmts':>5} {'cpu ms':>7} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'req/s':>7} {'RSS idle':>9} {'RSS after':>9}")
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory() as workdir:
             url = args.db or f"sqlite:///{workdir}/agent.sqlite"
@@ -135,14 +148,19 @@ def main() -> int:
             try:
                 migrate.upgrade(db)
                 seed(db, n)
-                counts = statements(db)
+                counts = in_process(db)
             finally:
                 db.dispose()
+            before = os.getloadavg()
             http = over_http(url, workdir, args.requests)
+            print(f"# {db.engine.dialect.name}, {n} services, load average "
+                  f"{before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
             for path in PATHS:
                 p50, p99, rate = http[path]
-                print(f"{n:>8} GET {path[5:]:<24} {counts[path]:>5} {p50 * 1000:>8.1f} "
-                      f"{p99 * 1000:>8.1f} {rate:>7.1f} {http['rss_idle_kib'] / 1024:>7.1f} M "
+                stmts, cpu = counts[path]
+                print(f"{n:>8} GET {path[5:]:<24} {stmts:>5} {cpu * 1000:>7.1f} "
+                      f"{p50 * 1000:>8.1f} {p99 * 1000:>8.1f} {rate:>7.1f} "
+                      f"{http['rss_idle_kib'] / 1024:>7.1f} M "
                       f"{http['rss_after_kib'] / 1024:>7.1f} M")
     return 0
 

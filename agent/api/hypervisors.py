@@ -7,63 +7,85 @@ usage as the resource tracker last saved them: vcpus, memory_mb (MiB), local_gb 
 from __future__ import annotations
 
 import json
+import operator
 
 from agent.api.context import Call
 from agent.api.faults import ApiError
 from agent.api.services import ID_AS_UUID, is_uuid
 from agent.db import hypervisor_queries as q
-from agent.db.records import NodeRecord
-from agent.liveness import state_of
+from agent.liveness import Liveness
 
 DETAIL_FIELDS = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used",
                  "local_gb_used", "hypervisor_type", "hypervisor_version", "free_ram_mb",
                  "free_disk_gb", "current_workload", "running_vms", "disk_available_least",
                  "host_ip")
 CPU_INFO_AS_OBJECT = (2, 28)
+_detail_values = operator.attrgetter(*DETAIL_FIELDS)
 
 
-def brief(call: Call, node: NodeRecord, service, db_now) -> dict:
+def hypervisors(call: Call, rows, db_now, *, with_detail: bool) -> list[dict]:
+    """Each (node, service) of hypervisor_queries as nova shows it at the call's version, in
+    the rows' order: brief (id, hypervisor_hostname, state, status), or with the sizes, usage,
+    cpu_info and service. One Liveness judges every service at `db_now`."""
+    if not rows:
+        return []
+    is_up = Liveness(db_now, call.service_down_time).is_up
     as_uuid = call.version.at_least(*ID_AS_UUID)
-    return {"id": node.uuid if as_uuid else node.id,
-            "hypervisor_hostname": node.hypervisor_hostname,
-            "state": "up" if state_of(service, db_now, call.service_down_time).up else "down",
-            "status": "disabled" if service.disabled else "enabled"}
-
-
-def detail(call: Call, node: NodeRecord, service, db_now) -> dict:
-    as_uuid = call.version.at_least(*ID_AS_UUID)
-    result = brief(call, node, service, db_now)
-    result.update({f: getattr(node, f) for f in DETAIL_FIELDS})
-    result["cpu_info"] = _cpu_info(call, node.cpu_info)
-    result["service"] = {"host": service.host, "id": service.uuid if as_uuid else service.id,
-                         "disabled_reason": service.disabled_reason}
+    cpu_info = _CpuInfo(call.version.at_least(*CPU_INFO_AS_OBJECT))
+    result = []
+    for node, service in rows:
+        up = is_up(service.forced_down, service.last_seen_up, service.created_at)
+        entry = {"id": node.uuid if as_uuid else node.id,
+                 "hypervisor_hostname": node.hypervisor_hostname,
+                 "state": "up" if up else "down",
+                 "status": "disabled" if service.disabled else "enabled"}
+        if with_detail:
+            entry.update(zip(DETAIL_FIELDS, _detail_values(node)))
+            entry["cpu_info"] = cpu_info(node.cpu_info)
+            entry["service"] = {"host": service.host,
+                                "id": service.uuid if as_uuid else service.id,
+                                "disabled_reason": service.disabled_reason}
+        result.append(entry)
     return result
 
 
-def _cpu_info(call: Call, text: str | None):
-    if not call.version.at_least(*CPU_INFO_AS_OBJECT):
-        return text or ""
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+class _CpuInfo:
+    """cpu_info as the version shows it: the stored text below 2.28, from 2.28 the JSON object
+    ({} when the text is not one). A fleet of one hardware model stores one text many times:
+    each distinct text is parsed once per request (the parsed objects are only serialized)."""
+
+    def __init__(self, as_object: bool):
+        self.as_object = as_object
+        self.parsed: dict[str, dict] = {}
+
+    def __call__(self, text: str | None):
+        if not self.as_object:
+            return text or ""
+        if not text:
+            return {}
+        value = self.parsed.get(text)
+        if value is None:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = {}
+            self.parsed[text] = value = value if isinstance(value, dict) else {}
+        return value
 
 
 def list_hypervisors(call: Call) -> tuple[int, dict]:
     db_now, rows = q.list_nodes_with_services(call.session)
-    return 200, {"hypervisors": [brief(call, n, s, db_now) for n, s in rows]}
+    return 200, {"hypervisors": hypervisors(call, rows, db_now, with_detail=False)}
 
 
 def list_detail(call: Call) -> tuple[int, dict]:
     db_now, rows = q.list_nodes_with_services(call.session)
-    return 200, {"hypervisors": [detail(call, n, s, db_now) for n, s in rows]}
+    return 200, {"hypervisors": hypervisors(call, rows, db_now, with_detail=True)}
 
 
 def show(call: Call, hypervisor_id: str) -> tuple[int, dict]:
     db_now, rows = _load(call, hypervisor_id)
-    node, service = rows[0]
-    return 200, {"hypervisor": detail(call, node, service, db_now)}
+    return 200, {"hypervisor": hypervisors(call, rows, db_now, with_detail=True)[0]}
 
 
 def uptime(call: Call, hypervisor_id: str) -> tuple[int, dict]:

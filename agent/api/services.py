@@ -16,7 +16,7 @@ from agent.api.faults import ApiError
 from agent.control import errors as e
 from agent.control import services as control
 from agent.db import service_queries as q
-from agent.liveness import state_of
+from agent.liveness import Liveness, clock_offset
 from agent.vocabulary import COMPUTE_BINARY, MAX_REASON_LENGTH, canonical_binary, service_zone
 
 ID_AS_UUID = (2, 53)
@@ -24,25 +24,37 @@ FORCED_DOWN = (2, 11)
 OLD_ACTIONS = ("enable", "disable", "disable-log-reason", "force-down")
 
 
-def _iso(value) -> str | None:
-    return value.isoformat(timespec="microseconds") if value is not None else None
-
-
-def entry(call: Call, row, db_now) -> dict:
-    """One service as nova's list shows it at the call's version, with the agent's extras."""
-    state = state_of(row, db_now, call.service_down_time)
-    offset = state.clock_offset_seconds if call.server_clock else None
-    result = {
-        "id": row.uuid if call.version.at_least(*ID_AS_UUID) else row.id,
-        "binary": row.binary, "host": row.host, "zone": service_zone(row.binary),
-        "status": "disabled" if row.disabled else "enabled",
-        "state": "up" if state.up else "down", "updated_at": _iso(row.updated_at),
-        "disabled_reason": row.disabled_reason,
-    }
-    if call.version.at_least(*FORCED_DOWN):
-        result["forced_down"] = row.forced_down
-    result.update(last_seen_up=_iso(row.last_seen_up), down_reason=state.reason,
-                  clock_offset_seconds=round(offset, 3) if offset is not None else None)
+def entries(call: Call, rows, db_now) -> list[dict]:
+    """Each service row as nova's list shows it at the call's version, with the agent's extras,
+    in the rows' order. One Liveness judges every row at `db_now` (the database's clock read
+    with them); the down reason is worded only for the rows that are down."""
+    if not rows:
+        return []
+    liveness = Liveness(db_now, call.service_down_time)
+    is_up, state_of = liveness.is_up, liveness.state_of
+    as_uuid = call.version.at_least(*ID_AS_UUID)
+    with_forced = call.version.at_least(*FORCED_DOWN)
+    server_clock = call.server_clock
+    result = []
+    for row in rows:
+        last_seen_up, updated_at = row.last_seen_up, row.updated_at
+        up = is_up(row.forced_down, last_seen_up, row.created_at)
+        offset = clock_offset(last_seen_up, row.last_seen_host_time) if server_clock else None
+        entry = {
+            "id": row.uuid if as_uuid else row.id, "binary": row.binary, "host": row.host,
+            "zone": service_zone(row.binary), "status": "disabled" if row.disabled else "enabled",
+            "state": "up" if up else "down",
+            "updated_at": (updated_at.isoformat("T", "microseconds")
+                           if updated_at is not None else None),
+            "disabled_reason": row.disabled_reason, "forced_down": row.forced_down,
+            "last_seen_up": (last_seen_up.isoformat("T", "microseconds")
+                             if last_seen_up is not None else None),
+            "down_reason": None if up else state_of(row).reason,
+            "clock_offset_seconds": round(offset, 3) if offset is not None else None,
+        }
+        if not with_forced:
+            del entry["forced_down"]
+        result.append(entry)
     return result
 
 
@@ -51,7 +63,7 @@ def list_services(call: Call) -> tuple[int, dict]:
     binary = call.query_text("binary")
     db_now, rows = q.list_services(call.session, host,
                                    canonical_binary(binary) if binary is not None else None)
-    return 200, {"services": [entry(call, row, db_now) for row in rows]}
+    return 200, {"services": entries(call, rows, db_now)}
 
 
 def refusal(exc: e.ControlError) -> ApiError:
@@ -140,7 +152,7 @@ def update_by_id(call: Call, service_id: str) -> tuple[int, dict]:
     except e.ControlError as exc:
         raise refusal(exc) from None
     db_now, rows = q.list_services(call.session, row.host, row.binary)
-    return 200, {"service": entry(call, rows[0], db_now)}
+    return 200, {"service": entries(call, rows, db_now)[0]}
 
 
 def delete(call: Call, service_id: str) -> tuple[int, None]:

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from agent.liveness import clock_offset, clock_warning, service_state
+from agent.liveness import Liveness, clock_offset, clock_warning, service_state
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
 DOWN_TIME = 60
@@ -60,6 +60,14 @@ def test_service_state(forced_down, last_seen_up, created_at, host_time, up, rea
     assert state.up is up
     assert state.reason == reason
     assert state.age_seconds == pytest.approx(age)
+
+
+@pytest.mark.parametrize("forced_down,last_seen_up,created_at,host_time,up,reason,age", CASES)
+def test_list_verdict_is_the_same_rule(forced_down, last_seen_up, created_at, host_time, up,
+                                       reason, age):
+    """The lists judge each row with Liveness.is_up alone (the reason only for rows that are
+    down): it must give the verdict of service_state in every case."""
+    assert Liveness(NOW, DOWN_TIME).is_up(forced_down, last_seen_up, created_at) is up
 
 
 @pytest.mark.parametrize("last_seen_up,host_time,expected", [
