@@ -9,6 +9,7 @@ learns which rows lost.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Collection, Mapping, Sequence
