@@ -125,7 +125,8 @@ NODE_COLUMNS = ("service_id", "host", "hypervisor_hostname", "vcpus", "memory_mb
                 "vcpus_used", "memory_mb_used", "local_gb_used", "free_ram_mb", "free_disk_gb",
                 "disk_available_least", "current_workload", "running_vms", "hypervisor_type",
                 "hypervisor_version", "cpu_info", "stats", "host_ip", "cpu_allocation_ratio",
-                "ram_allocation_ratio", "disk_allocation_ratio")
+                "ram_allocation_ratio", "disk_allocation_ratio", "reserved_host_cpus",
+                "reserved_host_memory_mb", "reserved_host_disk_mb")
 
 
 # The reads that every audit runs are built once, with bound parameters: building a statement
