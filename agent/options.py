@@ -266,6 +266,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("fakevirt", "scenario", "path", None,
         "TOML scenario file describing the fake host and its domains (see the README).",
         optional=True),
+    Opt("fakevirt", "domains_file", "path", None,
+        "JSON file in which the fake hypervisor keeps its domains across agent restarts, as a "
+        "real hypervisor outlives nova-compute: read at start when it exists (instead of the "
+        "scenario's domains), rewritten after every change. Unset: domains live in memory.",
+        optional=True),
 )
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(opt.section for opt in OPTIONS))
