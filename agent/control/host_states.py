@@ -126,7 +126,13 @@ def schedule(session: Session, request: Request, service_down_time: float, *,
     again and the filters run again; a node another create filled meanwhile is refused with
     the filter that now fails and the next best is tried. The caller gives the instance its
     host and node in the same transaction. NoValidHost names each node's failure, and each
-    host whose service has no compute node yet."""
+    host whose service has no compute node yet.
+
+    Each node claimed stays locked until the caller's transaction ends. Two creates that both
+    find their first node filled meanwhile and then want each other's could wait on each
+    other; PostgreSQL and MariaDB then end one of them with a deadlock error (nothing saved,
+    the request can be sent again). nova's placement answers the same race with a
+    generation conflict and a retry."""
     states, nodeless = load_host_states(session, service_down_time, host)
     per_host: dict[str, int] = {}
     for h in states:
