@@ -95,7 +95,11 @@ def load_claims(session: Session, hosts: Collection[str], *, fresh: bool = False
             .where(_I.c.host.in_(list(hosts)), _I.c.deleted == 0, _COUNTED)
             .group_by(_I.c.host, _I.c.node))
     if fresh and session.get_bind().dialect.name in ("mysql", "mariadb"):
+        # Through the host index, so that only that host's index range is locked (a table
+        # scan would lock every row and gap: every other create's insert would wait).
         stmt = stmt.with_for_update(read=True)
+        for dialect in ("mysql", "mariadb"):
+            stmt = stmt.with_hint(_I, "FORCE INDEX (instances_host_idx)", dialect)
     return [Claims(host, node, int(v), int(m), int(d), int(s))
             for host, node, v, m, d, s in session.execute(stmt)]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 
 from agent import vocabulary as states
 from agent.control.errors import NoValidHost
@@ -104,23 +104,38 @@ def test_the_audit_counting_the_new_instance_counts_it_once(tmp_path, any_db):
         compute.stop()
 
 
+# Whether a session of this test's database is waiting for a lock (the second create).
+LOCK_WAITS = {
+    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND wait_event_type = 'Lock'",
+    "mysql": "SELECT count(*) FROM information_schema.innodb_trx t JOIN "
+             "information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+             "WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()",
+}
+
+
 def test_two_creates_at_once_one_takes_the_room(any_db):
     """The first create holds its transaction open; the second reads the node while the first
-    is uncommitted (it fits), then waits on the node's lock row (PostgreSQL, MariaDB: SELECT
-    ... FOR UPDATE) or on the one writer (SQLite) and, once the first commits, finds the room
-    taken."""
+    is uncommitted (it fits) and waits for a lock held by the first: the node's lock row
+    (PostgreSQL, MariaDB: SELECT ... FOR UPDATE), or the one writer (SQLite). Once the first
+    commits, the second finds the room taken."""
     host = add_node(any_db)
     flavor(any_db, "f", **FLAVORS["RamFilter"])
-    sqlite = any_db.engine.dialect.name == "sqlite"
+    dialect = any_db.engine.dialect.name
     waiting = threading.Event()
     second: dict = {}
 
     def about_to_wait(conn, cursor, statement, params, context, executemany):
-        if threading.current_thread().name != "second":
-            return
-        text = statement.lstrip().upper()
-        if (sqlite and text.startswith("INSERT INTO INSTANCES")) or "FOR UPDATE" in text:
+        # SQLite: the second's first write waits in SQLite's busy handler, out of sight
+        if (threading.current_thread().name == "second" and dialect == "sqlite"
+                and statement.lstrip().upper().startswith("INSERT INTO INSTANCES")):
             waiting.set()
+
+    def second_waits() -> bool:
+        if dialect == "sqlite":
+            return waiting.is_set()
+        with any_db.engine.connect() as conn:
+            return conn.execute(text(LOCK_WAITS[dialect])).scalar() > 0
 
     def run_second():
         second["result"] = create(any_db, "vm-b", "f")
@@ -131,7 +146,7 @@ def test_two_creates_at_once_one_takes_the_room(any_db):
             first = create_server(session, "vm-a", "f", service_down_time=60)
             thread = threading.Thread(target=run_second, name="second", daemon=True)
             thread.start()
-            assert wait_for(waiting.is_set), "the second create never reached its claim"
+            assert wait_for(second_waits), "the second create never waited for the first"
         thread.join(DEADLINE)
         assert not thread.is_alive()
     finally:
