@@ -8,19 +8,23 @@
 #   ./dev.sh setup                 install only (Debian packages, the test environment, the
 #                                  compute clients in .venv-clients)
 # As root it installs the Debian packages it needs (libvirt-dev for libvirt-python, iptables,
-# faketime, ...); as a normal user it expects them and says which are missing.
+# faketime, ...; `setup` and `test` also the PostgreSQL, MariaDB and RabbitMQ servers of the
+# test tiers); as a normal user it expects them and says which are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBIAN_PACKAGES=(python3-venv python3-dev gcc pkg-config libvirt-dev iptables iproute2 faketime
                  systemd libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-                 qemu-system-x86 util-linux procps rabbitmq-server)
+                 qemu-system-x86 util-linux procps)
+# The servers of the test tiers (PostgreSQL, MariaDB, RabbitMQ): installed by `setup` and `test`
+# only; `run` needs none of them (SQLite and the embedded broker).
+SERVER_PACKAGES=(postgresql mariadb-server rabbitmq-server)
 VENV=.venv
 
-install_debian_packages() {
+install_debian_packages() {  # [EXTRA PACKAGES...]
     command -v dpkg-query >/dev/null || return 0
     local missing=()
-    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    for pkg in "${DEBIAN_PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$pkg")
     done
@@ -123,18 +127,18 @@ case "$cmd" in
         exec "$VENV/bin/agent" --state-path "${AGENT_STATE_PATH:-$PWD/state}" "$@"
         ;;
     test)
-        install_debian_packages
+        install_debian_packages "${SERVER_PACKAGES[@]}"
         install_python test "$TEST_EXTRAS"
         install_clients
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     setup)
-        install_debian_packages
+        install_debian_packages "${SERVER_PACKAGES[@]}"
         install_python test "$TEST_EXTRAS"
         install_clients
         ;;
     *)
-        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -203,7 +203,7 @@ class Heartbeat:
     def _lookup_identity(self) -> tuple[str | None, str | None]:
         # Only when the row has just been found gone, to name it in the one error line.
         try:
-            with self._db.engine.connect() as conn:
+            with self._db.connect() as conn:
                 row = conn.execute(select(Service.host, Service.binary)
                                    .where(Service.id == self.service_id)).first()
         except Exception:  # noqa: BLE001 - a diagnostic only

@@ -140,9 +140,10 @@ OPTIONS: tuple[Opt, ...] = (
         "hosts started together do not audit in lockstep. 0 disables the delay.",
         unit="seconds", min=0, max=3600),
     Opt("DEFAULT", "shutdown_timeout", "int", 60,
-        "When the agent powers a guest off cleanly (an interrupted power-off resumed at "
-        "start-up, a soft reboot), the longest wait for the guest to shut down after being "
-        "asked; after it the guest is destroyed. 0 destroys it right after asking.",
+        "When the agent powers a guest off cleanly (a stop, an interrupted power-off resumed "
+        "at start-up), the longest wait for the guest to shut down after being asked; after it "
+        "the guest is destroyed. 0 destroys it right after asking. A soft reboot waits "
+        "[libvirt] wait_soft_reboot_seconds instead.",
         unit="seconds", min=0, max=3600),
     Opt("DEFAULT", "graceful_shutdown_timeout", "int", 60,
         "At SIGTERM/SIGINT, the longest wait for a running periodic job and for the host work "
@@ -243,6 +244,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("libvirt", "keepalive_count", "int", 5,
         "Unanswered keepalive pings after which libvirtd counts as lost (see "
         "keepalive_interval).", min=1, max=100),
+    Opt("libvirt", "wait_soft_reboot_seconds", "int", 120,
+        "A soft reboot asks the guest to shut down (ACPI) and starts it again once it is off; "
+        "this is the longest wait for it to go off. A guest that does not (no OS, or one that "
+        "ignores ACPI) is then rebooted hard, as nova's libvirt driver does.",
+        unit="seconds", min=0, max=3600),
     Opt("libvirt", "uid_maps", "list", [],
         "lxc user-namespace uid maps (guest:host:count, comma separated, at most 5).",
         check=values.id_maps),

@@ -69,7 +69,7 @@ class DomainSpec:
 @dataclass(frozen=True)
 class InstanceSeed:
     """A row the scenario seeds into the `instances` table (parsed input; what the agent reads
-    back is agent.db.compute_queries.InstanceRecord). host/node None: the scenario's hostname
+    back is agent.db.records.InstanceRecord). host/node None: the scenario's hostname
     (or the seeding agent's host when the scenario has none)."""
 
     uuid: str

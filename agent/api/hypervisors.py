@@ -12,6 +12,7 @@ from agent.api.context import Call
 from agent.api.faults import ApiError
 from agent.api.services import ID_AS_UUID, is_uuid
 from agent.db import hypervisor_queries as q
+from agent.db.records import NodeRecord
 from agent.liveness import state_of
 
 DETAIL_FIELDS = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used",
@@ -21,19 +22,19 @@ DETAIL_FIELDS = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used
 CPU_INFO_AS_OBJECT = (2, 28)
 
 
-def brief(call: Call, node: dict, service, db_now) -> dict:
+def brief(call: Call, node: NodeRecord, service, db_now) -> dict:
     as_uuid = call.version.at_least(*ID_AS_UUID)
-    return {"id": node["uuid"] if as_uuid else node["id"],
-            "hypervisor_hostname": node["hypervisor_hostname"],
+    return {"id": node.uuid if as_uuid else node.id,
+            "hypervisor_hostname": node.hypervisor_hostname,
             "state": "up" if state_of(service, db_now, call.service_down_time).up else "down",
             "status": "disabled" if service.disabled else "enabled"}
 
 
-def detail(call: Call, node: dict, service, db_now) -> dict:
+def detail(call: Call, node: NodeRecord, service, db_now) -> dict:
     as_uuid = call.version.at_least(*ID_AS_UUID)
     result = brief(call, node, service, db_now)
-    result.update({f: node[f] for f in DETAIL_FIELDS})
-    result["cpu_info"] = _cpu_info(call, node["cpu_info"])
+    result.update({f: getattr(node, f) for f in DETAIL_FIELDS})
+    result["cpu_info"] = _cpu_info(call, node.cpu_info)
     result["service"] = {"host": service.host, "id": service.uuid if as_uuid else service.id,
                          "disabled_reason": service.disabled_reason}
     return result

@@ -18,7 +18,7 @@ from agent.api.faults import ApiError
 from agent.control import errors as e
 from agent.control import flavors as flavor_control
 from agent.control import servers as control
-from agent.db.server_queries import ServerRecord
+from agent.db.records import InstanceRecord
 
 # nova's status by vm_state, then by (vm_state, task_state) where a task changes it
 # (nova.api.openstack.common's state map).
@@ -69,11 +69,11 @@ def _links(call: Call, uuid: str) -> list[dict]:
             {"rel": "bookmark", "href": f"{call.base_url}/servers/{uuid}"}]
 
 
-def brief(call: Call, server: ServerRecord) -> dict:
+def brief(call: Call, server: InstanceRecord) -> dict:
     return {"id": server.uuid, "name": server.display_name, "links": _links(call, server.uuid)}
 
 
-def detail(call: Call, server: ServerRecord) -> dict:
+def detail(call: Call, server: InstanceRecord) -> dict:
     """One server as nova's detail view shows it below 2.47: flavor and image by id with a
     bookmark link (image "" when none), no addresses (the agent has no networking), the
     admin's OS-EXT-* keys, times in UTC. `updated` is the newest of created, launched and
@@ -106,7 +106,7 @@ def detail(call: Call, server: ServerRecord) -> dict:
     }
 
 
-def find(call: Call, server_id: str) -> ServerRecord:
+def find(call: Call, server_id: str) -> InstanceRecord:
     """The live server whose uuid is `server_id`; ApiError 404 as nova's otherwise (a name
     or a malformed id included)."""
     try:

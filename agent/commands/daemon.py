@@ -9,9 +9,10 @@ import sys
 LOG = logging.getLogger(__name__)
 
 
-def _compute_host(conf, db, service, dry_run):
-    """The host work the agent runs: the virt driver, the firewall, the compute manager and
-    the resource tracker. Imported here, after the first beat: the compute side pulls in the
+def compute_host_work(conf, db, service, dry_run):
+    """The host work the agent runs (AgentService's `host_work_factory`, for the daemon,
+    `--once`, and a caller running the agent's start-up in process): the virt driver, the
+    firewall, the compute manager and the resource tracker. Imported here, after the first beat: the compute side pulls in the
     driver and its libraries, which must not delay the heartbeat.
 
     A dry run is the same host work built on parts that change nothing: the real driver behind
@@ -40,7 +41,7 @@ def run(args, conf) -> int:
     for warning in conf.warnings:
         LOG.warning("%s", warning)
     service = AgentService(conf, dry_run=getattr(args, "dry_run", False),
-                           host_work_factory=_compute_host)
+                           host_work_factory=compute_host_work)
     if getattr(args, "once", False):
         report = service.run_once()
         sys.stdout.write(render_report(report, getattr(args, "format", "table")))

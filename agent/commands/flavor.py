@@ -10,7 +10,7 @@ import argparse
 import json
 
 from agent.commands import arguments
-from agent.commands.services import _with_database
+from agent.commands.database import with_database
 
 # `openstack flavor list` columns.
 COLUMNS = ("ID", "Name", "RAM", "Disk", "Ephemeral", "Swap", "VCPUs", "Is Public")
@@ -70,7 +70,7 @@ def _row(record) -> tuple:
             record.ephemeral_gb, record.swap, record.vcpus, record.is_public)
 
 
-@_with_database
+@with_database
 def run_list(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.flavors import list_flavors
@@ -96,7 +96,7 @@ def _show(record, output_format: str) -> None:
         print(pairs(list(as_dict(record).items())), end="")
 
 
-@_with_database
+@with_database
 def run_show(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.flavors import find_flavor
@@ -107,29 +107,28 @@ def run_show(args, conf, db) -> int:
     return 0
 
 
-@_with_database
+@with_database
 def run_create(args, conf, db) -> int:
-    from agent.commands.refusals import control_session, refusals_in_words
+    from agent.commands.refusals import refusals_in_words
     from agent.control.errors import InvalidValue
-    from agent.control.flavors import check_flavor, create_flavor
+    from agent.control.flavors import create_flavor
 
     sizes = {k: getattr(args, k) for k in ("vcpus", "memory_mb", "root_gb", "ephemeral_gb",
                                            "swap")}
-    with refusals_in_words():  # bad values are refused before the database is touched
+    with refusals_in_words():
         try:
-            check_flavor(args.name, args.flavorid if args.flavorid is not None else "x", sizes)
+            with db.sessions.begin() as session:
+                record = create_flavor(session, args.name, flavorid=args.flavorid,
+                                       is_public=not args.private,
+                                       description=args.description, **sizes)
         except InvalidValue as exc:  # named as the user wrote it: --ram, not memory_mb
             raise InvalidValue(_FLAGS.get(exc.field, exc.field), exc.value,
                                exc.expected) from None
-    with control_session(db) as session:
-        record = create_flavor(session, args.name, flavorid=args.flavorid,
-                               is_public=not args.private, description=args.description,
-                               **sizes)
     _show(record, "table")
     return 0
 
 
-@_with_database
+@with_database
 def run_delete(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.flavors import delete_flavor

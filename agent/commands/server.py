@@ -16,7 +16,7 @@ import sys
 import time
 
 from agent.commands import arguments
-from agent.commands.services import _with_database
+from agent.commands.database import with_database
 
 COLUMNS = ("ID", "Name", "Status", "Task State", "Power State", "Host", "Node")
 POWER_STATES = {0: "NOSTATE", 1: "Running", 3: "Paused", 4: "Shutdown", 6: "Crashed",
@@ -116,7 +116,7 @@ def _deliver(conf, outcome) -> None:
             f"request {outcome.request_id}")) from None
 
 
-@_with_database
+@with_database
 def run_create(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.servers import create_server
@@ -141,7 +141,7 @@ def run_create(args, conf, db) -> int:
     return _wait(args, db, s.uuid, outcome.request_id, "compute_build_and_run_instance")
 
 
-@_with_database
+@with_database
 def run_action(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.servers import act
@@ -203,7 +203,7 @@ def _wait(args, db, uuid: str, request_id: str, event: str) -> int:
         time.sleep(0.2)
 
 
-@_with_database
+@with_database
 def run_list(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.servers import list_servers
@@ -222,7 +222,7 @@ def run_list(args, conf, db) -> int:
     return 0
 
 
-@_with_database
+@with_database
 def run_show(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.servers import find_server
@@ -238,7 +238,7 @@ def run_show(args, conf, db) -> int:
     return 0
 
 
-@_with_database
+@with_database
 def run_events(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.servers import server_actions

@@ -7,11 +7,11 @@ change one service and print one line saying what changed.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 
 from agent.commands import arguments
+from agent.commands.database import with_database
 from agent.display import escape
 from agent.vocabulary import COMPUTE_BINARY, service_zone
 
@@ -50,7 +50,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         sub.add_argument("--binary", dest="service_binary", metavar="B",
                          default=COMPUTE_BINARY, type=arguments.text,
                          help=f"the service's binary (default: {COMPUTE_BINARY})")
-        sub.set_defaults(func=func, host_required=True)
+        sub.set_defaults(func=func, check_usage=_required_host)
         return sub
 
     target("enable", "enable a service (new instances may be scheduled to it)", run_enable)
@@ -83,36 +83,7 @@ def _required_host(args) -> str:
     return host
 
 
-def _database(conf):
-    from agent.db.engine import database_from_conf
-
-    # These commands read or change existing rows: a mistyped SQLite path is refused, not
-    # created.
-    return database_from_conf(conf, create=False)
-
-
-def _with_database(func):
-    """Open the database for `func(args, conf, db)`; an unreachable database or a missing
-    schema becomes one DatabaseError line."""
-    @functools.wraps(func)
-    def wrapper(args, conf) -> int:
-        from sqlalchemy.exc import DBAPIError
-
-        from agent.db.migrate import failure_error
-
-        if getattr(args, "host_required", False):
-            _required_host(args)  # before opening the database: a usage error comes first
-        db = _database(conf)
-        try:
-            return func(args, conf, db)
-        except DBAPIError as exc:
-            raise failure_error(db, exc) from None
-        finally:
-            db.dispose()
-    return wrapper
-
-
-@_with_database
+@with_database
 def run_list(args, conf, db) -> int:
     from agent.db.service_queries import list_services
     from agent.liveness import clock_warning
@@ -196,7 +167,7 @@ def _describe(row) -> str:
     return escape(f"service {row.binary} on host {row.host} (id {row.id})")
 
 
-@_with_database
+@with_database
 def run_enable(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.services import set_disabled
@@ -212,7 +183,7 @@ def run_enable(args, conf, db) -> int:
     return 0
 
 
-@_with_database
+@with_database
 def run_disable(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.services import set_disabled
@@ -230,7 +201,7 @@ def run_disable(args, conf, db) -> int:
     return 0
 
 
-@_with_database
+@with_database
 def run_force_down(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.services import set_forced_down
@@ -248,7 +219,7 @@ def run_force_down(args, conf, db) -> int:
     return 0
 
 
-@_with_database
+@with_database
 def run_delete(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.services import delete_service

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from agent import vocabulary as states
-from agent.virt.types import PowerState
+from agent.virt.types import Flavor, PowerState
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class InstanceState:
 
 
 class Op(enum.Enum):
-    """A driver operation (or a database-only change with a failure policy)."""
+    """A driver operation (or a database-only change with a failure policy): start-up's repairs
+    and the RPC instance operations (agent.compute.operation_rules) alike."""
 
     DESTROY = "destroy"
     REBOOT_SOFT = "reboot-soft"
@@ -72,12 +73,16 @@ class Op(enum.Enum):
     REVERT_RESIZE = "finish-revert-migration"
     ABORT_MIGRATION = "abort-migration"
     RESUME = "resume-state-on-host-boot"
+    SPAWN = "spawn"
+    REBUILD = "rebuild"  # the driver's rebuild, else destroy then spawn (nova's default)
+    PAUSE = "pause"
 
 
 # Driver operations that may change the guest's power state (when they succeed or fail half way):
 # after one of them, the power state read before the plan is stale.
 POWER_OPS = frozenset({Op.DESTROY, Op.REBOOT_SOFT, Op.REBOOT_HARD, Op.UNPAUSE, Op.POWER_OFF,
-                       Op.POWER_ON, Op.REVERT_RESIZE, Op.RESUME})
+                       Op.POWER_ON, Op.REVERT_RESIZE, Op.RESUME, Op.SPAWN, Op.REBUILD,
+                       Op.PAUSE})
 # Guests whose memory is live: they run now, or run again without a start-up of this agent
 # (an unpause or resume), so their filtering must already be in place. libvirt's nwfilter, which
 # nova used, kept a paused guest's filters on its interfaces for the same reason.
@@ -88,6 +93,9 @@ class OnError(enum.Enum):
     LOG = "log"            # log with the uuid, stop this instance
     SET_ERROR = "error"    # vm_state error, stop this instance
     CONTINUE = "continue"  # log with the uuid, go on with the next step
+    # Stop, log nothing, hand the error to the caller (an RPC operation records its fault and
+    # failure values and answers with it); a driver that cannot do the step fails it too.
+    FAIL = "fail"
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,9 @@ class Step:
     # Saved when the step fails, in addition to the on_error policy.
     always: Mapping[str, object] = field(default_factory=dict)
     power_on: bool = True  # REVERT_RESIZE only
+    clean_shutdown: bool = True  # POWER_OFF only
+    flavor: Flavor | None = None  # SPAWN and REBUILD: the sizes of the instance row
+    image_ref: str | None = None  # SPAWN and REBUILD
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ identity does not match.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 from agent.compute.manager import ComputeManager, InitHostResult
 from agent.compute.node_identity import NodeIdentityStore
@@ -24,10 +25,13 @@ LOG = logging.getLogger(__name__)
 class ComputeHost:
     """Built by the agent as `ComputeHost(conf, db, service)`; driver, firewall and identity
     store may be injected (tests, benchmarks, and a dry run: a recording driver, a firewall
-    that restores nothing, with a read-only `db`; see agent.commands.daemon)."""
+    that restores nothing, with a read-only `db`; see agent.commands.daemon), and the
+    manager's monotonic clock (seconds) for tests that must not depend on the time init_host
+    takes."""
 
     def __init__(self, conf, db, service, *, driver=None, firewall=None,
-                 identity_store: NodeIdentityStore | None = None):
+                 identity_store: NodeIdentityStore | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         if driver is None:
             from agent.virt.loader import load_driver
 
@@ -42,7 +46,7 @@ class ComputeHost:
         self.host = service.host if service is not None else conf.host
         self.driver = driver
         self.firewall = firewall
-        self.manager = ComputeManager(conf, db, driver, firewall, host=self.host)
+        self.manager = ComputeManager(conf, db, driver, firewall, host=self.host, clock=clock)
         self.tracker = ResourceTracker(conf, db, driver,
                                        service_id=service.id if service is not None else None,
                                        host=self.host, identity_store=identity_store)

@@ -99,7 +99,8 @@ class ComputeManager:
         # Held by start-up per instance while its plan runs and is saved, and by every
         # instance operation.
         self.locks = locks or InstanceLocks()
-        self.power_sync = PowerStateSync(db, driver, self.host, on_change=self._follow_guests)
+        self.power_sync = PowerStateSync(db, driver, self.host, on_change=self._follow_guests,
+                                         locks=self.locks)
 
     # -- init_host ----------------------------------------------------------------------------
     def init_host(self) -> InitHostResult:

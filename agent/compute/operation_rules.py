@@ -1,5 +1,11 @@
-"""What each instance operation sent over the compute RPC expects and saves, as nova's
+"""What each instance operation sent over the compute RPC expects, does and saves, as nova's
 ComputeManager does: pure decisions, no I/O (agent.compute.operations does the I/O).
+
+`plan_operation(request, row, host, guest_power)` gives an `OperationPlan`: why the message is
+ignored (`refusal`), or the task_state saved before the driver works, and the driver steps as a
+`decisions.Plan` of `Step`s with `Op`s, run by the one step runner (agent.compute.steps, the
+table from `Op` to the driver call that start-up uses too). `success_values` and
+`failure_values` give what is saved once the steps are done, from the guest's power state then.
 
 | method | task_state the API set | while the driver works | saved on success |
 |---|---|---|---|
@@ -21,9 +27,11 @@ only revert the task_state to none (nova's `reverts_task_state`), vm_state uncha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from agent import vocabulary as states
+from agent.compute.decisions import OnError, Op, Plan, Step
+from agent.virt.types import Flavor, PowerState
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,76 @@ RULES: Mapping[str, OperationRule] = {
     "rebuild_instance": OperationRule("rebuild", (states.REBUILDING,), states.ACTIVE,
                                       states.REBUILD_SPAWNING, failure_to_error=True),
 }
+
+
+@dataclass(frozen=True)
+class OperationRequest:
+    """One operation as the message asked for it (nova's arguments that change what is done)."""
+
+    method: str  # a key of RULES
+    uuid: str
+    clean_shutdown: bool = True  # stop_instance
+    reboot_type: str = "SOFT"  # reboot_instance: 'SOFT' or 'HARD'
+    image_ref: str | None = None  # build_and_run_instance, rebuild_instance
+    recreate: bool = False  # rebuild_instance: an evacuation's spawn on this host
+
+    @property
+    def rule(self) -> OperationRule:
+        return RULES[self.method]
+
+
+@dataclass(frozen=True)
+class OperationPlan:
+    """What to do with the row as read: nothing but one warning (`refusal` set), else save
+    `working_task_state` first (when not None and not already the row's), then run `plan`
+    (its steps, each `OnError.FAIL`: the first failure ends it). `reads_power` says whether the
+    guest's power state is read once the steps are done (not for a delete: the guest is gone,
+    NOSTATE)."""
+
+    request: OperationRequest
+    refusal: str | None = None
+    working_task_state: str | None = None
+    plan: Plan | None = None
+    reads_power: bool = True
+
+
+def plan_operation(request: OperationRequest, row: Any, host: str,
+                   guest_power: Callable[[], PowerState]) -> OperationPlan:
+    """The plan for `request` on `row` (the instance as re-read under its lock: an
+    InstanceRecord, or None when there is no live row). `guest_power()` is called only for a
+    SOFT reboot that is not refused: a guest that is not running is rebooted HARD instead, as
+    nova's manager does (the working task_state still follows the requested type)."""
+    rule = request.rule
+    why = refusal(rule, host, row.host if row else None, row is not None,
+                  row.vm_state if row else None, row.task_state if row else None)
+    if why is not None:
+        return OperationPlan(request, refusal=why)
+    flavor = Flavor(vcpus=row.vcpus, memory_mb=row.memory_mb, root_gb=row.root_gb,
+                    ephemeral_gb=row.ephemeral_gb, swap=row.swap)
+    fail = OnError.FAIL
+    if rule.action == "create":
+        steps = [Step(Op.SPAWN, fail, flavor=flavor, image_ref=request.image_ref)]
+    elif rule.action == "stop":
+        steps = [Step(Op.POWER_OFF, fail, clean_shutdown=request.clean_shutdown)]
+    elif rule.action == "start":
+        steps = [Step(Op.POWER_ON, fail)]
+    elif rule.action == "reboot":
+        hard = (request.reboot_type == "HARD" or guest_power() != PowerState.RUNNING)
+        steps = [Step(Op.REBOOT_HARD if hard else Op.REBOOT_SOFT, fail)]
+    elif rule.action == "pause":
+        steps = [Step(Op.PAUSE, fail)]
+    elif rule.action == "unpause":
+        steps = [Step(Op.UNPAUSE, fail)]
+    elif rule.action == "delete":
+        steps = [Step(Op.DESTROY, fail)]
+    else:  # rebuild: recreate spawns the evacuated guest here; a stopped guest stops again
+        op = Op.SPAWN if request.recreate else Op.REBUILD
+        steps = [Step(op, fail, flavor=flavor, image_ref=request.image_ref)]
+        if row.vm_state == states.STOPPED:
+            steps.append(Step(Op.POWER_OFF, fail))
+    return OperationPlan(request, None, working_task_state(rule, request.reboot_type),
+                         Plan(request.uuid, rule.action, {}, tuple(steps)),
+                         reads_power=rule.action != "delete")
 
 
 def instance_uuid_of(instance: Any) -> str:

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from agent.control.errors import NoValidHost
 from agent.control.scheduler import HostState, Request, first_failure, select_destination
-from agent.db.node_queries import (Claims, NodeResources, load_claims, load_node_resources,
-                                   lock_node)
+from agent.db.node_queries import Claims, load_claims, load_node_resources, lock_node
+from agent.db.records import NodeRecord
 from agent.db.service_queries import ServiceRecord, list_services
 from agent.liveness import state_of
 from agent.vocabulary import COMPUTE_BINARY
@@ -30,7 +30,7 @@ from agent.vocabulary import COMPUTE_BINARY
 UNSET_RATIO = 1.0
 
 
-def node_claims(node: NodeResources, claims: Sequence[Claims], only_node: bool) -> Claims:
+def node_claims(node: NodeRecord, claims: Sequence[Claims], only_node: bool) -> Claims:
     """What the instances of `node` hold: those given this node, and those not yet given a
     node when it is its host's only one (as the resource tracker counts them)."""
     mine = [c for c in claims if c.host == node.host and (
@@ -40,7 +40,7 @@ def node_claims(node: NodeResources, claims: Sequence[Claims], only_node: bool) 
                   sum(c.swap_mb for c in mine))
 
 
-def node_fields(node: NodeResources, claims: Claims | None = None) -> dict[str, object]:
+def node_fields(node: NodeRecord, claims: Claims | None = None) -> dict[str, object]:
     """The HostState fields of `node`: sizes, ratios and usage. With `claims`, usage is the
     node's reserve plus the claims (a node not yet audited with its reserve: the larger of its
     audited usage and the claims), and the free disk is also capped by the hypervisor's
@@ -75,7 +75,7 @@ def node_fields(node: NodeResources, claims: Claims | None = None) -> dict[str, 
                 disk_allocation_ratio=ratio(node.disk_allocation_ratio))
 
 
-def host_state(service: ServiceRecord, node: NodeResources, down_reason: str | None,
+def host_state(service: ServiceRecord, node: NodeRecord, down_reason: str | None,
                claims: Claims | None = None) -> HostState:
     """The node as the filters see it (`node_fields`), with its service's state."""
     return HostState(host=service.host, disabled=service.disabled,
@@ -89,7 +89,7 @@ def load_host_states(session: Session, service_down_time: float, host: str | Non
     given) as HostState with their claims, and the hosts whose service has no node yet."""
     db_now, services = list_services(session, host, COMPUTE_BINARY)
     nodes = load_node_resources(session, {s.host for s in services})
-    by_host: dict[str, list[NodeResources]] = {}
+    by_host: dict[str, list[NodeRecord]] = {}
     for node in nodes:
         by_host.setdefault(node.host, []).append(node)
     claims = load_claims(session, list(by_host))

@@ -32,7 +32,7 @@ from agent.db import action_queries as actions
 from agent.db import server_queries as q
 from agent.db.compute_queries import InstanceUpdate, save_instances
 from agent.db.models import utcnow
-from agent.db.server_queries import ServerRecord
+from agent.db.records import InstanceRecord
 from agent.db.service_queries import list_services
 from agent.liveness import state_of
 from agent.rpc.wire import RequestContext
@@ -49,7 +49,7 @@ class Outcome:
     cast to send after commit (None: nothing to send), and for a create that found no host
     the refusal (the instance was saved in ERROR with the fault, as nova does); for a delete,
     how it went (server_rules.delete_path: 'cast', 'local' or 'ignored')."""
-    server: ServerRecord
+    server: InstanceRecord
     request_id: str
     cast: Cast | None = None
     no_valid_host: e.NoValidHost | None = None
@@ -62,7 +62,7 @@ def send(caster: Caster, outcome: Outcome) -> None:
     send_casts(caster, outcome.cast)
 
 
-def find_server(session: Session, key: str) -> ServerRecord:
+def find_server(session: Session, key: str) -> InstanceRecord:
     """The live instance whose uuid is `key`, else the one named `key`: InstanceNotFound,
     AmbiguousName when several have that name."""
     found = q.find_servers(session, key)
@@ -76,11 +76,12 @@ def find_server(session: Session, key: str) -> ServerRecord:
     return found[0]
 
 
-def list_servers(session: Session, host: str | None = None) -> list[ServerRecord]:
+def list_servers(session: Session, host: str | None = None) -> list[InstanceRecord]:
     return q.list_servers(session, host)
 
 
-def server_actions(session: Session, key: str) -> tuple[ServerRecord, list[actions.ActionRecord]]:
+def server_actions(session: Session, key: str
+                   ) -> tuple[InstanceRecord, list[actions.ActionRecord]]:
     """The instance (deleted ones too, by uuid) and its actions, oldest first, each with its
     events: what happened to it and which request did it."""
     found = [r for r in q.find_servers(session, key, deleted=True) if r.uuid == key]
@@ -91,7 +92,7 @@ def server_actions(session: Session, key: str) -> tuple[ServerRecord, list[actio
     return server, full
 
 
-def instance_object(server: ServerRecord, **changes: Any) -> dict[str, Any]:
+def instance_object(server: InstanceRecord, **changes: Any) -> dict[str, Any]:
     """The `instance` argument of a cast: nova's serialised Instance (the fields the compute
     side reads)."""
     data = {"uuid": server.uuid, "display_name": server.display_name, "host": server.host,
@@ -111,8 +112,8 @@ def _context(user_id: str | None, project_id: str | None, request_id: str | None
                               global_request_id=global_request_id, **ids)
 
 
-def _save(session: Session, server: ServerRecord, expected: Mapping[str, object],
-          values: Mapping[str, object], delete: bool = False) -> ServerRecord:
+def _save(session: Session, server: InstanceRecord, expected: Mapping[str, object],
+          values: Mapping[str, object], delete: bool = False) -> InstanceRecord:
     result = save_instances(session, server.host, [InstanceUpdate(
         server.id, server.uuid, expected, values, delete)])
     if result.lost:

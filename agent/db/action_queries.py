@@ -6,6 +6,12 @@ The control plane starts an action with the request id it returns to the user
 `finish_event` with 'Success' or 'Error' and the traceback), found by (instance uuid, request
 id) as nova's action_event_start does. Every function takes the caller's session and runs one or
 two statements; the caller owns the transaction.
+
+The compute operations write their event with the statements below, built once, each finding
+the action by (instance uuid, request id) itself: `record_event` writes a whole event (start,
+finish, result) in ONE statement, in the transaction that saves the operation's outcome;
+`open_event` and `close_event` write one that must be seen while a long driver call runs (a
+build, a reboot, a rebuild: opened with the task_state saved before the driver works).
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import String, Text, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from agent.db.models import InstanceAction, InstanceActionEvent, InstanceFault, utcnow
+from agent.db.models import (InstanceAction, InstanceActionEvent, InstanceFault, Timestamp,
+                             utcnow)
 
 _A = InstanceAction.__table__
 _E = InstanceActionEvent.__table__
@@ -114,6 +121,68 @@ def finish_event(session: Session, event_id: int, *, result: str,
         action_id = select(_E.c.action_id).where(_E.c.id == event_id).scalar_subquery()
         session.execute(update(_A).where(_A.c.id == action_id).values(
             message="Error", updated_at=utcnow()))
+
+
+# The newest live action of (instance, request id): what an event is added to.
+_ACTION_OF = (select(_A.c.id).where(_A.c.instance_uuid == bindparam("a_uuid"),
+                                    _A.c.request_id == bindparam("a_request_id"),
+                                    _A.c.deleted == 0)
+              .order_by(_A.c.id.desc()).limit(1))
+_EVENT_INSERT_COLUMNS = ["action_id", "event", "host", "start_time", "finish_time", "result",
+                         "traceback", "deleted"]
+_OPEN_EVENT = insert(_E).from_select(_EVENT_INSERT_COLUMNS, _ACTION_OF.with_only_columns(
+    _A.c.id, bindparam("e_event", type_=String), bindparam("e_host", type_=String), utcnow(),
+    literal(None, Timestamp), literal(None, String), literal(None, Text), literal(0)))
+_RECORD_EVENT = insert(_E).from_select(_EVENT_INSERT_COLUMNS, _ACTION_OF.with_only_columns(
+    _A.c.id, bindparam("e_event", type_=String), bindparam("e_host", type_=String),
+    bindparam("e_start", type_=Timestamp), utcnow(), bindparam("e_result", type_=String),
+    bindparam("e_traceback", type_=Text), literal(0)))
+_CLOSE_EVENT = (update(_E).where(_E.c.action_id == _ACTION_OF.scalar_subquery(),
+                                 _E.c.event == bindparam("e_event"), _E.c.finish_time.is_(None),
+                                 _E.c.deleted == 0)
+                .values(finish_time=utcnow(), result=bindparam("e_result"),
+                        traceback=bindparam("e_traceback"), updated_at=utcnow()))
+# nova marks an action 'Error' when one of its events fails (a request id names one action of
+# an instance: every live one with it is marked).
+_ACTION_ERROR = (update(_A).where(_A.c.instance_uuid == bindparam("a_uuid"),
+                                  _A.c.request_id == bindparam("a_request_id"),
+                                  _A.c.deleted == 0)
+                 .values(message="Error", updated_at=utcnow()))
+
+
+def record_event(session: Session, *, instance_uuid: str, request_id: str, event: str,
+                 host: str | None, start_time: dt.datetime, result: str,
+                 traceback: str | None = None) -> bool:
+    """Add a finished event to the action of (instance, request id) in one statement (INSERT
+    ... SELECT): started at `start_time` (read from the database's clock), finished now, with
+    `result` and a failure's traceback; an error also marks the action 'Error'. False when no
+    such action exists (a sender that records none, such as nova's own API): nothing written."""
+    params = {"a_uuid": instance_uuid, "a_request_id": request_id, "e_event": event,
+              "e_host": host, "e_start": start_time, "e_result": result,
+              "e_traceback": traceback}
+    added = session.execute(_RECORD_EVENT, params).rowcount == 1
+    if added and result == EVENT_ERROR:
+        session.execute(_ACTION_ERROR, params)
+    return added
+
+
+def open_event(session: Session, *, instance_uuid: str, request_id: str, event: str,
+               host: str | None) -> bool:
+    """Add an event started now and not finished to the action of (instance, request id), in
+    one statement; False when no such action exists (nothing written)."""
+    return session.execute(_OPEN_EVENT, {"a_uuid": instance_uuid, "a_request_id": request_id,
+                                         "e_event": event, "e_host": host}).rowcount == 1
+
+
+def close_event(session: Session, *, instance_uuid: str, request_id: str, event: str,
+                result: str, traceback: str | None = None) -> None:
+    """Finish the open `event` of the action of (instance, request id) with `result` and a
+    failure's traceback (one statement; an error marks the action 'Error' with a second)."""
+    params = {"a_uuid": instance_uuid, "a_request_id": request_id, "e_event": event,
+              "e_result": result, "e_traceback": traceback}
+    session.execute(_CLOSE_EVENT, params)
+    if result == EVENT_ERROR:
+        session.execute(_ACTION_ERROR, params)
 
 
 def list_actions(session: Session, instance_uuid: str) -> list[ActionRecord]:

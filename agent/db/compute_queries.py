@@ -9,7 +9,6 @@ learns which rows lost.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Collection, Mapping, Sequence
@@ -18,9 +17,11 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
-from agent.db.conditional_save import RowSave, SaveResult, save_rows
+from agent.db.conditional_save import RowSave, SaveResult, save_row, save_rows
 from agent.db.models import ComputeNode, Instance, Migration, Service, utcnow
 from agent.db.read_only import refuses_writes
+from agent.db.records import (INSTANCE_COLUMNS, MIGRATION_COLUMNS, NODE_COLUMNS,
+                              NODE_RECORD_COLUMNS, InstanceRecord, MigrationRecord, NodeRecord)
 
 _I = Instance.__table__
 _M = Migration.__table__
@@ -28,49 +29,6 @@ _N = ComputeNode.__table__
 
 # create_compute_node's answer on a read-only database (a dry run).
 NOT_WRITTEN = "not-written"
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    id: int
-    uuid: str
-    display_name: str | None
-    host: str | None
-    node: str | None
-    vm_state: str | None
-    task_state: str | None
-    power_state: int | None
-    vcpus: int
-    memory_mb: int
-    root_gb: int
-    ephemeral_gb: int
-    swap: int
-    network_info: str | None
-    project_id: str | None
-    os_type: str | None
-    old_vm_state: str | None
-    old_flavor: str | None
-    new_flavor: str | None
-
-    @property
-    def name(self) -> str:
-        """The guest's name on the hypervisor (display name, else the uuid)."""
-        return self.display_name or self.uuid
-
-
-@dataclass(frozen=True)
-class MigrationRecord:
-    id: int
-    uuid: str
-    instance_uuid: str
-    source_compute: str | None
-    dest_compute: str | None
-    source_node: str | None
-    dest_node: str | None
-    migration_type: str
-    status: str
-    created_at: dt.datetime | None
-    deleted: int
 
 
 @dataclass(frozen=True)
@@ -109,42 +67,22 @@ class InstanceOwner:
     task_state: str | None
 
 
-@dataclass(frozen=True)
-class NodeRecord:
-    id: int
-    uuid: str
-    host: str
-    hypervisor_hostname: str
-    values: Mapping[str, object]  # every column the resource tracker writes
-
-
-_INSTANCE_COLUMNS = [getattr(_I.c, f) for f in InstanceRecord.__dataclass_fields__]
-_MIGRATION_COLUMNS = [getattr(_M.c, f) for f in MigrationRecord.__dataclass_fields__]
-# Columns of compute_nodes that the resource tracker owns (compared to decide on a save).
-NODE_COLUMNS = ("service_id", "host", "hypervisor_hostname", "vcpus", "memory_mb", "local_gb",
-                "vcpus_used", "memory_mb_used", "local_gb_used", "free_ram_mb", "free_disk_gb",
-                "disk_available_least", "current_workload", "running_vms", "hypervisor_type",
-                "hypervisor_version", "cpu_info", "stats", "host_ip", "cpu_allocation_ratio",
-                "ram_allocation_ratio", "disk_allocation_ratio", "reserved_host_cpus",
-                "reserved_host_memory_mb", "reserved_host_disk_mb")
-
-
 # The reads that every audit runs are built once, with bound parameters: building a statement
 # and computing its cache key cost more CPU than running it (a fleet of simulated hosts audits
 # hundreds of them per second).
 _HOST = bindparam("host")
-_HOST_INSTANCES = (select(*_INSTANCE_COLUMNS).where(_I.c.host == _HOST, _I.c.deleted == 0)
+_HOST_INSTANCES = (select(*INSTANCE_COLUMNS).where(_I.c.host == _HOST, _I.c.deleted == 0)
                    .order_by(_I.c.id))
 _MOVING_UUIDS = (select(_M.c.instance_uuid)
                  .where(or_(_M.c.source_compute == _HOST, _M.c.dest_compute == _HOST),
                         _M.c.status.not_in(states.FINISHED_MIGRATION_STATUSES),
                         _M.c.deleted == 0)
                  .scalar_subquery())
-_TRACKED_INSTANCES = (select(*_INSTANCE_COLUMNS)
+_TRACKED_INSTANCES = (select(*INSTANCE_COLUMNS)
                       .where(or_(_I.c.host == _HOST, _I.c.uuid.in_(_MOVING_UUIDS)),
                              _I.c.deleted == 0)
                       .order_by(_I.c.id))
-_HOST_MIGRATIONS = (select(*_MIGRATION_COLUMNS)
+_HOST_MIGRATIONS = (select(*MIGRATION_COLUMNS)
                     .where(or_(and_(or_(_M.c.source_compute == _HOST, _M.c.dest_compute == _HOST),
                                     _M.c.status.not_in(states.FINISHED_MIGRATION_STATUSES),
                                     _M.c.deleted == 0),
@@ -152,7 +90,7 @@ _HOST_MIGRATIONS = (select(*_MIGRATION_COLUMNS)
                                     _M.c.migration_type == states.EVACUATION,
                                     _M.c.status.in_(states.EVACUATION_CLEANUP_STATUSES))))
                     .order_by(_M.c.id))
-_COMPUTE_NODES = (select(_N)
+_COMPUTE_NODES = (select(*NODE_RECORD_COLUMNS)
                   .where(or_(_N.c.host == _HOST, _N.c.uuid.in_(bindparam("uuids", expanding=True))),
                          _N.c.deleted == 0)
                   .order_by(_N.c.id))
@@ -190,12 +128,15 @@ def load_host_migrations(session: Session, host: str) -> list[MigrationRecord]:
     return [MigrationRecord(*row) for row in session.execute(_HOST_MIGRATIONS, {"host": host})]
 
 
+_BY_UUIDS = (select(*INSTANCE_COLUMNS)
+              .where(_I.c.uuid.in_(bindparam("uuids", expanding=True)), _I.c.deleted == 0)
+              .order_by(_I.c.id))
+
+
 def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[InstanceRecord]:
-    """One SELECT: the live instances with these uuids (an empty list still runs it, so the
-    statement count does not depend on the data)."""
-    rows = session.execute(select(*_INSTANCE_COLUMNS)
-                           .where(_I.c.uuid.in_(list(uuids)), _I.c.deleted == 0)
-                           .order_by(_I.c.id))
+    """One SELECT, built once: the live instances with these uuids (an empty list still runs
+    it, so the statement count does not depend on the data)."""
+    rows = session.execute(_BY_UUIDS, {"uuids": list(uuids)})
     return [InstanceRecord(*row) for row in rows]
 
 
@@ -203,22 +144,35 @@ def load_deleted_instances(session: Session, host: str, uuids: Collection[str]
                            ) -> list[InstanceRecord]:
     """One SELECT: the deleted (soft-deleted) instance rows of `host` among `uuids`, the guests
     the hypervisor still has (an empty list still runs it)."""
-    rows = session.execute(select(*_INSTANCE_COLUMNS)
+    rows = session.execute(select(*INSTANCE_COLUMNS)
                            .where(_I.c.uuid.in_(list(uuids)), _I.c.host == host,
                                   _I.c.deleted != 0)
                            .order_by(_I.c.id))
     return [InstanceRecord(*row) for row in rows]
 
 
-_ONE_INSTANCE = select(*_INSTANCE_COLUMNS).where(_I.c.uuid == bindparam("uuid"),
+_ONE_INSTANCE = select(*INSTANCE_COLUMNS).where(_I.c.uuid == bindparam("uuid"),
                                                  _I.c.deleted == 0)
 
 
 def load_instance(session: Session, uuid: str) -> InstanceRecord | None:
-    """One SELECT, built once: the live instance with this uuid, or None (an RPC operation's
-    re-read of its row)."""
+    """One SELECT, built once: the live instance with this uuid, or None."""
     row = session.execute(_ONE_INSTANCE, {"uuid": uuid}).first()
     return InstanceRecord(*row) if row is not None else None
+
+
+_ONE_INSTANCE_AT = _ONE_INSTANCE.add_columns(utcnow())
+
+
+def load_instance_at(session: Session, uuid: str
+                     ) -> tuple[InstanceRecord | None, dt.datetime | None]:
+    """One SELECT, built once: the live instance with this uuid and the database's clock at
+    the read (UTC), or (None, None) (an RPC operation's re-read of its row: the time starts
+    its action event)."""
+    row = session.execute(_ONE_INSTANCE_AT, {"uuid": uuid}).first()
+    if row is None:
+        return None, None
+    return InstanceRecord(*row[:-1]), row[-1]
 
 
 def load_instance_owners(session: Session, host: str, uuids: Collection[str]
@@ -256,6 +210,14 @@ def save_instances(session: Session, host: str, updates: Sequence[InstanceUpdate
     return save_rows(session, _I, saves)
 
 
+def save_instance(session: Session, host: str, update: InstanceUpdate) -> SaveResult:
+    """`save_instances` of one row (an RPC operation's): one statement when the save wins
+    (conditional_save.save_row), the locking read too when it does not."""
+    save = RowSave(update.id, {**update.expected, "host": host, "deleted": 0},
+                   {**update.values, **(_SOFT_DELETE if update.delete else {})}, update.uuid)
+    return save_row(session, _I, save)
+
+
 def save_migrations(session: Session, updates: Sequence[MigrationUpdate]) -> SaveResult:
     """Conditional save of migrations.status (conditional_save.save_rows): written only where
     the row still holds its `expected` values. At most two statements."""
@@ -268,21 +230,18 @@ def load_compute_nodes(session: Session, host: str,
     """One SELECT: live compute_nodes rows of `host`, and any live row whose uuid is in
     `uuids` (this node's identity, wherever the database puts it)."""
     rows = session.execute(_COMPUTE_NODES, {"host": host, "uuids": list(uuids)})
-    return [NodeRecord(id=r.id, uuid=r.uuid, host=r.host,
-                       hypervisor_hostname=r.hypervisor_hostname,
-                       values={c: getattr(r, c) for c in NODE_COLUMNS}) for r in rows]
+    return [NodeRecord(*row) for row in rows]
 
 
 def load_identity_nodes(session: Session, host: str, uuids: Collection[str],
                         nodenames: Collection[str]) -> list[NodeRecord]:
     """One SELECT for the node identity check: live compute_nodes rows of `host`, with a uuid
     in `uuids`, or for a hypervisor hostname in `nodenames` (whichever host has them)."""
-    rows = session.execute(select(_N).where(or_(_N.c.host == host, _N.c.uuid.in_(list(uuids)),
-                                                _N.c.hypervisor_hostname.in_(list(nodenames))),
-                                            _N.c.deleted == 0).order_by(_N.c.id))
-    return [NodeRecord(id=r.id, uuid=r.uuid, host=r.host,
-                       hypervisor_hostname=r.hypervisor_hostname,
-                       values={c: getattr(r, c) for c in NODE_COLUMNS}) for r in rows]
+    rows = session.execute(select(*NODE_RECORD_COLUMNS)
+                           .where(or_(_N.c.host == host, _N.c.uuid.in_(list(uuids)),
+                                      _N.c.hypervisor_hostname.in_(list(nodenames))),
+                                  _N.c.deleted == 0).order_by(_N.c.id))
+    return [NodeRecord(*row) for row in rows]
 
 
 def is_service_live(session: Session, service_id: int) -> bool:

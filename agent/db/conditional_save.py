@@ -16,6 +16,14 @@ So the caller learns per row whether it won on SQLite, PostgreSQL and MariaDB al
 trusting an executemany's rowcount, and a save costs two or three statements whatever the number
 of rows. The rows stay locked until the caller's transaction ends.
 
+`save_row` saves one row (an RPC operation's outcome, its task_state before the driver works)
+with the guarded UPDATE alone: a single UPDATE's rowcount is exact on all three databases
+(MariaDB's counts the rows matched: SQLAlchemy connects with FOUND_ROWS), so one statement
+decides and writes, and it holds the row's lock (SQLite's write lock) to the end of the
+transaction. Only when it matched nothing does the locking read above run, to report which
+column changed (or to write the row after all, if it holds its values again by then). The
+UPDATE statements are built once per shape of change and kept.
+
 On a read-only database (a dry run: agent.db.read_only) the rows are read without a lock, the
 same decision is made and reported, the winners are logged as what would be written (each at
 DEBUG, one INFO line for the batch), and nothing is written.
@@ -128,6 +136,17 @@ def save_rows(session: Session, table: Table, saves: Sequence[RowSave]) -> SaveR
     return result
 
 
+def save_row(session: Session, table: Table, save: RowSave) -> SaveResult:
+    """`save_rows` of one row in one statement when it wins: the guarded UPDATE, whose rowcount
+    says whether it matched; only when it did not, the locking read and decision of
+    `save_rows` (which also writes the row if it holds its expected values again by then)."""
+    if not refuses_writes(session):
+        stmt, params = _update_of(table, [save])
+        if session.execute(stmt, params[0]).rowcount == 1:
+            return SaveResult(frozenset((save.id,)))
+    return save_rows(session, table, [save])
+
+
 def _select_rows(table: Table, ids: Iterable[int], columns: Sequence[str]):
     return (select(table.c.id, *[table.c[c] for c in columns])
             .where(table.c.id.in_(list(ids))).order_by(table.c.id))
@@ -169,17 +188,41 @@ def _shape(save: RowSave) -> tuple:
                          for c, v in save.values.items())))
 
 
-def _write(session: Session, table: Table, members: Sequence[RowSave]) -> None:
+# (table, guarded columns, written columns with the identity of shared expressions) -> the
+# guarded UPDATE and those expressions (kept alive with it, so their identities cannot be reused
+# while it is cached); a writer has a handful of shapes, so this stays small.
+_UPDATES: dict[tuple, tuple[object, tuple]] = {}
+_MAX_SHAPES = 256
+
+
+def _update_of(table: Table, members: Sequence[RowSave]) -> tuple[object, list[dict]]:
+    """The guarded UPDATE for rows of one shape (built once per shape) and its parameters."""
     first = members[0]
-    guard = [table.c.id == bindparam("w_id")]
-    guard += [table.c[c].is_not_distinct_from(bindparam("e_" + c)) for c in sorted(first.expected)]
-    values: dict[str, object] = {"updated_at": utcnow()}
-    for column, value in first.values.items():
-        values[column] = value if isinstance(value, ClauseElement) else bindparam("v_" + column)
+    key = (table.name, _shape(first))
+    shared = tuple(v for _, v in sorted(first.values.items())
+                   if isinstance(v, ClauseElement))
+    stmt, kept = _UPDATES.get(key, (None, ()))
+    if stmt is None or any(a is not b for a, b in zip(kept, shared)):
+        guard = [table.c.id == bindparam("w_id")]
+        guard += [table.c[c].is_not_distinct_from(bindparam("e_" + c))
+                  for c in sorted(first.expected)]
+        values: dict[str, object] = {"updated_at": utcnow()}
+        for column, value in first.values.items():
+            values[column] = (value if isinstance(value, ClauseElement)
+                              else bindparam("v_" + column))
+        stmt = update(table).where(*guard).values(**values)
+        if len(_UPDATES) >= _MAX_SHAPES:
+            _UPDATES.clear()
+        _UPDATES[key] = (stmt, shared)
     params = [{"w_id": s.id, **{"e_" + c: v for c, v in s.expected.items()},
                **{"v_" + c: v for c, v in s.values.items() if not isinstance(v, ClauseElement)}}
               for s in members]
-    session.execute(update(table).where(*guard).values(**values), params)
+    return stmt, params
+
+
+def _write(session: Session, table: Table, members: Sequence[RowSave]) -> None:
+    stmt, params = _update_of(table, members)
+    session.execute(stmt, params)
 
 
 def log_lost(log: logging.Logger, lost: Sequence[LostSave], writer: str, host: str) -> None:

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -37,8 +37,16 @@ OPERATOR_STATEMENT_TIMEOUT_SECONDS = 3600
 
 @dataclass(frozen=True)
 class Database:
+    """The engine and the places every caller gets its database work from: `sessions` (a
+    session, or `sessions.begin()` for one transaction), `connect()` (a connection, for reads),
+    `begin()` (a connection in one transaction) and `single_statement()` (one write that is its
+    own transaction). Code takes a Database and uses only these, so that `bound_to` can put
+    all of it on one connection."""
+
     engine: Engine
     sessions: sessionmaker[Session]
+    # Set by bound_to: the one connection every session and connection runs on.
+    connection: Connection | None = None
 
     @property
     def url(self) -> str:
@@ -53,14 +61,50 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def bound_to(self, connection: Connection) -> Database:
+        """This database with every session, connection and single statement on `connection`,
+        each in a savepoint of the transaction `connection` is in (SQLAlchemy's
+        join_transaction_mode="create_savepoint"): a commit releases its savepoint, a rollback
+        returns to it, and the outer transaction stays the caller's. Tests open one
+        connection, begin, bind, and roll back at the end, so nothing a test's code committed
+        survives it. One thread only: a connection is not shared between threads."""
+        sessions = sessionmaker(bind=connection, join_transaction_mode="create_savepoint",
+                                expire_on_commit=False, info=self.sessions.kw.get("info"))
+        return replace(self, sessions=sessions, connection=connection)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for reads, returned to the pool at the end (a bound database: the bound
+        connection, in a savepoint)."""
+        if self.connection is not None:
+            with self.connection.begin_nested():
+                yield self.connection
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed at the end, rolled back on an error (a
+        bound database: a savepoint, released or rolled back)."""
+        if self.connection is not None:
+            with self.connection.begin_nested():
+                yield self.connection
+            return
+        with self.engine.begin() as conn:
+            yield conn
+
     @contextmanager
     def single_statement(self) -> Iterator[Connection]:
         """A connection for one write that is its own transaction. On PostgreSQL it runs in
         autocommit (switched on the client, no round trip): the statement alone, without BEGIN
         and COMMIT, one round trip instead of three. Elsewhere (switching PyMySQL to autocommit
         costs round trips of its own; SQLite has no network) a transaction committed at the
-        end."""
-        if self.engine.url.get_backend_name() == "postgresql":
+        end. A bound database (`bound_to`): a savepoint released at the end."""
+        if self.connection is not None:
+            with self.begin() as conn:
+                yield conn
+        elif self.engine.url.get_backend_name() == "postgresql":
             with self.engine.connect() as conn:
                 yield conn.execution_options(isolation_level="AUTOCOMMIT")
         else:

@@ -9,25 +9,23 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from agent.db.models import ComputeNode, Service, utcnow
+from agent.db.records import NODE_RECORD_COLUMNS, NodeRecord
 from agent.db.service_queries import RECORD_COLUMNS, ServiceRecord, service_record
 from agent.vocabulary import COMPUTE_BINARY
 
 _N = ComputeNode.__table__
-NODE_FIELDS = ("id", "uuid", "host", "hypervisor_hostname", "vcpus", "memory_mb", "local_gb",
-               "vcpus_used", "memory_mb_used", "local_gb_used", "free_ram_mb", "free_disk_gb",
-               "disk_available_least", "current_workload", "running_vms", "hypervisor_type",
-               "hypervisor_version", "cpu_info", "host_ip")
+_NODE_COLUMNS = [c.label(f"node_{c.name}") for c in NODE_RECORD_COLUMNS]
 
 
 def list_nodes_with_services(session: Session, *, node_id: int | None = None,
                              node_uuid: str | None = None
-                             ) -> tuple[dt.datetime | None, list[tuple[dict, ServiceRecord]]]:
+                             ) -> tuple[dt.datetime | None,
+                                        list[tuple[NodeRecord, ServiceRecord]]]:
     """One SELECT: the live compute nodes (optionally the one with `node_id` or `node_uuid`)
     joined to their host's live compute service, by node id, with the database's clock.
-    Returns (db_now, [(node columns as a dict, its ServiceRecord)]); a node whose service is
-    gone is left out (nova lists a hypervisor only with its service)."""
-    node_columns = [_N.c[f].label(f"node_{f}") for f in NODE_FIELDS]
-    stmt = (select(*node_columns, *RECORD_COLUMNS, utcnow().label("db_now"))
+    Returns (db_now, [(NodeRecord, its ServiceRecord)]); a node whose service is gone is left
+    out (nova lists a hypervisor only with its service)."""
+    stmt = (select(*_NODE_COLUMNS, *RECORD_COLUMNS, utcnow().label("db_now"))
             .join(Service, and_(Service.host == _N.c.host, Service.binary == COMPUTE_BINARY,
                                 Service.deleted == 0))
             .where(_N.c.deleted == 0))
@@ -37,5 +35,5 @@ def list_nodes_with_services(session: Session, *, node_id: int | None = None,
         stmt = stmt.where(_N.c.uuid == node_uuid)
     rows = session.execute(stmt.order_by(_N.c.id)).all()
     db_now = rows[0].db_now if rows else None
-    return db_now, [({f: getattr(row, f"node_{f}") for f in NODE_FIELDS}, service_record(row))
-                    for row in rows]
+    width = len(_NODE_COLUMNS)
+    return db_now, [(NodeRecord(*row[:width]), service_record(row)) for row in rows]

@@ -1,6 +1,7 @@
 """Compute nodes as the scheduler reads them: every live node of the given hosts, in one
-SELECT on the caller's session; what the instances the database gives each node hold (the
-scheduler's claims); and the lock that makes a claim safe against a concurrent one."""
+SELECT on the caller's session, as agent.db.records.NodeRecord; what the instances the database
+gives each node hold (the scheduler's claims); and the lock that makes a claim safe against a
+concurrent one."""
 
 from __future__ import annotations
 
@@ -12,31 +13,10 @@ from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
 from agent.db.models import ComputeNode, Instance
+from agent.db.records import NODE_RECORD_COLUMNS, NodeRecord
 
 _N = ComputeNode.__table__
 _I = Instance.__table__
-
-
-@dataclass(frozen=True)
-class NodeResources:
-    """A node's size and usage as the resource tracker last saved them (vcpus, MiB, GiB);
-    ratios None until the node's first audit."""
-    host: str
-    hypervisor_hostname: str
-    vcpus: int
-    vcpus_used: int
-    memory_mb: int
-    free_ram_mb: int | None
-    local_gb: int
-    free_disk_gb: int | None
-    disk_available_least: int | None
-    cpu_allocation_ratio: float | None
-    ram_allocation_ratio: float | None
-    disk_allocation_ratio: float | None
-    # The node's reserved host resources as last audited (vCPUs, MiB, MiB); None before that.
-    reserved_host_cpus: int | None = None
-    reserved_host_memory_mb: int | None = None
-    reserved_host_disk_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,22 +32,20 @@ class Claims:
     swap_mb: int
 
 
-_COLUMNS = [getattr(_N.c, f) for f in NodeResources.__dataclass_fields__]
-
-
 def load_node_names(session: Session, host: str) -> list[str]:
     """One SELECT: the hypervisor hostnames of `host`'s live compute nodes, by id."""
     return list(session.scalars(select(_N.c.hypervisor_hostname)
                                 .where(_N.c.host == host, _N.c.deleted == 0).order_by(_N.c.id)))
 
 
-def load_node_resources(session: Session, hosts: Collection[str]) -> list[NodeResources]:
+def load_node_resources(session: Session, hosts: Collection[str]) -> list[NodeRecord]:
     """One SELECT: the live compute nodes of `hosts`, by host and hypervisor hostname."""
     if not hosts:
         return []
-    rows = session.execute(select(*_COLUMNS).where(_N.c.host.in_(list(hosts)), _N.c.deleted == 0)
+    rows = session.execute(select(*NODE_RECORD_COLUMNS)
+                           .where(_N.c.host.in_(list(hosts)), _N.c.deleted == 0)
                            .order_by(_N.c.host, _N.c.hypervisor_hostname))
-    return [NodeResources(*row) for row in rows]
+    return [NodeRecord(*row) for row in rows]
 
 
 # An instance holds resources unless deleted, or shelved-offloaded and not spawning back (the
@@ -104,12 +82,12 @@ def load_claims(session: Session, hosts: Collection[str], *, fresh: bool = False
             for host, node, v, m, d, s in session.execute(stmt)]
 
 
-def lock_node(session: Session, host: str, hypervisor_hostname: str) -> NodeResources | None:
+def lock_node(session: Session, host: str, hypervisor_hostname: str) -> NodeRecord | None:
     """The live node row, read and locked (SELECT ... FOR UPDATE) until the caller's
     transaction ends: a create that claims on this node waits here until the one before it
     committed its instance. SQLite has no row locks: there the caller's earlier write already
     holds the database's one writer lock. None when the node is gone."""
-    row = session.execute(select(*_COLUMNS).where(
+    row = session.execute(select(*NODE_RECORD_COLUMNS).where(
         _N.c.host == host, _N.c.hypervisor_hostname == hypervisor_hostname,
         _N.c.deleted == 0).with_for_update()).first()
-    return None if row is None else NodeResources(*row)
+    return None if row is None else NodeRecord(*row)

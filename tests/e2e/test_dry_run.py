@@ -166,15 +166,15 @@ def table_rows(url) -> dict[str, list]:
 def test_dry_run_writes_nothing_on_every_backend(tmp_path, any_db_url):
     """The same start-up pass, in process, on each database: first for real (a row, a node),
     then as a dry run, which leaves every table as it was."""
-    from agent.commands.daemon import _compute_host
+    from agent.commands.daemon import compute_host_work
 
     config = write_config(tmp_path, database_url=any_db_url, host=HOST, **QUIET)
     conf = load_config(str(config))
-    AgentService(conf, notifier=Notifier(None), host_work_factory=_compute_host).run_once()
+    AgentService(conf, notifier=Notifier(None), host_work_factory=compute_host_work).run_once()
     before = table_rows(any_db_url)
     assert len(before["services"]) == 1 and len(before["compute_nodes"]) == 1
     report = AgentService(conf, dry_run=True, notifier=Notifier(None),
-                          host_work_factory=_compute_host).run_once()
+                          host_work_factory=compute_host_work).run_once()
     assert report.dry_run is True
     assert table_rows(any_db_url) == before
 
@@ -184,7 +184,7 @@ def test_dry_run_of_every_kind_of_action_writes_nothing_on_every_backend(tmp_pat
     crashed guests, a new node) planned in a dry run on each database: every write the pass
     would make goes through a database that refuses writes, so a write path that forgot the
     dry run fails this test; the tables and the state directory stay as they were."""
-    from agent.commands.daemon import _compute_host
+    from agent.commands.daemon import compute_host_work
     from agent.db.engine import make_database
     from fakevirt.scenario import load_scenario
     from fakevirt.seed import seed_database
@@ -200,7 +200,7 @@ def test_dry_run_of_every_kind_of_action_writes_nothing_on_every_backend(tmp_pat
     (tmp_path / "state").mkdir()
     conf = load_config(str(config), {("fakevirt", "scenario"): str(example)})
     report = AgentService(conf, dry_run=True, notifier=Notifier(None),
-                          host_work_factory=_compute_host).run_once()
+                          host_work_factory=compute_host_work).run_once()
     assert [e.action for e in report.evacuated] == ["evacuated-destroyed"]
     assert "powered-off" in {i.action for i in report.instances}
     assert [n.saved for n in report.nodes] == ["would-create"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 import uuid as uuid_lib
 
 from sqlalchemy import event
@@ -57,9 +58,10 @@ def mixed_scenario(n: int, hostname: str) -> Scenario:
     return dataclasses.replace(base, instances=tuple(instances), migrations=tuple(migrations))
 
 
-def seeded_host(conf, db, scenario: Scenario):
+def seeded_host(conf, db, scenario: Scenario, clock=time.monotonic):
     """A ComputeHost for `scenario` (seeded into `db`, service registered, driver up, node
-    identity checked), ready for init_host and audits; the caller stops it."""
+    identity checked), ready for init_host and audits; the caller stops it. `clock`: the
+    manager's monotonic clock (seconds)."""
     from agent.compute.host import ComputeHost
     from agent.network.firewall import NoopFirewall
     from agent.registry import register_service
@@ -69,7 +71,7 @@ def seeded_host(conf, db, scenario: Scenario):
     seed_database(db, scenario)
     service = register_service(db, conf.host)
     driver = FakeDriver(conf, scenario=scenario)
-    host = ComputeHost(conf, db, service, driver=driver, firewall=NoopFirewall())
+    host = ComputeHost(conf, db, service, driver=driver, firewall=NoopFirewall(), clock=clock)
     driver.init_host(conf.host)
     host.tracker.check_node_identity()
     return host

@@ -6,17 +6,17 @@ from __future__ import annotations
 from agent.db import action_queries as aq
 
 
-def test_action_with_events_reads_back_in_order(any_db):
-    with any_db.sessions.begin() as s:
+def test_action_with_events_reads_back_in_order(db):
+    with db.sessions.begin() as s:
         aid = aq.start_action(s, instance_uuid="i-1", action="stop", request_id="req-1",
                               user_id="u", project_id="p")
-    with any_db.sessions.begin() as s:
+    with db.sessions.begin() as s:
         eid = aq.start_event(s, instance_uuid="i-1", request_id="req-1",
                              event="compute_stop_instance", host="compute-1")
-    with any_db.sessions.begin() as s:
+    with db.sessions.begin() as s:
         aq.finish_event(s, eid, result=aq.EVENT_SUCCESS)
         aq.finish_action(s, aid)
-    with any_db.sessions() as s:
+    with db.sessions() as s:
         action = aq.get_action(s, "i-1", "req-1")
         listed = aq.list_actions(s, "i-1")
     assert (action.action, action.request_id, action.user_id, action.project_id) == (
@@ -29,32 +29,32 @@ def test_action_with_events_reads_back_in_order(any_db):
     assert [a.request_id for a in listed] == ["req-1"] and listed[0].events == ()
 
 
-def test_failed_event_marks_its_action_error(any_db):
-    with any_db.sessions.begin() as s:
+def test_failed_event_marks_its_action_error(db):
+    with db.sessions.begin() as s:
         aq.start_action(s, instance_uuid="i-1", action="create", request_id="req-2")
         eid = aq.start_event(s, instance_uuid="i-1", request_id="req-2",
                              event="compute_build_and_run_instance", host="h")
         aq.finish_event(s, eid, result=aq.EVENT_ERROR, traceback="Traceback ...\nBoom")
-    with any_db.sessions() as s:
+    with db.sessions() as s:
         action = aq.get_action(s, "i-1", "req-2")
     assert action.message == "Error"
     assert action.events[0].result == "Error" and "Boom" in action.events[0].traceback
 
 
-def test_event_without_an_action_is_not_recorded(any_db):
+def test_event_without_an_action_is_not_recorded(db):
     """A message from a caller that records no action (nova's own API) still runs: no event."""
-    with any_db.sessions.begin() as s:
+    with db.sessions.begin() as s:
         assert aq.start_event(s, instance_uuid="i-9", request_id="req-x", event="e",
                               host="h") is None
-    with any_db.sessions() as s:
+    with db.sessions() as s:
         assert aq.get_action(s, "i-9", "req-x") is None and aq.list_actions(s, "i-9") == []
 
 
-def test_newest_fault_is_the_one_shown_and_messages_fit_the_column(any_db):
-    with any_db.sessions.begin() as s:
+def test_newest_fault_is_the_one_shown_and_messages_fit_the_column(db):
+    with db.sessions.begin() as s:
         aq.add_fault(s, instance_uuid="i-1", code=500, message="first", host="h")
         aq.add_fault(s, instance_uuid="i-1", code=500, message="x" * 400, details="tb")
-    with any_db.sessions() as s:
+    with db.sessions() as s:
         fault = aq.latest_fault(s, "i-1")
         assert aq.latest_fault(s, "i-2") is None
     assert fault.code == 500 and fault.details == "tb"

@@ -17,9 +17,9 @@ from tests.functional.test_api_services import NEW, OLD, add_service, call
 
 
 @pytest.fixture
-def api(any_db):
-    return Client(ApiApp(any_db.sessions, service_down_time=60,
-                         server_clock=any_db.engine.dialect.name != "sqlite"))
+def api(db):
+    return Client(ApiApp(db.sessions, service_down_time=60,
+                         server_clock=db.engine.dialect.name != "sqlite"))
 
 
 def add_node(db, host: str) -> ComputeNode:
@@ -34,11 +34,11 @@ def add_node(db, host: str) -> ComputeNode:
         return session.get(ComputeNode, node.id)
 
 
-def test_hypervisors_list_detail_show(any_db, api):
-    service = add_service(any_db, "cn1")
-    node = add_node(any_db, "cn1")
-    add_node(any_db, "orphan")  # no service: not listed, as nova
-    with any_db.sessions.begin() as session:
+def test_hypervisors_list_detail_show(db, api):
+    service = add_service(db, "cn1")
+    node = add_node(db, "cn1")
+    add_node(db, "orphan")  # no service: not listed, as nova
+    with db.sessions.begin() as session:
         set_disabled(session, "cn1", COMPUTE_BINARY, True, "repair")
     _, body = call(api, "GET", "/v2.1/os-hypervisors", headers=NEW)
     assert body == {"hypervisors": [{"id": node.uuid, "hypervisor_hostname": "cn1.node",
@@ -64,17 +64,17 @@ def test_hypervisors_list_detail_show(any_db, api):
     ("/v2.1/flavors/nope", OLD, 404, "Flavor nope could not be found."),
     ("/v2.1/flavors/nope/os-extra_specs", OLD, 404, "Flavor nope could not be found."),
 ], ids=["non-uuid", "non-integer", "unknown", "uptime", "unknown-flavor", "unknown-specs"])
-def test_refusals(any_db, api, path, headers, code, message):
-    add_service(any_db, "cn1")
-    node = add_node(any_db, "cn1")
+def test_refusals(db, api, path, headers, code, message):
+    add_service(db, "cn1")
+    node = add_node(db, "cn1")
     response, body = call(api, "GET", path.replace("{uuid}", node.uuid), headers=headers)
     assert response.status_code == code
     [(_, fault)] = body.items()
     assert message in fault["message"]
 
 
-def test_flavors(any_db, api):
-    with any_db.sessions.begin() as session:
+def test_flavors(db, api):
+    with db.sessions.begin() as session:
         session.query(Flavor).delete()  # db sync's m1.* on SQLite
         create_flavor(session, "big", vcpus=4, memory_mb=8192, root_gb=80, flavorid="f2")
         create_flavor(session, "small", vcpus=1, memory_mb=512, root_gb=1, swap=256,

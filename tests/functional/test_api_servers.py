@@ -212,9 +212,9 @@ def test_unknown_action_request_id_is_404(env):
     assert "Action for request_id req-nope" in fault["itemNotFound"]["message"]
 
 
-def test_without_a_transport_actions_answer_503_and_write_nothing(any_db):
-    api = Client(ApiApp(any_db.sessions, service_down_time=60, server_clock=False))
-    server = add_server(any_db, "h1", states.ACTIVE)
+def test_without_a_transport_actions_answer_503_and_write_nothing(db):
+    api = Client(ApiApp(db.sessions, service_down_time=60, server_clock=False))
+    server = add_server(db, "h1", states.ACTIVE)
     response, fault = call(api, "POST", f"/v2.1/servers/{server.uuid}/action",
                            {"os-stop": None}, headers=NEW)
     assert response.status_code == 503 and "transport_url" in fault["computeFault"]["message"]
@@ -269,14 +269,14 @@ def test_create_refusals_are_400_and_save_nothing(env, any_db_url, body, message
     assert listed["servers"] == []
 
 
-def test_a_broker_that_cannot_be_reached_is_503_naming_the_host(any_db):
+def test_a_broker_that_cannot_be_reached_is_503_naming_the_host(db):
     from tests.functional.test_server_cli import closed_port
 
     transport = parse(f"rabbit://guest:guest@127.0.0.1:{closed_port()}/")
     with RpcClient(transport, connect_timeout=2) as caster:
-        api = Client(ApiApp(any_db.sessions, service_down_time=60, server_clock=False,
+        api = Client(ApiApp(db.sessions, service_down_time=60, server_clock=False,
                             caster=caster))
-        server = add_server(any_db, "h-unreached", states.ACTIVE)
+        server = add_server(db, "h-unreached", states.ACTIVE)
         response, fault = call(api, "POST", f"/v2.1/servers/{server.uuid}/action",
                                {"os-stop": None}, headers=NEW)
     assert response.status_code == 503

@@ -33,9 +33,9 @@ def row(db, host: str) -> Service | None:
 
 
 @pytest.fixture
-def api(any_db):
-    app = ApiApp(any_db.sessions, service_down_time=60,
-                 server_clock=any_db.engine.dialect.name != "sqlite", max_body_bytes=4096)
+def api(db):
+    app = ApiApp(db.sessions, service_down_time=60,
+                 server_clock=db.engine.dialect.name != "sqlite", max_body_bytes=4096)
     return Client(app)
 
 
@@ -56,9 +56,9 @@ def test_discovery_answers_without_redirect(api):
         assert doc["links"] == [{"rel": "self", "href": "http://localhost/v2.1/"}]
 
 
-def test_list_by_version_with_filters_and_extras(any_db, api):
-    cn1 = add_service(any_db, "cn1")
-    add_service(any_db, "cn2")
+def test_list_by_version_with_filters_and_extras(db, api):
+    cn1 = add_service(db, "cn1")
+    add_service(db, "cn2")
     response, body = call(api, "GET", "/v2.1/os-services?host=cn1", headers={})
     assert response.headers["OpenStack-API-Version"] == "compute 2.1"
     assert response.headers["x-openstack-request-id"].startswith("req-")
@@ -74,14 +74,14 @@ def test_list_by_version_with_filters_and_extras(any_db, api):
     assert body == {"services": []}
 
 
-def test_old_style_actions(any_db, api):
-    add_service(any_db, "cn1")
+def test_old_style_actions(db, api):
+    add_service(db, "cn1")
     target = {"host": "cn1", "binary": "nova-compute"}
     response, body = call(api, "PUT", "/v2.1/os-services/disable-log-reason",
                           dict(target, disabled_reason="maintenance"))
     assert response.status_code == 200
     assert body == {"service": dict(target, status="disabled", disabled_reason="maintenance")}
-    assert row(any_db, "cn1").disabled_reason == "maintenance"
+    assert row(db, "cn1").disabled_reason == "maintenance"
     _, body = call(api, "PUT", "/v2.1/os-services/enable", target)
     assert body == {"service": dict(target, status="enabled")}
     _, body = call(api, "PUT", "/v2.1/os-services/force-down", dict(target, forced_down=True))
@@ -91,8 +91,8 @@ def test_old_style_actions(any_db, api):
     assert body["services"][0]["down_reason"] == "forced down"
 
 
-def test_put_by_uuid(any_db, api):
-    cn1 = add_service(any_db, "cn1")
+def test_put_by_uuid(db, api):
+    cn1 = add_service(db, "cn1")
     response, body = call(api, "PUT", f"/v2.1/os-services/{cn1.uuid}",
                           {"status": "disabled", "disabled_reason": "disk swap"}, NEW)
     assert response.status_code == 200
@@ -165,9 +165,9 @@ def test_put_by_uuid(any_db, api):
         "reason-with-enabled", "host-in-2.53-body", "bad-status", "body-not-object",
         "unknown-uuid", "non-integer-delete", "unknown-id-delete", "non-uuid-delete",
         "version-above-max", "version-malformed", "bad-method", "unknown-path"])
-def test_refusals(any_db, api, method, path, body, headers, code, message):
-    cn1 = add_service(any_db, "cn1")
-    before = row(any_db, "cn1")
+def test_refusals(db, api, method, path, body, headers, code, message):
+    cn1 = add_service(db, "cn1")
+    before = row(db, "cn1")
     response, answer = call(api, method, path.replace("{uuid}", cn1.uuid), body, headers)
     assert response.status_code == code
     assert response.headers["Content-Type"] == "application/json"
@@ -175,26 +175,26 @@ def test_refusals(any_db, api, method, path, body, headers, code, message):
     assert kind == {400: "badRequest", 404: "itemNotFound", 405: "badMethod",
                     406: "computeFault"}[code]
     assert fault["code"] == code and message in fault["message"]
-    after = row(any_db, "cn1")
+    after = row(db, "cn1")
     assert (after.disabled, after.disabled_reason, after.forced_down) == (
         before.disabled, before.disabled_reason, before.forced_down)
 
 
-def test_malformed_and_oversized_bodies(any_db, api):
-    add_service(any_db, "cn1")
+def test_malformed_and_oversized_bodies(db, api):
+    add_service(db, "cn1")
     response, answer = call(api, "PUT", "/v2.1/os-services/disable", raw="{not json")
     assert (response.status_code, answer["badRequest"]["message"]) == (
         400, "Malformed request body")
     big = json.dumps({"host": "cn1", "binary": "nova-compute", "x": "y" * 5000})
     response, answer = call(api, "PUT", "/v2.1/os-services/disable", raw=big)
     assert response.status_code == 413 and answer["overLimit"]["code"] == 413
-    assert row(any_db, "cn1").disabled is False
+    assert row(db, "cn1").disabled is False
 
 
-def test_force_up_refused_while_evacuations_are_done(any_db, api):
-    cn1 = add_service(any_db, "src")
+def test_force_up_refused_while_evacuations_are_done(db, api):
+    cn1 = add_service(db, "src")
     call(api, "PUT", f"/v2.1/os-services/{cn1.uuid}", {"forced_down": True}, NEW)
-    with any_db.sessions.begin() as session:
+    with db.sessions.begin() as session:
         session.add(Migration(instance_uuid="22222222-2222-4222-8222-222222222222",
                               source_compute="src", dest_compute="dst",
                               migration_type="evacuation", status="done"))
@@ -202,13 +202,13 @@ def test_force_up_refused_while_evacuations_are_done(any_db, api):
                             {"forced_down": False}, NEW)
     assert response.status_code == 400
     assert "cannot be forced up while 1 evacuation(s)" in answer["badRequest"]["message"]
-    assert row(any_db, "src").forced_down is True
+    assert row(db, "src").forced_down is True
 
 
 @pytest.mark.parametrize("what", ["instance", "migration"])
-def test_delete_refused_while_in_use_then_deleted(any_db, api, what):
-    cn1 = add_service(any_db, "busy")
-    with any_db.sessions.begin() as session:
+def test_delete_refused_while_in_use_then_deleted(db, api, what):
+    cn1 = add_service(db, "busy")
+    with db.sessions.begin() as session:
         if what == "instance":
             session.add(Instance(display_name="vm", host="busy", node="busy",
                                  vm_state="active", power_state=1))
@@ -220,17 +220,17 @@ def test_delete_refused_while_in_use_then_deleted(any_db, api, what):
     assert response.status_code == 409
     expected = ("hosting instances" if what == "instance" else "in-progress migrations")
     assert expected in answer["conflictingRequest"]["message"]
-    assert row(any_db, "busy") is not None
-    with any_db.sessions.begin() as session:
+    assert row(db, "busy") is not None
+    with db.sessions.begin() as session:
         for model in (Instance, Migration):
             session.query(model).delete()
     response, answer = call(api, "DELETE", f"/v2.1/os-services/{cn1.uuid}", headers=NEW)
     assert (response.status_code, answer) == (204, None)
-    assert row(any_db, "busy") is None
+    assert row(db, "busy") is None
 
 
-def test_inbound_request_id_is_logged_as_global(any_db, api, caplog):
-    add_service(any_db, "cn1")
+def test_inbound_request_id_is_logged_as_global(db, api, caplog):
+    add_service(db, "cn1")
     inbound = "req-11111111-2222-4333-8444-555555555555"
     with caplog.at_level("INFO"):
         response, _ = call(api, "GET", "/v2.1/os-services",

@@ -43,15 +43,15 @@ def states_of(db, ids) -> dict[int, tuple]:
                 .scalars()}
 
 
-def test_save_instances_writes_only_rows_still_as_read_and_names_the_others(any_db):
-    plain, moved, busy, deleted, finishing = add_instances(any_db, 5)
-    with any_db.engine.begin() as conn:
+def test_save_instances_writes_only_rows_still_as_read_and_names_the_others(db):
+    plain, moved, busy, deleted, finishing = add_instances(db, 5)
+    with db.begin() as conn:
         conn.execute(update(Instance).where(Instance.id == moved[0]).values(host="other"))
         conn.execute(update(Instance).where(Instance.id == busy[0])
                      .values(task_state=s.POWERING_ON))
         conn.execute(update(Instance).where(Instance.id == deleted[0])
                      .values(deleted=Instance.id))
-    with any_db.sessions.begin() as session:
+    with db.sessions.begin() as session:
         result = q.save_instances(session, HOST, [
             stop(plain), stop(moved), stop(busy), stop(deleted),
             q.InstanceUpdate(finishing[0], finishing[1], {"vm_state": s.ACTIVE},
@@ -61,7 +61,7 @@ def test_save_instances_writes_only_rows_still_as_read_and_names_the_others(any_
         moved[1]: "host is now 'other' (read 'cs-host')",
         busy[1]: "task_state is now 'powering-on' (read None)",
         deleted[1]: f"deleted is now {deleted[0]} (read 0)"}
-    after = states_of(any_db, [r[0] for r in (plain, moved, busy, deleted, finishing)])
+    after = states_of(db, [r[0] for r in (plain, moved, busy, deleted, finishing)])
     assert after[plain[0]] == (HOST, s.STOPPED, None, 4, False)
     assert after[moved[0]] == ("other", s.ACTIVE, None, 1, False)
     assert after[busy[0]] == (HOST, s.ACTIVE, s.POWERING_ON, 1, False)
@@ -69,42 +69,64 @@ def test_save_instances_writes_only_rows_still_as_read_and_names_the_others(any_
     assert after[finishing[0]] == (HOST, s.DELETED, None, 1, True)
 
 
-def test_save_of_a_row_that_does_not_exist_is_lost_as_gone(any_db):
-    with any_db.sessions.begin() as session:
+def test_save_of_a_row_that_does_not_exist_is_lost_as_gone(db):
+    with db.sessions.begin() as session:
         result = q.save_instances(session, HOST, [stop((987654, "no-such-uuid"))])
     assert result.won == frozenset()
     assert [(lost.label, lost.describe()) for lost in result.lost] == [
         ("no-such-uuid", "the row is gone")]
 
 
-def test_save_migrations_only_where_status_still_holds(any_db):
+def test_save_instance_wins_with_one_statement_and_names_what_changed_when_lost(any_db):
+    """The one-row save of an RPC operation: its guarded UPDATE alone when it wins; when the
+    row changed, nothing is written and the change is named, as for a batch."""
+    plain, moved, gone = add_instances(any_db, 3)
+    with any_db.engine.begin() as conn:
+        conn.execute(update(Instance).where(Instance.id == moved[0]).values(host="other"))
+        conn.execute(update(Instance).where(Instance.id == gone[0]).values(deleted=Instance.id))
+    with count_statements(any_db.engine) as counter:
+        with any_db.sessions.begin() as session:
+            won = q.save_instance(session, HOST, stop(plain))
+    assert (won.won, won.lost, counter.statements) == ({plain[0]}, (), 1)
     with any_db.sessions.begin() as session:
+        lost = [q.save_instance(session, HOST, stop(row)) for row in (moved, gone)]
+    assert [(r.won, [x.describe() for x in r.lost]) for r in lost] == [
+        (frozenset(), ["host is now 'other' (read 'cs-host')"]),
+        (frozenset(), [f"deleted is now {gone[0]} (read 0)"])]
+    after = states_of(any_db, [plain[0], moved[0], gone[0]])
+    assert after[plain[0]] == (HOST, s.STOPPED, None, 4, False)
+    assert after[moved[0]] == ("other", s.ACTIVE, None, 1, False)
+    assert after[gone[0]] == (HOST, s.ACTIVE, None, 1, True)
+
+
+def test_save_migrations_only_where_status_still_holds(db):
+    with db.sessions.begin() as session:
         rows = [Migration(uuid=str(uuid_lib.uuid4()), instance_uuid=str(uuid_lib.uuid4()),
                           source_compute=HOST, dest_compute="dst", migration_type="evacuation",
                           status="done", deleted=0) for _ in range(2)]
         session.add_all(rows)
         session.flush()
         kept, changed = rows[0].id, rows[1].id
-    with any_db.engine.begin() as conn:
+    with db.begin() as conn:
         conn.execute(update(Migration).where(Migration.id == changed).values(status="error"))
-    with any_db.sessions.begin() as session:
+    with db.sessions.begin() as session:
         result = q.save_migrations(session, [
             q.MigrationUpdate(mid, {"status": "done", "source_compute": HOST}, "completed")
             for mid in (kept, changed)])
     assert result.won == {kept}
     assert [(lost.label, lost.describe()) for lost in result.lost] == [
         (f"migration {changed}", "status is now 'error' (read 'done')")]
-    with any_db.sessions() as session:
+    with db.sessions() as session:
         assert dict(session.execute(select(Migration.id, Migration.status)).all()) == {
             kept: "completed", changed: "error"}
 
 
-def test_save_statement_count_does_not_grow_with_rows(any_db):
+def test_save_statement_count_does_not_grow_with_rows(db):
     counts = []
     for n in (3, 300):
-        rows = add_instances(any_db, n)
-        with count_statements(any_db.engine) as counter:
-            with any_db.sessions.begin() as session:
+        rows = add_instances(db, n)
+        with count_statements(db.engine) as counter:
+            with db.sessions.begin() as session:
                 result = q.save_instances(session, HOST, [stop(r) for r in rows])
         assert len(result.won) == n
         counts.append(counter.statements)

@@ -29,57 +29,57 @@ def service_row(db, host: str) -> Service | None:
                                                      Service.deleted == 0)).one_or_none()
 
 
-def test_unknown_host_is_service_not_found_with_its_values(any_db):
+def test_unknown_host_is_service_not_found_with_its_values(db):
     with pytest.raises(errors.ServiceNotFound) as caught:
-        in_transaction(any_db, set_disabled, "nowhere", COMPUTE_BINARY, True, "x")
+        in_transaction(db, set_disabled, "nowhere", COMPUTE_BINARY, True, "x")
     assert (caught.value.host, caught.value.binary, caught.value.role) == (
         "nowhere", COMPUTE_BINARY, None)
 
 
-def test_delete_refused_carries_both_counts_and_changes_nothing(any_db):
-    add_service(any_db, "busy")
-    with any_db.sessions.begin() as session:
+def test_delete_refused_carries_both_counts_and_changes_nothing(db):
+    add_service(db, "busy")
+    with db.sessions.begin() as session:
         session.add_all([Instance(display_name=f"vm{i}", host="busy", node="busy",
                                   vm_state="active", power_state=1) for i in range(2)])
         session.add(Migration(instance_uuid="11111111-1111-4111-8111-111111111111",
                               source_compute="busy", dest_compute="other",
                               migration_type="migration", status="migrating"))
     with pytest.raises(errors.ServiceInUse) as caught:
-        in_transaction(any_db, delete_service, "busy", COMPUTE_BINARY)
+        in_transaction(db, delete_service, "busy", COMPUTE_BINARY)
     assert (caught.value.instances, caught.value.migrations) == (2, 1)
-    assert service_row(any_db, "busy") is not None
+    assert service_row(db, "busy") is not None
 
 
-def test_unset_forced_down_refused_carries_the_pending_count(any_db):
-    add_service(any_db, "src")
-    in_transaction(any_db, set_forced_down, "src", COMPUTE_BINARY, True)
-    with any_db.sessions.begin() as session:
+def test_unset_forced_down_refused_carries_the_pending_count(db):
+    add_service(db, "src")
+    in_transaction(db, set_forced_down, "src", COMPUTE_BINARY, True)
+    with db.sessions.begin() as session:
         session.add(Migration(instance_uuid="22222222-2222-4222-8222-222222222222",
                               source_compute="src", dest_compute="dst",
                               migration_type="evacuation", status="done"))
     with pytest.raises(errors.EvacuationsPending) as caught:
-        in_transaction(any_db, set_forced_down, "src", COMPUTE_BINARY, False)
+        in_transaction(db, set_forced_down, "src", COMPUTE_BINARY, False)
     assert (caught.value.host, caught.value.count) == ("src", 1)
-    assert service_row(any_db, "src").forced_down is True
+    assert service_row(db, "src").forced_down is True
 
 
-def test_the_caller_owns_the_transaction(any_db):
+def test_the_caller_owns_the_transaction(db):
     """Two requests in one session: the second's refusal rolls back the first's change too
     (one API request is one transaction); without the refusal both are committed."""
-    add_service(any_db, "cn1")
-    with any_db.sessions.begin() as session:
+    add_service(db, "cn1")
+    with db.sessions.begin() as session:
         session.add(Instance(display_name="vm", host="cn1", node="cn1", vm_state="active",
                              power_state=1))
     with pytest.raises(errors.ServiceInUse):
-        with any_db.sessions.begin() as session:
+        with db.sessions.begin() as session:
             set_disabled(session, "cn1", COMPUTE_BINARY, True, "maintenance")
             delete_service(session, "cn1", COMPUTE_BINARY)
-    assert service_row(any_db, "cn1").disabled is False
+    assert service_row(db, "cn1").disabled is False
 
-    with any_db.sessions.begin() as session:
+    with db.sessions.begin() as session:
         set_disabled(session, "cn1", COMPUTE_BINARY, True, "maintenance")
         set_forced_down(session, "cn1", COMPUTE_BINARY, True)
-    row = service_row(any_db, "cn1")
+    row = service_row(db, "cn1")
     assert (row.disabled, row.disabled_reason, row.forced_down) == (True, "maintenance", True)
 
 

@@ -21,7 +21,7 @@ from agent.db import migrate
 from agent.db.engine import Database, make_database
 from agent.db.models import Base, Service, utcnow
 from agent.errors import DatabaseError
-from tests.conftest import require_tier, server_url
+from tests.conftest import _empty_tables, require_tier, server_url
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -81,9 +81,11 @@ def _empty_database(request, tmp_path, backend: str):
     try:
         yield db
     finally:
-        # Leave the database as the shared fixtures expect it: migrated and empty.
+        # Leave the database as the shared fixtures expect it: migrated and empty (without the
+        # migration's default flavors: the `db` fixture does not empty a clean database).
         _drop_everything(db)
         migrate.upgrade(db)
+        _empty_tables(db)
         db.dispose()
 
 

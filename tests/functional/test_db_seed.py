@@ -81,8 +81,8 @@ def test_seed_again_is_refused_and_writes_nothing(any_db, capsys):
     assert counts(any_db) == before
 
 
-def test_seed_is_all_or_nothing_when_a_migration_uuid_exists(any_db, tmp_path):
-    seed_database(any_db, load_scenario(EXAMPLE))
+def test_seed_is_all_or_nothing_when_a_migration_uuid_exists(db, tmp_path):
+    seed_database(db, load_scenario(EXAMPLE))
     path = tmp_path / "second.toml"
     path.write_text(textwrap.dedent("""
         [[instances]]
@@ -94,16 +94,16 @@ def test_seed_is_all_or_nothing_when_a_migration_uuid_exists(any_db, tmp_path):
         migration_type = "evacuation"
         status = "done"
     """))
-    before = counts(any_db)
+    before = counts(db)
     with pytest.raises(ScenarioError, match="1 migration uuid"):
-        seed_database(any_db, load_scenario(str(path)))
-    assert counts(any_db) == before
-    assert "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa" not in rows_by_uuid(any_db, Instance)
+        seed_database(db, load_scenario(str(path)))
+    assert counts(db) == before
+    assert "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa" not in rows_by_uuid(db, Instance)
 
 
-def test_seed_replace_overwrites_existing_rows(any_db, tmp_path):
-    seed_database(any_db, load_scenario(EXAMPLE))
-    before = counts(any_db)
+def test_seed_replace_overwrites_existing_rows(db, tmp_path):
+    seed_database(db, load_scenario(EXAMPLE))
+    before = counts(db)
     path = tmp_path / "changed.toml"
     path.write_text(textwrap.dedent("""
         [[instances]]
@@ -111,11 +111,11 @@ def test_seed_replace_overwrites_existing_rows(any_db, tmp_path):
         host = "compute-1"
         vm_state = "stopped"
     """))
-    result = seed_database(any_db, load_scenario(str(path)), replace=True)
+    result = seed_database(db, load_scenario(str(path)), replace=True)
     assert (result.instances, result.replaced) == (1, 1)
-    row = rows_by_uuid(any_db, Instance)["11111111-1111-4111-8111-111111111111"]
+    row = rows_by_uuid(db, Instance)["11111111-1111-4111-8111-111111111111"]
     assert (row.vm_state, row.power_state) == ("stopped", PowerState.SHUTDOWN)
-    assert counts(any_db) == before
+    assert counts(db) == before
 
 
 def test_instances_without_host_get_the_agent_host(sqlite_url, tmp_path, capsys):
@@ -157,11 +157,11 @@ def test_malformed_scenario_is_refused_before_touching_the_database(sqlite_url, 
                    "uuid (expected 8-4-4-4-12 hex digits)")
 
 
-def test_seed_thousands_of_generated_instances(any_db):
+def test_seed_thousands_of_generated_instances(db):
     scenario = generate_scenario(2000, hostname="big-host")
-    result = seed_database(any_db, scenario)
+    result = seed_database(db, scenario)
     assert (result.instances, result.migrations) == (2000, 0)
-    with any_db.sessions() as session:
+    with db.sessions() as session:
         on_host = session.scalar(select(func.count()).select_from(Instance)
                                  .where(Instance.host == "big-host"))
     assert on_host == 2000

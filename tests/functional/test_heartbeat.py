@@ -96,21 +96,22 @@ def test_last_seen_up_comes_from_the_database_clock(any_db, any_db_url, capsys, 
     assert ("ahead of" if skew_hours > 0 else "behind") in err and "skewed" in err
 
 
-def test_host_clock_aware_datetimes_are_stored_as_utc(sqlite_db):
-    record = register_service(sqlite_db, "tz")
+def test_host_clock_aware_datetimes_are_stored_as_utc(sqlite_rolled_back_db):
+    record = register_service(sqlite_rolled_back_db, "tz")
     plus_two = dt.timezone(dt.timedelta(hours=2))
-    heartbeat = Heartbeat(sqlite_db, record.id, 10, clock=lambda: dt.datetime.now(plus_two))
+    heartbeat = Heartbeat(sqlite_rolled_back_db, record.id, 10,
+                          clock=lambda: dt.datetime.now(plus_two))
     assert heartbeat.beat() is True
-    row = service_row(sqlite_db, record.id)
+    row = service_row(sqlite_rolled_back_db, record.id)
     assert abs((row.last_seen_host_time - row.last_seen_up).total_seconds()) < 5
 
 
-def test_deleted_row_is_reported_once_and_not_recreated(any_db, caplog):
+def test_deleted_row_is_reported_once_and_not_recreated(db, caplog):
     caplog.set_level(logging.INFO, logger="agent.heartbeat")
-    record = register_service(any_db, "gone-host")
-    heartbeat = Heartbeat(any_db, record.id, 10)
+    record = register_service(db, "gone-host")
+    heartbeat = Heartbeat(db, record.id, 10)
     assert heartbeat.beat() is True
-    in_transaction(any_db, delete_service, "gone-host", COMPUTE_BINARY)
+    in_transaction(db, delete_service, "gone-host", COMPUTE_BINARY)
 
     results = [heartbeat.beat() for _ in range(4)]
 
@@ -122,17 +123,17 @@ def test_deleted_row_is_reported_once_and_not_recreated(any_db, caplog):
     assert heartbeat_records(caplog, logging.WARNING) == []
     assert not any("recovered" in r.getMessage() for r in caplog.records)
     assert heartbeat.last_error is not None and "gone" in heartbeat.last_error
-    with any_db.sessions() as session:
+    with db.sessions() as session:
         rows = session.scalars(select(Service).where(Service.host == "gone-host")).all()
     assert [(r.id, r.deleted != 0) for r in rows] == [(record.id, True)]
     assert rows[0].report_count == 1
 
 
-def test_each_beat_logs_under_a_new_request_id(sqlite_db, caplog):
+def test_each_beat_logs_under_a_new_request_id(sqlite_rolled_back_db, caplog):
     caplog.set_level(logging.DEBUG, logger="agent.heartbeat")
     caplog.handler.addFilter(RequestIdFilter())
-    record = register_service(sqlite_db, "cn1")
-    heartbeat = Heartbeat(sqlite_db, record.id, 10)
+    record = register_service(sqlite_rolled_back_db, "cn1")
+    heartbeat = Heartbeat(sqlite_rolled_back_db, record.id, 10)
     heartbeat.beat()
     heartbeat.beat()
     ids = [r.request_id for r in heartbeat_records(caplog, logging.DEBUG)]

@@ -21,45 +21,29 @@ import pytest
 from sqlalchemy import update
 
 from agent import registry
-from agent.db.models import Service
 from agent.compute.connection_guard import ConnectionGuard
-from agent.virt.libvirt.driver import LibvirtDriver
-from agent.virt.libvirt.host import Host, start_event_loop
+from agent.db.models import Service
 from agent.errors import InstanceExists
-from agent.virt.types import Flavor, InstanceRef, PowerState, Transition
+from agent.virt.libvirt.driver import LibvirtDriver
+from agent.virt.libvirt.host import Host
+from agent.virt.types import Flavor, InstanceRef, PowerState, RebootType, Transition
+from tests.agent_process import bounded
 from tests.conftest import import_libvirt, require_tier
 from tests.functional.test_libvirt_driver import ManualTimers, make_conf, wait_for
+from tests.qemu_tier import URI, domstate, require_qemu_tier, virsh_names
 
 libvirt = import_libvirt()
 
 pytestmark = pytest.mark.libvirtd
 
-URI = "qemu:///system"
 START_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "start-libvirtd"
 RESTART_DEADLINE_S = 120.0
 SYSTEM_PID_FILE = "/run/libvirtd.pid"  # libvirtd --daemon as root
 
 
-def _libvirtd_available() -> tuple[bool, str]:
-    # libvirt's event implementation must be registered before this process opens its first
-    # connection (as the agent does), or connections opened later never see events.
-    start_event_loop(libvirt)
-    try:
-        conn = libvirt.open(URI)
-    except libvirt.libvirtError as exc:
-        return False, f"cannot open {URI}: {exc.get_error_message()} (run .ci/start-libvirtd)"
-    try:
-        if conn.getType() != "QEMU":
-            return False, f"{URI} is not QEMU"
-    finally:
-        conn.close()
-    return True, ""
-
-
 @pytest.fixture
 def qemu_conn():
-    available, reason = _libvirtd_available()
-    require_tier("libvirtd", available, reason)
+    require_qemu_tier()
     conn = libvirt.open(URI)
     yield conn
     conn.close()
@@ -98,9 +82,10 @@ def tiny_guest(qemu_conn):
 def make_qemu_driver(tmp_path, qemu_conn):
     drivers = []
 
-    def make(**host_args):
-        # The clean-shutdown wait comes from the configuration, as on a real host.
-        conf = make_conf(tmp_path, URI, virt_type="qemu").replace(shutdown_timeout=2)
+    def make(*, shutdown_timeout=2, libvirt_options=None, **host_args):
+        # The clean-shutdown waits come from the configuration, as on a real host.
+        conf = make_conf(tmp_path, URI, virt_type="qemu", **(libvirt_options or {}))
+        conf = conf.replace(shutdown_timeout=shutdown_timeout)
         driver = LibvirtDriver(conf, host=Host(URI, **host_args), poll_interval=0.1)
         drivers.append(driver)
         return driver
@@ -179,7 +164,7 @@ def test_tiny_guest_lifecycle_through_the_driver(make_qemu_driver, tiny_guest, c
     # No guest OS answers ACPI: the clean shutdown times out (shutdown_timeout = 2) and the
     # guest is destroyed.
     seen = len(events.snapshot())
-    with caplog.at_level(logging.WARNING, logger="agent.virt.libvirt.driver"):
+    with caplog.at_level(logging.WARNING, logger="agent.virt.libvirt"):
         driver.power_off(tiny_guest, clean_shutdown=True)
     assert any(f"{tiny_guest.uuid} did not shut down within 2 s" in r.getMessage()
                for r in caplog.records)
@@ -196,10 +181,25 @@ def test_tiny_guest_lifecycle_through_the_driver(make_qemu_driver, tiny_guest, c
     assert tiny_guest.uuid not in {i.uuid for i in driver.list_instances()}
 
 
-def _virsh_running() -> list[str]:
-    out = subprocess.run(["virsh", "-c", URI, "list", "--name"], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
-    return [line.strip() for line in out.splitlines() if line.strip()]
+def test_soft_reboot_of_a_guest_without_an_os_is_done_hard_after_its_own_wait(
+        make_qemu_driver, tiny_guest, qemu_conn, caplog):
+    # No OS answers the ACPI request: after [libvirt] wait_soft_reboot_seconds (not the stop's
+    # shutdown_timeout, long here) the guest is rebooted hard, as nova's libvirt driver does.
+    driver = make_qemu_driver(shutdown_timeout=3600,
+                              libvirt_options={"wait_soft_reboot_seconds": "1"})
+    driver.init_host("compute-1")
+    driver.power_on(tiny_guest)
+    before = qemu_conn.lookupByUUIDString(tiny_guest.uuid).ID()
+    with caplog.at_level(logging.WARNING, logger="agent.virt.libvirt"):
+        bounded(lambda: driver.reboot(tiny_guest, RebootType.SOFT), deadline=300)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"Instance {tiny_guest.uuid} did not shut down within 1 s " \
+        "(wait_soft_reboot_seconds)" in warnings
+    assert f"Soft reboot of {tiny_guest.uuid} failed; rebooting hard" in warnings
+    # A new QEMU process (new domain id), running: the guest was really restarted.
+    assert qemu_conn.lookupByUUIDString(tiny_guest.uuid).ID() != before
+    assert domstate(tiny_guest.name) == "running"
+    assert driver.get_info(tiny_guest).power_state == PowerState.RUNNING
 
 
 @pytest.fixture
@@ -222,14 +222,14 @@ def test_spawn_starts_a_guest_of_the_flavor_that_virsh_lists(make_qemu_driver, n
     driver.spawn(new_guest, Flavor(vcpus=2, memory_mb=48), "cirros-0.6.2", ())
     info = driver.get_info(new_guest)
     assert (info.power_state, info.vcpus, info.memory_mb) == (PowerState.RUNNING, 2, 48)
-    assert new_guest.name in _virsh_running()
+    assert new_guest.name in virsh_names()
 
     with pytest.raises(InstanceExists):
         driver.spawn(new_guest, Flavor(vcpus=1, memory_mb=32), None, ())
     assert driver.get_info(new_guest).vcpus == 2  # the running guest was left alone
 
     driver.destroy(new_guest)
-    assert new_guest.name not in _virsh_running()
+    assert new_guest.name not in virsh_names()
     assert new_guest.uuid not in {i.uuid for i in driver.list_instances()}
 
 

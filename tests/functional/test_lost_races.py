@@ -14,8 +14,10 @@ from sqlalchemy.engine import Engine
 from agent import vocabulary as s
 from agent.cli import main
 from agent.compute.manager import LOST_RACE, ComputeManager
+from agent.compute.operations import InstanceOperations
 from agent.compute.ownership import RECHECK_AFTER
 from agent.db.models import Instance, Migration
+from agent.rpc.wire import RequestContext
 from agent.virt.types import LifecycleEvent, PowerState as P, Transition
 from fakevirt.scenario import InstanceSeed, MigrationSeed
 from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,
@@ -41,12 +43,13 @@ def row_state(db, uuid: str) -> tuple:
 @contextlib.contextmanager
 def before_the_save_locks(db, change):
     """Run `change` once, just before the next conditional save takes its locks (SQLite:
-    BEGIN IMMEDIATE; servers: the SELECT ... FOR UPDATE): a change committed between a
-    writer's read and its save."""
+    BEGIN IMMEDIATE; servers: the SELECT ... FOR UPDATE; `save_row`, an operation's: its
+    guarded UPDATE): a change committed between a writer's read and its save."""
     done: list[bool] = []
 
     def hook(conn, cursor, statement, parameters, context, executemany):
-        if not done and ("BEGIN IMMEDIATE" in statement or "FOR UPDATE" in statement):
+        if not done and ("BEGIN IMMEDIATE" in statement or "FOR UPDATE" in statement
+                         or statement.startswith("UPDATE instances ")):
             done.append(True)
             change()
 
@@ -170,6 +173,24 @@ def test_lifecycle_event_lost_race_is_reported(tmp_path, sqlite_db, caplog):
     assert row_state(sqlite_db, A) == (HOST, s.ACTIVE, s.POWERING_ON, P.RUNNING)
     assert (f"power-state event on host {HOST} lost a race for {A}: task_state is now "
             "'powering-on' (read None); not saved") in caplog.text
+
+
+def test_operation_outcome_lost_race_is_reported(tmp_path, any_db, caplog):
+    """An RPC stop whose row moves to another host while the driver works: the guest is
+    stopped here, the row (now the other host's) is not overwritten, and the log says so."""
+    scenario = seeded(any_db, make_scenario(
+        [InstanceSeed(A, host=HOST, node=HOST, vm_state=s.ACTIVE, task_state=s.POWERING_OFF)],
+        [domain(A, P.RUNNING)]))
+    driver = make_driver(make_conf(tmp_path, any_db), scenario)
+    ops = InstanceOperations(any_db, driver, noop_firewall(), HOST)
+    caplog.set_level("WARNING", logger="agent.compute.operations")
+    with before_the_save_locks(any_db, lambda: move(any_db, A)) as done:
+        ops.stop_instance(RequestContext.new(), {"uuid": A})
+    assert done
+    assert guest_power(driver, A) == P.SHUTDOWN
+    assert row_state(any_db, A) == ("dst", s.ACTIVE, s.POWERING_OFF, P.RUNNING)
+    assert (f"instance {A}: outcome not saved, the row changed meanwhile: host is now 'dst' "
+            f"(read '{HOST}')") in caplog.text
 
 
 def test_evacuate_does_not_move_a_row_changed_after_it_was_read(sqlite_url, sqlite_db,

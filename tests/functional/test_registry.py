@@ -26,31 +26,31 @@ def live_rows(db, host: str) -> list[Service]:
                                                           Service.deleted == 0)))
 
 
-def test_register_creates_row_disabled_while_starting_then_enables(any_db):
-    record = register_service(any_db, "cn1")
+def test_register_creates_row_disabled_while_starting_then_enables(db):
+    record = register_service(db, "cn1")
 
     assert (record.host, record.binary) == ("cn1", registry.COMPUTE_BINARY)
     assert record.disabled and record.disabled_reason == AUTO_STARTING
-    [row] = live_rows(any_db, "cn1")
+    [row] = live_rows(db, "cn1")
     assert row.report_count == 0 and row.topic == registry.COMPUTE_TOPIC
-    assert finish_starting(any_db, record.id) is True
-    after = load_service(any_db, "cn1")
+    assert finish_starting(db, record.id) is True
+    after = load_service(db, "cn1")
     assert not after.disabled and after.disabled_reason is None
-    assert finish_starting(any_db, record.id) is False  # nothing left to lift
+    assert finish_starting(db, record.id) is False  # nothing left to lift
 
 
-def test_register_again_reuses_the_row(any_db):
-    first = register_service(any_db, "cn1")
-    finish_starting(any_db, first.id)
-    second = register_service(any_db, "cn1")
+def test_register_again_reuses_the_row(db):
+    first = register_service(db, "cn1")
+    finish_starting(db, first.id)
+    second = register_service(db, "cn1")
 
     assert second.id == first.id and second.uuid == first.uuid
     assert second.disabled_reason == AUTO_STARTING
-    assert len(live_rows(any_db, "cn1")) == 1
+    assert len(live_rows(db, "cn1")) == 1
 
 
-def test_register_without_starting_leaves_row_enabled(any_db):
-    record = register_service(any_db, "cn1", starting=False)
+def test_register_without_starting_leaves_row_enabled(db):
+    record = register_service(db, "cn1", starting=False)
     assert not record.disabled and record.disabled_reason is None
 
 
@@ -103,111 +103,111 @@ def test_insert_race_loser_reads_the_winners_row(any_db, any_db_url):
     assert loser.disabled_reason == AUTO_STARTING
 
 
-def test_enable_new_services_false_creates_disabled_row_with_reason(any_db):
-    record = register_service(any_db, "cn1", enable_new=False)
+def test_enable_new_services_false_creates_disabled_row_with_reason(db):
+    record = register_service(db, "cn1", enable_new=False)
 
     assert record.disabled and record.disabled_reason == NEW_SERVICE_DISABLED
     assert "enable_new_services" in record.disabled_reason
     # Finishing start-up does not enable what the configuration asked to keep disabled.
-    assert finish_starting(any_db, record.id) is False
-    assert load_service(any_db, "cn1").disabled_reason == NEW_SERVICE_DISABLED
+    assert finish_starting(db, record.id) is False
+    assert load_service(db, "cn1").disabled_reason == NEW_SERVICE_DISABLED
 
 
-def test_enable_new_services_false_does_not_touch_an_existing_row(any_db):
-    first = register_service(any_db, "cn1")
-    finish_starting(any_db, first.id)
-    again = register_service(any_db, "cn1", enable_new=False)
+def test_enable_new_services_false_does_not_touch_an_existing_row(db):
+    first = register_service(db, "cn1")
+    finish_starting(db, first.id)
+    again = register_service(db, "cn1", enable_new=False)
     assert again.id == first.id and again.disabled_reason == AUTO_STARTING
-    assert finish_starting(any_db, again.id) is True
+    assert finish_starting(db, again.id) is True
 
 
-def test_operator_disable_before_start_is_kept(any_db):
-    first = register_service(any_db, "cn1", starting=False)
-    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "hardware repair")
+def test_operator_disable_before_start_is_kept(db):
+    first = register_service(db, "cn1", starting=False)
+    in_transaction(db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "hardware repair")
 
-    record = register_service(any_db, "cn1")
+    record = register_service(db, "cn1")
     assert record.id == first.id
     assert record.disabled and record.disabled_reason == "hardware repair"
-    assert finish_starting(any_db, record.id) is False
-    after = load_service(any_db, "cn1")
+    assert finish_starting(db, record.id) is False
+    after = load_service(db, "cn1")
     assert after.disabled and after.disabled_reason == "hardware repair"
 
 
-def test_operator_disable_without_reason_before_start_is_kept(any_db):
-    register_service(any_db, "cn1", starting=False)
-    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, None)
+def test_operator_disable_without_reason_before_start_is_kept(db):
+    register_service(db, "cn1", starting=False)
+    in_transaction(db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, None)
 
-    record = register_service(any_db, "cn1")
+    record = register_service(db, "cn1")
     assert record.disabled and record.disabled_reason is None
-    assert finish_starting(any_db, record.id) is False
-    assert load_service(any_db, "cn1").disabled
+    assert finish_starting(db, record.id) is False
+    assert load_service(db, "cn1").disabled
 
 
-def test_operator_disable_during_start_is_kept(any_db):
-    record = register_service(any_db, "cn1")
-    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "draining")
+def test_operator_disable_during_start_is_kept(db):
+    record = register_service(db, "cn1")
+    in_transaction(db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "draining")
 
-    assert finish_starting(any_db, record.id) is False
-    assert load_service(any_db, "cn1").disabled_reason == "draining"
+    assert finish_starting(db, record.id) is False
+    assert load_service(db, "cn1").disabled_reason == "draining"
 
 
-def test_auto_disable_and_enable_never_override_an_operator(any_db):
-    record = register_service(any_db, "cn1", starting=False)
+def test_auto_disable_and_enable_never_override_an_operator(db):
+    record = register_service(db, "cn1", starting=False)
 
-    assert auto_disable(any_db, record.id, "AUTO: libvirt connection lost") is True
-    assert load_service(any_db, "cn1").disabled_reason == "AUTO: libvirt connection lost"
+    assert auto_disable(db, record.id, "AUTO: libvirt connection lost") is True
+    assert load_service(db, "cn1").disabled_reason == "AUTO: libvirt connection lost"
     # A different automatic reason does not lift it.
-    assert auto_enable(any_db, record.id, "AUTO: something else") is False
-    assert auto_enable(any_db, record.id, "AUTO: libvirt connection lost") is True
-    assert not load_service(any_db, "cn1").disabled
+    assert auto_enable(db, record.id, "AUTO: something else") is False
+    assert auto_enable(db, record.id, "AUTO: libvirt connection lost") is True
+    assert not load_service(db, "cn1").disabled
 
-    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
-    assert auto_disable(any_db, record.id, "AUTO: libvirt connection lost") is False
-    assert auto_enable(any_db, record.id, "AUTO: libvirt connection lost") is False
-    after = load_service(any_db, "cn1")
+    in_transaction(db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
+    assert auto_disable(db, record.id, "AUTO: libvirt connection lost") is False
+    assert auto_enable(db, record.id, "AUTO: libvirt connection lost") is False
+    after = load_service(db, "cn1")
     assert after.disabled and after.disabled_reason == "maintenance"
 
 
 @pytest.mark.parametrize("left_by_earlier_run", [
     "AUTO: connection to libvirt lost", "AUTO: start-up failed: no route to libvirtd"], ids=str)
-def test_automatic_reason_of_an_earlier_run_is_reevaluated(any_db, left_by_earlier_run):
-    record = register_service(any_db, "cn1", starting=False)
-    auto_disable(any_db, record.id, left_by_earlier_run)
+def test_automatic_reason_of_an_earlier_run_is_reevaluated(db, left_by_earlier_run):
+    record = register_service(db, "cn1", starting=False)
+    auto_disable(db, record.id, left_by_earlier_run)
 
-    assert register_service(any_db, "cn1").disabled_reason == AUTO_STARTING
-    assert finish_starting(any_db, record.id) is True
-    assert not load_service(any_db, "cn1").disabled
+    assert register_service(db, "cn1").disabled_reason == AUTO_STARTING
+    assert finish_starting(db, record.id) is True
+    assert not load_service(db, "cn1").disabled
 
 
-def test_replace_auto_reason_only_replaces_that_reason(any_db):
-    record = register_service(any_db, "cn1")
-    assert replace_auto_reason(any_db, record.id, AUTO_STARTING,
+def test_replace_auto_reason_only_replaces_that_reason(db):
+    record = register_service(db, "cn1")
+    assert replace_auto_reason(db, record.id, AUTO_STARTING,
                                "AUTO: start-up failed: no libvirt") is True
-    assert load_service(any_db, "cn1").disabled_reason == "AUTO: start-up failed: no libvirt"
+    assert load_service(db, "cn1").disabled_reason == "AUTO: start-up failed: no libvirt"
 
-    in_transaction(any_db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
-    assert replace_auto_reason(any_db, record.id, "AUTO: start-up failed: no libvirt",
+    in_transaction(db, set_disabled, "cn1", registry.COMPUTE_BINARY, True, "maintenance")
+    assert replace_auto_reason(db, record.id, "AUTO: start-up failed: no libvirt",
                                "AUTO: start-up failed: again") is False
-    after = load_service(any_db, "cn1")
+    after = load_service(db, "cn1")
     assert after.disabled and after.disabled_reason == "maintenance"
 
 
 @pytest.mark.parametrize("reason", ["maintenance", "AUTO:no-space", ""], ids=str)
-def test_automatic_reason_must_carry_the_prefix(any_db, reason):
-    record = register_service(any_db, "cn1", starting=False)
+def test_automatic_reason_must_carry_the_prefix(db, reason):
+    record = register_service(db, "cn1", starting=False)
     with pytest.raises(ValueError, match="must start with 'AUTO: '"):
-        auto_disable(any_db, record.id, reason)
-    assert not load_service(any_db, "cn1").disabled
+        auto_disable(db, record.id, reason)
+    assert not load_service(db, "cn1").disabled
 
 
-def test_register_after_delete_creates_a_new_row(any_db):
-    first = register_service(any_db, "cn1")
-    in_transaction(any_db, delete_service, "cn1", registry.COMPUTE_BINARY)
-    assert load_service(any_db, "cn1") is None
+def test_register_after_delete_creates_a_new_row(db):
+    first = register_service(db, "cn1")
+    in_transaction(db, delete_service, "cn1", registry.COMPUTE_BINARY)
+    assert load_service(db, "cn1") is None
 
-    second = register_service(any_db, "cn1")
+    second = register_service(db, "cn1")
     assert second.id != first.id
-    with any_db.sessions() as session:
+    with db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Service)
                               .where(Service.host == "cn1")) == 2
 
@@ -223,40 +223,40 @@ def started(db, agent_id):
     return record
 
 
-def test_second_agent_with_another_identity_is_refused_and_changes_nothing(any_db):
-    first = started(any_db, A_ID)
-    finish_starting(any_db, first.id)
-    [before] = live_rows(any_db, "cn1")
+def test_second_agent_with_another_identity_is_refused_and_changes_nothing(db):
+    first = started(db, A_ID)
+    finish_starting(db, first.id)
+    [before] = live_rows(db, "cn1")
     with pytest.raises(StartupError, match=f"host 'cn1' is already run by another agent "
                                            f"\\(identity {A_ID}, since "):
-        register_service(any_db, "cn1", agent_id=B_ID, service_down_time=60)
-    [after] = live_rows(any_db, "cn1")
+        register_service(db, "cn1", agent_id=B_ID, service_down_time=60)
+    [after] = live_rows(db, "cn1")
     assert (after.last_seen_by, after.report_count, after.disabled, after.started_at) == (
         A_ID, before.report_count, False, before.started_at)
 
 
-def test_restart_with_the_same_identity_is_not_refused(any_db):
-    first = started(any_db, A_ID)
-    again = register_service(any_db, "cn1", agent_id=A_ID, service_down_time=60)
+def test_restart_with_the_same_identity_is_not_refused(db):
+    first = started(db, A_ID)
+    again = register_service(db, "cn1", agent_id=A_ID, service_down_time=60)
     assert again.id == first.id and again.disabled_reason == AUTO_STARTING
 
 
-def test_row_quiet_past_service_down_time_is_taken_over(any_db, caplog):
-    first = started(any_db, A_ID)
-    with any_db.engine.begin() as conn:
+def test_row_quiet_past_service_down_time_is_taken_over(db, caplog):
+    first = started(db, A_ID)
+    with db.begin() as conn:
         conn.execute(update(Service).where(Service.id == first.id)
                      .values(last_seen_up=LONG_AGO, started_at=LONG_AGO))
     with caplog.at_level("WARNING", logger="agent.service_owner"):
-        record = register_service(any_db, "cn1", agent_id=B_ID, service_down_time=60)
-    [row] = live_rows(any_db, "cn1")
+        record = register_service(db, "cn1", agent_id=B_ID, service_down_time=60)
+    [row] = live_rows(db, "cn1")
     assert record.id == first.id and row.last_seen_by == B_ID and row.started_at > LONG_AGO
     assert any(f"last run by agent {A_ID}" in r.getMessage() for r in caplog.records)
 
 
-def test_running_agent_logs_once_when_another_beats_into_its_row(any_db, caplog):
-    record = started(any_db, A_ID)
-    mine = Heartbeat(any_db, record.id, 10, agent_id=A_ID, host="cn1")
-    intruder = Heartbeat(any_db, record.id, 10, agent_id=B_ID)
+def test_running_agent_logs_once_when_another_beats_into_its_row(db, caplog):
+    record = started(db, A_ID)
+    mine = Heartbeat(db, record.id, 10, agent_id=A_ID, host="cn1")
+    intruder = Heartbeat(db, record.id, 10, agent_id=B_ID)
     with caplog.at_level("INFO", logger="agent.heartbeat"):
         assert intruder.beat() and mine.beat() and intruder.beat() and mine.beat()
         errors = [r for r in caplog.records if r.levelname == "ERROR"]
@@ -267,7 +267,7 @@ def test_running_agent_logs_once_when_another_beats_into_its_row(any_db, caplog)
             "running as one host; stop the one that should not run")
         assert mine.beat()  # the intruder stopped
     assert "no other agent beats into host cn1" in caplog.records[-1].getMessage()
-    [row] = live_rows(any_db, "cn1")
+    [row] = live_rows(db, "cn1")
     assert row.last_seen_by == A_ID and row.report_count == 6
 
 

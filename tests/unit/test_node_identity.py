@@ -8,7 +8,7 @@ import pytest
 from agent import vocabulary as s
 from agent.compute.node_identity import KnownNode, NodeIdentityStore, check_identity
 from agent.compute.power_sync import decide_power_sync
-from agent.db.compute_queries import InstanceRecord
+from agent.db.records import InstanceRecord
 from agent.errors import StartupError
 from agent.virt.types import PowerState as P
 
@@ -72,8 +72,9 @@ def test_identity_file_round_trip_and_bad_content(tmp_path):
 
 
 def rec(vm, power, task=None, host="h1"):
-    return InstanceRecord(1, A, "vm", host, "n1", vm, task, int(power), 1, 512, 1, 0, 0, None,
-                          None, None, None, None, None)
+    return InstanceRecord(
+        id=1, uuid=A, display_name="vm", host=host, node="n1", vm_state=vm, task_state=task,
+        power_state=int(power), vcpus=1, memory_mb=512, root_gb=1, ephemeral_gb=0, swap=0)
 
 
 @pytest.mark.parametrize("row,live,new,mismatch", [

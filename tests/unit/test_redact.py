@@ -103,7 +103,13 @@ def test_secrets_are_the_passwords_sqlalchemy_reads(url):
      "(Background on this error at: https://sqlalche.me/e/20/e3q8)"),
     ("duplicate key value violates unique constraint", "duplicate key value violates unique "
      "constraint"),
-], ids=["libpq-pair", "dict-repr", "json", "conninfo", "url-in-text", "plain-url", "plain"])
+    (f"PASSWORD={PW} Auth_Token: {PW}", "PASSWORD=*** Auth_Token: ***"),
+    # Case variants that re.IGNORECASE folds: the quick test for a secret word must see them.
+    (f"pa\u017f\u017fword={PW}", "pa\u017f\u017fword=***"),
+    ("instance 7f3e: stop done: vm_state stopped, power_state SHUTDOWN",
+     "instance 7f3e: stop done: vm_state stopped, power_state SHUTDOWN"),
+], ids=["libpq-pair", "dict-repr", "json", "conninfo", "url-in-text", "plain-url", "plain",
+        "upper-case", "case-folded", "operation-line"])
 def test_text_is_shown_without_any_password(text, shown):
     assert redact_text(text) == shown
 

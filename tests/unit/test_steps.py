@@ -60,3 +60,35 @@ def test_a_local_step_runs_in_place_of_a_driver_call(tmp_path):
                      local={Op.ABORT_MIGRATION: ran.append})
     assert [step.op for step in ran] == [Op.ABORT_MIGRATION]
     assert done.values["task_state"] is None and done.action == "aborted-migration"
+
+
+def test_a_fail_step_hands_its_error_to_the_caller_and_stops(tmp_path, caplog):
+    """An RPC operation's step: the error (with its traceback) comes back for the caller to
+    record; nothing is logged here and the next step does not run."""
+    driver = fake(tmp_path)
+    driver.faults.fail("pause", U)
+    plan = Plan(U, "pause", {}, (Step(Op.PAUSE, OnError.FAIL), Step(Op.POWER_OFF, OnError.FAIL)))
+    done = run_steps(driver, REF, plan, CURRENT, lambda: ())
+    assert done.action == "failed" and done.exception is not None
+    assert done.exception.__traceback__ is not None
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert driver.get_info(REF).power_state == PowerState.RUNNING  # power-off never ran
+
+
+def test_a_driver_that_cannot_do_a_fail_step_fails_it(tmp_path, monkeypatch):
+    driver = fake(tmp_path)
+
+    def cannot(*_args, **_kwargs):
+        raise NotImplementedError("no pause here")
+
+    monkeypatch.setattr(driver, "pause", cannot)
+    done = run_steps(driver, REF, Plan(U, "pause", {}, (Step(Op.PAUSE, OnError.FAIL),)),
+                     CURRENT, lambda: ())
+    assert isinstance(done.exception, NotImplementedError) and done.action == "failed"
+
+
+def test_vifs_are_read_only_by_the_calls_that_take_them(tmp_path):
+    read = []
+    plan = Plan(U, "powered-off", {}, (Step(Op.POWER_OFF, OnError.FAIL),))
+    run_steps(fake(tmp_path), REF, plan, CURRENT, lambda: read.append(1) or ())
+    assert read == []

@@ -17,13 +17,13 @@ from agent.errors import DriverError, InstanceExists, InstanceNotFound
 from agent.virt.driver import ComputeDriver
 from agent.virt.libvirt import checks, guests, resources
 from agent.virt.libvirt.host import Host
+from agent.virt.libvirt.power import ShutdownWaiter, ignore_invalid
 from agent.virt.types import (ACTIVE_POWER_STATES, VIF, Capabilities, DriverInfo, Flavor,
                               HostResources, InstanceInfo, InstanceRef, PowerState, RebootType)
 
 LOG = logging.getLogger(__name__)
 
 VIR_ERR_NO_DOMAIN = 42
-VIR_ERR_OPERATION_INVALID = 55  # e.g. destroying a guest that is not running
 # Guest states in which resume_state_on_host_boot leaves the guest alone (as nova does).
 _RESUME_LEAVES = (PowerState.RUNNING, PowerState.SUSPENDED, PowerState.NOSTATE,
                   PowerState.PAUSED)
@@ -31,14 +31,16 @@ _RESUME_LEAVES = (PowerState.RUNNING, PowerState.SUSPENDED, PowerState.NOSTATE,
 
 class LibvirtDriver(ComputeDriver):
     """`shutdown_timeout` (default: the `shutdown_timeout` option) bounds a clean shutdown
-    before the guest is destroyed; `poll_interval` is how often the guest's state is read while
-    waiting."""
+    before the guest is destroyed, `wait_soft_reboot_seconds` (default: `[libvirt]
+    wait_soft_reboot_seconds`) the shutdown of a soft reboot before it is done hard, in
+    seconds; `poll_interval` is how often the guest's state is read while waiting."""
 
     name = "libvirt"
     capabilities = Capabilities(supports_evacuate=True, supports_events=True)
 
     def __init__(self, conf: Any, *, host: Host | None = None,
                  shutdown_timeout: float | None = None,
+                 wait_soft_reboot_seconds: float | None = None,
                  poll_interval: float = 0.5, sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic):
         self._conf = conf
@@ -48,9 +50,10 @@ class LibvirtDriver(ComputeDriver):
         self._host.bind(on_event=self.emit_event, on_connection=self.emit_connection)
         self._shutdown_timeout = (conf.shutdown_timeout if shutdown_timeout is None
                                   else shutdown_timeout)
-        self._poll_interval = poll_interval
-        self._sleep = sleep
-        self._monotonic = monotonic
+        self._wait_soft_reboot = (conf.libvirt.wait_soft_reboot_seconds
+                                  if wait_soft_reboot_seconds is None
+                                  else wait_soft_reboot_seconds)
+        self._waiter = ShutdownWaiter(poll_interval, sleep, monotonic)
         self._info: DriverInfo | None = None
         self._arch: str | None = None
         self._hostname: str | None = None
@@ -187,7 +190,8 @@ class LibvirtDriver(ComputeDriver):
             infos = []
             for dom, stats in records:
                 try:
-                    infos.append(guests.info_from_stats(dom, stats) or guests.info_from_domain(dom))
+                    infos.append(guests.info_from_stats(dom, stats)
+                                 or guests.info_from_domain(dom))
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != VIR_ERR_NO_DOMAIN:
                         raise
@@ -231,7 +235,7 @@ class LibvirtDriver(ComputeDriver):
             with _errors(f"starting {instance.uuid}"):
                 dom.create()
         except DriverError:
-            _ignore_invalid(dom.undefine)
+            ignore_invalid(dom.undefine)
             raise
         LOG.info("Instance %s spawned (%s vCPUs, %s MiB)", instance.uuid, flavor.vcpus,
                  flavor.memory_mb)
@@ -244,7 +248,7 @@ class LibvirtDriver(ComputeDriver):
             with self._domain(instance, "destroying") as dom:
                 disks = self._local_disks(dom)
                 if dom.isActive():
-                    _ignore_invalid(dom.destroy)
+                    ignore_invalid(dom.destroy)
                 if dom.isPersistent():
                     flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -286,22 +290,11 @@ class LibvirtDriver(ComputeDriver):
         with self._domain(instance, "powering off") as dom:
             if not dom.isActive():
                 return
-            if clean_shutdown and self._shutdown_and_wait(dom, instance):
+            if clean_shutdown and self._waiter.shutdown_and_wait(
+                    dom, instance.uuid, self._shutdown_timeout,
+                    "shutdown_timeout; destroying it"):
                 return
-            _ignore_invalid(dom.destroy)
-
-    def _shutdown_and_wait(self, dom: Any, instance: InstanceRef) -> bool:
-        """Ask the guest to shut down; True once it is off, False after `shutdown_timeout`."""
-        _ignore_invalid(dom.shutdown)
-        deadline = self._monotonic() + self._shutdown_timeout
-        while True:
-            if not dom.isActive():
-                return True
-            if self._monotonic() >= deadline:
-                LOG.warning("Instance %s did not shut down within %.0f s; destroying it",
-                            instance.uuid, self._shutdown_timeout)
-                return False
-            self._sleep(self._poll_interval)
+            ignore_invalid(dom.destroy)
 
     def power_on(self, instance: InstanceRef) -> None:
         with self._domain(instance, "powering on") as dom:
@@ -312,18 +305,22 @@ class LibvirtDriver(ComputeDriver):
                 dom.create()
 
     def reboot(self, instance: InstanceRef, reboot_type: RebootType) -> None:
+        """HARD: destroy and start. SOFT, as nova's libvirt driver: ask the running guest to
+        shut down, wait up to `[libvirt] wait_soft_reboot_seconds` for it to go off and start
+        it again; a guest that does not go off in time (no OS, or one that ignores ACPI), or a
+        libvirt error on the way, is rebooted HARD (one warning)."""
         with self._domain(instance, f"{reboot_type.value.lower()} reboot") as dom:
             if reboot_type is RebootType.SOFT:
                 state = checks.power_state_from_domain_state(dom.info()[0])
                 if state != PowerState.RUNNING:
                     raise DriverError(f"soft reboot of {instance.uuid}: the guest is not "
                                       f"running ({state.name})")
-                if self._shutdown_and_wait(dom, instance):
-                    dom.create()
+                if self._waiter.soft_reboot(dom, instance.uuid, self._wait_soft_reboot):
+                    LOG.info("Instance %s soft rebooted", instance.uuid)
                     return
                 LOG.warning("Soft reboot of %s failed; rebooting hard", instance.uuid)
             if dom.isActive():
-                _ignore_invalid(dom.destroy)
+                ignore_invalid(dom.destroy)
             dom.create()
 
     def pause(self, instance: InstanceRef) -> None:
@@ -387,13 +384,3 @@ def _errors(action: str, instance: InstanceRef | None = None) -> Iterator[None]:
             raise InstanceNotFound(instance.uuid) from None
         raise DriverError(f"libvirt: {action} failed: {exc.get_error_message()}") from None
 
-
-def _ignore_invalid(call: Callable[[], Any]) -> None:
-    """Run a state change that is harmless to repeat (the guest already got there)."""
-    import libvirt
-
-    try:
-        call()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != VIR_ERR_OPERATION_INVALID:
-            raise
