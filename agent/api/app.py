@@ -4,7 +4,8 @@ bodies, and one access-log line per request.
 
 Every log line of a request carries its `req-<uuid>` (agent.log.request_context); an inbound
 `X-OpenStack-Request-ID: req-<uuid>` is kept as the global request id (a malformed one is
-ignored, as nova does) and logged with it.
+ignored, as nova does) and every line of the request carries it too, before the request's own
+id (`[req-GLOBAL req-OWN]`, nova's order).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.wrappers import Request, Response
 
 from agent import log
-from agent.api import (aggregates, discovery, flavors, hypervisors, instance_actions,
+from agent.api import (aggregates, discovery, flavors, hypervisors, images, instance_actions,
                        microversion, servers, services)
 from agent.api.context import Call
 from agent.api.faults import ApiError, body as fault_body
@@ -31,7 +32,7 @@ GLOBAL_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 # Every resource module's routes: (method, path pattern after /v2.1[/project], handler).
 ROUTES = tuple((method, re.compile(pattern + r"/?$"), handler)
-               for module in (services, hypervisors, flavors, aggregates, servers,
+               for module in (services, hypervisors, flavors, aggregates, images, servers,
                               instance_actions)
                for method, pattern, handler in module.ROUTES)
 COLLECTIONS = frozenset(pattern.pattern.split("/")[1].split("(")[0].rstrip("$?")
@@ -58,9 +59,12 @@ class ApiApp:
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         request = Request(environ)
         started = self.clock()
-        with log.request_context() as request_id:
-            inbound = request.headers.get("X-OpenStack-Request-ID", "")
-            global_id = inbound if GLOBAL_ID.match(inbound) else None
+        request_id = log.new_request_id()
+        inbound = request.headers.get("X-OpenStack-Request-ID", "")
+        global_id = inbound if GLOBAL_ID.match(inbound) else None
+        # With a global id, every line carries both, global first (nova's order), so that a
+        # grep for either finds the request's lines here as in the compute agent's log.
+        with log.request_context(f"{global_id} {request_id}" if global_id else request_id):
             if global_id:
                 LOG.info("global request id %s", global_id)
             response = self.respond(request, request_id, global_id)

@@ -4,7 +4,9 @@
 ERROR with its fault when no host fits, as nova answers before it schedules). The state
 rules, saves and casts are agent.control.servers' (the same code as `agent server`); the
 casts leave after the request's transaction committed, with the request's id and the
-caller's global request id in their context. Servers are found by uuid only, as nova: any other id is 404."""
+caller's global request id in their context. Servers are found by uuid only, as nova: any
+other id is 404. Create accepts what openstackclient sends with `--image` (imageRef and a
+block_device_mapping_v2 of that image as the local boot disk); the mapping is not kept."""
 
 from __future__ import annotations
 
@@ -135,7 +137,8 @@ def show(call: Call, server_id: str) -> tuple[int, dict]:
 # metadata, ...) are ignored, as nova ignores them when the service behind them is absent.
 CREATE_KEYS = ("name", "flavorRef", "imageRef", "networks", "min_count", "max_count",
                "metadata", "security_groups", "key_name", "user_data", "config_drive",
-               "availability_zone", "description", "OS-DCF:diskConfig", "adminPass")
+               "availability_zone", "description", "OS-DCF:diskConfig", "adminPass",
+               "block_device_mapping_v2")
 
 
 def create(call: Call) -> tuple[int, dict]:

@@ -6,9 +6,6 @@ otherwise empty OS_* environment. Each test asserts what the client prints or re
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import urllib.request
 
 import pytest
 from sqlalchemy import select
@@ -16,70 +13,17 @@ from sqlalchemy import select
 from agent.db import action_queries as actions
 from agent.db.engine import make_database
 from agent.db.models import ComputeNode, Instance
-from tests.agent_process import (DEADLINE, REPO_ROOT, AgentProcess, service_row, wait_for,
-                                 write_config)
-from tests.conftest import require_tier
+from tests.agent_process import service_row, wait_for
+from tests.api_clients import api_stack, nova, openstack, sdk
 
-CLIENTS = REPO_ROOT / ".venv-clients" / "bin"
 HOST = "cn-api"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    require_tier("clients", (CLIENTS / "openstack").exists() and (CLIENTS / "nova").exists(),
-                 f"{CLIENTS} has no openstack/nova: run ./dev.sh setup")
-    directory = tmp_path_factory.mktemp("api")
-    config = write_config(directory, host=HOST, service_down_time=60)
-    url = f"sqlite:///{directory}/state/agent.sqlite"
-    agent = AgentProcess(config, directory / "agent.log")
-    api = None
-    try:
-        assert wait_for(lambda: (row := service_row(url, HOST)) and row.last_seen_up), \
-            agent.log_text()
-        port = free_port()
-        api = AgentProcess(config, directory / "api.log", args=["api", "--bind",
-                                                                  f"127.0.0.1:{port}"])
-        endpoint = f"http://127.0.0.1:{port}/v2.1"
-        assert wait_for(lambda: answers(endpoint)), api.log_text()
-        yield {"endpoint": endpoint, "url": url, "home": directory, "api": api,
-               "agent": agent}
-    finally:
-        for process in (api, agent):
-            if process is not None:
-                process.stop()
-
-
-def run(stack, argv, env=()):
-    environment = {"PATH": "/usr/bin:/bin", "HOME": str(stack["home"]), **dict(env)}
-    return subprocess.run(argv, capture_output=True, text=True, env=environment,
-                          timeout=DEADLINE, cwd=str(stack["home"]))
-
-
-def openstack(stack, *args, version=None):
-    version_args = ["--os-compute-api-version", version] if version else []
-    return run(stack, [str(CLIENTS / "openstack"), "--os-auth-type", "none", "--os-endpoint",
-                       stack["endpoint"], *version_args, *args])
-
-
-def nova(stack, *args):
-    return run(stack, [str(CLIENTS / "nova"), "--os-auth-type", "none",
-                       "--os-endpoint-override", stack["endpoint"], *args],
-               env={"OS_USERNAME": "x", "OS_PROJECT_ID": "p",
-                    "OS_AUTH_URL": "http://127.0.0.1:9/"})
+    """The API without a transport_url (server actions answer 503)."""
+    with api_stack(tmp_path_factory.mktemp("api"), HOST) as running:
+        yield running
 
 
 def listed(stack, version=None) -> dict:
@@ -149,9 +93,6 @@ def test_nova_service_commands(stack):
 
 
 def test_openstacksdk_service_calls(stack):
-    (stack["home"] / "clouds.yaml").write_text(
-        "clouds:\n  local:\n    auth_type: none\n"
-        f"    auth:\n      endpoint: {stack['endpoint']}\n", encoding="utf-8")
     script = (
         "import json, openstack\n"
         "conn = openstack.connect(cloud='local')\n"
@@ -161,8 +102,7 @@ def test_openstacksdk_service_calls(stack):
         "print(json.dumps([svc.id, svc.binary, svc.state, after.status,"
         " after.disabled_reason]))\n"
         "conn.compute.enable_service(after)\n")
-    result = run(stack, [str(CLIENTS / "python"), "-c", script],
-                 env={"OS_CLIENT_CONFIG_FILE": str(stack["home"] / "clouds.yaml")})
+    result = sdk(stack, script)
     assert result.returncode == 0, result.stderr
     uuid = service_row(stack["url"], HOST).uuid
     assert json.loads(result.stdout.splitlines()[-1]) == [

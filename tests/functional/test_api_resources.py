@@ -1,5 +1,6 @@
-"""os-hypervisors, flavors and os-aggregates through the WSGI application on every backend: the
-shapes per version, show by id, and nova's refusals for unknown and malformed ids."""
+"""os-hypervisors, flavors, os-aggregates and the clients' image lookup through the WSGI
+application on every backend: the shapes per version, show by id, and nova's refusals for
+unknown and malformed ids."""
 
 from __future__ import annotations
 
@@ -94,3 +95,23 @@ def test_flavors(db, api):
     assert body == {"extra_specs": {}}
     _, body = call(api, "GET", "/v2.1/os-aggregates")
     assert body == {"aggregates": []}
+
+
+@pytest.mark.parametrize("ref", ["cirros", "6f0c1a52-8a3e-4f57-9a0e-00000000000a"],
+                         ids=["name", "uuid"])
+def test_image_lookup_answers_the_reference(api, ref):
+    """What `openstack server create --image REF` and `server show` fetch from the one
+    endpoint they are given: an image whose id and name are the reference (glance v2's
+    bare object), whatever the microversion header (the image client sends none)."""
+    for headers in ({}, NEW):
+        response, body = call(api, "GET", f"/v2.1/images/{ref}", headers=headers)
+        assert response.status_code == 200
+        assert (body["id"], body["name"], body["status"]) == (ref, ref, "active")
+
+
+@pytest.mark.parametrize("path", ["/v2.1/images/" + "x" * 256, "/v2.1/images/a%01b"],
+                         ids=["too-long", "control-character"])
+def test_image_lookup_refuses_what_no_server_could_record(api, path):
+    response, body = call(api, "GET", path)
+    assert (response.status_code, body) == (
+        404, {"itemNotFound": {"code": 404, "message": "Image not found."}})

@@ -233,7 +233,10 @@ def test_create_schedules_casts_the_build_and_records_the_request(env, any_db_ur
     headers = {**NEW, "X-OpenStack-Request-ID": GLOBAL_ID}
     response, body = call(api, "POST", "/v2.1/servers", {"server": {
         "name": "new", "flavorRef": f"http://x/flavors/{flavorid}", "imageRef": "img-9",
-        "networks": "none"}}, headers=headers)
+        "networks": "none", "block_device_mapping_v2": [  # as openstackclient sends --image
+            {"uuid": "img-9", "boot_index": 0, "source_type": "image",
+             "destination_type": "local", "delete_on_termination": True}]}},
+        headers=headers)
     assert response.status_code == 202, body
     uuid_ = body["server"]["id"]
     request_id = response.headers["x-openstack-request-id"]

@@ -13,6 +13,7 @@ from werkzeug.test import Client
 from agent.api.app import ApiApp
 from agent.db.models import Instance, Migration, Service
 from agent.heartbeat import Heartbeat
+from agent.log import RequestIdFilter
 from agent.registry import register_service
 from agent.vocabulary import COMPUTE_BINARY
 
@@ -232,11 +233,18 @@ def test_delete_refused_while_in_use_then_deleted(db, api, what):
 def test_inbound_request_id_is_logged_as_global(db, api, caplog):
     add_service(db, "cn1")
     inbound = "req-11111111-2222-4333-8444-555555555555"
+    caplog.handler.addFilter(RequestIdFilter())  # stamps the ids, as the agent's handler
     with caplog.at_level("INFO"):
         response, _ = call(api, "GET", "/v2.1/os-services",
                            headers=dict(OLD, **{"X-OpenStack-Request-ID": inbound}))
+        call(api, "GET", "/v2.1/os-services", headers=OLD)
     own = response.headers["x-openstack-request-id"]
     assert own != inbound and response.headers["x-compute-request-id"] == own
     assert f"global request id {inbound}" in caplog.text
     access = [r for r in caplog.records if r.name == "agent.api.access"]
-    assert len(access) == 1 and '"GET /v2.1/os-services" status 200' in access[0].getMessage()
+    assert len(access) == 2 and '"GET /v2.1/os-services" status 200' in access[0].getMessage()
+    # every line of the request carries both ids, the global one first; without one, only
+    # the request's own
+    assert {r.request_id for r in caplog.records
+            if inbound in r.request_id or own in r.request_id} == {f"{inbound} {own}"}
+    assert access[1].request_id.startswith("req-") and " " not in access[1].request_id
