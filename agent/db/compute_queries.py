@@ -141,6 +141,17 @@ def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[Ins
     return [InstanceRecord(*row) for row in rows]
 
 
+def load_deleted_instances(session: Session, host: str, uuids: Collection[str]
+                           ) -> list[InstanceRecord]:
+    """One SELECT: the deleted (soft-deleted) instance rows of `host` among `uuids`, the guests
+    the hypervisor still has (an empty list still runs it)."""
+    rows = session.execute(select(*INSTANCE_COLUMNS)
+                           .where(_I.c.uuid.in_(list(uuids)), _I.c.host == host,
+                                  _I.c.deleted != 0)
+                           .order_by(_I.c.id))
+    return [InstanceRecord(*row) for row in rows]
+
+
 _ONE_INSTANCE = select(*INSTANCE_COLUMNS).where(_I.c.uuid == bindparam("uuid"),
                                                  _I.c.deleted == 0)
 

@@ -41,7 +41,7 @@ MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migra
 VERSION_TABLE = "alembic_version"
 
 # Every revision this agent knows, oldest first; the last one is the schema the models describe.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
 HEAD = REVISIONS[-1]
 
 # Schema lock identifiers: any fixed value, the same in every agent.
