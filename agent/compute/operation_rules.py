@@ -9,10 +9,10 @@ table from `Op` to the driver call that start-up uses too). `success_values` and
 
 | method | task_state the API set | while the driver works | saved on success |
 |---|---|---|---|
-| build_and_run_instance | scheduling or none, vm_state building | spawning | active, running, launched_at |
+| build_and_run_instance | scheduling or none | spawning | active, running, launched_at |
 | stop_instance | powering-off | | stopped |
 | start_instance | powering-on | | active |
-| reboot_instance | rebooting(_hard), reboot_pending(_hard), reboot_started(_hard) | reboot_started(_hard) | active |
+| reboot_instance | rebooting, reboot_pending, reboot_started (+_hard) | reboot_started(_hard) | active |
 | pause_instance | pausing | | paused |
 | unpause_instance | unpausing | | active |
 | terminate_instance | deleting | | deleted, nostate, terminated_at, row soft-deleted |

@@ -92,7 +92,8 @@ _HOST_MIGRATIONS = (select(*MIGRATION_COLUMNS)
                                     _M.c.status.in_(states.EVACUATION_CLEANUP_STATUSES))))
                     .order_by(_M.c.id))
 _COMPUTE_NODES = (select(*NODE_RECORD_COLUMNS)
-                  .where(or_(_N.c.host == _HOST, _N.c.uuid.in_(bindparam("uuids", expanding=True))),
+                  .where(or_(_N.c.host == _HOST,
+                             _N.c.uuid.in_(bindparam("uuids", expanding=True))),
                          _N.c.deleted == 0)
                   .order_by(_N.c.id))
 

@@ -50,7 +50,7 @@ _MYSQL_LOCK_NAME = "compute_agent.schema"
 _MYSQL_LOCK_TIMEOUT_S = 120  # a schema upgrade of these tables takes seconds, not minutes
 
 
-# -- reading the revision (no Alembic import) ------------------------------------------------------
+# -- reading the revision (no Alembic import) -------------------------------------------------
 
 def current_revision(db: Database) -> str | None:
     """The schema revision recorded in the database, or None for a database without one (empty).
