@@ -6,12 +6,13 @@ check_instance_state per action), and the task_state each one saves before it ca
 | stop | active, error | none | powering-off | stop_instance |
 | start | stopped | none | powering-on | start_instance |
 | reboot (SOFT) | active | none | rebooting | reboot_instance |
-| reboot (HARD) | active, stopped, paused, suspended, error | none, or one in flight (1) | rebooting_hard | reboot_instance |
+| reboot (HARD) | (1) | (1) | rebooting_hard | reboot_instance |
 | pause | active | none | pausing | pause_instance |
 | unpause | paused | none | unpausing | unpause_instance |
 | delete | any but deleted | any | deleting | terminate_instance |
 
-(1) a reboot, pause, unpause, suspend or resume in flight.
+(1) vm_state active, stopped, paused, suspended or error; task_state none, or a reboot,
+pause, unpause, suspend or resume in flight.
 
 The instance's host (nova's check_instance_host decorator, then its delete):
 - stop and start need the instance to have a host: none (still scheduling, or no valid host
