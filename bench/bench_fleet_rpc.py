@@ -132,7 +132,7 @@ def run_round(db, client, action: str, vm_state: str, timeout: float) -> dict:
     for uuid in uuids:
         try:
             with db.sessions.begin() as session:
-                outcomes.append(act(session, uuid, action))
+                outcomes.append(act(session, uuid, action, service_down_time=60))
         except InstanceInvalidState:  # still in the previous round's state: not sent
             refused += 1
     sent = [outcome.server.uuid for outcome in outcomes]

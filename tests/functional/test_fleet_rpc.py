@@ -57,7 +57,7 @@ def cast_to_every_host(db, client, action: str) -> dict[str, str]:
     request_ids = {}
     for uuid, _, _ in instances(db).values():
         with db.sessions.begin() as session:
-            outcome = act(session, uuid, action)
+            outcome = act(session, uuid, action, service_down_time=60)
         send(client, outcome)
         request_ids[uuid] = outcome.request_id
     return request_ids
