@@ -94,8 +94,10 @@ def serve(app, host: str, port: int, threads: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     shown = f"[{host}]" if ":" in host else host
-    LOG.info("compute API listening on http://%s:%s/v2.1 (authentication strategy noauth: "
-             "loopback only, every request is trusted)", shown, server.effective_port)
+    # No "noauth:" in this line: the log's secret masking reads "<...auth>: value" as a
+    # credential and would print "noauth: ***".
+    LOG.info("compute API listening on http://%s:%s/v2.1 (authentication strategy noauth, "
+             "loopback only: every request is trusted)", shown, server.effective_port)
     try:
         server.run()
     finally:

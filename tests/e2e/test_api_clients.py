@@ -26,6 +26,12 @@ def stack(tmp_path_factory):
         yield running
 
 
+def test_api_says_at_start_that_it_trusts_every_request(stack):
+    [line] = [line for line in stack["api"].log_text().splitlines() if "listening on" in line]
+    assert line.endswith("(authentication strategy noauth, loopback only: every request is "
+                         "trusted)"), line
+
+
 def listed(stack, version=None) -> dict:
     result = openstack(stack, "compute", "service", "list", "--long", "-f", "json",
                        version=version)
