@@ -92,7 +92,10 @@ def serve(app, host: str, port: int, threads: int) -> None:
         LOG.info("stopping (signal %d)", signum)
         raise SystemExit(0)
 
+    # SIGINT too, not left to KeyboardInterrupt: a process started in the background by a
+    # shell without job control inherits SIGINT ignored, and Ctrl-C should end it with 0.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     shown = f"[{host}]" if ":" in host else host
     # No "noauth:" in this line: the log's secret masking reads "<...auth>: value" as a
     # credential and would print "noauth: ***".
