@@ -92,10 +92,15 @@ def serve(app, host: str, port: int, threads: int) -> None:
         LOG.info("stopping (signal %d)", signum)
         raise SystemExit(0)
 
+    # SIGINT too, not left to KeyboardInterrupt: a process started in the background by a
+    # shell without job control inherits SIGINT ignored, and Ctrl-C should end it with 0.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     shown = f"[{host}]" if ":" in host else host
-    LOG.info("compute API listening on http://%s:%s/v2.1 (authentication strategy noauth: "
-             "loopback only, every request is trusted)", shown, server.effective_port)
+    # No "noauth:" in this line: the log's secret masking reads "<...auth>: value" as a
+    # credential and would print "noauth: ***".
+    LOG.info("compute API listening on http://%s:%s/v2.1 (authentication strategy noauth, "
+             "loopback only: every request is trusted)", shown, server.effective_port)
     try:
         server.run()
     finally:

@@ -75,12 +75,28 @@ def brief(call: Call, server: InstanceRecord) -> dict:
     return {"id": server.uuid, "name": server.display_name, "links": _links(call, server.uuid)}
 
 
+def _flavor(call: Call, server: InstanceRecord) -> dict:
+    """The server's flavor as nova shows it: below 2.47 its id with a bookmark link; from 2.47
+    the flavor the instance was built with, embedded (`vcpus`, `ram` in MiB, `disk` and
+    `ephemeral` in GiB, `swap` in MiB, `original_name`, and `extra_specs`, which the agent's
+    flavors never have), with no id: the flavor may have been deleted or changed since."""
+    flavor = json.loads(server.flavor) if server.flavor else {}
+    if call.version.at_least(2, 47):
+        return {"vcpus": flavor.get("vcpus"), "ram": flavor.get("memory_mb"),
+                "disk": flavor.get("root_gb"), "ephemeral": flavor.get("ephemeral_gb"),
+                "swap": flavor.get("swap"), "original_name": flavor.get("name"),
+                "extra_specs": {}}
+    flavorid = flavor.get("flavorid")
+    return {"id": flavorid, "links": [{"rel": "bookmark",
+                                       "href": f"{call.base_url}/flavors/{flavorid}"}]}
+
+
 def detail(call: Call, server: InstanceRecord) -> dict:
-    """One server as nova's detail view shows it below 2.47: flavor and image by id with a
-    bookmark link (image "" when none), no addresses (the agent has no networking), the
-    admin's OS-EXT-* keys, times in UTC. `updated` is the newest of created, launched and
-    terminated (the agent keeps no updated_at on this record)."""
-    flavorid = json.loads(server.flavor).get("flavorid") if server.flavor else None
+    """One server as nova's detail view shows it: the flavor as `_flavor` says (by id below
+    2.47, embedded from 2.47), the image by id with a bookmark link (image "" when none), no
+    addresses (the agent has no networking), the admin's OS-EXT-* keys, times in UTC.
+    `updated` is the newest of created, launched and terminated (the agent keeps no updated_at
+    on this record)."""
     image = ({"id": server.image_ref,
               "links": [{"rel": "bookmark", "href": f"{call.base_url}/images/"
                                                     f"{server.image_ref}"}]}
@@ -91,8 +107,7 @@ def detail(call: Call, server: InstanceRecord) -> dict:
         "status": status(server.vm_state, server.task_state),
         "tenant_id": server.project_id, "user_id": server.user_id,
         "created": _time(server.created_at), "updated": _time(max(times) if times else None),
-        "flavor": {"id": flavorid, "links": [{"rel": "bookmark",
-                                              "href": f"{call.base_url}/flavors/{flavorid}"}]},
+        "flavor": _flavor(call, server),
         "image": image, "addresses": {}, "metadata": {},
         "hostId": "", "accessIPv4": "", "accessIPv6": "",
         "OS-EXT-STS:vm_state": server.vm_state, "OS-EXT-STS:task_state": server.task_state,

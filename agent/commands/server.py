@@ -37,10 +37,14 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                          metavar="S", help="with --wait: give up after S seconds (default 300)")
 
     create = actions.add_parser("create", parents=[common], help="create an instance; the "
-                                "scheduler chooses its host (or --host, still filtered)")
+                                "scheduler chooses its host (or --host, still filtered)",
+                                description="Create an instance; the filter scheduler chooses "
+                                "its host. --host H considers only host H, which must still "
+                                "pass the filters.")
     create.add_argument("--flavor", required=True, type=arguments.text, metavar="F",
                         help="flavor id or name")
-    create.add_argument("--name", required=True, type=arguments.text, metavar="N")
+    create.add_argument("--name", required=True, type=arguments.text, metavar="N",
+                        help="the instance's display name")
     create.add_argument("--image", dest="image_ref", type=arguments.text, metavar="REF",
                         help="image reference recorded with the instance")
     waiting(create)
@@ -53,9 +57,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         waiting(sub)
         sub.set_defaults(func=run_action, action=name)
     listing = actions.add_parser("list", parents=[common],
-                                 help="list instances (--host H: those of host H)")
+                                 help="list instances (--host H: those of host H)",
+                                 description="List the live instances; --host H shows only "
+                                 "host H's.")
     listing.add_argument("--format", dest="output_format", choices=("table", "json"),
-                         default="table")
+                         default="table", help="output format (default: table)")
     listing.set_defaults(func=run_list)
     for name, func, text in (("show", "run_show", "show an instance"),
                              ("events", "run_events", "what happened to an instance, and "
@@ -63,7 +69,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         sub = actions.add_parser(name, parents=[common], help=text)
         sub.add_argument("server", metavar="ID", type=arguments.text, help="uuid or name")
         sub.add_argument("--format", dest="output_format", choices=("table", "json"),
-                         default="table")
+                         default="table", help="output format (default: table)")
         sub.set_defaults(func=globals()[func])
 
 

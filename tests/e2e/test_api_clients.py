@@ -6,6 +6,7 @@ otherwise empty OS_* environment. Each test asserts what the client prints or re
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 from sqlalchemy import select
@@ -13,8 +14,8 @@ from sqlalchemy import select
 from agent.db import action_queries as actions
 from agent.db.engine import make_database
 from agent.db.models import ComputeNode, Instance
-from tests.agent_process import service_row, wait_for
-from tests.api_clients import api_stack, nova, openstack, sdk
+from tests.agent_process import AgentProcess, service_row, wait_for, write_config
+from tests.api_clients import answers, api_stack, free_port, nova, openstack, sdk
 
 HOST = "cn-api"
 
@@ -24,6 +25,36 @@ def stack(tmp_path_factory):
     """The API without a transport_url (server actions answer 503)."""
     with api_stack(tmp_path_factory.mktemp("api"), HOST) as running:
         yield running
+
+
+def test_api_says_at_start_that_it_trusts_every_request(stack):
+    [line] = [line for line in stack["api"].log_text().splitlines() if "listening on" in line]
+    assert line.endswith("(authentication strategy noauth, loopback only: every request is "
+                         "trusted)"), line
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["sigint", "sigint-ignored-at-start"])
+def test_api_stops_on_sigint(tmp_path, ignored):
+    """Ctrl-C (or SIGINT to a process a non-interactive shell started in the background, which
+    starts with SIGINT ignored) stops `agent api` as SIGTERM does: one line, exit status 0."""
+    config = write_config(tmp_path)
+    sync = AgentProcess(config, tmp_path / "sync.log", args=["db", "sync"])
+    assert sync.wait() == 0, sync.log_text()
+    port = free_port()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignored else None
+    try:
+        api = AgentProcess(config, tmp_path / "api.log",
+                           args=["api", "--bind", f"127.0.0.1:{port}"])
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, previous)
+    try:
+        assert wait_for(lambda: answers(f"http://127.0.0.1:{port}/v2.1")), api.log_text()
+        api.send(signal.SIGINT)
+        assert api.wait() == 0, api.log_text()
+        assert "stopping (signal 2)" in api.log_text()
+    finally:
+        api.stop()
 
 
 def listed(stack, version=None) -> dict:

@@ -73,14 +73,27 @@ def test_list_detail_show(env):
     [entry] = body["servers"]
     assert (entry["status"], entry["OS-EXT-STS:vm_state"], entry["OS-EXT-STS:task_state"],
             entry["OS-EXT-STS:power_state"], entry["OS-EXT-SRV-ATTR:host"],
-            entry["OS-EXT-SRV-ATTR:hypervisor_hostname"], entry["flavor"]["id"],
+            entry["OS-EXT-SRV-ATTR:hypervisor_hostname"], entry["flavor"],
             entry["image"]["id"], entry["tenant_id"], entry["user_id"],
             entry["addresses"]) == (
-        "HARD_REBOOT", "active", "rebooting_hard", 1, host, host, "f1", "img-1", "p1", "u1",
-        {})
+        "HARD_REBOOT", "active", "rebooting_hard", 1, host, host,
+        {"vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0, "original_name": "small",
+         "extra_specs": {}}, "img-1", "p1", "u1", {})
     assert entry["created"].endswith("Z")
     response, body = call(api, "GET", f"/v2.1/servers/{server.uuid}", headers=NEW)
     assert response.status_code == 200 and body["server"] == entry
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.46"])
+def test_flavor_is_an_id_below_2_47(env, version):
+    """Below 2.47 nova shows the flavor by id and link (the clients then look its name up);
+    from 2.47 embedded, as test_list_detail_show checks."""
+    api, db, _ = env
+    server = add_server(db, unique_host(), states.ACTIVE)
+    _, body = call(api, "GET", f"/v2.1/servers/{server.uuid}",
+                   headers={"X-OpenStack-Nova-API-Version": version})
+    assert body["server"]["flavor"]["id"] == "f1"
+    assert body["server"]["flavor"]["links"][0]["href"].endswith("/flavors/f1")
 
 
 @pytest.mark.parametrize("path", ["/v2.1/servers/{missing}", "/v2.1/servers/web",

@@ -65,3 +65,16 @@ def test_host_stays_optional_where_it_is(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert "[--host NAME]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["server", "create"], "--host H considers only host H"),
+    (["server", "list"], "--host H shows only host H's"),
+    (["services", "list"], "--host H shows only host H's"),
+])
+def test_a_command_that_filters_by_host_says_so(capsys, argv, says):
+    """The common --host reads "this host's name"; a command where it names the host to act
+    on or list says what it does there."""
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    assert says in " ".join(capsys.readouterr().out.split())
