@@ -51,6 +51,23 @@ def list_flavors(session: Session) -> list[FlavorRecord]:
     return [_record(row) for row in rows]
 
 
+def page_flavors(session: Session, limit: int, after: str | None = None
+                 ) -> list[FlavorRecord] | None:
+    """One SELECT: at most `limit` flavors in nova's default API order (flavorid, then id,
+    ascending), starting after the flavor whose flavorid is `after`, resolved in the same
+    SELECT. None when no flavor has that flavorid."""
+    stmt = select(*_COLUMNS)
+    if after is not None:
+        marker = select(_T.c.flavorid.label("m_flavorid")).where(
+            _T.c.flavorid == after).subquery("marker")
+        # No row when the marker is unknown, one row of NULLs when nothing follows it.
+        stmt = stmt.select_from(marker.outerjoin(_T, _T.c.flavorid > marker.c.m_flavorid))
+    rows = session.execute(stmt.order_by(_T.c.flavorid, _T.c.id).limit(limit)).all()
+    if after is not None and not rows:
+        return None
+    return [_record(row) for row in rows if row.id is not None]
+
+
 def find_flavors(session: Session, key: str) -> list[FlavorRecord]:
     """The flavors whose name or flavorid is `key` (at most two: one by each)."""
     rows = session.execute(select(*_COLUMNS).where(or_(_T.c.name == key, _T.c.flavorid == key))
