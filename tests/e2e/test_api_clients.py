@@ -239,7 +239,7 @@ def paged_stack(tmp_path_factory):
         db = make_database(running["url"])
         try:
             assert wait_for(lambda: _node_count(db) == 1)  # the agent's first audit
-            now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             with db.sessions.begin() as session:
                 for i in range(3):
                     session.add(Service(host=f"cn-extra{i}", binary=COMPUTE_BINARY,

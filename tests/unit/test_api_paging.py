@@ -43,17 +43,17 @@ def test_requested_page(query, max_limit, size, marker):
 
 
 @pytest.mark.parametrize("query, message", [
-    ("limit=-1", "Invalid input for query parameters limit. Value: -1. '-1' does not match "
-                 "'^[0-9]*$'"),
-    ("limit=abc", "Invalid input for query parameters limit. Value: abc. 'abc' does not "
-                  "match '^[0-9]*$'"),
-    ("limit=1.5", "Invalid input for query parameters limit. Value: 1.5. '1.5' does not "
-                  "match '^[0-9]*$'"),
-    ("limit=%2B3", "Invalid input for query parameters limit. Value: +3. '+3' does not "
-                   "match '^[0-9]*$'"),
+    ("limit=-1", ("Invalid input for query parameters limit. Value: -1. '-1' does not match "
+                  "'^[0-9]*$'")),
+    ("limit=abc", ("Invalid input for query parameters limit. Value: abc. 'abc' does not "
+                   "match '^[0-9]*$'")),
+    ("limit=1.5", ("Invalid input for query parameters limit. Value: 1.5. '1.5' does not "
+                   "match '^[0-9]*$'")),
+    ("limit=%2B3", ("Invalid input for query parameters limit. Value: +3. '+3' does not "
+                    "match '^[0-9]*$'")),
     ("limit=", "Invalid input for query parameters limit. Value: . '' should be non-empty"),
-    ("limit=-1&limit=2", "Invalid input for query parameters limit. Value: -1. '-1' does not "
-                         "match '^[0-9]*$'"),
+    ("limit=-1&limit=2", ("Invalid input for query parameters limit. Value: -1. '-1' does "
+                          "not match '^[0-9]*$'")),
     ("marker=a%00b", "marker [a\x00b] not found"),
 ], ids=["negative", "word", "fraction", "plus", "empty", "any-value-bad", "control-char"])
 def test_bad_limit_or_marker_is_400_with_novas_message(query, message):
