@@ -12,11 +12,13 @@ the whole walk, and its rate walks per second.
 
 For each size: the SQL statements per request (counted on the engine, in-process through the
 WSGI application), the median CPU time of the application per request in-process (five
-requests after one warm-up: the figure that a loaded machine disturbs least), and, over HTTP against a real `agent api` process (waitress, 127.0.0.1), the
-p50/p99 latency and requests per second of sequential requests, and the API process's RSS
-idle (after start, before any request) and after the requests. The default database is a fresh
-SQLite file per size; --db uses a server database (e.g. PostgreSQL) whose services and
-compute_nodes tables are emptied first (and, on PostgreSQL, vacuumed after the seeding). The load average is printed with each size.
+requests after one warm-up: the figure that a loaded machine disturbs least), and, over HTTP
+against a real `agent api` process (waitress, 127.0.0.1), the p50/p99 latency and requests per
+second of sequential requests, and the API process's RSS idle (after start, before any
+request) and after the requests. The default database is a fresh SQLite file per size; --db
+uses a server database (e.g. PostgreSQL) whose services and compute_nodes tables are emptied
+first (and, on PostgreSQL, vacuumed after the seeding). The load average is printed with each
+size.
 """
 
 from __future__ import annotations

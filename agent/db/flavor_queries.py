@@ -54,18 +54,17 @@ def list_flavors(session: Session) -> list[FlavorRecord]:
 def page_flavors(session: Session, limit: int, after: str | None = None
                  ) -> list[FlavorRecord] | None:
     """One SELECT: at most `limit` flavors in nova's default API order (flavorid, then id,
-    ascending), starting after the flavor whose flavorid is `after`, resolved in the same
-    SELECT. None when no flavor has that flavorid."""
+    ascending; flavorid is unique), starting after the flavorid `after`. When that page is
+    empty, a second SELECT tells the end of the list from an unknown marker: None when no
+    flavor has the flavorid `after`."""
     stmt = select(*_COLUMNS)
     if after is not None:
-        marker = select(_T.c.flavorid.label("m_flavorid")).where(
-            _T.c.flavorid == after).subquery("marker")
-        # No row when the marker is unknown, one row of NULLs when nothing follows it.
-        stmt = stmt.select_from(marker.outerjoin(_T, _T.c.flavorid > marker.c.m_flavorid))
+        stmt = stmt.where(_T.c.flavorid > after)
     rows = session.execute(stmt.order_by(_T.c.flavorid, _T.c.id).limit(limit)).all()
-    if after is not None and not rows:
+    if after is not None and not rows and session.execute(
+            select(_T.c.id).where(_T.c.flavorid == after)).first() is None:
         return None
-    return [_record(row) for row in rows if row.id is not None]
+    return [_record(row) for row in rows]
 
 
 def find_flavors(session: Session, key: str) -> list[FlavorRecord]:

@@ -1,5 +1,6 @@
 """Compute nodes with their compute service, as the hypervisor API lists them: one SELECT on
-the caller's session, whatever the number of nodes, a page and its marker included."""
+the caller's session, whatever the number of nodes (a page after a marker included; a second
+only when that page is empty)."""
 
 from __future__ import annotations
 
@@ -32,22 +33,20 @@ def list_nodes_with_services(session: Session, *, node_id: int | None = None,
     Table columns in the records' order: each row becomes its two records by position.
 
     Paging (nova's compute_node_get_all_by_pagination): at most `limit` nodes, and with
-    `after` only those whose id is above the live node `after` names (its uuid, or its id
-    as digits, as nova resolves a marker), resolved in the same SELECT; None when no live
-    node is `after`."""
-    joined = _N.join(_S, and_(_S.c.host == _N.c.host, _S.c.binary == COMPUTE_BINARY,
-                              _S.c.deleted == 0))
-    stmt = select(*NODE_RECORD_COLUMNS, *RECORD_COLUMNS, utcnow().label("db_now"))
-    if after is None:
-        stmt = stmt.select_from(joined).where(_N.c.deleted == 0)
-    else:
+    `after` only those whose id is above that of the live node `after` names (its uuid, or
+    its id as digits, as nova resolves a marker), resolved by a subquery of the same SELECT.
+    When that page is empty, a second SELECT tells the end of the list from an unknown
+    marker: None when no live node is `after`."""
+    stmt = (select(*NODE_RECORD_COLUMNS, *RECORD_COLUMNS, utcnow().label("db_now"))
+            .join(_S, and_(_S.c.host == _N.c.host, _S.c.binary == COMPUTE_BINARY,
+                           _S.c.deleted == 0))
+            .where(_N.c.deleted == 0))
+    marker = None
+    if after is not None:
         marker = _marker(after)
         if marker is None:
             return None
-        # The marker row outer-joined to the page: no row at all when the marker is unknown,
-        # one row of NULLs when nothing follows it.
-        stmt = stmt.select_from(marker.outerjoin(
-            joined, and_(_N.c.id > marker.c.marker_id, _N.c.deleted == 0)))
+        stmt = stmt.where(_N.c.id > marker.scalar_subquery())
     if node_id is not None:
         stmt = stmt.where(_N.c.id == node_id)
     if node_uuid is not None:
@@ -56,10 +55,8 @@ def list_nodes_with_services(session: Session, *, node_id: int | None = None,
     if limit is not None:
         stmt = stmt.limit(limit)
     rows = session.execute(stmt).all()
-    if after is not None:
-        if not rows:
-            return None
-        rows = [row for row in rows if row[0] is not None]
+    if marker is not None and not rows and session.execute(marker).first() is None:
+        return None
     db_now = rows[0][-1] if rows else None
     node, service = NodeRecord._make, ServiceRecord._make
     return db_now, [(node(row[:_NODE_END]), service(row[_NODE_END:_SERVICE_END]))
@@ -67,13 +64,12 @@ def list_nodes_with_services(session: Session, *, node_id: int | None = None,
 
 
 def _marker(after: str):
-    """The one-row subquery of the live node a marker names (uuid or digits), or None when it
-    can name no node."""
+    """The SELECT of the id of the live node a marker names (uuid or digits), or None when
+    it can name no node."""
     try:
         match = _N.c.uuid == str(uuidlib.UUID(after))  # nova's is_uuid_like, then by uuid
     except ValueError:
         if not (after.isascii() and after.isdigit() and len(after) <= 18):
             return None
         match = _N.c.id == int(after)
-    return (select(_N.c.id.label("marker_id")).where(match, _N.c.deleted == 0)
-            .subquery("marker"))
+    return select(_N.c.id).where(match, _N.c.deleted == 0)

@@ -33,23 +33,21 @@ def page_servers(session: Session, limit: int, after: str | None = None
                  ) -> list[InstanceRecord] | None:
     """One SELECT: at most `limit` live instances in nova's default order for a server list
     (created_at newest first, then id highest first), starting after the instance whose uuid
-    is `after` (deleted ones too, as nova resolves a marker with read_deleted), resolved in
-    the same SELECT. None when no instance has the uuid `after`."""
-    order = (_I.c.created_at.desc(), _I.c.id.desc())
-    stmt = select(*INSTANCE_COLUMNS)
-    if after is None:
-        stmt = stmt.where(_I.c.deleted == 0)
-    else:
-        marker = (select(_I.c.created_at.label("m_created"), _I.c.id.label("m_id"))
-                  .where(_I.c.uuid == after).subquery("marker"))
-        follows = or_(_I.c.created_at < marker.c.m_created,
-                      and_(_I.c.created_at == marker.c.m_created, _I.c.id < marker.c.m_id))
-        # No row when the marker is unknown, one row of NULLs when nothing follows it.
-        stmt = stmt.select_from(marker.outerjoin(_I, and_(follows, _I.c.deleted == 0)))
-    rows = session.execute(stmt.order_by(*order).limit(limit)).all()
-    if after is not None and not rows:
+    is `after` (deleted ones too, as nova resolves a marker with read_deleted), resolved by
+    subqueries of the same SELECT. When that page is empty, a second SELECT tells the end of
+    the list from an unknown marker: None when no instance has the uuid `after`."""
+    stmt = select(*INSTANCE_COLUMNS).where(_I.c.deleted == 0)
+    if after is not None:
+        created = select(_I.c.created_at).where(_I.c.uuid == after).scalar_subquery()
+        marker_id = select(_I.c.id).where(_I.c.uuid == after).scalar_subquery()
+        stmt = stmt.where(or_(_I.c.created_at < created,
+                              and_(_I.c.created_at == created, _I.c.id < marker_id)))
+    rows = session.execute(stmt.order_by(_I.c.created_at.desc(), _I.c.id.desc())
+                           .limit(limit)).all()
+    if after is not None and not rows and session.execute(
+            select(_I.c.id).where(_I.c.uuid == after)).first() is None:
         return None
-    return [InstanceRecord(*row) for row in rows if row[0] is not None]
+    return [InstanceRecord(*row) for row in rows]
 
 
 def insert_server(session: Session, **values) -> InstanceRecord:

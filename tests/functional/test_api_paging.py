@@ -1,6 +1,7 @@
 """Paged lists over the WSGI application on every backend: a client that follows the next links
 of os-hypervisors (from 2.33), servers and flavors sees every row once, in nova's order; each
-page is one SQL statement; a bad limit or an unknown marker is nova's 400."""
+page is one SQL statement (two for an empty page after a marker); a bad limit or an unknown
+marker is nova's 400."""
 
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ def test_hypervisors_limit_and_marker_at_2_33_and_2_53(db, nodes):
         assert [e["hypervisor_hostname"] for e in body["hypervisors"]] == [
             "cn3.node", "cn4.node"]
         assert "hypervisors_links" not in body
+    # After the last node: an empty page, not an unknown marker.
+    response, body = call(api, "GET", f"/v2.1/os-hypervisors?marker={nodes[4].uuid}",
+                          headers=headers("2.53"))
+    assert (response.status_code, body) == (200, {"hypervisors": []})
     _, body = call(api, "GET", f"/v2.1/p1/os-hypervisors?limit=1&marker={nodes[3].uuid}",
                    headers=headers("2.53"))
     assert body["hypervisors_links"][0]["href"] == (
@@ -170,8 +175,9 @@ def test_servers_walk_newest_first(db, servers, collection):
     seen, statements = walk(db, make_api(db, max_limit=1000), f"/v2.1/{collection}?limit=1",
                             "servers")
     assert [e["id"] for e in seen] == live
-    # A full last page of one links to an empty page, as nova.
-    assert statements == [1] * 6
+    # A full last page of one links to an empty page, as nova; an empty page after a
+    # marker takes a second statement, to tell the end from an unknown marker.
+    assert statements == [1] * 5 + [2]
 
 
 def test_servers_marker_rules(db, servers):
