@@ -60,7 +60,8 @@ class Config:
             raise AttributeError(name) from None
 
     def replace(self, **defaults: Any) -> "Config":
-        """A copy with some [DEFAULT] values replaced (already typed), e.g. a fleet agent's host."""
+        """A copy with some [DEFAULT] values replaced (already typed), e.g. a fleet agent's
+        host."""
         values = dict(self.values)
         for name, value in defaults.items():
             if ("DEFAULT", name) not in values:

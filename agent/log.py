@@ -100,7 +100,8 @@ def setup_logging(debug: bool = False, log_file: str | None = None,
     that cannot be opened is a ConfigError naming it after `where` (`Config.where`: the file
     and line, or the flag, that set it)."""
     handler: logging.Handler
-    handler = PrivateFileHandler(log_file, where) if log_file else logging.StreamHandler(sys.stderr)
+    handler = (PrivateFileHandler(log_file, where) if log_file
+               else logging.StreamHandler(sys.stderr))
     handler.setFormatter(RedactingFormatter(secrets))
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()

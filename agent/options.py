@@ -128,6 +128,13 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("DEFAULT", "sync_power_state_interval", "int", 600,
         "Seconds between power-state syncs of all instances; negative disables it.",
         unit="seconds", min=-1, max=86400),
+    Opt("DEFAULT", "running_deleted_instance_poll_interval", "int", 1800,
+        "Seconds between checks for guests still on the hypervisor whose instance was deleted "
+        "(a delete done while this host was down); 0 or negative disables it.",
+        unit="seconds", min=-1, max=86400),
+    Opt("DEFAULT", "running_deleted_instance_action", "str", "reap",
+        "What to do with such a guest: 'reap' destroys it, 'shutdown' powers it off, 'log' "
+        "only logs it, 'noop' does nothing.", choices=("reap", "shutdown", "log", "noop")),
     Opt("DEFAULT", "periodic_fuzzy_delay", "int", 60,
         "Upper bound of the random delay before the first periodic job runs, so that many "
         "hosts started together do not audit in lockstep. 0 disables the delay.",
@@ -269,6 +276,11 @@ OPTIONS: tuple[Opt, ...] = (
         "database connection).", min=1, max=64),
     Opt("fakevirt", "scenario", "path", None,
         "TOML scenario file describing the fake host and its domains (see the README).",
+        optional=True),
+    Opt("fakevirt", "domains_file", "path", None,
+        "JSON file in which the fake hypervisor keeps its domains across agent restarts, as a "
+        "real hypervisor outlives nova-compute: read at start when it exists (instead of the "
+        "scenario's domains), rewritten after every change. Unset: domains live in memory.",
         optional=True),
 )
 

@@ -83,8 +83,9 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every one of `secrets` at least `MIN_LITERAL_SECRET` characters long replaced
-    by ``***`` wherever it appears as a whole token (not inside a longer word), then every URL in it passed through `redact_url` and every
-    secret ``key=value`` (``password=x``, ``'password': 'x'``) masked."""
+    by ``***`` wherever it appears as a whole token (not inside a longer word), then every URL
+    in it passed through `redact_url` and every secret ``key=value`` (``password=x``,
+    ``'password': 'x'``) masked."""
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= MIN_LITERAL_SECRET and secret in text:
             text = _literal_re(secret).sub(MASK, text)

@@ -5,6 +5,11 @@ It is the reference for what each driver method means. Guests live in a dict of 
 Power operations change state and emit the lifecycle events a real hypervisor would, after the
 lock is released, so a listener may call back into the driver. Fault switches are in
 `driver.faults` (see fakevirt/faults.py).
+
+With `[fakevirt] domains_file` the guests outlive the agent process, as a real hypervisor's
+outlive nova-compute: the file (JSON, `{"domains": [...], "disks": [...]}`) is read at start
+when it exists, in place of the scenario's domains, and rewritten (a new file renamed over the
+old) after every change, before the change's method returns.
 """
 
 from __future__ import annotations
@@ -85,8 +90,15 @@ class FakeDriver(ComputeDriver):
         self._capacity = host_capacity(scenario, disk_path)
         self.faults = Faults(self.emit_connection, sleep)
         self.faults.pause_from_environment(os.environ)
-        for domain in scenario.domains:
-            self.add_domain(_info(domain))
+        domains_file: str | None = getattr(conf.fakevirt, "domains_file", None)
+        self._domains_file: str | None = None  # written once, after the initial domains
+        if domains_file and os.path.exists(domains_file):
+            self._load_domains(domains_file)
+        else:
+            for domain in scenario.domains:
+                self.add_domain(_info(domain))
+        self._domains_file = domains_file
+        self._persist()
 
     # -- host lifecycle -----------------------------------------------------------------------
     def init_host(self, host: str) -> None:
@@ -170,6 +182,7 @@ class FakeDriver(ComputeDriver):
                                          flavor.vcpus, flavor.memory_mb,
                                          flavor.root_gb + flavor.ephemeral_gb))
             self._vifs[instance.uuid] = tuple(network_info)
+        self.faults.done("spawn", instance.uuid)
         self._emit(instance.uuid, Transition.STARTED)
 
     def destroy(self, instance: InstanceRef, network_info: Sequence[VIF] = (),
@@ -179,12 +192,15 @@ class FakeDriver(ComputeDriver):
         self.faults.check("destroy", instance.uuid)
         with self._lock:
             info = self._domains.pop(instance.uuid, None)
-            if info is None:
-                return
-            self._names.pop(info.name, None)
-            self._vifs.pop(instance.uuid, None)
-            if destroy_disks:
-                self._disks.discard(instance.uuid)
+            if info is not None:
+                self._names.pop(info.name, None)
+                self._vifs.pop(instance.uuid, None)
+                if destroy_disks:
+                    self._disks.discard(instance.uuid)
+                self._persist()
+        self.faults.done("destroy", instance.uuid)
+        if info is None:
+            return
         if info.power_state in ACTIVE_POWER_STATES:
             self._emit(instance.uuid, Transition.STOPPED)
 
@@ -192,13 +208,13 @@ class FakeDriver(ComputeDriver):
         """Any state but shut down -> SHUTDOWN, emitting STOPPED. Already off: nothing."""
         self.faults.check("power_off", instance.uuid)
         self._change(instance.uuid, lambda s: (PowerState.SHUTDOWN, (Transition.STOPPED,))
-                     if s != PowerState.SHUTDOWN else (s, ()))
+                     if s != PowerState.SHUTDOWN else (s, ()), "power_off")
 
     def power_on(self, instance: InstanceRef) -> None:
         """-> RUNNING. From shut down/crashed: STARTED; from paused/suspended the guest is
         restarted: STOPPED then STARTED. Already running: nothing."""
         self.faults.check("power_on", instance.uuid)
-        self._change(instance.uuid, _start)
+        self._change(instance.uuid, _start, "power_on")
 
     def reboot(self, instance: InstanceRef, reboot_type: RebootType) -> None:
         """HARD: restarts whatever the state (STOPPED if it was on, then STARTED). SOFT: only a
@@ -210,7 +226,7 @@ class FakeDriver(ComputeDriver):
                 raise DriverError(f"fakevirt: soft reboot of instance {instance.uuid}: guest is "
                                   f"{state.name.lower()}, not running")
             return _restart(state)
-        self._change(instance.uuid, decide)
+        self._change(instance.uuid, decide, "reboot")
 
     def pause(self, instance: InstanceRef) -> None:
         """RUNNING -> PAUSED (event PAUSED); already paused: nothing; otherwise DriverError."""
@@ -223,7 +239,7 @@ class FakeDriver(ComputeDriver):
                 raise DriverError(f"fakevirt: cannot pause instance {instance.uuid}: guest is "
                                   f"{state.name.lower()}")
             return PowerState.PAUSED, (Transition.PAUSED,)
-        self._change(instance.uuid, decide)
+        self._change(instance.uuid, decide, "pause")
 
     def unpause(self, instance: InstanceRef) -> None:
         """PAUSED -> RUNNING (event RESUMED); running: nothing; otherwise DriverError."""
@@ -236,7 +252,7 @@ class FakeDriver(ComputeDriver):
                 raise DriverError(f"fakevirt: cannot unpause instance {instance.uuid}: guest "
                                   f"is {state.name.lower()}")
             return PowerState.RUNNING, (Transition.RESUMED,)
-        self._change(instance.uuid, decide)
+        self._change(instance.uuid, decide, "unpause")
 
     def resume_state_on_host_boot(self, instance: InstanceRef,
                                   network_info: Sequence[VIF] = ()) -> None:
@@ -278,6 +294,7 @@ class FakeDriver(ComputeDriver):
             self._domains[info.uuid] = info
             self._names[info.name] = info.uuid
             self._disks.add(info.uuid)
+            self._persist()
 
     def set_power_state(self, instance_uuid: str, state: PowerState,
                         transition: Transition | None = None) -> None:
@@ -301,15 +318,54 @@ class FakeDriver(ComputeDriver):
         except KeyError:
             raise InstanceNotFound(instance_uuid) from None
 
-    def _change(self, instance_uuid: str, decide) -> None:
-        """Under the lock: `decide(state) -> (new_state, transitions)`; then emit outside it."""
+    def _change(self, instance_uuid: str, decide, method: str | None = None) -> None:
+        """Under the lock: `decide(state) -> (new_state, transitions)` (the domains file
+        rewritten); then, outside it, `method`'s `faults.done` and the events."""
         with self._lock:
             info = self._get(instance_uuid)
             new_state, transitions = decide(info.power_state)
             if new_state != info.power_state:
                 self._domains[instance_uuid] = dataclasses.replace(info, power_state=new_state)
+                self._persist()
+        if method is not None:
+            self.faults.done(method, instance_uuid)
         for transition in transitions:
             self._emit(instance_uuid, transition)
+
+    def _persist(self) -> None:
+        """Rewrite the domains file, if any (under the lock: a new file renamed over the old,
+        so a process killed at any moment leaves the old state or the new, never half)."""
+        if not self._domains_file:
+            return
+        with self._lock:
+            state = {"domains": [{"uuid": d.uuid, "name": d.name,
+                                  "power_state": int(d.power_state), "vcpus": d.vcpus,
+                                  "memory_mb": d.memory_mb, "disk_gb": d.disk_gb}
+                                 for d in self._domains.values()],
+                     "disks": sorted(self._disks)}
+            tmp = f"{self._domains_file}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(state, f)
+            os.replace(tmp, self._domains_file)
+
+    def _load_domains(self, path: str) -> None:
+        """The domains (and kept disks) a domains file holds; DriverError naming the file when
+        it cannot be read."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+            infos = [InstanceInfo(d["uuid"], d["name"], PowerState(d["power_state"]),
+                                  d["vcpus"], d["memory_mb"], d["disk_gb"])
+                     for d in state["domains"]]
+            disks = set(state.get("disks", ()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DriverError(f"fakevirt: domains file {path}: cannot read it: {exc}") from None
+        LOG.info("fakevirt: %s from %s", plural(len(infos), "domain"), path)
+        with self._lock:
+            for info in infos:
+                self._domains[info.uuid] = info
+                self._names[info.name] = info.uuid
+            self._disks = disks
 
     def _emit(self, instance_uuid: str, transition: Transition) -> None:
         self.emit_event(LifecycleEvent(instance_uuid, transition, self._clock()))

@@ -8,6 +8,9 @@ Every driver method passes through `Faults.check(method, instance_uuid)` before 
 An agent process on fakevirt pauses at a barrier when started with FAKEVIRT_PAUSE=METHOD:DIR: at
 the first call of METHOD it creates DIR/paused and waits until DIR/resume exists, so a test can
 act on the database at a known point of the agent's work, without timing.
+FAKEVIRT_PAUSE_AFTER=METHOD:DIR does the same once METHOD has done its work (the guest changed,
+the domains file written) and before it returns: the point where a hypervisor acted and the
+agent has not yet saved the outcome.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_INIT_HOST_MESSAGE = "fakevirt: the hypervisor refused the connection (injected fault)"
 PAUSE_ENV = "FAKEVIRT_PAUSE"
+PAUSE_AFTER_ENV = "FAKEVIRT_PAUSE_AFTER"
 PAUSE_DEADLINE = 300.0  # seconds a barrier waits for its resume file before failing the call
 
 
@@ -40,6 +44,7 @@ class Faults:
         self._failures: dict[tuple[str, str | None], AgentError] = {}
         self._delays: dict[str, float] = {}
         self._before: dict[tuple[str, str | None], Callable[[], None]] = {}
+        self._after: dict[tuple[str, str | None], Callable[[], None]] = {}
 
     # -- switches -------------------------------------------------------------------------
     def fail_init_host(self, message: str = DEFAULT_INIT_HOST_MESSAGE,
@@ -88,11 +93,21 @@ class Faults:
         with self._lock:
             self._before[(method, instance_uuid)] = action
 
-    def pause_at(self, method: str, directory: str) -> None:
-        """At the first call of `method`: create `directory`/paused, then wait (polling, at
-        most PAUSE_DEADLINE seconds, else DriverError) until `directory`/resume exists."""
+    def call_after(self, method: str, action: Callable[[], None],
+                   instance_uuid: str | None = None) -> None:
+        """Run `action` once, when the next call of `method` for `instance_uuid` (None: any)
+        has done its work, before it returns (`done`)."""
+        with self._lock:
+            self._after[(method, instance_uuid)] = action
+
+    def pause_at(self, method: str, directory: str, *, after: bool = False) -> None:
+        """At the first call of `method` (once it has done its work, with `after`): create
+        `directory`/paused, then wait (polling, at most PAUSE_DEADLINE seconds, else
+        DriverError) until `directory`/resume exists."""
+        where = "after" if after else "before"
+
         def barrier() -> None:
-            LOG.info("fakevirt: paused before %s until %s/resume exists", method, directory)
+            LOG.info("fakevirt: paused %s %s until %s/resume exists", where, method, directory)
             with open(os.path.join(directory, "paused"), "w", encoding="utf-8"):
                 pass
             end = time.monotonic() + PAUSE_DEADLINE
@@ -101,17 +116,19 @@ class Faults:
                     raise DriverError(f"fakevirt: {method}: no {directory}/resume within "
                                       f"{PAUSE_DEADLINE:g} s")
                 time.sleep(0.02)
-            LOG.info("fakevirt: resumed before %s", method)
-        self.call_before(method, barrier)
+            LOG.info("fakevirt: resumed %s %s", where, method)
+        (self.call_after if after else self.call_before)(method, barrier)
 
     def pause_from_environment(self, environ: Mapping[str, str]) -> None:
-        """Set the barrier FAKEVIRT_PAUSE=METHOD:DIR names, if any."""
-        value = environ.get(PAUSE_ENV)
-        if value:
-            method, sep, directory = value.partition(":")
-            if not sep or not method or not directory:
-                raise DriverError(f"{PAUSE_ENV}={value!r}: expected METHOD:DIRECTORY")
-            self.pause_at(method, directory)
+        """Set the barriers FAKEVIRT_PAUSE=METHOD:DIR and FAKEVIRT_PAUSE_AFTER=METHOD:DIR name,
+        if any."""
+        for name, after in ((PAUSE_ENV, False), (PAUSE_AFTER_ENV, True)):
+            value = environ.get(name)
+            if value:
+                method, sep, directory = value.partition(":")
+                if not sep or not method or not directory:
+                    raise DriverError(f"{name}={value!r}: expected METHOD:DIRECTORY")
+                self.pause_at(method, directory, after=after)
 
     def clear(self) -> None:
         """Every switch off; a dropped connection is restored (listeners hear it)."""
@@ -119,6 +136,7 @@ class Faults:
             self._failures.clear()
             self._delays.clear()
             self._before.clear()
+            self._after.clear()
         self.restore_connection()
 
     # -- the driver's side ----------------------------------------------------------------
@@ -140,3 +158,12 @@ class Faults:
             raise DriverError(f"fakevirt: {method}: {disconnected}")
         if error is not None:
             raise error
+
+    def done(self, method: str, instance_uuid: str | None = None) -> None:
+        """Called by the driver when `method` has done its work, before it returns: runs the
+        action `call_after` set for it, if any."""
+        with self._lock:
+            after = (self._after.pop((method, instance_uuid), None)
+                     or self._after.pop((method, None), None)) if self._after else None
+        if after is not None:
+            after()

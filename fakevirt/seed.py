@@ -1,8 +1,9 @@
 """Seeding the database with a scenario's instance and migration records (`agent db seed`).
 
 Everything is written in one transaction: all rows or none. Rows go in chunks, with a progress
-line every few seconds (agent.progress) for scenarios large enough to take that long. `network_info` is stored as JSON
-text, written by `agent.network.network_info.dump_network_info` (the module that reads it).
+line every few seconds (agent.progress) for scenarios large enough to take that long.
+`network_info` is stored as JSON text, written by
+`agent.network.network_info.dump_network_info` (the module that reads it).
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from sqlalchemy import select
 
 from agent.db.engine import make_database
-from agent.db.models import Service
+from agent.db.models import ComputeNode, Service
 
 DEADLINE = 60.0  # seconds: generous, the test machine is shared
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +174,31 @@ class AgentProcess:
             self.proc.stdout.close()
         self._log.close()
 
+
+@contextlib.contextmanager
+def ready_agent(config: Path, directory: Path, *, name: str = "agent",
+                env: dict[str, str] | None = None) -> Iterator[AgentProcess]:
+    """An agent daemon on `config` past READY=1 (start-up done, its compute queue declared),
+    its log in `directory/<name>.log`; it is stopped when the block ends."""
+    notify = NotifySocket(directory / f"notify-{name}")
+    agent = AgentProcess(config, directory / f"{name}.log",
+                         env={"NOTIFY_SOCKET": notify.path, **(env or {})})
+    try:
+        assert notify.receive_until("READY=1") is not None, agent.log_text()
+        yield agent
+    finally:
+        agent.stop()
+        notify.close()
+
+def compute_node_saved(directory: Path) -> bool:
+    """Whether the agent whose SQLite state is under `directory/state` has saved its compute
+    node (its first audit done)."""
+    db = make_database(f"sqlite:///{directory}/state/agent.sqlite")
+    try:
+        with db.sessions() as session:
+            return session.execute(select(ComputeNode.id)).first() is not None
+    finally:
+        db.dispose()
 
 def service_row(url: str, host: str = "test-host") -> Service | None:
     """The live service row of `host` as the database shows it now."""

@@ -5,6 +5,7 @@ same broker, never see each other's queues. Without a reachable broker (or rabbi
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,15 @@ import pytest
 
 from tests.conftest import require_tier
 
-BROKER = ("127.0.0.1", 5672)
+
+def _broker() -> tuple[str, int]:
+    """127.0.0.1:5672, or AGENT_TEST_RABBITMQ=HOST:PORT (a broker of one's own; rabbitmqctl
+    then needs RABBITMQ_NODENAME naming that broker's node)."""
+    host, _, port = os.environ.get("AGENT_TEST_RABBITMQ", "127.0.0.1:5672").rpartition(":")
+    return host, int(port)
+
+
+BROKER = _broker()
 
 
 def broker_reachable() -> bool:

@@ -6,10 +6,9 @@ service too: `openstack server create --image REF` fetches `GET /images/REF` bef
 the server (and gives up when that fails), and `server show` fetches the server's image for
 its name. The agent keeps no images and runs no glance: the driver is given the reference as
 it was recorded (fakevirt ignores it; libvirt names it in the domain's description and boots
-its small guests without a disk). So any
-reference answers as an active image whose id and name are the reference, in glance v2's
-shape (a bare object, as the clients' image service parses it), and `imageRef` carries it
-into the server."""
+its small guests without a disk). So any reference answers as an active image whose id and
+name are the reference, in glance v2's shape (a bare object, as the clients' image service
+parses it), and `imageRef` carries it into the server."""
 
 from __future__ import annotations
 

@@ -229,7 +229,10 @@ def _act(call: Call, server_id: str, action: str) -> None:
     find(call, server_id)
     try:
         outcome = control.act(call.session, server_id, action, request_id=call.request_id,
-                              global_request_id=call.global_request_id)
+                              global_request_id=call.global_request_id,
+                              service_down_time=call.service_down_time)
+    except e.InstanceNotReady as exc:
+        raise ApiError(exc.http_status, str(exc)) from None
     except e.InstanceInvalidState as exc:
         raise ApiError(409, f"Cannot '{exc.action}' instance {exc.uuid} while it is in "
                             f"{exc.attr} {exc.state}") from None
@@ -249,8 +252,9 @@ def server_action(call: Call, server_id: str) -> tuple[int, None]:
 
 
 def delete(call: Call, server_id: str) -> tuple[int, None]:
-    """DELETE /servers/{id}: 204 (a server without a host is deleted at once, nova's local
-    delete; otherwise its host is asked to terminate it)."""
+    """DELETE /servers/{id}: 204. A server without a host, or whose host is down, is deleted
+    at once (nova's local delete); one already deleting on a host that is up is left alone;
+    otherwise its host is asked to terminate it."""
     _act(call, server_id, "delete")
     return 204, None
 

@@ -10,8 +10,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "api", parents=[common], help="serve nova's compute REST API (/v2.1)",
         description="Serve nova's compute REST API (os-services, os-hypervisors, flavors, "
                     "servers and their actions, cast through transport_url) over the agent's "
-                    "database, for openstackclient, novaclient and openstacksdk. With auth_strategy = noauth (the default) only a loopback "
-                    "address is served.")
+                    "database, for openstackclient, novaclient and openstacksdk. With "
+                    "auth_strategy = noauth (the default) only a loopback address is served.")
     parser.add_argument("--bind", metavar="ADDR:PORT",
                         help="listen address (config: [api] bind, default 127.0.0.1:8774)")
     parser.set_defaults(func=run)

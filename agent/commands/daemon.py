@@ -12,8 +12,9 @@ LOG = logging.getLogger(__name__)
 def compute_host_work(conf, db, service, dry_run):
     """The host work the agent runs (AgentService's `host_work_factory`, for the daemon,
     `--once`, and a caller running the agent's start-up in process): the virt driver, the
-    firewall, the compute manager and the resource tracker. Imported here, after the first beat: the compute side pulls in the
-    driver and its libraries, which must not delay the heartbeat.
+    firewall, the compute manager and the resource tracker. Imported here, after the first
+    beat: the compute side pulls in the driver and its libraries, which must not delay the
+    heartbeat.
 
     A dry run is the same host work built on parts that change nothing: the real driver behind
     a recording one (reads go through, changes are logged), the firewall's commands through a

@@ -78,8 +78,9 @@ def run(args, conf) -> int:
     if result.casts:
         _cast_rebuilds(conf, result)
     elif result.instances and not result.dry_run:
-        print(f"no transport_url (and a database server): the agent on {result.dest_host} is not asked to spawn the "
-              "guests (its power sync finds them missing)")
+        print("no transport_url (and a database server): the agent on "
+              f"{result.dest_host} is not asked to spawn the guests (its power sync finds "
+              "them missing)")
     return 0
 
 

@@ -89,6 +89,8 @@ WORDS: dict[type, Callable] = {
                                   f"({', '.join(exc.uuids)}): name one by its id"),
     e.InstanceInvalidState: lambda exc: (f"cannot {exc.action} instance {exc.uuid} while it "
                                          f"is in {exc.attr} {exc.state}"),
+    e.InstanceNotReady: lambda exc: (f"cannot {exc.action} instance {exc.uuid}: it has no "
+                                     "host (still scheduling, or no valid host was found)"),
     e.InstanceChanged: lambda exc: (f"instance {exc.uuid} changed meanwhile ({exc.column} is "
                                     f"now {exc.found!r}); nothing was done, look and retry"),
     e.InvalidValue: lambda exc: f"{exc.field} {shown(exc.value)}: expected {exc.expected}",

@@ -153,11 +153,17 @@ def run_action(args, conf, db) -> int:
     if not url_for(conf):
         _caster(conf)
     with control_session(db) as session:
-        outcome = act(session, args.server, action)
+        outcome = act(session, args.server, action, service_down_time=conf.service_down_time)
     print(f"request {outcome.request_id}")
     s = outcome.server
+    if outcome.delete_path == "ignored":
+        print(escape(f"instance {s.uuid} ({s.display_name}) on host {s.host}: already "
+                     "deleting; nothing done"))
+        return 0
     if outcome.cast is None:
-        print(escape(f"instance {s.uuid} ({s.display_name}): deleted (it had no host)"))
+        where = (f"its host {s.host} is down: its agent destroys the guest when it is back"
+                 if s.host else "it had no host")
+        print(escape(f"instance {s.uuid} ({s.display_name}): deleted ({where})"))
         return 0
     _deliver(conf, outcome)
     print(escape(f"instance {s.uuid} ({s.display_name}) on host {s.host}: {s.task_state}"))

@@ -77,6 +77,9 @@ def node_values(conf, res: HostResources, usage, service_id: int | None, host: s
         "disk_allocation_ratio": allocation_ratio(conf.disk_allocation_ratio,
                                                   stored.get("disk_allocation_ratio"),
                                                   conf.initial_disk_allocation_ratio),
+        "reserved_host_cpus": conf.reserved_host_cpus,
+        "reserved_host_memory_mb": conf.reserved_host_memory_mb,
+        "reserved_host_disk_mb": conf.reserved_host_disk_mb,
     }
 
 

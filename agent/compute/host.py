@@ -128,13 +128,25 @@ class ComputeHost:
 
         audit = spacing_from_option(self.conf.update_resources_interval)
         sync = spacing_from_option(self.conf.sync_power_state_interval)
+        reap = self.conf.running_deleted_instance_poll_interval
         return [
             PeriodicJob("update_available_resource", self.update_available_resource,
                         audit if audit is not None else -1),
             # nova runs the power sync at the first tick (run_immediately).
             PeriodicJob("sync_power_states", self.manager.sync_power_states,
                         sync if sync is not None else -1, initial_delay=0),
+            # nova's _cleanup_running_deleted_instances: 0 disables it, first run at once.
+            PeriodicJob("cleanup_running_deleted_instances",
+                        self.cleanup_running_deleted_instances, reap if reap > 0 else -1,
+                        initial_delay=0),
         ]
+
+    def cleanup_running_deleted_instances(self) -> list[str]:
+        from agent.compute.reaper import cleanup_running_deleted_instances
+
+        return cleanup_running_deleted_instances(
+            self.db, self.driver, self.firewall, self.host,
+            self.conf.running_deleted_instance_action, self.manager.locks)
 
     def update_available_resource(self) -> AuditResult:
         return self.tracker.update_available_resource(startup=False)

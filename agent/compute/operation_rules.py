@@ -9,14 +9,16 @@ table from `Op` to the driver call that start-up uses too). `success_values` and
 
 | method | task_state the API set | while the driver works | saved on success |
 |---|---|---|---|
-| build_and_run_instance | scheduling or none, vm_state building | spawning | active, running, launched_at |
+| build_and_run_instance | scheduling or none | spawning | active, running, launched_at |
 | stop_instance | powering-off | | stopped |
 | start_instance | powering-on | | active |
-| reboot_instance | rebooting(_hard), reboot_pending(_hard), reboot_started(_hard) | reboot_started(_hard) | active |
+| reboot_instance | a reboot task (1) | reboot_started(_hard) | active |
 | pause_instance | pausing | | paused |
 | unpause_instance | unpausing | | active |
 | terminate_instance | deleting | | deleted, nostate, terminated_at, row soft-deleted |
 | rebuild_instance | rebuilding | rebuild_spawning | active (stopped when it was stopped) |
+
+(1) rebooting, reboot_pending or reboot_started, or the same with _hard.
 
 Every success clears the task_state and saves the guest's power state as the driver reports it.
 A failure records an instance fault and: a build, a rebuild or a terminate end in ERROR (nova's

@@ -187,6 +187,18 @@ class InstanceInvalidState(ControlError):
         self.uuid, self.action, self.attr, self.state = uuid, action, attr, state
 
 
+class InstanceNotReady(ControlError):
+    """The action needs the instance's host and the instance has none (still scheduling, or
+    no valid host was found): nova's InstanceNotReady from its compute API's
+    check_instance_host, which its API answers with 409 and these words."""
+
+    http_status = 409
+
+    def __init__(self, uuid: str, action: str):
+        super().__init__(f"Instance {uuid} is not ready")
+        self.uuid, self.action = uuid, action
+
+
 class InstanceChanged(ControlError):
     """The instance changed between the read and the conditional save (`column` now holds
     `found`): another request or its host won the race; nothing was written."""

@@ -80,8 +80,8 @@ def core_filter(h: HostState, r: Request) -> str | None:
         return f"{plural(r.vcpus, 'vCPU')} requested, the node has {h.vcpus}"
     free = h.vcpus * h.cpu_allocation_ratio - h.vcpus_used
     if free < r.vcpus:
-        return (f"{plural(r.vcpus, 'vCPU')} requested, {_num(free)} free ({h.vcpus_used} of {h.vcpus} x "
-                f"{h.cpu_allocation_ratio:g} used)")
+        return (f"{plural(r.vcpus, 'vCPU')} requested, {_num(free)} free ({h.vcpus_used} of "
+                f"{h.vcpus} x {h.cpu_allocation_ratio:g} used)")
     return None
 
 

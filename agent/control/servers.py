@@ -26,13 +26,17 @@ from agent.control.host_states import schedule
 from agent.control.scheduler import HostState, Request
 from agent.control.casts import Cast, Caster, instance_object as nova_instance
 from agent.control.casts import send as send_casts
-from agent.control.server_rules import RULES, check_state
+from agent.control.server_rules import (DELETE_IGNORED, DELETE_LOCAL, RULES, check_host,
+                                        check_state, delete_path)
 from agent.db import action_queries as actions
 from agent.db import server_queries as q
 from agent.db.compute_queries import InstanceUpdate, save_instances
 from agent.db.models import utcnow
 from agent.db.records import InstanceRecord
+from agent.db.service_queries import list_services
+from agent.liveness import state_of
 from agent.rpc.wire import RequestContext
+from agent.vocabulary import COMPUTE_BINARY
 
 __all__ = ["Cast", "Caster", "Outcome", "send"]
 
@@ -43,12 +47,14 @@ FAULT_NO_VALID_HOST = 500  # nova records NoValidHost as a fault with code 500
 class Outcome:
     """A request's result: the instance as saved, the request id returned to the user, the
     cast to send after commit (None: nothing to send), and for a create that found no host
-    the refusal (the instance was saved in ERROR with the fault, as nova does)."""
+    the refusal (the instance was saved in ERROR with the fault, as nova does); for a delete,
+    how it went (server_rules.delete_path: 'cast', 'local' or 'ignored')."""
     server: InstanceRecord
     request_id: str
     cast: Cast | None = None
     no_valid_host: e.NoValidHost | None = None
     host_state: HostState | None = None
+    delete_path: str | None = None
 
 
 def send(caster: Caster, outcome: Outcome) -> None:
@@ -162,28 +168,42 @@ def create_server(session: Session, name: str, flavor: str, *, service_down_time
     return Outcome(server, context.request_id, cast, host_state=chosen)
 
 
-def act(session: Session, key: str, action: str, *, user_id: str | None = None,
-        project_id: str | None = None, request_id: str | None = None,
-        global_request_id: str | None = None) -> Outcome:
+def act(session: Session, key: str, action: str, *, service_down_time: float,
+        user_id: str | None = None, project_id: str | None = None,
+        request_id: str | None = None, global_request_id: str | None = None) -> Outcome:
     """One of server_rules.RULES ('stop', 'start', 'reboot', 'reboot-hard', 'pause',
     'unpause', 'delete') on the instance `key`: refused with InstanceInvalidState in a state
-    nova refuses it in; else the task_state saved (conditional on host and states read), the
-    action recorded under `request_id` (the caller's ``req-<uuid>``; a new one when None), and
-    the Outcome's cast to the instance's host, its context carrying `global_request_id` (the
-    id an API caller sent, as nova's context does). A delete of an instance that has no host
-    yet is done here (nova's local delete)."""
+    nova refuses it in, and with InstanceNotReady when it needs the instance's host and there
+    is none (server_rules.check_host); else the task_state saved (conditional on host and
+    states read), the action recorded under `request_id` (the caller's ``req-<uuid>``; a new
+    one when None), and the Outcome's cast to the instance's host, its context carrying
+    `global_request_id` (the id an API caller sent, as nova's context does).
+
+    A delete follows server_rules.delete_path, the host judged up or down on the database
+    clock with `service_down_time` (seconds): without a host, or with its host down or gone,
+    the instance is deleted here (nova's local delete: vm_state deleted, the row
+    soft-deleted, no cast; the host's agent destroys the guest when it is back, see
+    agent.compute.reaper); an instance already deleting on a host that is up is left alone
+    (Outcome.delete_path 'ignored', nothing recorded)."""
     rule = RULES[action]
     server = find_server(session, key)
     check_state(rule, server.uuid, server.vm_state, server.task_state)
+    check_host(rule, server.uuid, server.host)
     context = _context(user_id, project_id, request_id, global_request_id)
+    path = None
+    if rule.action == "delete":
+        path = delete_path(server.host, _host_is_up(session, server.host, service_down_time),
+                           server.task_state)
+        if path == DELETE_IGNORED:
+            return Outcome(server, context.request_id, delete_path=path)
     actions.start_action(session, instance_uuid=server.uuid, action=rule.action,
                          request_id=context.request_id, user_id=user_id, project_id=project_id)
     expected = {"vm_state": server.vm_state, "task_state": server.task_state}
-    if rule.action == "delete" and server.host is None:
+    if path == DELETE_LOCAL:
         server = _save(session, server, expected, {
             "vm_state": states.DELETED, "task_state": None, "terminated_at": utcnow()},
             delete=True)
-        return Outcome(server, context.request_id)
+        return Outcome(server, context.request_id, delete_path=path)
     server = _save(session, server, expected, {"task_state": rule.task_state})
     args: dict[str, Any] = {"instance": instance_object(server)}
     if rule.method == "reboot_instance":
@@ -193,4 +213,16 @@ def act(session: Session, key: str, action: str, *, user_id: str | None = None,
         args["clean_shutdown"] = True
     elif rule.method == "terminate_instance":
         args["bdms"] = []
-    return Outcome(server, context.request_id, Cast(server.host, rule.method, context, args))
+    return Outcome(server, context.request_id, Cast(server.host, rule.method, context, args),
+                   delete_path=path)
+
+
+def _host_is_up(session: Session, host: str | None, service_down_time: float) -> bool | None:
+    """Whether `host`'s compute service is up on the database clock; None when there is no
+    host or no live compute service for it."""
+    if not host:
+        return None
+    db_now, found = list_services(session, host, COMPUTE_BINARY)
+    if not found or db_now is None:
+        return None
+    return state_of(found[0], db_now, service_down_time).up

@@ -9,6 +9,7 @@ learns which rows lost.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Collection, Mapping, Sequence
@@ -91,7 +92,8 @@ _HOST_MIGRATIONS = (select(*MIGRATION_COLUMNS)
                                     _M.c.status.in_(states.EVACUATION_CLEANUP_STATUSES))))
                     .order_by(_M.c.id))
 _COMPUTE_NODES = (select(*NODE_RECORD_COLUMNS)
-                  .where(or_(_N.c.host == _HOST, _N.c.uuid.in_(bindparam("uuids", expanding=True))),
+                  .where(or_(_N.c.host == _HOST,
+                             _N.c.uuid.in_(bindparam("uuids", expanding=True))),
                          _N.c.deleted == 0)
                   .order_by(_N.c.id))
 
@@ -137,6 +139,17 @@ def load_instances_by_uuid(session: Session, uuids: Collection[str]) -> list[Ins
     """One SELECT, built once: the live instances with these uuids (an empty list still runs
     it, so the statement count does not depend on the data)."""
     rows = session.execute(_BY_UUIDS, {"uuids": list(uuids)})
+    return [InstanceRecord(*row) for row in rows]
+
+
+def load_deleted_instances(session: Session, host: str, uuids: Collection[str]
+                           ) -> list[InstanceRecord]:
+    """One SELECT: the deleted (soft-deleted) instance rows of `host` among `uuids`, the guests
+    the hypervisor still has (an empty list still runs it)."""
+    rows = session.execute(select(*INSTANCE_COLUMNS)
+                           .where(_I.c.uuid.in_(list(uuids)), _I.c.host == host,
+                                  _I.c.deleted != 0)
+                           .order_by(_I.c.id))
     return [InstanceRecord(*row) for row in rows]
 
 

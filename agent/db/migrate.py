@@ -41,7 +41,7 @@ MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migra
 VERSION_TABLE = "alembic_version"
 
 # Every revision this agent knows, oldest first; the last one is the schema the models describe.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
 HEAD = REVISIONS[-1]
 
 # Schema lock identifiers: any fixed value, the same in every agent.
@@ -50,7 +50,7 @@ _MYSQL_LOCK_NAME = "compute_agent.schema"
 _MYSQL_LOCK_TIMEOUT_S = 120  # a schema upgrade of these tables takes seconds, not minutes
 
 
-# -- reading the revision (no Alembic import) ------------------------------------------------------
+# -- reading the revision (no Alembic import) -------------------------------------------------
 
 def current_revision(db: Database) -> str | None:
     """The schema revision recorded in the database, or None for a database without one (empty).

@@ -138,6 +138,11 @@ class ComputeNode(TimestampMixin, SoftDeleteMixin, Base):
     cpu_allocation_ratio: Mapped[float | None] = mapped_column(Float)
     ram_allocation_ratio: Mapped[float | None] = mapped_column(Float)
     disk_allocation_ratio: Mapped[float | None] = mapped_column(Float)
+    # What the host keeps for itself (placement's inventory 'reserved'), as last audited: the
+    # scheduler adds the flavors of the node's instances to these (NULL before the first audit).
+    reserved_host_cpus: Mapped[int | None] = mapped_column(Integer)
+    reserved_host_memory_mb: Mapped[int | None] = mapped_column(Integer)
+    reserved_host_disk_mb: Mapped[int | None] = mapped_column(Integer)
 
 
 class Instance(TimestampMixin, SoftDeleteMixin, Base):

@@ -77,7 +77,8 @@ NODE_COLUMNS = ("service_id", "host", "hypervisor_hostname", "vcpus", "memory_mb
                 "vcpus_used", "memory_mb_used", "local_gb_used", "free_ram_mb", "free_disk_gb",
                 "disk_available_least", "current_workload", "running_vms", "hypervisor_type",
                 "hypervisor_version", "cpu_info", "stats", "host_ip", "cpu_allocation_ratio",
-                "ram_allocation_ratio", "disk_allocation_ratio")
+                "ram_allocation_ratio", "disk_allocation_ratio", "reserved_host_cpus",
+                "reserved_host_memory_mb", "reserved_host_disk_mb")
 
 
 class NodeRecord(NamedTuple):
@@ -109,6 +110,11 @@ class NodeRecord(NamedTuple):
     cpu_allocation_ratio: float | None
     ram_allocation_ratio: float | None
     disk_allocation_ratio: float | None
+    # The reserved host resources as the node's last audit saved them (vCPUs, MiB, MiB; placement's
+    # inventory 'reserved'); None before that.
+    reserved_host_cpus: int | None = None
+    reserved_host_memory_mb: int | None = None
+    reserved_host_disk_mb: int | None = None
 
     @property
     def values(self) -> Mapping[str, object]:

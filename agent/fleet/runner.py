@@ -384,8 +384,8 @@ class FleetRunner:
                  self.started, self.options.count, live, self.failed,
                  beats / elapsed if elapsed > 0 else 0.0, self.options.count / self.interval,
                  _ms(p99), _ms(self.beats.lateness.max if self.beats.lateness.count else None),
-                 statements / elapsed if elapsed > 0 else 0.0, plural(audits, "audit"), beats_failed,
-                 errors,
+                 statements / elapsed if elapsed > 0 else 0.0, plural(audits, "audit"),
+                 beats_failed, errors,
                  self.poller.false_downs, self.poller.outage_downs)
         if self.consumers is not None:
             consumed, counts = self.consumers.queues_consumed(), self.consumers.counts()

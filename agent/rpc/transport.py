@@ -7,9 +7,9 @@ more brokers (tried in turn, as kombu's failover does), the virtual host after t
 ``sqla+sqlite:///PATH`` is kombu's SQLAlchemy transport on a SQLite file: the broker of one
 machine, with no server to run. It is what `url_for` chooses when transport_url is unset and the
 database is a SQLite file (``broker.sqlite`` beside it, a file of its own so that the agent's
-database is never locked by it; created 0640 like that database). kombu keeps a virtual transport's exchange bindings in each
-process's memory, so a sender must declare the destination queue and its binding itself
-(`Transport.virtual`; agent.rpc.client does).
+database is never locked by it; created 0640 like that database). kombu keeps a virtual
+transport's exchange bindings in each process's memory, so a sender must declare the
+destination queue and its binding itself (`Transport.virtual`; agent.rpc.client does).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 from agent import vocabulary as states
 from agent.db.engine import make_database
-from tests.agent_process import AgentProcess, NotifySocket, agent_command, write_config
+from tests.agent_process import agent_command, ready_agent, write_config
 from tests.e2e.test_rpc_operations import (B1, G1, R1, api_sets, event_of, row, scenario,
                                            settled)
 from tests.nova_venv import NovaSender
@@ -28,17 +28,13 @@ def agent_and_sender(rabbit_vhost, tmp_path_factory):
     seeded = agent_command("db", "seed", str(sc), "--config", str(config))
     assert seeded.returncode == 0, seeded.stderr
     sender = NovaSender(rabbit_vhost[1], host)
-    notify = NotifySocket(tmp / "notify")
-    agent = AgentProcess(config, tmp / "agent.log", env={"NOTIFY_SOCKET": notify.path})
     try:
-        assert notify.receive_until("READY=1") is not None, agent.log_text()
-        db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")
-        yield host, agent, db, sender
-        db.dispose()
+        with ready_agent(config, tmp) as agent:
+            db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")
+            yield host, agent, db, sender
+            db.dispose()
     finally:
         sender.close()
-        agent.stop()
-        notify.close()
 
 
 def send(env, sender_kind, uuid, method, action, *, call=False, **values):

@@ -1,12 +1,11 @@
-"""The compute RPC under faults, against real agent processes and a real RabbitMQ: the agent
-killed in the middle of an operation and started again (the unacknowledged request comes
-again and the task ends once), and a broker that is not there at start, then goes away and
-comes back under a running agent. Each test has a virtual host of its own: the broker 'goes
-away' for that agent only (the vhost deleted, and created again), not for other tests."""
+"""The compute RPC under faults, against real agent processes and a real RabbitMQ: a broker
+that is not there at start, then goes away and comes back under a running agent (the agent
+killed in the middle of each operation is tests/e2e/test_rpc_crash_recovery.py). Each test has
+a virtual host of its own: the broker 'goes away' for that agent only (the vhost deleted, and
+created again), not for other tests."""
 
 from __future__ import annotations
 
-import signal
 import uuid
 
 import pytest
@@ -67,43 +66,6 @@ def g1(db):
     with db.sessions() as session:
         return session.execute(select(Instance.vm_state, Instance.task_state,
                                       Instance.power_state).where(Instance.uuid == G1)).one()
-
-
-def test_killed_mid_operation_the_request_comes_again_and_ends_once(tmp_path, vhost):
-    create_vhost(vhost[0])
-    host = unique_host("crash")
-    config = host_config(tmp_path, host, vhost[1])
-    db = make_database(f"sqlite:///{tmp_path}/state/agent.sqlite")
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    first = start_agent(tmp_path, config, "first",
-                        env={"FAKEVIRT_PAUSE": f"power_off:{barrier}"})
-    try:
-        with db.sessions.begin() as session:
-            session.execute(update(Instance).where(Instance.uuid == G1)
-                            .values(task_state=states.POWERING_OFF))
-        ctx = wire.RequestContext.new()
-        with RpcClient(parse(vhost[1])) as client:
-            client.cast(host, "stop_instance", "6.0", ctx, instance={"uuid": G1},
-                        clean_shutdown=True)
-        assert wait_for(lambda: (barrier / "paused").exists()), first.log_text()
-        first.send(signal.SIGKILL)
-        first.wait()
-    finally:
-        first.stop()
-    assert g1(db).task_state == states.POWERING_OFF  # the outcome was never saved
-    second = start_agent(tmp_path, config, "second")
-    try:
-        assert wait_for(lambda: g1(db).task_state is None), second.log_text()
-        # the request the first agent never acknowledged reached the second one
-        assert wait_for(lambda: ctx.request_id in second.log_text()), second.log_text()
-        assert tuple(g1(db)) == (states.STOPPED, None, states.PowerState.SHUTDOWN)
-        queue = f"compute.{host}"
-        counts = rabbitmqctl("list_queues", "-p", vhost[0], "name", "messages").stdout
-        assert f"{queue}\t0" in counts
-    finally:
-        second.stop()
-        db.dispose()
 
 
 def test_broker_away_at_start_and_under_a_running_agent(tmp_path, vhost):

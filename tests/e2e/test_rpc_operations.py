@@ -15,8 +15,7 @@ from agent.db.models import Instance, InstanceFault
 from agent.rpc import wire
 from agent.rpc.client import RemoteError, RpcClient
 from agent.rpc.transport import parse
-from tests.agent_process import (AgentProcess, NotifySocket, agent_command, wait_for,
-                                 write_config)
+from tests.agent_process import agent_command, ready_agent, wait_for, write_config
 from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
 
 G1 = "6f0c1a52-8a3e-4f57-9a0e-00000000000a"   # running guest
@@ -48,18 +47,11 @@ def running(rabbit_vhost, tmp_path_factory):
     config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], scenario=sc)
     seeded = agent_command("db", "seed", str(sc), "--config", str(config))
     assert seeded.returncode == 0, seeded.stderr
-    notify = NotifySocket(tmp / "notify")
-    agent = AgentProcess(config, tmp / "agent.log", env={"NOTIFY_SOCKET": notify.path})
-    try:
-        assert notify.receive_until("READY=1") is not None, agent.log_text()
+    with ready_agent(config, tmp) as agent:
         db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")
-        transport = parse(rabbit_vhost[1])
-        with RpcClient(transport) as client:
+        with RpcClient(parse(rabbit_vhost[1])) as client:
             yield host, agent, db, client
         db.dispose()
-    finally:
-        agent.stop()
-        notify.close()
 
 
 def row(db, uuid):

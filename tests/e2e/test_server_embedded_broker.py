@@ -9,21 +9,15 @@ import json
 import pytest
 
 from agent.rpc.transport import BROKER_FILE
-from tests.agent_process import AgentProcess, NotifySocket, agent_command, write_config
+from tests.agent_process import agent_command, ready_agent, write_config
 
 
 @pytest.fixture
 def running(tmp_path):
     config = write_config(tmp_path, host="solo", service_down_time=30)
     assert "transport_url" not in config.read_text(encoding="utf-8")
-    notify = NotifySocket(tmp_path / "notify")
-    agent = AgentProcess(config, tmp_path / "agent.log", env={"NOTIFY_SOCKET": notify.path})
-    try:
-        assert notify.receive_until("READY=1") is not None, agent.log_text()
+    with ready_agent(config, tmp_path) as agent:
         yield agent, config, tmp_path
-    finally:
-        agent.stop()
-        notify.close()
 
 
 def server(config, *args):

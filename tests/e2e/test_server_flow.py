@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select
 
 from agent.db.engine import make_database
-from agent.db.models import ComputeNode
-from tests.agent_process import (AgentProcess, NotifySocket, agent_command, wait_for,
+from tests.agent_process import (agent_command, compute_node_saved, ready_agent, wait_for,
                                  write_config)
 from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
 
@@ -26,19 +24,9 @@ def running(rabbit_vhost, tmp_path_factory):
                   "local_gb = 200\n", encoding="utf-8")
     config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], service_down_time=30,
                           scenario=sc)
-    notify = NotifySocket(tmp / "notify")
-    agent = AgentProcess(config, tmp / "agent.log", env={"NOTIFY_SOCKET": notify.path})
-    db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")
-    try:
-        assert notify.receive_until("READY=1") is not None, agent.log_text()
-        with db.sessions() as session:
-            assert wait_for(lambda: session.execute(select(ComputeNode.id)).first()), \
-                agent.log_text()
+    with ready_agent(config, tmp) as agent:
+        assert wait_for(lambda: compute_node_saved(tmp)), agent.log_text()
         yield host, agent, config
-    finally:
-        db.dispose()
-        agent.stop()
-        notify.close()
 
 
 def server(config, *args):

@@ -19,11 +19,8 @@ import json
 import uuid as uuidlib
 
 import pytest
-from sqlalchemy import select
 
-from agent.db.engine import make_database
-from agent.db.models import ComputeNode
-from tests.agent_process import (AgentProcess, NotifySocket, agent_command, wait_for,
+from tests.agent_process import (agent_command, compute_node_saved, ready_agent, wait_for,
                                  write_config)
 from tests.conftest import import_libvirt
 from tests.qemu_tier import URI, domstate, require_qemu_tier, virsh, virsh_names
@@ -73,19 +70,9 @@ def running(qemu_tier, rabbit_vhost, tmp_path_factory):
     with config.open("a", encoding="utf-8") as fh:
         fh.write(f"\n[libvirt]\nvirt_type = qemu\nconnection_uri = {URI}\n"
                  f"wait_soft_reboot_seconds = {WAIT_SOFT_REBOOT_S}\n")
-    notify = NotifySocket(tmp / "notify")
-    agent = AgentProcess(config, tmp / "agent.log", env={"NOTIFY_SOCKET": notify.path})
-    db = make_database(f"sqlite:///{tmp}/state/agent.sqlite")
-    try:
-        assert notify.receive_until("READY=1") is not None, agent.log_text()
-        with db.sessions() as session:
-            assert wait_for(lambda: session.execute(select(ComputeNode.id)).first()), \
-                agent.log_text()
+    with ready_agent(config, tmp) as agent:
+        assert wait_for(lambda: compute_node_saved(tmp)), agent.log_text()
         yield host, agent, config
-    finally:
-        db.dispose()
-        agent.stop()
-        notify.close()
 
 
 def server(config, *args):

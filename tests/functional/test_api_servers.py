@@ -20,7 +20,7 @@ from agent.db import server_queries as q
 from agent.rpc import wire
 from agent.rpc.client import RpcClient
 from agent.rpc.transport import parse
-from tests.functional.test_api_services import NEW, call
+from tests.functional.test_api_services import NEW, add_service, call
 from tests.functional.test_rpc_client import get_one, host_queue
 from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
 
@@ -184,6 +184,7 @@ def test_action_on_unknown_server_is_404(env):
 def test_delete_casts_terminate_and_a_hostless_server_goes_at_once(env):
     api, db, conn = env
     host = unique_host()
+    add_service(db, host)  # up: a down or unknown host's instance is deleted locally
     queue = host_queue(conn, host)
     server = add_server(db, host, states.ACTIVE)
     response, _ = call(api, "DELETE", f"/v2.1/servers/{server.uuid}", headers=NEW)

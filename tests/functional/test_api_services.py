@@ -15,7 +15,6 @@ from agent.db.models import Instance, Migration, Service
 from agent.heartbeat import Heartbeat
 from agent.log import RequestIdFilter
 from agent.registry import register_service
-from agent.vocabulary import COMPUTE_BINARY
 
 OLD = {"X-OpenStack-Nova-API-Version": "2.11"}
 NEW = {"OpenStack-API-Version": "compute 2.53", "X-OpenStack-Nova-API-Version": "2.53"}

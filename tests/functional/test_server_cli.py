@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from agent.cli import main
-from agent.db.models import ComputeNode, Instance
+from agent.db.models import ComputeNode, Instance, Service
 from agent.rpc import wire
 from agent.rpc.transport import parse
 from tests.functional.test_rpc_client import get_one, host_queue
@@ -237,3 +237,31 @@ def test_without_a_transport_nothing_is_written(postgresql_url, capsys):
     assert err.count("\n") == 1 and "no transport_url" in err
     assert main(["server", "list", "--format", "json", "--db", postgresql_url]) == 0
     assert json.loads(capsys.readouterr().out)["servers"] == []
+
+
+def test_delete_on_a_down_host_is_local_and_says_so(env, any_db_url):
+    run, db, conn = env
+    add_flavor(any_db_url)
+    host, queue = add_host(db, conn)
+    assert run("create", "--flavor", "small", "--name", "vm")[0] == 0
+    assert get_one(queue) is not None
+    set_states(db, "vm", vm_state="active", task_state=None, power_state=1)
+    with db.sessions.begin() as session:  # the host goes down
+        session.execute(update(Service).where(Service.host == host).values(forced_down=True))
+    status, out, err = run("delete", "vm")
+    assert status == 0, err
+    assert f"deleted (its host {host} is down: its agent destroys the guest when it is back)" \
+        in out
+    assert get_one(queue, 0.3) is None  # nothing cast
+    status, _, err = run("show", "vm")
+    assert status == 1 and "no instance with id or name 'vm'" in err
+
+
+def test_stop_without_a_host_is_refused(env, any_db_url):
+    run, db, conn = env
+    add_flavor(any_db_url)
+    status, out, err = run("create", "--flavor", "small", "--name", "vm")  # no host at all
+    assert status == 1
+    status, out, err = run("stop", "vm")
+    assert status == 1
+    assert "cannot stop instance" in err and "it has no host" in err

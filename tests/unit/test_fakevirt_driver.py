@@ -203,3 +203,35 @@ def test_ten_thousand_domains_list_and_read(tmp_path):
     assert driver.get_info(InstanceRef(listed[-1].uuid, listed[-1].name)) == listed[-1]
     with pytest.raises(InstanceNotFound):
         driver.get_info(InstanceRef("12345678-1234-4234-8234-123456789012", "x"))
+
+
+def test_domains_file_keeps_the_guests_across_restarts(tmp_path):
+    """With [fakevirt] domains_file the guests outlive the driver (the agent process), as a
+    real hypervisor's do: a new driver finds what the last one left, not the scenario's."""
+    from agent.virt.types import Flavor
+
+    path = tmp_path / "domains.json"
+    conf = conf_for(tmp_path, scenario=EXAMPLE, domains_file=str(path))
+    first = FakeDriver(conf)
+    start = {d.uuid: d.power_state for d in first.list_instances()}
+    assert len(json.loads(path.read_text())["domains"]) == len(start)
+    new = InstanceRef("0b6f0e8e-33b4-4c1a-9d1e-00000000abcd", "new-guest")
+    first.spawn(new, Flavor(vcpus=1, memory_mb=256, root_gb=1), None)
+    gone = next(iter(start))
+    first.destroy(InstanceRef(gone, ""))
+    running = next(u for u, p in start.items() if u != gone and p == PowerState.RUNNING)
+    first.power_off(InstanceRef(running, ""))
+
+    second = FakeDriver(conf)  # the scenario's domains are not defined again
+    after = {d.uuid: d.power_state for d in second.list_instances()}
+    assert set(after) == (set(start) - {gone}) | {new.uuid}
+    assert after[new.uuid] == PowerState.RUNNING
+    assert after[running] == PowerState.SHUTDOWN
+    assert not second.has_disks(gone) and second.has_disks(new.uuid)
+
+
+def test_unreadable_domains_file_names_it(tmp_path):
+    path = tmp_path / "domains.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(DriverError, match=f"domains file {path}: cannot read it"):
+        FakeDriver(conf_for(tmp_path, domains_file=str(path)))

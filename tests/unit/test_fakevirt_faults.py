@@ -156,3 +156,24 @@ def test_pause_setting_without_a_directory_is_refused(driver):
                                           "METHOD:DIRECTORY"):
         driver.faults.pause_from_environment({"FAKEVIRT_PAUSE": "get_info"})
 
+
+
+def test_pause_after_barrier_holds_the_call_once_the_guest_changed(driver, tmp_path):
+    import threading
+
+    from tests.agent_process import wait_for
+
+    driver.init_host("h1")
+    guest = driver.list_instances()[0]
+    ref = InstanceRef(guest.uuid, guest.name)
+    driver.power_on(ref)
+    driver.faults.pause_from_environment({"FAKEVIRT_PAUSE_AFTER": f"power_off:{tmp_path}"})
+    caller = threading.Thread(target=lambda: driver.power_off(ref))
+    caller.start()
+    assert wait_for(lambda: (tmp_path / "paused").exists())
+    # the hypervisor did its work; the call has not returned to the agent yet
+    assert caller.is_alive()
+    assert driver.get_info(ref).power_state == PowerState.SHUTDOWN
+    (tmp_path / "resume").touch()
+    caller.join(30)
+    assert not caller.is_alive()

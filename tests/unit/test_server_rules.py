@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.control.errors import InstanceInvalidState
-from agent.control.server_rules import RULES, check_state
+from agent.control.errors import InstanceInvalidState, InstanceNotReady
+from agent.control.server_rules import (DELETE_CAST, DELETE_IGNORED, DELETE_LOCAL, RULES,
+                                        check_host, check_state, delete_path)
 
 U = "6f0c1a52-8a3e-4f57-9a0e-000000000001"
 
@@ -62,3 +63,38 @@ def test_saved_task_state_is_the_one_the_host_expects(action, task_state, method
     rule = RULES[action]
     assert (rule.task_state, rule.method) == (task_state, method)
     assert task_state in HOST_RULES[method].expected_task_states
+
+
+# nova's compute API: @check_instance_host() on stop and start (InstanceNotReady, 409);
+# reboot, pause and unpause refused the same way here (nova would cast them to no host).
+@pytest.mark.parametrize("action, needs_host", [
+    ("stop", True), ("start", True), ("reboot", True), ("reboot-hard", True),
+    ("pause", True), ("unpause", True), ("delete", False),
+])
+def test_actions_that_need_a_host_refuse_an_instance_without_one(action, needs_host):
+    check_host(RULES[action], U, "cmp1")  # a host: never refused
+    if not needs_host:
+        check_host(RULES[action], U, None)
+        return
+    with pytest.raises(InstanceNotReady) as refused:
+        check_host(RULES[action], U, None)
+    assert str(refused.value) == f"Instance {U} is not ready"  # nova's words
+    assert refused.value.http_status == 409
+
+
+# nova's compute API _delete: local when there is no host, no compute service for it, or the
+# service is down; a second delete while the host (up) is already deleting is ignored.
+@pytest.mark.parametrize("host, host_up, task_state, path", [
+    (None, None, None, DELETE_LOCAL),
+    (None, None, "scheduling", DELETE_LOCAL),
+    ("cmp1", None, None, DELETE_LOCAL),          # the host has no compute service
+    ("cmp1", False, None, DELETE_LOCAL),         # down (or forced down)
+    ("cmp1", False, "deleting", DELETE_LOCAL),   # a delete the down host never did
+    ("cmp1", False, "powering-off", DELETE_LOCAL),
+    ("cmp1", True, None, DELETE_CAST),
+    ("cmp1", True, "powering-off", DELETE_CAST),
+    ("cmp1", True, "deleting", DELETE_IGNORED),
+], ids=["no-host", "no-host-scheduling", "no-service", "down", "down-deleting",
+        "down-busy", "up", "up-busy", "up-deleting"])
+def test_delete_path(host, host_up, task_state, path):
+    assert delete_path(host, host_up, task_state) == path
