@@ -266,6 +266,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("api", "max_request_body_size", "int", 114688,
         "Largest request body the API reads (nova's osapi_max_request_body_size); a larger one "
         "is refused with 413.", unit="bytes", min=1024, max=16 * 1024 * 1024),
+    Opt("api", "max_limit", "int", 1000,
+        "Most entries one list answer carries (nova's [api] max_limit): GET /servers, "
+        "/flavors and, from microversion 2.33, /os-hypervisors answer at most this many (a "
+        "smaller ?limit= is kept) and a 'next' link to the following page.", min=1,
+        max=values.INT_MAX),
     Opt("api", "workers", "int", 4,
         "Requests the API serves at once (the WSGI server's threads; each holds at most one "
         "database connection).", min=1, max=64),

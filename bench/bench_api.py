@@ -1,27 +1,38 @@
 """Compute API benchmark: GET /os-services and GET /os-hypervisors/detail with N services (each
-with one compute node). Prints a table; asserts nothing.
+with one compute node), and the walk of every page of the hypervisor detail. Prints a table;
+asserts nothing.
 
-    .venv/bin/python bench/bench_api.py [--sizes 100,1000,10000] [--requests 30] [--db URL]
+    .venv/bin/python bench/bench_api.py [--sizes 100,1000,10000] [--requests 30] [--walks 5]
+                                        [--db URL]
+
+At 2.53 the hypervisor detail answers nova's first page, [api] max_limit (1,000) entries; the
+"all pages" row follows the `hypervisors_links` next links to the end, as openstacksdk and
+openstackclient do: its statements are the sum over the pages, its CPU, p50 and p99 those of
+the whole walk, and its rate walks per second.
 
 For each size: the SQL statements per request (counted on the engine, in-process through the
 WSGI application), the median CPU time of the application per request in-process (five
-requests after one warm-up: the figure that a loaded machine disturbs least), and, over HTTP against a real `agent api` process (waitress, 127.0.0.1), the
-p50/p99 latency and requests per second of sequential requests, and the API process's RSS
-idle (after start, before any request) and after the requests. The default database is a fresh
-SQLite file per size; --db uses a server database (e.g. PostgreSQL) whose services and
-compute_nodes tables are emptied first (and, on PostgreSQL, vacuumed after the seeding). The load average is printed with each size.
+requests after one warm-up: the figure that a loaded machine disturbs least), and, over HTTP
+against a real `agent api` process (waitress, 127.0.0.1), the p50/p99 latency and requests per
+second of sequential requests, and the API process's RSS idle (after start, before any
+request) and after the requests. The default database is a fresh SQLite file per size; --db
+uses a server database (e.g. PostgreSQL) whose services and compute_nodes tables are emptied
+first (and, on PostgreSQL, vacuumed after the seeding). The load average is printed with each
+size.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -39,6 +50,7 @@ from agent.vocabulary import COMPUTE_BINARY, COMPUTE_TOPIC  # noqa: E402
 from tests.functional.statement_counter import count_statements  # noqa: E402
 
 PATHS = ("/v2.1/os-services", "/v2.1/os-hypervisors/detail")
+WALK = "/v2.1/os-hypervisors/detail"
 HEADERS = {"OpenStack-API-Version": "compute 2.53", "X-Auth-Token": "x"}
 
 
@@ -70,22 +82,50 @@ def seed(db, n: int) -> None:
             conn.execute(text("VACUUM (FULL, ANALYZE) services, compute_nodes"))
 
 
+def walk(get, path: str) -> int:
+    """Follow the next links from `path` to the end with `get(path) -> body`; the pages."""
+    pages = 0
+    while path:
+        body = get(path)
+        pages += 1
+        links = body.get("hypervisors_links")
+        path = urllib.parse.urlsplit(links[0]["href"]) if links else None
+        if path:
+            path = f"{path.path}?{path.query}"
+    return pages
+
+
 def in_process(db) -> dict[str, tuple[int, float]]:
-    """Per path: (statements per request, median CPU seconds per request) in this process."""
+    """Per path: (statements per request, median CPU seconds per request) in this process;
+    for "walk": (statements of the whole walk, median CPU seconds of it, pages)."""
     from werkzeug.test import Client
 
     client = Client(ApiApp(db.sessions, service_down_time=60,
                            server_clock=db.engine.dialect.name != "sqlite"))
+
+    def get(path: str) -> dict:
+        response = client.get(path, headers=HEADERS)
+        assert response.status_code == 200
+        return json.loads(response.get_data())
+
     result = {}
     for path in PATHS:
         with count_statements(db.engine) as counter:
-            assert client.get(path, headers=HEADERS).status_code == 200
+            get(path)
         cpu = []
         for _ in range(5):
             started = time.process_time()
-            assert client.get(path, headers=HEADERS).status_code == 200
+            get(path)
             cpu.append(time.process_time() - started)
         result[path] = (counter.statements, percentile(cpu, 0.5))
+    with count_statements(db.engine) as counter:
+        pages = walk(get, WALK)
+    cpu = []
+    for _ in range(3):
+        started = time.process_time()
+        walk(get, WALK)
+        cpu.append(time.process_time() - started)
+    result["walk"] = (counter.statements, percentile(cpu, 0.5), pages)
     return result
 
 
@@ -96,7 +136,7 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def over_http(url: str, workdir: str, requests: int) -> dict:
+def over_http(url: str, workdir: str, requests: int, walks: int) -> dict:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -126,6 +166,19 @@ def over_http(url: str, workdir: str, requests: int) -> dict:
                     times.append(time.perf_counter() - started)
             result[path] = (percentile(times, 0.5), percentile(times, 0.99),
                             len(times) / sum(times))
+
+        def get(path: str) -> dict:
+            request = urllib.request.Request(base + path, headers=HEADERS)
+            return json.loads(urllib.request.urlopen(request, timeout=60).read())
+
+        times = []
+        for i in range(walks + 1):
+            started = time.perf_counter()
+            walk(get, WALK)
+            if i >= 1:  # warm-up
+                times.append(time.perf_counter() - started)
+        result["walk"] = (percentile(times, 0.5), percentile(times, 0.99),
+                          len(times) / sum(times))
         result["rss_after_kib"] = rss_kib(proc.pid)
         return result
     finally:
@@ -137,6 +190,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--walks", type=int, default=5, help="walks of every page measured")
     parser.add_argument("--db", help="a server database URL (its tables are emptied)")
     args = parser.parse_args()
     print(f"{'services':>8} {'request':<28} {'stmts':>5} {'cpu ms':>7} {'p50 ms':>8} "
@@ -152,7 +206,7 @@ def main() -> int:
             finally:
                 db.dispose()
             before = os.getloadavg()
-            http = over_http(url, workdir, args.requests)
+            http = over_http(url, workdir, args.requests, args.walks)
             print(f"# {db.engine.dialect.name}, {n} services, load average "
                   f"{before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
             for path in PATHS:
@@ -162,6 +216,10 @@ def main() -> int:
                       f"{p50 * 1000:>8.1f} {p99 * 1000:>8.1f} {rate:>7.1f} "
                       f"{http['rss_idle_kib'] / 1024:>7.1f} M "
                       f"{http['rss_after_kib'] / 1024:>7.1f} M")
+            p50, p99, rate = http["walk"]
+            stmts, cpu, pages = counts["walk"]
+            print(f"{n:>8} {'  all ' + str(pages) + ' pages of it':<28} {stmts:>5} "
+                  f"{cpu * 1000:>7.1f} {p50 * 1000:>8.1f} {p99 * 1000:>8.1f} {rate:>7.1f}")
     return 0
 
 

@@ -47,12 +47,18 @@ def api_stack(directory: Path, host: str, **options: object) -> Iterator[dict]:
     """A running agent daemon (fakevirt, SQLite in `directory`) past READY=1 (start-up done:
     its queue declared, its first audit's compute node saved) with its service up, and
     `agent api` on a free loopback port over the same configuration (`options`: further
-    [DEFAULT] options, e.g. transport_url; `scenario`: fakevirt's scenario file). Yields {"endpoint", "url" (the database), "home" (the clients' HOME and cwd), "config",
-    "agent", "api"}; both processes are stopped on exit."""
+    [DEFAULT] options, e.g. transport_url; `scenario`: fakevirt's scenario file;
+    `api_options`: a dict of [api] options, e.g. {"max_limit": 2}). Yields {"endpoint",
+    "url" (the database), "home" (the clients' HOME and cwd), "config", "agent", "api"}; both
+    processes are stopped on exit."""
     require_clients()
     scenario = options.pop("scenario", None)
+    api_options = options.pop("api_options", {})
     options.setdefault("service_down_time", 60)
     config = write_config(directory, host=host, scenario=scenario, **options)
+    if api_options:
+        with config.open("a", encoding="utf-8") as conf:
+            conf.write("\n[api]\n" + "".join(f"{k} = {v}\n" for k, v in api_options.items()))
     url = f"sqlite:///{directory}/state/agent.sqlite"
     notify = NotifySocket(directory / "notify")
     agent = AgentProcess(config, directory / "agent.log", env={"NOTIFY_SOCKET": notify.path})

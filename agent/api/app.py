@@ -44,12 +44,15 @@ class ApiApp:
     transaction per request); `service_down_time` in seconds; `server_clock`: False on SQLite;
     `max_body_bytes`: larger request bodies are refused with 413; `caster`: the RPC client
     (agent.rpc.client.RpcClient, one per process) that server actions cast through after
-    their transaction committed (None: server actions answer 503)."""
+    their transaction committed (None: server actions answer 503); `max_limit`: the most
+    entries one list answer carries (nova's [api] max_limit)."""
 
     def __init__(self, sessions, *, service_down_time: float, server_clock: bool,
                  max_body_bytes: int = 114688,
-                 clock: Callable[[], float] = time.monotonic, caster=None):
+                 clock: Callable[[], float] = time.monotonic, caster=None,
+                 max_limit: int = 1000):
         self.sessions = sessions
+        self.max_limit = max_limit
         self.caster = caster
         self.service_down_time = service_down_time
         self.server_clock = server_clock
@@ -87,21 +90,23 @@ class ApiApp:
             return _fault(404, "Not found")
         rest = path[len("/v2.1"):]
         parts = rest.strip("/").split("/")
+        api_root = base + "/v2.1"
         if parts and parts[0] not in COLLECTIONS:
             rest = "/" + "/".join(parts[1:])  # the optional project id
             if rest == "/":
                 return _json(200, discovery.version(base))
+            api_root += "/" + parts[0]
         try:
             version = microversion.requested(request.headers)
         except ApiError as exc:
             return _fault(exc.code, exc.message)
-        response = self.dispatch(request, rest, version, request_id, global_id, base)
+        response = self.dispatch(request, rest, version, request_id, global_id, base, api_root)
         for name, value in microversion.response_headers(version):
             response.headers[name] = value
         return response
 
     def dispatch(self, request: Request, rest: str, version, request_id: str,
-                 global_id: str | None, base_url: str) -> Response:
+                 global_id: str | None, base_url: str, api_root: str = "") -> Response:
         matched = False
         for method, pattern, handler in ROUTES:
             match = pattern.match(rest)
@@ -119,7 +124,10 @@ class ApiApp:
                             query=request.args.to_dict(), service_down_time=self.service_down_time,
                             server_clock=self.server_clock, request_id=request_id,
                             global_request_id=global_id, base_url=base_url,
-                            can_cast=self.caster is not None)
+                            can_cast=self.caster is not None,
+                            query_lists=request.args.to_dict(flat=False),
+                            api_root=api_root or base_url + "/v2.1",
+                            max_limit=self.max_limit)
                 code, result = handler(call, **match.groupdict())
             self.send(call.casts, request_id)
         except ApiError as exc:

@@ -33,6 +33,12 @@ class Call:
     base_url: str = ""  # scheme, host and script root, for links
     can_cast: bool = False
     casts: list = field(default_factory=list)
+    # Every value of each query key, in the request's order (nova reads the last one).
+    query_lists: Mapping[str, list[str]] = field(default_factory=dict)
+    # The request's own collection root: base_url, '/v2.1' and the project segment when the
+    # request had one (nova's next links keep it).
+    api_root: str = ""
+    max_limit: int = 1000  # [api] max_limit
 
     def query_text(self, key: str) -> str | None:
         """A query-string value; ApiError 400 when it holds control characters (no row can

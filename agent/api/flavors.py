@@ -1,12 +1,15 @@
 """flavors: `GET /flavors`, `GET /flavors/detail`, `GET /flavors/{flavorid}` (nova's shapes up
 to 2.53: swap "" when 0, the OS-FLV-* and os-flavor-access extension keys, self and bookmark
-links; no extra specs). Reads through agent.control.flavors."""
+links; no extra specs). Reads through agent.control.flavors; the lists are paged by
+agent.api.paging's rules in nova's default order, flavorid ascending."""
 
 from __future__ import annotations
 
+from agent.api import paging
 from agent.api.context import Call
 from agent.api.faults import ApiError
 from agent.control import flavors as control
+from agent.db import flavor_queries
 from agent.db.flavor_queries import FlavorRecord
 
 
@@ -30,11 +33,23 @@ def detail(call: Call, flavor: FlavorRecord) -> dict:
 
 
 def list_flavors(call: Call) -> tuple[int, dict]:
-    return 200, {"flavors": [brief(call, f) for f in control.list_flavors(call.session)]}
+    return 200, _listed(call, "flavors", brief)
 
 
 def list_detail(call: Call) -> tuple[int, dict]:
-    return 200, {"flavors": [detail(call, f) for f in control.list_flavors(call.session)]}
+    return 200, _listed(call, "flavors/detail", detail)
+
+
+def _listed(call: Call, collection: str, view) -> dict:
+    """A page of flavors in nova's default order (flavorid ascending) after `marker` (a
+    flavorid), with `flavors_links`: agent.api.paging's rules, one SELECT."""
+    page = paging.requested_page(call)
+    found = flavor_queries.page_flavors(call.session, page.size, page.marker)
+    if found is None:
+        raise paging.marker_not_found(page.marker or "")
+    entries = [view(call, flavor) for flavor in found]
+    return paging.with_links({"flavors": entries}, "flavors",
+                             paging.next_links(call, collection, page, entries))
 
 
 def show(call: Call, flavorid: str) -> tuple[int, dict]:

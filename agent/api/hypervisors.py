@@ -1,7 +1,8 @@
 """os-hypervisors: `GET /os-hypervisors`, `/os-hypervisors/detail`, `/os-hypervisors/{id}` from
 compute_nodes with their compute service (nova's shapes up to 2.53: `id` and the service's id
 are uuids from 2.53; `state` up/down from agent.liveness, `status` enabled/disabled; sizes and
-usage as the resource tracker last saved them: vcpus, memory_mb (MiB), local_gb (GiB)).
+usage as the resource tracker last saved them: vcpus, memory_mb (MiB), local_gb (GiB)). The
+lists are paged from 2.33 by agent.api.paging's rules, by node id, as nova pages them.
 `GET /os-hypervisors/{id}/uptime` answers 501, as nova for a driver without uptime."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import operator
 
+from agent.api import paging
 from agent.api.context import Call
 from agent.api.faults import ApiError
 from agent.api.services import ID_AS_UUID, is_uuid
@@ -20,6 +22,7 @@ DETAIL_FIELDS = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used
                  "free_disk_gb", "current_workload", "running_vms", "disk_available_least",
                  "host_ip")
 CPU_INFO_AS_OBJECT = (2, 28)
+PAGED = (2, 33)  # limit, marker and hypervisors_links
 _detail_values = operator.attrgetter(*DETAIL_FIELDS)
 
 
@@ -74,13 +77,27 @@ class _CpuInfo:
 
 
 def list_hypervisors(call: Call) -> tuple[int, dict]:
-    db_now, rows = q.list_nodes_with_services(call.session)
-    return 200, {"hypervisors": hypervisors(call, rows, db_now, with_detail=False)}
+    return 200, _listed(call, "os-hypervisors", with_detail=False)
 
 
 def list_detail(call: Call) -> tuple[int, dict]:
-    db_now, rows = q.list_nodes_with_services(call.session)
-    return 200, {"hypervisors": hypervisors(call, rows, db_now, with_detail=True)}
+    return 200, _listed(call, "os-hypervisors/detail", with_detail=True)
+
+
+def _listed(call: Call, collection: str, *, with_detail: bool) -> dict:
+    """Every hypervisor below 2.33 (nova pages them from 2.33); from 2.33 a page of `limit`
+    (at most [api] max_limit) after `marker` (an id, from 2.53 a uuid; nova takes either at
+    any version), with `hypervisors_links`. One SELECT either way."""
+    if not call.version.at_least(*PAGED):
+        db_now, rows = q.list_nodes_with_services(call.session)
+        return {"hypervisors": hypervisors(call, rows, db_now, with_detail=with_detail)}
+    page = paging.requested_page(call, single=call.version.at_least(*ID_AS_UUID))
+    found = q.list_nodes_with_services(call.session, limit=page.size, after=page.marker)
+    if found is None:
+        raise paging.marker_not_found(page.marker or "")
+    entries = hypervisors(call, found[1], found[0], with_detail=with_detail)
+    return paging.with_links({"hypervisors": entries}, "hypervisors",
+                             paging.next_links(call, collection, page, entries))
 
 
 def show(call: Call, hypervisor_id: str) -> tuple[int, dict]:

@@ -64,7 +64,8 @@ def build_app(conf, db, caster=None):
 
     return wrap_auth(ApiApp(db.sessions, service_down_time=conf.service_down_time,
                             server_clock=db.engine.dialect.name != "sqlite",
-                            max_body_bytes=conf.api.max_request_body_size, caster=caster),
+                            max_body_bytes=conf.api.max_request_body_size, caster=caster,
+                            max_limit=conf.api.max_limit),
                      conf.api.auth_strategy)
 
 

@@ -15,11 +15,13 @@ import json
 import uuid as uuidlib
 
 from agent import vocabulary as states
+from agent.api import paging
 from agent.api.context import Call, string_field
 from agent.api.faults import ApiError
 from agent.control import errors as e
 from agent.control import flavors as flavor_control
 from agent.control import servers as control
+from agent.db import server_queries
 from agent.db.records import InstanceRecord
 
 # nova's status by vm_state, then by (vm_state, task_state) where a task changes it
@@ -137,11 +139,24 @@ def find(call: Call, server_id: str) -> InstanceRecord:
 
 
 def list_servers(call: Call) -> tuple[int, dict]:
-    return 200, {"servers": [brief(call, s) for s in control.list_servers(call.session)]}
+    return 200, _listed(call, "servers", brief)
 
 
 def list_detail(call: Call) -> tuple[int, dict]:
-    return 200, {"servers": [detail(call, s) for s in control.list_servers(call.session)]}
+    return 200, _listed(call, "servers/detail", detail)
+
+
+def _listed(call: Call, collection: str, view) -> dict:
+    """A page of live servers in nova's default order (created_at, then id, newest first)
+    after `marker` (a server uuid; a deleted server's too, as nova), with `servers_links`:
+    agent.api.paging's rules, one SELECT."""
+    page = paging.requested_page(call)
+    found = server_queries.page_servers(call.session, page.size, page.marker)
+    if found is None:
+        raise paging.marker_not_found(page.marker or "")
+    entries = [view(call, server) for server in found]
+    return paging.with_links({"servers": entries}, "servers",
+                             paging.next_links(call, collection, page, entries))
 
 
 def show(call: Call, server_id: str) -> tuple[int, dict]:

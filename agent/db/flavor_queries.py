@@ -51,6 +51,22 @@ def list_flavors(session: Session) -> list[FlavorRecord]:
     return [_record(row) for row in rows]
 
 
+def page_flavors(session: Session, limit: int, after: str | None = None
+                 ) -> list[FlavorRecord] | None:
+    """One SELECT: at most `limit` flavors in nova's default API order (flavorid, then id,
+    ascending; flavorid is unique), starting after the flavorid `after`. When that page is
+    empty, a second SELECT tells the end of the list from an unknown marker: None when no
+    flavor has the flavorid `after`."""
+    stmt = select(*_COLUMNS)
+    if after is not None:
+        stmt = stmt.where(_T.c.flavorid > after)
+    rows = session.execute(stmt.order_by(_T.c.flavorid, _T.c.id).limit(limit)).all()
+    if after is not None and not rows and session.execute(
+            select(_T.c.id).where(_T.c.flavorid == after)).first() is None:
+        return None
+    return [_record(row) for row in rows]
+
+
 def find_flavors(session: Session, key: str) -> list[FlavorRecord]:
     """The flavors whose name or flavorid is `key` (at most two: one by each)."""
     rows = session.execute(select(*_COLUMNS).where(or_(_T.c.name == key, _T.c.flavorid == key))

@@ -5,6 +5,7 @@ otherwise empty OS_* environment. Each test asserts what the client prints or re
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 
@@ -13,7 +14,8 @@ from sqlalchemy import select
 
 from agent.db import action_queries as actions
 from agent.db.engine import make_database
-from agent.db.models import ComputeNode, Instance
+from agent.db.models import ComputeNode, Instance, Service
+from agent.vocabulary import COMPUTE_BINARY, COMPUTE_TOPIC
 from tests.agent_process import AgentProcess, service_row, wait_for, write_config
 from tests.api_clients import answers, api_stack, free_port, nova, openstack, sdk
 
@@ -254,3 +256,76 @@ def test_refused_delete_is_shown_then_delete(stack):
     assert service_row(stack["url"], HOST) is None
     log = stack["api"].log_text()
     assert '"DELETE /v2.1/os-services/' in log and "status 204" in log
+
+
+PAGED_HOST = "cn-paged"
+
+
+@pytest.fixture(scope="module")
+def paged_stack(tmp_path_factory):
+    """The API with `[api] max_limit = 2`, over the agent's own hypervisor and three more
+    (services beating now) and five servers: every list takes several pages."""
+    with api_stack(tmp_path_factory.mktemp("paged"), PAGED_HOST,
+                   api_options={"max_limit": 2}) as running:
+        db = make_database(running["url"])
+        try:
+            assert wait_for(lambda: _node_count(db) == 1)  # the agent's first audit
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            with db.sessions.begin() as session:
+                for i in range(3):
+                    session.add(Service(host=f"cn-extra{i}", binary=COMPUTE_BINARY,
+                                        topic=COMPUTE_TOPIC, report_count=1,
+                                        last_seen_up=now))
+                    session.add(ComputeNode(host=f"cn-extra{i}",
+                                            hypervisor_hostname=f"cn-extra{i}", vcpus=4,
+                                            memory_mb=4096, local_gb=40,
+                                            hypervisor_type="QEMU", hypervisor_version=1))
+                for i in range(5):
+                    session.add(Instance(display_name=f"paged-{i}", host=PAGED_HOST,
+                                         node=PAGED_HOST, vm_state="active", power_state=1,
+                                         created_at=now - dt.timedelta(minutes=i)))
+            with db.sessions() as session:
+                running["hypervisors"] = sorted(session.scalars(
+                    select(ComputeNode.uuid).where(ComputeNode.deleted == 0)))
+                running["servers"] = sorted(session.scalars(
+                    select(Instance.uuid).where(Instance.deleted == 0)))
+        finally:
+            db.dispose()
+        yield running
+
+
+def _node_count(db) -> int:
+    with db.sessions() as session:
+        return len(session.scalars(select(ComputeNode.id)).all())
+
+
+def test_openstacksdk_follows_the_next_links(paged_stack):
+    """openstacksdk's generators walk every page of max_limit = 2 and see every row once."""
+    script = (
+        "import json, openstack\n"
+        "conn = openstack.connect(cloud='local')\n"
+        "print(json.dumps([[h.id for h in conn.compute.hypervisors(details=True)],"
+        " [s.id for s in conn.compute.servers()]]))\n")
+    result = sdk(paged_stack, script)
+    assert result.returncode == 0, result.stderr
+    hypervisors, servers = json.loads(result.stdout.splitlines()[-1])
+    assert sorted(hypervisors) == paged_stack["hypervisors"] and len(hypervisors) == 4
+    assert sorted(servers) == paged_stack["servers"] and len(servers) == 5
+    # Several pages, as the API's access log shows: 2 + 2 (+ an empty one after a full
+    # page, nova's rule) hypervisors, 2 + 2 + 1 servers.
+    log = paged_stack["api"].log_text()
+    assert log.count('"GET /v2.1/os-hypervisors/detail?marker=') >= 2
+    assert log.count('"GET /v2.1/servers/detail?marker=') >= 2
+
+
+def test_openstackclient_lists_every_row(paged_stack):
+    result = openstack(paged_stack, "hypervisor", "list", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    assert sorted(e["ID"] for e in json.loads(result.stdout)) == paged_stack["hypervisors"]
+    result = openstack(paged_stack, "--os-identity-api-version", "3", "server", "list",
+                       "--no-name-lookup", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert sorted(s["ID"] for s in listed) == paged_stack["servers"]
+    # nova's order, newest first, across the pages.
+    assert [s["Name"] for s in listed] == [f"paged-{i}" for i in range(5)]
