@@ -33,13 +33,13 @@ def test_create_and_stop_without_a_configured_broker(running):
     assert made.returncode == 0, made.stderr + agent.log_text()
     assert "compute_build_and_run_instance: Success" in made.stdout
     shown = json.loads(server(config, "show", "x", "--format", "json").stdout)
-    assert (shown["status"], shown["task_state"], shown["power_state"]) == (
-        "active", None, "Running")
+    assert (shown["status"], shown["vm_state"], shown["task_state"], shown["power_state"]) == (
+        "ACTIVE", "active", None, "Running")
     stopped = server(config, "stop", "x", "--wait", "--timeout", "60")
     assert stopped.returncode == 0, stopped.stderr + agent.log_text()
     shown = json.loads(server(config, "show", "x", "--format", "json").stdout)
-    assert (shown["status"], shown["task_state"], shown["power_state"]) == (
-        "stopped", None, "Shutdown")
+    assert (shown["status"], shown["vm_state"], shown["task_state"], shown["power_state"]) == (
+        "SHUTOFF", "stopped", None, "Shutdown")
     events = json.loads(server(config, "events", "x", "--format", "json").stdout)
     assert sorted((a["action"], [(e["event"], e["result"]) for e in a["events"]])
                   for a in events["actions"]) == [
