@@ -97,16 +97,17 @@ def _iso(value) -> str | None:
 
 
 def _caster(conf):
+    """The RPC client `agent api` uses too (agent.rpc.client.client_for); UsageError when
+    there is none."""
     from agent.errors import UsageError
-    from agent.rpc.client import RpcClient
-    from agent.rpc.transport import parse, url_for
+    from agent.rpc.client import client_for
 
-    url = url_for(conf)
-    if not url:
+    client = client_for(conf)
+    if client is None:
         raise UsageError("no transport_url: set [DEFAULT] transport_url (or --transport-url) "
                          "to the broker the compute hosts consume from (only a SQLite "
                          "database has a default one)")
-    return RpcClient(parse(url))
+    return client
 
 
 def _deliver(conf, outcome) -> None:
