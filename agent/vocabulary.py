@@ -1,7 +1,8 @@
 """The words every layer shares, as nova spells them: instance vm_state and task_state strings,
 power-state numbers, migration types and statuses, service binaries and topics, and the agent's
 automatic disable reasons; with the groups of them that start-up, the power-state sync, the
-resource tracker and the control plane reason about.
+resource tracker and the control plane reason about; and the server status a user sees
+(`server_status`: the API's and `agent server`'s Status, the same words).
 
 This module sits below everything else (agent.db, agent.virt, agent.compute, agent.control all
 import it) and imports nothing from the agent.
@@ -135,3 +136,39 @@ EVACUATION_CLEANUP_STATUSES = ("accepted", "pre-migrating", EVACUATION_DONE)
 FINISHED_MIGRATION_STATUSES = ("confirmed", "reverted", "failed", "completed", "cancelled",
                                "done", "error")
 LIVE_MIGRATION_ACTIVE_STATUSES = frozenset({"queued", "preparing", "running"})
+
+# -- server status (nova's API and `agent server` show it) ------------------------------------
+# nova's status by vm_state, then by (vm_state, task_state) where a task changes it
+# (nova.api.openstack.common's state map).
+_DEFAULT_STATUS = {
+    ACTIVE: "ACTIVE", BUILDING: "BUILD", STOPPED: "SHUTOFF",
+    RESIZED: "VERIFY_RESIZE", PAUSED: "PAUSED", SUSPENDED: "SUSPENDED",
+    RESCUED: "RESCUE", ERROR: "ERROR", DELETED: "DELETED",
+    SOFT_DELETED: "SOFT_DELETED", SHELVED: "SHELVED",
+    SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
+}
+_REBUILD = {REBUILDING: "REBUILD", REBUILD_BLOCK_DEVICE_MAPPING: "REBUILD",
+            REBUILD_SPAWNING: "REBUILD"}
+_RESIZE = {RESIZE_PREP: "RESIZE", RESIZE_MIGRATING: "RESIZE",
+           RESIZE_MIGRATED: "RESIZE", RESIZE_FINISH: "RESIZE"}
+_TASK_STATUS = {
+    ACTIVE: {
+        REBOOTING: "REBOOT", REBOOT_PENDING: "REBOOT",
+        REBOOT_STARTED: "REBOOT", REBOOTING_HARD: "HARD_REBOOT",
+        REBOOT_PENDING_HARD: "HARD_REBOOT", REBOOT_STARTED_HARD: "HARD_REBOOT",
+        MIGRATING: "MIGRATING", **_REBUILD, **_RESIZE},
+    STOPPED: {**_REBUILD, **_RESIZE},
+    RESIZED: {RESIZE_REVERTING: "REVERT_RESIZE"},
+    PAUSED: {MIGRATING: "MIGRATING"},
+    ERROR: {**_REBUILD},
+}
+
+
+def server_status(vm_state: str | None, task_state: str | None) -> str:
+    """nova's server status for a vm_state and task_state: e.g. ('active', None) ACTIVE,
+    ('active', 'rebooting_hard') HARD_REBOOT, ('stopped', None) SHUTOFF, ('building', ...)
+    BUILD; UNKNOWN for a vm_state nova does not know."""
+    by_task = _TASK_STATUS.get(vm_state or "", {})
+    if task_state in by_task:
+        return by_task[task_state]
+    return _DEFAULT_STATUS.get(vm_state or "", "UNKNOWN")

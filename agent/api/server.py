@@ -58,8 +58,8 @@ def wrap_auth(app, auth_strategy: str):
 
 
 def build_app(conf, db, caster=None):
-    """The application over `db`; `caster` the process's one RPC client (None without a
-    transport_url: server actions then answer 503)."""
+    """The application over `db`; `caster` the process's one RPC client (None when no host
+    can be reached, see `rpc_client`: server actions and create then answer 503)."""
     from agent.api.app import ApiApp
 
     return wrap_auth(ApiApp(db.sessions, service_down_time=conf.service_down_time,
@@ -70,16 +70,17 @@ def build_app(conf, db, caster=None):
 
 
 def rpc_client(conf):
-    """The process's one RPC client, from transport_url (None when it is not set; the
-    connection opens at the first cast)."""
-    if not conf.transport_url:
-        LOG.warning("no transport_url: server actions answer 503 (compute hosts cannot be "
-                    "reached)")
-        return None
-    from agent.rpc.client import RpcClient
-    from agent.rpc.transport import parse
+    """The process's one RPC client, chosen as `agent server` chooses it
+    (agent.rpc.client.client_for: transport_url, else the SQLite broker file beside a SQLite
+    database); None, with one warning, for a database server without transport_url. The
+    connection opens at the first cast."""
+    from agent.rpc.client import client_for
 
-    return RpcClient(parse(conf.transport_url))
+    client = client_for(conf)
+    if client is None:
+        LOG.warning("no transport_url (and a database server, which has no default broker): "
+                    "server actions and create answer 503 (compute hosts cannot be reached)")
+    return client
 
 
 def serve(app, host: str, port: int, threads: int) -> None:

@@ -23,45 +23,11 @@ from agent.control import flavors as flavor_control
 from agent.control import servers as control
 from agent.db import server_queries
 from agent.db.records import InstanceRecord
-
-# nova's status by vm_state, then by (vm_state, task_state) where a task changes it
-# (nova.api.openstack.common's state map).
-_DEFAULT_STATUS = {
-    states.ACTIVE: "ACTIVE", states.BUILDING: "BUILD", states.STOPPED: "SHUTOFF",
-    states.RESIZED: "VERIFY_RESIZE", states.PAUSED: "PAUSED", states.SUSPENDED: "SUSPENDED",
-    states.RESCUED: "RESCUE", states.ERROR: "ERROR", states.DELETED: "DELETED",
-    states.SOFT_DELETED: "SOFT_DELETED", states.SHELVED: "SHELVED",
-    states.SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
-}
-_REBUILD = {states.REBUILDING: "REBUILD", states.REBUILD_BLOCK_DEVICE_MAPPING: "REBUILD",
-            states.REBUILD_SPAWNING: "REBUILD"}
-_RESIZE = {states.RESIZE_PREP: "RESIZE", states.RESIZE_MIGRATING: "RESIZE",
-           states.RESIZE_MIGRATED: "RESIZE", states.RESIZE_FINISH: "RESIZE"}
-_TASK_STATUS = {
-    states.ACTIVE: {
-        states.REBOOTING: "REBOOT", states.REBOOT_PENDING: "REBOOT",
-        states.REBOOT_STARTED: "REBOOT", states.REBOOTING_HARD: "HARD_REBOOT",
-        states.REBOOT_PENDING_HARD: "HARD_REBOOT", states.REBOOT_STARTED_HARD: "HARD_REBOOT",
-        states.MIGRATING: "MIGRATING", **_REBUILD, **_RESIZE},
-    states.STOPPED: {**_REBUILD, **_RESIZE},
-    states.RESIZED: {states.RESIZE_REVERTING: "REVERT_RESIZE"},
-    states.PAUSED: {states.MIGRATING: "MIGRATING"},
-    states.ERROR: {**_REBUILD},
-}
+from agent.vocabulary import server_status as status
 
 # The body key of each action and the control plane's name for it.
 ACTIONS = {"os-stop": "stop", "os-start": "start", "pause": "pause", "unpause": "unpause"}
 REBOOT_TYPES = {"SOFT": "reboot", "HARD": "reboot-hard"}
-
-
-def status(vm_state: str | None, task_state: str | None) -> str:
-    """nova's server status for a vm_state and task_state: e.g. ('active', None) ACTIVE,
-    ('active', 'rebooting_hard') HARD_REBOOT, ('stopped', None) SHUTOFF, ('building', ...)
-    BUILD; UNKNOWN for a vm_state nova does not know."""
-    by_task = _TASK_STATUS.get(vm_state or "", {})
-    if task_state in by_task:
-        return by_task[task_state]
-    return _DEFAULT_STATUS.get(vm_state or "", "UNKNOWN")
 
 
 def _time(value: dt.datetime | None) -> str | None:

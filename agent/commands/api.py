@@ -9,7 +9,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "api", parents=[common], help="serve nova's compute REST API (/v2.1)",
         description="Serve nova's compute REST API (os-services, os-hypervisors, flavors, "
-                    "servers and their actions, cast through transport_url) over the agent's "
+                    "servers and their actions, cast through transport_url, or the SQLite "
+                    "broker file beside a SQLite database, as agent server) over the agent's "
                     "database, for openstackclient, novaclient and openstacksdk. With "
                     "auth_strategy = noauth (the default) only a loopback address is served.")
     parser.add_argument("--bind", metavar="ADDR:PORT",

@@ -90,11 +90,10 @@ def _cast_rebuilds(conf, result) -> None:
     from agent.control.casts import send
     from agent.display import escape, plural
     from agent.errors import ServiceError
-    from agent.rpc.client import BrokerUnreachable, RpcClient
-    from agent.rpc.transport import parse, url_for
+    from agent.rpc.client import BrokerUnreachable, client_for
 
     try:
-        with RpcClient(parse(url_for(conf))) as client:
+        with client_for(conf) as client:
             send(client, result.casts)
     except BrokerUnreachable as exc:
         raise ServiceError(escape(

@@ -18,7 +18,10 @@ import time
 from agent.commands import arguments
 from agent.commands.database import with_database
 
-COLUMNS = ("ID", "Name", "Status", "Task State", "Power State", "Host", "Node")
+# Status is nova's server status (ACTIVE, SHUTOFF, REBOOT, ...: agent.vocabulary.server_status,
+# as the API and openstackclient show it); the states it is made of follow, as `openstack
+# server show` gives them (OS-EXT-STS:vm_state, task_state, power_state).
+COLUMNS = ("ID", "Name", "Status", "VM State", "Task State", "Power State", "Host", "Node")
 POWER_STATES = {0: "NOSTATE", 1: "Running", 3: "Paused", 4: "Shutdown", 6: "Crashed",
                 7: "Suspended"}
 ACTIONS = ("stop", "start", "reboot", "pause", "unpause", "delete")
@@ -74,8 +77,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def as_dict(s) -> dict:
-    """An instance as --format json shows it (nova's server fields where they exist)."""
-    return {"id": s.uuid, "name": s.display_name, "status": s.vm_state,
+    """An instance as --format json shows it (nova's server fields where they exist):
+    `status` nova's server status (e.g. SHUTOFF), then its vm_state (stopped), task_state
+    and power_state (by name, e.g. Shutdown)."""
+    from agent.vocabulary import server_status
+
+    return {"id": s.uuid, "name": s.display_name,
+            "status": server_status(s.vm_state, s.task_state), "vm_state": s.vm_state,
             "task_state": s.task_state,
             "power_state": POWER_STATES.get(s.power_state, s.power_state),
             "host": s.host, "node": s.node, "flavor": json.loads(s.flavor) if s.flavor else None,
@@ -89,16 +97,17 @@ def _iso(value) -> str | None:
 
 
 def _caster(conf):
+    """The RPC client `agent api` uses too (agent.rpc.client.client_for); UsageError when
+    there is none."""
     from agent.errors import UsageError
-    from agent.rpc.client import RpcClient
-    from agent.rpc.transport import parse, url_for
+    from agent.rpc.client import client_for
 
-    url = url_for(conf)
-    if not url:
+    client = client_for(conf)
+    if client is None:
         raise UsageError("no transport_url: set [DEFAULT] transport_url (or --transport-url) "
                          "to the broker the compute hosts consume from (only a SQLite "
                          "database has a default one)")
-    return RpcClient(parse(url))
+    return client
 
 
 def _deliver(conf, outcome) -> None:
@@ -214,6 +223,7 @@ def run_list(args, conf, db) -> int:
     from agent.commands.refusals import control_session
     from agent.control.servers import list_servers
     from agent.display import grid
+    from agent.vocabulary import server_status
 
     with control_session(db) as session:
         records = list_servers(session, getattr(args, "host", None))
@@ -222,7 +232,8 @@ def run_list(args, conf, db) -> int:
     elif not records:
         print("No instances.")
     else:
-        print(grid(COLUMNS, [(r.uuid, r.display_name, r.vm_state, r.task_state,
+        print(grid(COLUMNS, [(r.uuid, r.display_name, server_status(r.vm_state, r.task_state),
+                              r.vm_state, r.task_state,
                               POWER_STATES.get(r.power_state, r.power_state), r.host, r.node)
                              for r in records]), end="")
     return 0

@@ -2,7 +2,8 @@
 evacuation record naming this host as the source.
 
 `plan_evacuations` is pure: which records apply, which guests exist here, whether their disks go.
-`destroy_evacuated` executes a plan through the driver (a dry run's driver only records it).
+`destroy_evacuated` executes a plan through the driver (a dry run's driver only records it, and
+says so: the lines logged here name the intent, not the act).
 The manager runs it only after the node identity was checked (see node_identity.py), so a host
 that was renamed stops start-up instead of destroying guests.
 """
@@ -72,8 +73,10 @@ def destroy_evacuated(driver: ComputeDriver, plans: Sequence[Evacuation], *,
             statuses[ev.migration_id] = "completed"
             continue
         disks = "with its disks" if ev.destroy_disks else "keeping its disks (shared storage)"
-        LOG.warning("destroying guest %s of instance %s, %s: it was evacuated (migration %s)",
-                    ev.guest_name, ev.instance_uuid, disks, ev.migration_id)
+        # Worded as the intent, true of a dry run too: the driver's call is what destroys (a
+        # dry run's recording driver logs "would destroy" instead).
+        LOG.warning("instance %s was evacuated (migration %s): its guest %s here is to be "
+                    "destroyed, %s", ev.instance_uuid, ev.migration_id, ev.guest_name, disks)
         try:
             driver.destroy(InstanceRef(ev.instance_uuid, ev.guest_name),
                            network_info(ev.instance_uuid), destroy_disks=ev.destroy_disks)

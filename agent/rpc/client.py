@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from agent.redact import redact_text
 from agent.rpc import wire
-from agent.rpc.transport import Transport
+from agent.rpc.transport import Transport, parse, url_for
 
 EXCHANGE = "nova"
 TOPIC = "compute"
@@ -54,6 +54,16 @@ class RemoteError(RpcError):
         self.exc_type, self.module, self.message, self.tb = exc_type, module, message, tb or []
 
 
+def client_for(conf, connect_timeout: float = 5.0) -> "RpcClient | None":
+    """The RPC client of every process that asks compute hosts to act (`agent server`,
+    `agent evacuate`, `agent api`): over `url_for(conf)`, i.e. ``[DEFAULT] transport_url``
+    when set, else the SQLite broker file beside a SQLite database file (the embedded default,
+    where the agent consumes), else None (a database server and no transport_url: no host can
+    be reached). Not connected until its first cast; `close()` it."""
+    url = url_for(conf)
+    return RpcClient(parse(url), connect_timeout=connect_timeout) if url else None
+
+
 def topic_queue(host: str, topic: str = TOPIC) -> str:
     """The per-host queue (and routing key): 'compute.<host>'."""
     return f"{topic}.{host}"
@@ -78,6 +88,11 @@ class RpcClient:
         self._clock = clock
         self._lock = threading.Lock()
         self._conn = None
+
+    @property
+    def transport(self) -> Transport:
+        """Where this client sends."""
+        return self._transport
 
     def cast(self, host: str, method: str, version: str, context: wire.RequestContext,
              **args: Any) -> None:

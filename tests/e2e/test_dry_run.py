@@ -206,3 +206,58 @@ def test_dry_run_of_every_kind_of_action_writes_nothing_on_every_backend(tmp_pat
     assert [n.saved for n in report.nodes] == ["would-create"]
     assert table_rows(any_db_url) == before
     assert os.listdir(tmp_path / "state") == []
+
+
+EVACUATED = "44444444-4444-4444-8444-444444444444"  # the worked example's evacuated instance
+
+
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "real-run"])
+def test_the_evacuated_guest_log_lines(tmp_path, sqlite_url, caplog, dry):
+    """The worked example's evacuated guest: a dry run logs the intent and then that it would
+    destroy it, never that it is destroying it, and leaves the evacuation record as it was; a
+    real run logs the same intent, no "would", and completes the record."""
+    import logging
+
+    from sqlalchemy import select
+
+    from agent.commands.daemon import compute_host_work
+    from agent.db.engine import make_database
+    from agent.db.models import Migration
+    from fakevirt.scenario import load_scenario
+    from fakevirt.seed import seed_database
+
+    example = REPO_ROOT / "etc" / "scenario.example.toml"
+    url = sqlite_url
+    db = make_database(url)
+    try:
+        seed_database(db, load_scenario(str(example)))
+    finally:
+        db.dispose()
+    config = write_config(tmp_path, database_url=url, host="compute-1", **QUIET)
+    (tmp_path / "state").mkdir()
+    conf = load_config(str(config), {("fakevirt", "scenario"): str(example)})
+    service = AgentService(conf, dry_run=dry, notifier=Notifier(None),
+                           host_work_factory=compute_host_work)
+    with caplog.at_level(logging.INFO):
+        report = service.run_once()
+    lines = [r.getMessage() for r in caplog.records if EVACUATED in r.getMessage()]
+    intent = (f"instance {EVACUATED} was evacuated (migration 1): its guest instance-00000004 "
+              "here is to be destroyed, with its disks")
+    assert intent in lines, lines
+    assert not [line for line in lines if "destroying" in line], lines
+    would = [line for line in lines if "would destroy" in line]
+    if dry:
+        assert would == [f"dry run: instance {EVACUATED}: would destroy (with its disks)"]
+        assert lines.index(intent) < lines.index(would[0])
+    else:
+        assert would == []
+    assert [e.action for e in report.evacuated] == ["evacuated-destroyed"]
+    # the evacuation record: completed by a real run only
+    db = make_database(url)
+    try:
+        with db.sessions() as session:
+            saved = session.scalars(select(Migration.status)
+                                    .where(Migration.instance_uuid == EVACUATED)).all()
+    finally:
+        db.dispose()
+    assert saved == ["done" if dry else "completed"]

@@ -51,19 +51,22 @@ def test_create_then_every_action(running):
     assert f"scheduled to host {host}" in made.stdout
     assert "compute_build_and_run_instance: Success" in made.stdout
     shown = show(config, "flow1")
-    assert (shown["status"], shown["task_state"], shown["power_state"]) == (
-        "active", None, "Running")
+    assert (shown["status"], shown["vm_state"], shown["task_state"], shown["power_state"]) == (
+        "ACTIVE", "active", None, "Running")
     requests = {"create": request_id(made.stdout)}
-    steps = [("stop", (), "stopped", "Shutdown"), ("start", (), "active", "Running"),
-             ("reboot", (), "active", "Running"), ("reboot", ("--hard",), "active", "Running"),
-             ("pause", (), "paused", "Paused"), ("unpause", (), "active", "Running")]
-    for action, extra, vm_state, power in steps:
+    steps = [("stop", (), "SHUTOFF", "stopped", "Shutdown"),
+             ("start", (), "ACTIVE", "active", "Running"),
+             ("reboot", (), "ACTIVE", "active", "Running"),
+             ("reboot", ("--hard",), "ACTIVE", "active", "Running"),
+             ("pause", (), "PAUSED", "paused", "Paused"),
+             ("unpause", (), "ACTIVE", "active", "Running")]
+    for action, extra, status, vm_state, power in steps:
         result = server(config, action, "flow1", *extra, "--wait", "--timeout", "60")
         assert result.returncode == 0, result.stderr + agent.log_text()
         requests[f"{action}{''.join(extra)}"] = request_id(result.stdout)
         shown = show(config, "flow1")
-        assert (shown["status"], shown["task_state"], shown["power_state"]) == (
-            vm_state, None, power), action
+        assert (shown["status"], shown["vm_state"], shown["task_state"],
+                shown["power_state"]) == (status, vm_state, None, power), action
     uuid = shown["id"]
     gone = server(config, "delete", "flow1", "--wait", "--timeout", "60")
     assert gone.returncode == 0, gone.stderr + agent.log_text()
@@ -90,7 +93,8 @@ def test_no_valid_host(running):
     assert result.returncode == 1
     assert request_id(result.stdout).startswith("req-")
     assert f"{host} ({host}): CoreFilter: 64 vCPUs requested, the node has 8" in result.stderr
-    assert show(config, "toobig")["status"] == "error"
+    assert (show(config, "toobig")["status"], show(config, "toobig")["vm_state"]) == (
+        "ERROR", "error")
 
 
 def test_evacuate_ends_with_the_destination_spawning_the_guests(running):
@@ -121,9 +125,9 @@ def test_evacuate_ends_with_the_destination_spawning_the_guests(running):
         a, s = show(config, "evac-a"), show(config, "evac-s")
         return a["task_state"] is None and s["task_state"] is None and (a, s)
     a, s = wait_for(settled) or (show(config, "evac-a"), show(config, "evac-s"))
-    assert (a["host"], a["status"], a["power_state"]) == (host, "active", "Running"), \
-        agent.log_text()
-    assert (s["host"], s["status"]) == (host, "stopped")
+    assert (a["host"], a["status"], a["vm_state"], a["power_state"]) == (
+        host, "ACTIVE", "active", "Running"), agent.log_text()
+    assert (s["host"], s["status"], s["vm_state"]) == (host, "SHUTOFF", "stopped")
     listed = json.loads(server(config, "events", "evac-a", "--format", "json").stdout)
     assert [(x["action"], x["request_id"], [e["result"] for e in x["events"]])
             for x in listed["actions"]] == [("evacuate", req, ["Success"])]

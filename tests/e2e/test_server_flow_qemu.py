@@ -122,8 +122,8 @@ def test_create_then_every_action_on_a_real_guest(running):
     assert "compute_build_and_run_instance: Success" in made.stdout
     shown = show(config, name)
     uuid = shown["id"]
-    assert (shown["status"], shown["task_state"], shown["power_state"]) == (
-        "active", None, "Running")
+    assert (shown["status"], shown["vm_state"], shown["task_state"], shown["power_state"]) == (
+        "ACTIVE", "active", None, "Running")
     assert domstate(name) == "running"
     assert virsh("dominfo", name).count(uuid) == 1
     done = [("create", "build_and_run_instance", request_id(made.stdout))]
@@ -138,7 +138,7 @@ def test_create_then_every_action_on_a_real_guest(running):
         req = request_id(result.stdout)
         done.append((action, method, req))
         shown = show(config, name)
-        assert (shown["status"], shown["task_state"], shown["power_state"]) == (
+        assert (shown["vm_state"], shown["task_state"], shown["power_state"]) == (
             vm_state, None, power), args
         assert domstate(name) == virsh_state, args
         if before is not None:  # really rebooted: a new QEMU process

@@ -226,6 +226,8 @@ def test_unknown_action_request_id_is_404(env):
 
 
 def test_without_a_transport_actions_answer_503_and_write_nothing(db):
+    """No RPC client: a database server without transport_url (agent.api.server.rpc_client;
+    the embedded default has the SQLite broker file, tests/e2e/test_api_clients.py)."""
     api = Client(ApiApp(db.sessions, service_down_time=60, server_clock=False))
     server = add_server(db, "h1", states.ACTIVE)
     response, fault = call(api, "POST", f"/v2.1/servers/{server.uuid}/action",

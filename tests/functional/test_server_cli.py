@@ -7,6 +7,7 @@ tests/e2e)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import pytest
@@ -86,8 +87,8 @@ def test_create_schedules_to_the_most_free_ram_and_casts_the_build(env, any_db_u
     req = request_id(out)
     assert req.startswith("req-") and f"host {big}" in out
     server = shown(run, "vm1")
-    assert (server["status"], server["task_state"], server["host"], server["node"]) == (
-        "building", "scheduling", big, big)
+    assert (server["status"], server["vm_state"], server["task_state"], server["host"],
+            server["node"]) == ("BUILD", "building", "scheduling", big, big)
     message = get_one(big_q)
     assert message is not None and get_one(small_q, 0.3) is None
     request = wire.decode_request(message.body)
@@ -107,7 +108,8 @@ def test_create_with_host_still_filters(env, any_db_url):
     assert request_id(out).startswith("req-")
     assert f"{disabled} ({disabled}): ComputeFilter: service disabled (maintenance)" in err
     server = shown(run, "vm2")
-    assert (server["status"], server["task_state"], server["host"]) == ("error", None, None)
+    assert (server["status"], server["vm_state"], server["task_state"], server["host"]) == (
+        "ERROR", "error", None, None)
 
 
 def test_no_valid_host_names_each_failure(env, any_db_url):
@@ -144,8 +146,8 @@ def test_a_broker_that_cannot_be_reached_is_one_line_naming_what_was_saved(env, 
             f"be sent to host {host} (message broker rabbit://guest:***@127.0.0.1:") in err
     assert f"request {req}" in err and "Br0kerSecret" not in err
     server = shown(run, "vm9")
-    assert (server["status"], server["task_state"], server["host"]) == (
-        "building", "scheduling", host)
+    assert (server["status"], server["vm_state"], server["task_state"], server["host"]) == (
+        "BUILD", "building", "scheduling", host)
     assert get_one(queue, 0.3) is None
 
 
@@ -224,6 +226,37 @@ def test_list_by_host(env, any_db_url):
     assert status == 0 and [s["name"] for s in json.loads(out)["servers"]] == ["listed"]
     status, out, _ = run("list", "--format", "json", "--host", "elsewhere")
     assert json.loads(out)["servers"] == []
+
+
+@pytest.mark.parametrize("vm_state, task_state, power_state, status, power", [
+    ("active", None, 1, "ACTIVE", "Running"),
+    ("stopped", None, 4, "SHUTOFF", "Shutdown"),
+    ("active", "rebooting_hard", 1, "HARD_REBOOT", "Running"),
+    ("active", "rebooting", 1, "REBOOT", "Running"),
+    ("paused", None, 3, "PAUSED", "Paused"),
+    ("active", "powering-off", 1, "ACTIVE", "Running"),
+])
+def test_list_and_show_give_nova_status_then_the_states(env, any_db_url, vm_state, task_state,
+                                                         power_state, status, power):
+    """Status is nova's server status, as `openstack server list|show` shows it; vm_state,
+    task_state and power_state follow (openstack's OS-EXT-STS:*)."""
+    run, db, conn = env
+    add_flavor(any_db_url)
+    add_host(db, conn)
+    assert run("create", "--flavor", "small", "--name", "vm")[0] == 0
+    set_states(db, "vm", vm_state=vm_state, task_state=task_state, power_state=power_state)
+    server = shown(run, "vm")
+    assert (server["status"], server["vm_state"], server["task_state"],
+            server["power_state"]) == (status, vm_state, task_state, power)
+    code, out, _ = run("list", "--format", "json")
+    assert code == 0
+    assert [(s["status"], s["vm_state"]) for s in json.loads(out)["servers"]] == [
+        (status, vm_state)]
+    code, out, _ = run("list")
+    header, row = [re.split(r" {2,}", line) for line in out.splitlines()]
+    assert header == ["ID", "Name", "Status", "VM State", "Task State", "Power State", "Host",
+                      "Node"]
+    assert row[1:6] == ["vm", status, vm_state, task_state or "-", power]
 
 
 def test_without_a_transport_nothing_is_written(postgresql_url, capsys):

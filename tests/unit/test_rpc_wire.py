@@ -141,6 +141,30 @@ def test_the_default_transport_is_the_sqlite_broker_file_only_with_a_sqlite_data
     assert url_for(elsewhere) == "sqla+sqlite:////srv/db/broker.sqlite"
 
 
+def test_agent_api_and_agent_server_choose_the_same_transport(tmp_path):
+    """One choice for both front doors: the embedded default (SQLite, no transport_url) casts
+    on the SQLite broker file beside the database, which the agent consumes; a database server
+    without transport_url has none (the API answers 503, `agent server` refuses)."""
+    from agent.api.server import rpc_client
+    from agent.commands.server import _caster
+    from agent.config import load_config
+    from agent.errors import UsageError
+
+    sqlite = load_config(None, {("DEFAULT", "state_path"): str(tmp_path)})
+    with rpc_client(sqlite) as api, _caster(sqlite) as cli:
+        assert api.transport == cli.transport == parse(
+            f"sqla+sqlite:///{tmp_path}/broker.sqlite")
+    rabbit = load_config(None, {("DEFAULT", "state_path"): str(tmp_path),
+                                ("DEFAULT", "transport_url"): "rabbit://u:p@h/v"})
+    with rpc_client(rabbit) as api, _caster(rabbit) as cli:
+        assert api.transport == cli.transport == parse("rabbit://u:p@h/v")
+    server = load_config(None, {("DEFAULT", "state_path"): str(tmp_path),
+                                ("database", "connection"): "postgresql://u:p@db/nova"})
+    assert rpc_client(server) is None
+    with pytest.raises(UsageError, match="no transport_url"):
+        _caster(server)
+
+
 @pytest.mark.parametrize("url, reason", [
     ("kafka://u:secret@h:9092/", "expected a URL of scheme rabbit"),
     ("rabbit://u:secret@:5672/", "expected a host name for every broker"),
