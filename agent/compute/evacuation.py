@@ -68,7 +68,7 @@ def destroy_evacuated(driver: ComputeDriver, plans: Sequence[Evacuation], *,
     for ev in plans:
         if ev.guest_name is None:
             LOG.info("instance %s was evacuated (migration %s) and has no guest here: the "
-                     "migration is completed", ev.instance_uuid, ev.migration_id)
+                     "migration is to be marked completed", ev.instance_uuid, ev.migration_id)
             outcomes.append(EvacuationOutcome(ev.instance_uuid, ev.migration_id, NOT_HERE))
             statuses[ev.migration_id] = "completed"
             continue
