@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import select, update
 
 from agent import vocabulary as states
+from agent.context import RequestContext
 from agent.db.engine import make_database
 from agent.db.models import Instance
-from agent.rpc import wire
 from agent.rpc.client import RpcClient
 from agent.rpc.transport import parse
 from agent.virt.types import PowerState as P
@@ -177,7 +177,7 @@ def test_agent_killed_mid_operation_ends_as_novas_table_says(tmp_path, vhost, na
     barrier.mkdir()
     pause = "FAKEVIRT_PAUSE" if killed == "before" else "FAKEVIRT_PAUSE_AFTER"
     first = start_agent(tmp_path, config, "first", env={pause: f"{case.driver_call}:{barrier}"})
-    ctx = wire.RequestContext.new()
+    ctx = RequestContext.new()
     try:
         values = {"vm_state": case.vm_state, "task_state": case.task_state}
         if case.method == "build_and_run_instance":  # as create saves the scheduler's choice
