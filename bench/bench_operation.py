@@ -27,12 +27,12 @@ from sqlalchemy import event, update
 from agent import vocabulary as s
 from agent.compute.operations import InstanceOperations
 from agent.config import load_config
+from agent.context import RequestContext
 from agent.db import action_queries as actions
 from agent.db import migrate
 from agent.db.engine import make_database
 from agent.db.models import Instance
 from agent.network.firewall import NoopFirewall
-from agent.rpc.wire import RequestContext
 from fakevirt.driver import FakeDriver
 from fakevirt.scenario import DomainSpec, HostSpec, InstanceSeed, Scenario
 from fakevirt.seed import seed_database

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import update  # noqa: E402
 
+from agent.context import RequestContext  # noqa: E402
 from agent.db import action_queries as actions  # noqa: E402
 from agent.db.engine import make_database  # noqa: E402
 from agent.db.models import Instance  # noqa: E402
@@ -60,7 +61,7 @@ def bare_round_trips(url: str, samples: int) -> list[float]:
     import kombu
 
     transport = parse(url)
-    body = wire.encode_request(wire.RequestContext.new(), "stop_instance", "6.0",
+    body = wire.encode_request(RequestContext.new(), "stop_instance", "6.0",
                                {"instance": {"uuid": str(uuid.uuid4())}})
     times: list[float] = []
     with transport.connection() as pub, transport.connection() as sub:
@@ -123,7 +124,7 @@ class Settled:
 def prepare(db, uuids, task_state: str, action: str) -> list:
     """What `agent server <action>` does before its cast: the task_state saved and the
     instance action recorded with the request id; the contexts to cast with."""
-    contexts = [wire.RequestContext.new() for _ in uuids]
+    contexts = [RequestContext.new() for _ in uuids]
     with db.sessions.begin() as session:
         session.execute(update(Instance).where(Instance.uuid.in_(uuids))
                         .values(task_state=task_state))

@@ -93,7 +93,7 @@ class InstanceSeed:
 @dataclass(frozen=True)
 class MigrationSeed:
     """A row the scenario seeds into the `migrations` table (parsed input; read back as
-    agent.db.compute_queries.MigrationRecord)."""
+    agent.db.records.MigrationRecord)."""
 
     uuid: str
     instance_uuid: str

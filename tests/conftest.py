@@ -16,7 +16,7 @@ import importlib.util
 import os
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from agent.db.engine import Database, make_database
 
@@ -123,8 +123,9 @@ def db(request, _server_databases, _rolled_back_sqlite_url) -> Database:
     open another Database or pass a URL to a command, cannot see the uncommitted rows or
     would share the one connection between threads: they keep `any_db` / `any_db_url` /
     `sqlite_db`, whose tables are emptied (a new SQLite file) before each test instead. A test
-    that adds or removes rows outside the transaction fails at teardown, and the tables are
-    emptied after it."""
+    that adds or removes rows outside the transaction fails at teardown, and the database is
+    reset after it (the server tables emptied, the SQLite file migrated anew, with its default
+    flavors)."""
     yield from _rolled_back(request, request.param, _server_databases, _rolled_back_sqlite_url)
 
 
@@ -153,14 +154,31 @@ def _rolled_back(request, backend: str, server_databases, sqlite_url: str):
         outer.rollback()
         conn.close()
         left = _row_count(base) - before
-        if left:
-            _empty_tables(base)
         if backend == "sqlite":
             base.dispose()
+            if left:
+                _rebuild_sqlite(sqlite_url)
+        elif left:
+            _empty_tables(base)
     if left:
         pytest.fail(f"writes outside the db fixture's transaction survived the test ({left:+d} "
                     "rows): something used a connection of its own; use any_db instead",
                     pytrace=False)
+
+
+def _rebuild_sqlite(url: str) -> None:
+    """Migrate the shared SQLite file of the `db` tests anew after a test left rows in it:
+    emptied instead, it would lose the rows the migration seeds (the default flavors) and the
+    later tests that launch with m1.tiny would fail for no reason of their own."""
+    path = make_url(url).database
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    db = make_database(url)
+    try:
+        _create_schema(db)
+    finally:
+        db.dispose()
 
 
 def _row_count(db: Database) -> int:

@@ -10,8 +10,8 @@ from typing import Mapping, Sequence
 
 from agent.compute.node_identity import NodeIdentity
 from agent.compute.usage import (Flavor, FreeResources, Reserved, TrackedInstance,
-                                 TrackedMigration, allocation_ratio, compute_usage,
-                                 free_resources, instances_on_node)
+                                 allocation_ratio, compute_usage, free_resources,
+                                 instances_on_node)
 from agent.db import compute_queries as q
 from agent.virt.types import HostResources
 
@@ -46,12 +46,6 @@ def tracked_instance(rec: q.InstanceRecord) -> TrackedInstance:
         flavor=Flavor(rec.vcpus, rec.memory_mb, rec.root_gb, rec.ephemeral_gb, rec.swap),
         project_id=rec.project_id, os_type=rec.os_type,
         old_flavor=Flavor.from_json(rec.old_flavor), new_flavor=Flavor.from_json(rec.new_flavor))
-
-
-def tracked_migration(rec: q.MigrationRecord) -> TrackedMigration:
-    return TrackedMigration(rec.id, rec.instance_uuid, rec.source_compute, rec.dest_compute,
-                            rec.source_node, rec.dest_node, rec.migration_type, rec.status,
-                            rec.created_at)
 
 
 def node_values(conf, res: HostResources, usage, service_id: int | None, host: str,
@@ -102,7 +96,7 @@ class NodePlan:
 def plan_audit(conf, *, host: str, service_id: int | None, nodes: Sequence[str],
                identities: Mapping[str, NodeIdentity], resources: Mapping[str, HostResources],
                rows: Sequence[q.NodeRecord], tracked: Sequence[TrackedInstance],
-               migrations: Sequence[TrackedMigration]) -> list[NodePlan]:
+               migrations: Sequence[q.MigrationRecord]) -> list[NodePlan]:
     """One NodePlan per node the driver reports (in its order): usage from the database's
     instances and migrations (nova's resource tracker, usage.py), never the hypervisor's
     *_used figures; a row is written only when a value besides updated_at changed."""

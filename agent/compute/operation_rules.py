@@ -36,14 +36,57 @@ from agent.compute.decisions import OnError, Op, Plan, Step
 from agent.virt.types import Flavor, PowerState
 
 
+# The driver steps of one method: from the request, the row as re-read (an InstanceRecord) and
+# the guest's power state (called only where the steps depend on it), each `OnError.FAIL`.
+StepsOf = Callable[["OperationRequest", Any, Callable[[], PowerState]], tuple[Step, ...]]
+
+
 @dataclass(frozen=True)
 class OperationRule:
+    """One method's rule: the states it runs from, its driver steps, what it saves."""
+
     action: str  # nova's instance action name ('stop'), for the log
     expected_task_states: tuple[str | None, ...]
     success_vm_state: str
+    steps: StepsOf
     working_task_state: str | None = None  # saved before the driver call
     expected_vm_states: tuple[str, ...] | None = None  # None: any
     failure_to_error: bool = False
+    reads_power: bool = True  # the guest's power state is read after the steps
+
+
+def _flavor(row: Any) -> Flavor:
+    return Flavor(vcpus=row.vcpus, memory_mb=row.memory_mb, root_gb=row.root_gb,
+                  ephemeral_gb=row.ephemeral_gb, swap=row.swap)
+
+
+def _one(op: Op) -> StepsOf:
+    """The steps of a method that makes one driver call with no arguments."""
+    return lambda request, row, guest_power: (Step(op, OnError.FAIL),)
+
+
+def _spawn(request: "OperationRequest", row: Any, guest_power) -> tuple[Step, ...]:
+    return (Step(Op.SPAWN, OnError.FAIL, flavor=_flavor(row), image_ref=request.image_ref),)
+
+
+def _power_off(request: "OperationRequest", row: Any, guest_power) -> tuple[Step, ...]:
+    return (Step(Op.POWER_OFF, OnError.FAIL, clean_shutdown=request.clean_shutdown),)
+
+
+def _reboot(request: "OperationRequest", row: Any, guest_power) -> tuple[Step, ...]:
+    """A guest that is not running is rebooted HARD whatever was asked, as nova's manager
+    does."""
+    hard = request.reboot_type == "HARD" or guest_power() != PowerState.RUNNING
+    return (Step(Op.REBOOT_HARD if hard else Op.REBOOT_SOFT, OnError.FAIL),)
+
+
+def _rebuild(request: "OperationRequest", row: Any, guest_power) -> tuple[Step, ...]:
+    """Recreate (an evacuation) spawns the guest here; a stopped guest stops again."""
+    op = Op.SPAWN if request.recreate else Op.REBUILD
+    steps = (Step(op, OnError.FAIL, flavor=_flavor(row), image_ref=request.image_ref),)
+    if row.vm_state == states.STOPPED:
+        steps += (Step(Op.POWER_OFF, OnError.FAIL),)
+    return steps
 
 
 REBOOT_TASK_STATES = (states.REBOOTING, states.REBOOT_PENDING, states.REBOOT_STARTED,
@@ -52,16 +95,20 @@ REBOOT_TASK_STATES = (states.REBOOTING, states.REBOOT_PENDING, states.REBOOT_STA
 
 RULES: Mapping[str, OperationRule] = {
     "build_and_run_instance": OperationRule(
-        "create", (states.SCHEDULING, None), states.ACTIVE, states.SPAWNING,
+        "create", (states.SCHEDULING, None), states.ACTIVE, _spawn, states.SPAWNING,
         expected_vm_states=(states.BUILDING,), failure_to_error=True),
-    "stop_instance": OperationRule("stop", (states.POWERING_OFF,), states.STOPPED),
-    "start_instance": OperationRule("start", (states.POWERING_ON,), states.ACTIVE),
-    "reboot_instance": OperationRule("reboot", REBOOT_TASK_STATES, states.ACTIVE),
-    "pause_instance": OperationRule("pause", (states.PAUSING,), states.PAUSED),
-    "unpause_instance": OperationRule("unpause", (states.UNPAUSING,), states.ACTIVE),
+    "stop_instance": OperationRule("stop", (states.POWERING_OFF,), states.STOPPED, _power_off),
+    "start_instance": OperationRule("start", (states.POWERING_ON,), states.ACTIVE,
+                                    _one(Op.POWER_ON)),
+    "reboot_instance": OperationRule("reboot", REBOOT_TASK_STATES, states.ACTIVE, _reboot),
+    "pause_instance": OperationRule("pause", (states.PAUSING,), states.PAUSED, _one(Op.PAUSE)),
+    "unpause_instance": OperationRule("unpause", (states.UNPAUSING,), states.ACTIVE,
+                                      _one(Op.UNPAUSE)),
+    # The guest is gone after a delete: its power state is NOSTATE, not read.
     "terminate_instance": OperationRule("delete", (states.DELETING,), states.DELETED,
-                                        failure_to_error=True),
-    "rebuild_instance": OperationRule("rebuild", (states.REBUILDING,), states.ACTIVE,
+                                        _one(Op.DESTROY), failure_to_error=True,
+                                        reads_power=False),
+    "rebuild_instance": OperationRule("rebuild", (states.REBUILDING,), states.ACTIVE, _rebuild,
                                       states.REBUILD_SPAWNING, failure_to_error=True),
 }
 
@@ -102,38 +149,17 @@ def plan_operation(request: OperationRequest, row: Any, host: str,
     """The plan for `request` on `row` (the instance as re-read under its lock: an
     InstanceRecord, or None when there is no live row). `guest_power()` is called only for a
     SOFT reboot that is not refused: a guest that is not running is rebooted HARD instead, as
-    nova's manager does (the working task_state still follows the requested type)."""
+    nova's manager does (the working task_state still follows the requested type). The
+    accepted states and the steps are `RULES[request.method]`'s."""
     rule = request.rule
     why = refusal(rule, host, row.host if row else None, row is not None,
                   row.vm_state if row else None, row.task_state if row else None)
     if why is not None:
         return OperationPlan(request, refusal=why)
-    flavor = Flavor(vcpus=row.vcpus, memory_mb=row.memory_mb, root_gb=row.root_gb,
-                    ephemeral_gb=row.ephemeral_gb, swap=row.swap)
-    fail = OnError.FAIL
-    if rule.action == "create":
-        steps = [Step(Op.SPAWN, fail, flavor=flavor, image_ref=request.image_ref)]
-    elif rule.action == "stop":
-        steps = [Step(Op.POWER_OFF, fail, clean_shutdown=request.clean_shutdown)]
-    elif rule.action == "start":
-        steps = [Step(Op.POWER_ON, fail)]
-    elif rule.action == "reboot":
-        hard = (request.reboot_type == "HARD" or guest_power() != PowerState.RUNNING)
-        steps = [Step(Op.REBOOT_HARD if hard else Op.REBOOT_SOFT, fail)]
-    elif rule.action == "pause":
-        steps = [Step(Op.PAUSE, fail)]
-    elif rule.action == "unpause":
-        steps = [Step(Op.UNPAUSE, fail)]
-    elif rule.action == "delete":
-        steps = [Step(Op.DESTROY, fail)]
-    else:  # rebuild: recreate spawns the evacuated guest here; a stopped guest stops again
-        op = Op.SPAWN if request.recreate else Op.REBUILD
-        steps = [Step(op, fail, flavor=flavor, image_ref=request.image_ref)]
-        if row.vm_state == states.STOPPED:
-            steps.append(Step(Op.POWER_OFF, fail))
+    steps = rule.steps(request, row, guest_power)
     return OperationPlan(request, None, working_task_state(rule, request.reboot_type),
-                         Plan(request.uuid, rule.action, {}, tuple(steps)),
-                         reads_power=rule.action != "delete")
+                         Plan(request.uuid, rule.action, {}, steps),
+                         reads_power=rule.reads_power)
 
 
 def instance_uuid_of(instance: Any) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.compute.audit import (CREATE, UNCHANGED, UPDATE, AuditResult,  # noqa: F401
                                  NodePlan, NodeReport,
-                                 node_values, plan_audit, tracked_instance, tracked_migration)
+                                 node_values, plan_audit, tracked_instance)
 from agent.compute.node_identity import (KnownNode, NodeIdentity, NodeIdentityStore,
                                          check_hypervisor_free, check_identity, new_node_uuid)
 from agent.db import compute_queries as q
@@ -112,8 +112,7 @@ class ResourceTracker:
         tracked = [tracked_instance(r) for r in instances]
         plans = plan_audit(self.conf, host=self.host, service_id=self.service_id, nodes=nodes,
                            identities=self.identities, resources=resources, rows=rows,
-                           tracked=tracked,
-                           migrations=[tracked_migration(m) for m in migrations])
+                           tracked=tracked, migrations=migrations)
         written = self._save_nodes(plans)
         if written:
             self._persist_identities()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from agent import vocabulary as states
+from agent.db.records import MigrationRecord
 # One flavor type for the resource figures and the driver's spawn.
 from agent.virt.types import Flavor  # noqa: F401
 
@@ -30,19 +31,6 @@ class TrackedInstance:
     os_type: str | None = None
     old_flavor: Flavor | None = None
     new_flavor: Flavor | None = None
-
-
-@dataclass(frozen=True)
-class TrackedMigration:
-    id: int
-    instance_uuid: str
-    source_compute: str | None
-    dest_compute: str | None
-    source_node: str | None
-    dest_node: str | None
-    migration_type: str
-    status: str
-    created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +80,9 @@ def instances_on_node(instances: Iterable[TrackedInstance], host: str, nodename:
             and (i.node == nodename or (i.node is None and only_node))]
 
 
-def newest_migrations(migrations: Iterable[TrackedMigration]) -> list[TrackedMigration]:
+def newest_migrations(migrations: Iterable[MigrationRecord]) -> list[MigrationRecord]:
     """One in-progress migration per instance: the newest."""
-    newest: dict[str, TrackedMigration] = {}
+    newest: dict[str, MigrationRecord] = {}
     epoch = dt.datetime.min
     for mig in migrations:
         if mig.status in states.FINISHED_MIGRATION_STATUSES:
@@ -105,7 +93,7 @@ def newest_migrations(migrations: Iterable[TrackedMigration]) -> list[TrackedMig
     return list(newest.values())
 
 
-def migration_flavor(mig: TrackedMigration, inst: TrackedInstance, host: str, nodename: str,
+def migration_flavor(mig: MigrationRecord, inst: TrackedInstance, host: str, nodename: str,
                      tracked: frozenset[str]) -> Flavor | None:
     """The flavor an in-progress migration holds on this node, or None."""
     incoming = mig.dest_compute == host and mig.dest_node == nodename
@@ -123,7 +111,7 @@ def migration_flavor(mig: TrackedMigration, inst: TrackedInstance, host: str, no
 
 
 def compute_usage(*, memory_mb: int, local_gb: int, node_instances: Sequence[TrackedInstance],
-                  migrations: Sequence[TrackedMigration],
+                  migrations: Sequence[MigrationRecord],
                   instances_by_uuid: Mapping[str, TrackedInstance], host: str, nodename: str,
                   reserved: Reserved, driver_stats: Mapping[str, str] | None = None) -> NodeUsage:
     """Usage of one node (nova's field names and stats keys)."""

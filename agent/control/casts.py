@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
-from agent.rpc.wire import RequestContext
+from agent.context import RequestContext
 
 RPC_VERSION = "6.0"  # the compute RPC version nova sends these methods with
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
+from agent.context import RequestContext
 from agent.control.errors import (DestinationDisabled, DestinationDown, DestinationForcedDown,
                                   DestinationNodes, OutcomeUnknown, SameHost, ServiceIsUp)
 from agent.control.casts import Cast, instance_object
@@ -39,7 +40,6 @@ from agent.db.node_queries import load_node_names
 from agent.db.service_queries import ServiceRecord, database_now
 from agent.display import plural
 from agent.liveness import state_of
-from agent.rpc.wire import RequestContext
 from agent.vocabulary import COMPUTE_BINARY
 
 LOG = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from sqlalchemy.orm import Session
 
 from agent import vocabulary as states
+from agent.context import RequestContext
 from agent.control import errors as e
 from agent.control.flavors import find_flavor
 from agent.control.host_states import schedule
@@ -35,7 +36,6 @@ from agent.db.models import utcnow
 from agent.db.records import InstanceRecord
 from agent.db.service_queries import list_services
 from agent.liveness import state_of
-from agent.rpc.wire import RequestContext
 from agent.vocabulary import COMPUTE_BINARY
 
 __all__ = ["Cast", "Caster", "Outcome", "send"]

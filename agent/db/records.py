@@ -59,6 +59,10 @@ class InstanceRecord:
 
 @dataclass(frozen=True)
 class MigrationRecord:
+    """One migrations row (nova's Migration): `migration_type` 'migration', 'resize',
+    'live-migration' or 'evacuation'; `status` nova's migration status; `created_at` UTC;
+    `deleted` 0 while live. The one record of the table, for every reader: init_host's
+    evacuation check, the resource tracker's usage (usage.py) and the operations."""
     id: int
     uuid: str
     instance_uuid: str
@@ -68,8 +72,8 @@ class MigrationRecord:
     dest_node: str | None
     migration_type: str
     status: str
-    created_at: dt.datetime | None
-    deleted: int
+    created_at: dt.datetime | None = None
+    deleted: int = 0
 
 
 # Columns of compute_nodes that the resource tracker owns (compared to decide on a save).

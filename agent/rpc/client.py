@@ -25,6 +25,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from agent.context import RequestContext
 from agent.redact import redact_text
 from agent.rpc import wire
 from agent.rpc.transport import Transport, parse, url_for
@@ -94,14 +95,14 @@ class RpcClient:
         """Where this client sends."""
         return self._transport
 
-    def cast(self, host: str, method: str, version: str, context: wire.RequestContext,
+    def cast(self, host: str, method: str, version: str, context: RequestContext,
              **args: Any) -> None:
         """Send `method(**args)` to `host` without waiting (nova's ``cctxt.cast``)."""
         body = wire.encode_request(context, method, version, args)
         with self._lock, self._broker_errors():
             self._publish(body, self._exchange, topic_queue(host, self._topic))
 
-    def call(self, host: str, method: str, version: str, context: wire.RequestContext,
+    def call(self, host: str, method: str, version: str, context: RequestContext,
              timeout: float = 60.0, **args: Any) -> Any:
         """Send `method(**args)` to `host` and return its result; `RemoteError` for a failure
         reply, `RpcTimeout` after `timeout` seconds without one (the request then expires

@@ -11,6 +11,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from agent.context import RequestContext
 from agent.rpc import wire
 
 
@@ -26,7 +27,7 @@ class Bound:
     func: Callable[..., Any]
     args: Mapping[str, Any]
 
-    def run(self, context: wire.RequestContext) -> Any:
+    def run(self, context: RequestContext) -> Any:
         return self.func(context, **self.args)
 
 

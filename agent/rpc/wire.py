@@ -1,5 +1,7 @@
 """nova's compute RPC on the wire: the oslo.messaging 2.0 envelope, the request context, call
-replies and failures, and version checks. Pure functions on dicts and bytes; no I/O.
+replies and failures, and version checks. The request context itself (agent.context) lives
+below the control plane that makes it; this module flattens it into a message and reads it
+back. Pure functions on dicts and bytes; no I/O.
 
 A message body is ``{"oslo.version": "2.0", "oslo.message": "<JSON string>"}``. The inner
 message of a request carries ``method``, ``args``, ``version`` ("6.0"), ``_unique_id``, the
@@ -17,10 +19,11 @@ from __future__ import annotations
 import json
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from agent.log import caller_request_id
+from agent.context import RequestContext
+from agent.log import new_request_id
 
 ENVELOPE_VERSION = "2.0"
 ENVELOPE_VERSION_KEY = "oslo.version"
@@ -43,71 +46,45 @@ class NoSuchMethod(ValueError):
     """A request for a method this server does not have."""
 
 
-@dataclass(frozen=True)
-class RequestContext:
-    """The caller's context, as nova's ``RequestContext.to_dict`` sends it.
+def context_to_wire(context: RequestContext) -> dict[str, Any]:
+    """The ``_context_*`` keys of a message for `context` (nova's names: request_id,
+    global_request_id, user_id/user, project_id/tenant, roles, is_admin, and every `extra` key
+    as received)."""
+    flat = {f"{CONTEXT_PREFIX}{key}": value for key, value in context.extra.items()}
+    flat.update({
+        f"{CONTEXT_PREFIX}request_id": context.request_id,
+        f"{CONTEXT_PREFIX}global_request_id": context.global_request_id,
+        f"{CONTEXT_PREFIX}user_id": context.user_id,
+        f"{CONTEXT_PREFIX}user": context.user_id,
+        f"{CONTEXT_PREFIX}project_id": context.project_id,
+        f"{CONTEXT_PREFIX}tenant": context.project_id,
+        f"{CONTEXT_PREFIX}roles": list(context.roles),
+        f"{CONTEXT_PREFIX}is_admin": context.is_admin,
+    })
+    return flat
 
-    `request_id` is the caller's ``req-<uuid>`` (the compute side never makes a new one);
-    `global_request_id` the one the first service of a chain was given, or None. `extra` keeps
-    every other ``_context_*`` key (auth_token, service catalog, ...) as received, so a context
-    flattened back is the one that came in; it is never logged."""
 
-    request_id: str
-    global_request_id: str | None = None
-    user_id: str | None = None
-    project_id: str | None = None
-    roles: tuple[str, ...] = ()
-    is_admin: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+_CONTEXT_FIELDS = {"request_id", "global_request_id", "user_id", "user", "project_id", "tenant",
+                   "roles", "is_admin"}
 
-    @classmethod
-    def new(cls, **values: Any) -> "RequestContext":
-        """A context for a request that starts here: a fresh ``req-<uuid>``."""
-        values.setdefault("request_id", f"req-{uuid.uuid4()}")
-        return cls(**values)
 
-    def to_wire(self) -> dict[str, Any]:
-        """The ``_context_*`` keys of a message (nova's names: request_id, global_request_id,
-        user_id/user, project_id/tenant, roles, is_admin)."""
-        flat = {f"{CONTEXT_PREFIX}{key}": value for key, value in self.extra.items()}
-        flat.update({
-            f"{CONTEXT_PREFIX}request_id": self.request_id,
-            f"{CONTEXT_PREFIX}global_request_id": self.global_request_id,
-            f"{CONTEXT_PREFIX}user_id": self.user_id,
-            f"{CONTEXT_PREFIX}user": self.user_id,
-            f"{CONTEXT_PREFIX}project_id": self.project_id,
-            f"{CONTEXT_PREFIX}tenant": self.project_id,
-            f"{CONTEXT_PREFIX}roles": list(self.roles),
-            f"{CONTEXT_PREFIX}is_admin": self.is_admin,
-        })
-        return flat
-
-    @classmethod
-    def from_wire(cls, message: Mapping[str, Any]) -> "RequestContext":
-        """Rebuild the context from a message's ``_context_*`` keys. A message without a
-        request id gets a new one (as oslo.context does for a context without one)."""
-        ctx = {key[len(CONTEXT_PREFIX):]: value for key, value in message.items()
-               if key.startswith(CONTEXT_PREFIX)}
-        roles = ctx.get("roles") or ()
-        if isinstance(roles, str) or not isinstance(roles, (list, tuple)):
-            raise BadMessage("_context_roles is not a list")
-        known = {"request_id", "global_request_id", "user_id", "user", "project_id", "tenant",
-                 "roles", "is_admin"}
-        request_id = ctx.get("request_id")
-        return cls(
-            request_id=_text_or_none(request_id, "request_id") or f"req-{uuid.uuid4()}",
-            global_request_id=_text_or_none(ctx.get("global_request_id"), "global_request_id"),
-            user_id=_text_or_none(ctx.get("user_id", ctx.get("user")), "user_id"),
-            project_id=_text_or_none(ctx.get("project_id", ctx.get("tenant")), "project_id"),
-            roles=tuple(str(role) for role in roles),
-            is_admin=bool(ctx.get("is_admin", False)),
-            extra={key: value for key, value in ctx.items() if key not in known})
-
-    def log_prefix(self) -> str:
-        """nova's logging_context_format_string fields: '<global> <request> <user> <project>'
-        with '-' for a missing one (`agent.log.caller_request_id`)."""
-        return caller_request_id(self.request_id, self.global_request_id, self.user_id,
-                                 self.project_id)
+def context_from_wire(message: Mapping[str, Any]) -> RequestContext:
+    """The context of a message, from its ``_context_*`` keys; `BadMessage` when one has the
+    wrong type. A message without a request id gets a new one (as oslo.context does for a
+    context without one)."""
+    ctx = {key[len(CONTEXT_PREFIX):]: value for key, value in message.items()
+           if key.startswith(CONTEXT_PREFIX)}
+    roles = ctx.get("roles") or ()
+    if isinstance(roles, str) or not isinstance(roles, (list, tuple)):
+        raise BadMessage("_context_roles is not a list")
+    return RequestContext(
+        request_id=_text_or_none(ctx.get("request_id"), "request_id") or new_request_id(),
+        global_request_id=_text_or_none(ctx.get("global_request_id"), "global_request_id"),
+        user_id=_text_or_none(ctx.get("user_id", ctx.get("user")), "user_id"),
+        project_id=_text_or_none(ctx.get("project_id", ctx.get("tenant")), "project_id"),
+        roles=tuple(str(role) for role in roles),
+        is_admin=bool(ctx.get("is_admin", False)),
+        extra={key: value for key, value in ctx.items() if key not in _CONTEXT_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -187,7 +164,7 @@ def encode_request(context: RequestContext, method: str, version: str,
     `msg_id`, `reply_q` and `timeout` (seconds)."""
     message: dict[str, Any] = {"method": method, "args": dict(args), "version": version,
                                "_unique_id": uuid.uuid4().hex}
-    message.update(context.to_wire())
+    message.update(context_to_wire(context))
     if msg_id is not None:
         message.update({"_msg_id": msg_id, "_reply_q": reply_q, "_timeout": timeout})
     return wrap(message)
@@ -216,7 +193,7 @@ def decode_request(body: bytes | str | Mapping[str, Any]) -> Request:
                                 or not isinstance(timeout, (int, float))):
         raise BadMessage(f"{method}: _timeout is not a number")
     return Request(method=method, args=args, version=version,
-                   context=RequestContext.from_wire(message),
+                   context=context_from_wire(message),
                    unique_id=message.get("_unique_id"), msg_id=msg_id, reply_q=reply_q,
                    timeout=timeout, namespace=message.get("namespace"))
 

@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import select, update
 
 from agent import vocabulary as states
+from agent.context import RequestContext
 from agent.db.engine import make_database
 from agent.db.models import Instance
-from agent.rpc import wire
 from agent.rpc.client import RpcClient
 from agent.rpc.transport import parse
 from agent.virt.types import PowerState as P
@@ -162,27 +162,35 @@ def queue_length(vhost_name: str, host: str) -> int | None:
     return None
 
 
+@pytest.fixture
+def state_db(tmp_path):
+    """The agents' SQLite database under tmp_path/state (`db seed` creates it in host_config;
+    no connection is opened before then), disposed of however the test ends."""
+    database = make_database(f"sqlite:///{tmp_path}/state/agent.sqlite")
+    yield database
+    database.dispose()
+
+
 @pytest.mark.parametrize("killed", ["before", "after"],
                          ids=["killed-before-the-hypervisor-acted", "killed-after"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_agent_killed_mid_operation_ends_as_novas_table_says(tmp_path, vhost, name,  # noqa: F811
-                                                             killed):
+                                                             killed, state_db):
     case = CASES[name]
     final = case.killed_before if killed == "before" else case.killed_after
     create_vhost(vhost[0])
     host = unique_host("kill")
     config = host_config(tmp_path, host, vhost[1], case)
-    db = make_database(f"sqlite:///{tmp_path}/state/agent.sqlite")
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     pause = "FAKEVIRT_PAUSE" if killed == "before" else "FAKEVIRT_PAUSE_AFTER"
     first = start_agent(tmp_path, config, "first", env={pause: f"{case.driver_call}:{barrier}"})
-    ctx = wire.RequestContext.new()
+    ctx = RequestContext.new()
     try:
         values = {"vm_state": case.vm_state, "task_state": case.task_state}
         if case.method == "build_and_run_instance":  # as create saves the scheduler's choice
             values.update(node=host, power_state=int(P.NOSTATE))
-        with db.sessions.begin() as session:
+        with state_db.sessions.begin() as session:
             session.execute(update(Instance).where(Instance.uuid == G1).values(**values))
         with RpcClient(parse(vhost[1])) as client:
             client.cast(host, case.method, "6.0", ctx, instance={"uuid": G1}, **case.args)
@@ -192,7 +200,7 @@ def test_agent_killed_mid_operation_ends_as_novas_table_says(tmp_path, vhost, na
     finally:
         first.stop()
     before_restart = guests(tmp_path)
-    assert row(db).task_state is not None  # the outcome was never saved
+    assert row(state_db).task_state is not None  # the outcome was never saved
     if killed == "before":  # the hypervisor never acted: the guest as seeded
         assert before_restart == ({} if case.guest is None
                                   else {G1: P[case.guest.upper()]}), before_restart
@@ -200,7 +208,8 @@ def test_agent_killed_mid_operation_ends_as_novas_table_says(tmp_path, vhost, na
     try:
         # the request the dead agent never acknowledged reaches the new one
         assert wait_for(lambda: ctx.request_id in second.log_text()), second.log_text()
-        assert wait_for(lambda: settled(db, final)), (tuple(row(db)), second.log_text())
+        assert wait_for(lambda: settled(state_db, final)), (tuple(row(state_db)),
+                                                             second.log_text())
         assert wait_for(lambda: queue_length(vhost[0], host) == 0), second.log_text()
         after = guests(tmp_path)
         # exactly one guest, or none
@@ -210,4 +219,3 @@ def test_agent_killed_mid_operation_ends_as_novas_table_says(tmp_path, vhost, na
         assert second.proc.poll() is None
     finally:
         second.stop()
-        db.dispose()

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select, update
 
 from agent import vocabulary as states
+from agent.context import RequestContext
 from agent.db.engine import make_database
 from agent.db.models import Instance
-from agent.rpc import wire
 from agent.rpc.client import RpcClient
 from agent.rpc.transport import parse
 from tests.agent_process import (AgentProcess, NotifySocket, agent_command, service_row,
@@ -108,5 +108,5 @@ def cast_and_wait(db, host, url, agent, method, task_state, vm_state):
         session.execute(update(Instance).where(Instance.uuid == G1)
                         .values(task_state=task_state))
     with RpcClient(parse(url)) as client:
-        client.cast(host, method, "6.0", wire.RequestContext.new(), instance={"uuid": G1})
+        client.cast(host, method, "6.0", RequestContext.new(), instance={"uuid": G1})
     assert wait_for(lambda: tuple(g1(db))[:2] == (vm_state, None)), agent.log_text()

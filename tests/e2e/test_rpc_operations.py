@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select, update
 
 from agent import vocabulary as states
+from agent.context import RequestContext
 from agent.db import action_queries as actions
 from agent.db.engine import make_database
 from agent.db.models import Instance, InstanceFault
-from agent.rpc import wire
 from agent.rpc.client import RemoteError, RpcClient
 from agent.rpc.transport import parse
 from tests.agent_process import agent_command, ready_agent, wait_for, write_config
@@ -65,7 +65,7 @@ def row(db, uuid):
 def api_sets(db, uuid, action, **values):
     """What the API does before it casts: the task_state (and for a build or an evacuation,
     the host) saved, the action recorded with the request id it returns."""
-    ctx = wire.RequestContext.new(user_id="alice", project_id="p1",
+    ctx = RequestContext.new(user_id="alice", project_id="p1",
                                   global_request_id=f"req-{'0' * 8}-global")
     with db.sessions.begin() as session:
         session.execute(update(Instance).where(Instance.uuid == uuid).values(**values))

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-import time
 
 import pytest
 from sqlalchemy import event, select, text
@@ -21,18 +20,8 @@ from agent.db.service_queries import list_services
 from agent.heartbeat import Heartbeat, host_utcnow
 from agent.log import RequestIdFilter
 from agent.registry import COMPUTE_BINARY, finish_starting, register_service
+from tests.agent_process import DEADLINE, wait_for
 from tests.functional.compute_helpers import in_transaction
-
-DEADLINE_SECONDS = 30
-
-
-def wait_for(condition, what: str, deadline: float = DEADLINE_SECONDS) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {deadline} s waiting for {what}")
-        time.sleep(0.02)
-
 
 def service_row(db, service_id: int) -> Service | None:
     with db.sessions() as session:
@@ -179,14 +168,14 @@ def test_thread_stays_healthy_through_a_database_outage(throwaway_postgresql):
     heartbeat = Heartbeat(db, record.id, 0.2)
     heartbeat.start()
     try:
-        wait_for(lambda: heartbeat.beats_ok >= 1, "the first beat")
+        assert wait_for(lambda: heartbeat.beats_ok >= 1), "no first beat"
         throwaway_postgresql.stop()
         failures = heartbeat.beats_failed
-        wait_for(lambda: heartbeat.beats_failed >= failures + 3, "three failed beats")
+        assert wait_for(lambda: heartbeat.beats_failed >= failures + 3), "no three failed beats"
         assert heartbeat.is_healthy()
         throwaway_postgresql.start()
         ok = heartbeat.beats_ok
-        wait_for(lambda: heartbeat.beats_ok > ok, "a beat after the restart")
+        assert wait_for(lambda: heartbeat.beats_ok > ok), "no beat after the restart"
         assert heartbeat.is_healthy() and heartbeat.last_error is None
     finally:
         heartbeat.stop()
@@ -200,10 +189,10 @@ def test_thread_beats_at_once_and_stops_on_request(sqlite_db):
     heartbeat = Heartbeat(sqlite_db, record.id, 3600)
     assert not heartbeat.is_healthy()
     heartbeat.start()
-    wait_for(lambda: heartbeat.beats_ok == 1, "the first beat")
+    assert wait_for(lambda: heartbeat.beats_ok == 1), "no first beat"
     assert heartbeat.is_healthy()
 
-    heartbeat.stop(timeout=DEADLINE_SECONDS)
+    heartbeat.stop(timeout=DEADLINE)
 
     assert not heartbeat.is_running
     assert not heartbeat.is_healthy()
@@ -218,15 +207,15 @@ def test_thread_waits_for_initial_delay_then_keeps_beating(sqlite_db):
         assert heartbeat.is_healthy()  # waiting for its first beat is not a stuck thread
         assert heartbeat.beats_ok == 0
     finally:
-        heartbeat.stop(timeout=DEADLINE_SECONDS)
+        heartbeat.stop(timeout=DEADLINE)
     assert service_row(sqlite_db, record.id).report_count == 0
 
     heartbeat = Heartbeat(sqlite_db, record.id, 0.05)
     heartbeat.start()
     try:
-        wait_for(lambda: heartbeat.beats_ok >= 3, "three beats")
+        assert wait_for(lambda: heartbeat.beats_ok >= 3), "no three beats"
     finally:
-        heartbeat.stop(timeout=DEADLINE_SECONDS)
+        heartbeat.stop(timeout=DEADLINE)
     assert service_row(sqlite_db, record.id).report_count == heartbeat.beats_ok
 
 
@@ -238,18 +227,18 @@ def test_thread_stuck_in_a_beat_is_not_healthy(sqlite_url, sqlite_db):
     heartbeat.start()
     locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
     try:
-        wait_for(lambda: heartbeat.beats_ok >= 1, "the first beat")
+        assert wait_for(lambda: heartbeat.beats_ok >= 1), "no first beat"
         assert heartbeat.is_healthy()
         locker.execute("BEGIN EXCLUSIVE")
-        wait_for(lambda: not heartbeat.is_healthy(), "the stuck beat to be noticed")
+        assert wait_for(lambda: not heartbeat.is_healthy()), "stuck beat not noticed"
         assert heartbeat.is_running
         locker.execute("ROLLBACK")
         ok = heartbeat.beats_ok
-        wait_for(lambda: heartbeat.beats_ok > ok and heartbeat.is_healthy(),
-                 "beats to resume")
+        assert wait_for(lambda: heartbeat.beats_ok > ok and heartbeat.is_healthy()), (
+            "beats did not resume")
     finally:
         locker.close()
-        heartbeat.stop(timeout=DEADLINE_SECONDS)
+        heartbeat.stop(timeout=DEADLINE)
 
 
 def test_database_password_never_logged(throwaway_postgresql, caplog):

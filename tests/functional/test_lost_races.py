@@ -16,8 +16,8 @@ from agent.cli import main
 from agent.compute.manager import LOST_RACE, ComputeManager
 from agent.compute.operations import InstanceOperations
 from agent.compute.ownership import RECHECK_AFTER
+from agent.context import RequestContext
 from agent.db.models import Instance, Migration
-from agent.rpc.wire import RequestContext
 from agent.virt.types import LifecycleEvent, PowerState as P, Transition
 from fakevirt.scenario import InstanceSeed, MigrationSeed
 from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,

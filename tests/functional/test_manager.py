@@ -14,6 +14,7 @@ from agent.db.models import Instance
 from agent.virt.recording import RecordingDriver
 from agent.virt.types import LifecycleEvent, PowerState as P, Transition
 from fakevirt.scenario import InstanceSeed, MigrationSeed
+from tests.agent_process import wait_for
 from tests.functional.compute_helpers import (GONE, HOST, domain, guest_power, instance_row,
                                               make_conf, make_driver, make_scenario,
                                               migration_row, noop_firewall, read_only, seeded)
@@ -175,27 +176,22 @@ def test_unknown_guests_are_listed(tmp_path, sqlite_rolled_back_db):
     assert [(d.uuid, d.name) for d in result.unknown_domains] == [(stray, "stray")]
 
 
-def _wait_for(predicate, timeout=30.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+def manager_of_one_running_instance(tmp_path, db) -> tuple[ComputeManager, object]:
+    """(manager, fakevirt driver) of this host with one ACTIVE instance `U` whose guest runs;
+    init_host not yet called."""
+    scenario = seeded(db, make_scenario(
+        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
+    conf = make_conf(tmp_path, db)
+    driver = make_driver(conf, scenario)
+    return ComputeManager(conf, db, driver, noop_firewall()), driver
 
 
 def test_lifecycle_event_updates_power_state(tmp_path, sqlite_db):
-    scenario = seeded(sqlite_db, make_scenario(
-        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
-    conf = make_conf(tmp_path, sqlite_db)
-    driver = make_driver(conf, scenario)
-    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager, driver = manager_of_one_running_instance(tmp_path, sqlite_db)
     manager.init_host()
     try:
         driver.set_power_state(U, P.SHUTDOWN, Transition.STOPPED)
-        assert _wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
+        assert wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
         # vm_state is left for an operator: there is no compute API here.
         assert instance_row(sqlite_db, U).vm_state == s.ACTIVE
     finally:
@@ -205,11 +201,7 @@ def test_lifecycle_event_updates_power_state(tmp_path, sqlite_db):
 def test_lifecycle_event_waits_while_an_operation_holds_the_instance(tmp_path, sqlite_db):
     """An event for an instance under an operation's lock is handled once the lock is free
     (the operation saves the power state itself): nothing is read or written meanwhile."""
-    scenario = seeded(sqlite_db, make_scenario(
-        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
-    conf = make_conf(tmp_path, sqlite_db)
-    driver = make_driver(conf, scenario)
-    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager, driver = manager_of_one_running_instance(tmp_path, sqlite_db)
     manager.init_host()
     manager.stop()  # handle events by hand below
     driver.set_power_state(U, P.SHUTDOWN)
@@ -226,26 +218,18 @@ def test_lifecycle_event_waits_while_an_operation_holds_the_instance(tmp_path, s
 def test_lifecycle_event_held_by_a_lock_is_applied_once_the_lock_is_free(tmp_path, sqlite_db):
     """The event worker, finding the instance locked, keeps the event and tries it again on
     its own: released, the lock lets the power state through with no further event."""
-    scenario = seeded(sqlite_db, make_scenario(
-        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
-    conf = make_conf(tmp_path, sqlite_db)
-    driver = make_driver(conf, scenario)
-    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager, driver = manager_of_one_running_instance(tmp_path, sqlite_db)
     manager.init_host()
     try:
         with manager.locks.lock(U):
             driver.set_power_state(U, P.SHUTDOWN, Transition.STOPPED)
-        assert _wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
+        assert wait_for(lambda: instance_row(sqlite_db, U).power_state == P.SHUTDOWN)
     finally:
         manager.stop()
 
 
 def test_stale_lifecycle_event_is_dropped(tmp_path, sqlite_db):
-    scenario = seeded(sqlite_db, make_scenario(
-        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
-    conf = make_conf(tmp_path, sqlite_db)
-    driver = make_driver(conf, scenario)
-    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager, _ = manager_of_one_running_instance(tmp_path, sqlite_db)
     manager.init_host()
     manager.stop()  # handle events by hand below
     # The database holds an older state; the guest says RUNNING; an old STOPPED event arrives
@@ -299,11 +283,7 @@ def test_mismatch_of_an_instance_that_left_and_came_back_is_warned_again(tmp_pat
                                                                          caplog):
     """The warning memory holds only this host's instances: one that leaves (evacuated away)
     is forgotten, so when it comes back with the same mismatch the operator hears of it again."""
-    scenario = seeded(sqlite_db, make_scenario(
-        [InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE)], [domain(U, P.RUNNING)]))
-    conf = make_conf(tmp_path, sqlite_db)
-    driver = make_driver(conf, scenario)
-    manager = ComputeManager(conf, sqlite_db, driver, noop_firewall())
+    manager, driver = manager_of_one_running_instance(tmp_path, sqlite_db)
     driver.set_power_state(U, P.SHUTDOWN)
     caplog.set_level("WARNING", logger="agent.compute.power_sync")
 

@@ -7,8 +7,8 @@ from sqlalchemy import update
 
 from agent import vocabulary as s
 from agent.compute.operations import InstanceOperations
+from agent.context import RequestContext
 from agent.db.models import Instance
-from agent.rpc.wire import RequestContext
 from agent.virt.types import PowerState as P
 from fakevirt.scenario import InstanceSeed
 from tests.functional.compute_helpers import (HOST, guest_power, instance_row,

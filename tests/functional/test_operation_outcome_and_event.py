@@ -9,9 +9,9 @@ from sqlalchemy import event, update
 
 from agent import vocabulary as s
 from agent.compute.operations import InstanceOperations
+from agent.context import RequestContext
 from agent.db import action_queries as actions
 from agent.db.models import Instance
-from agent.rpc.wire import RequestContext
 from fakevirt.scenario import DomainSpec, InstanceSeed
 from tests.functional.compute_helpers import (HOST, instance_row, make_conf, make_driver,
                                               make_scenario, noop_firewall, seeded)

@@ -13,9 +13,9 @@ from sqlalchemy import event, update
 
 from agent import vocabulary as s
 from agent.compute.operations import InstanceOperations
+from agent.context import RequestContext
 from agent.db import action_queries as actions
 from agent.db.models import Instance
-from agent.rpc.wire import RequestContext
 from agent.virt.types import PowerState as P
 from fakevirt.scenario import InstanceSeed
 from tests.functional.compute_helpers import (HOST, domain, instance_row, make_conf,

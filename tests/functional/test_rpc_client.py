@@ -8,6 +8,7 @@ import threading
 import kombu
 import pytest
 
+from agent.context import RequestContext
 from agent.rpc import wire
 from agent.rpc.client import RemoteError, RpcClient, RpcTimeout, exchange
 from agent.rpc.transport import parse
@@ -36,7 +37,7 @@ def test_cast_reaches_the_host_queue_as_nova_sends_it(rabbit_vhost):
     with transport.connection() as conn, RpcClient(transport) as client:
         c1, c2 = unique_host(), unique_host()
         queue = host_queue(conn, c1)
-        ctx = wire.RequestContext.new(user_id="alice", project_id="p1",
+        ctx = RequestContext.new(user_id="alice", project_id="p1",
                                       global_request_id="req-g")
         client.cast(c1, "stop_instance", "6.0", ctx, instance={"uuid": "u1"},
                     clean_shutdown=True)
@@ -81,7 +82,7 @@ def test_call_gets_the_reply(rabbit_vhost, kind):
     receiver = threading.Thread(target=_answer_one, args=(transport, c1, answer, ready))
     receiver.start()
     assert ready.wait(30)
-    ctx = wire.RequestContext.new()
+    ctx = RequestContext.new()
     try:
         with RpcClient(transport) as client:
             if kind == "result":
@@ -102,7 +103,7 @@ def test_call_without_a_reply_times_out(rabbit_vhost):
         c1 = unique_host()
         queue = host_queue(conn, c1)
         with pytest.raises(RpcTimeout, match=f"no reply to stop_instance from {c1} within 1 s"):
-            client.call(c1, "stop_instance", "6.0", wire.RequestContext.new(), timeout=1)
+            client.call(c1, "stop_instance", "6.0", RequestContext.new(), timeout=1)
         # the request expires with its timeout (AMQP expiration, as oslo's calls): nothing
         # is left for an agent that starts consuming later
         for _ in range(200):

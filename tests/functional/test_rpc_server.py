@@ -9,7 +9,7 @@ import threading
 import kombu
 import pytest
 
-from agent.rpc import wire
+from agent.context import RequestContext
 from agent.rpc.client import RemoteError, RpcClient, exchange
 from agent.rpc.dispatcher import Dispatcher
 from agent.rpc.server import RpcServer
@@ -73,7 +73,7 @@ def queue_counts(transport, name):
 
 def test_call_and_cast_run_the_method_with_the_callers_context(served, caplog):
     host, endpoint, server, client, _ = served
-    ctx = wire.RequestContext.new(global_request_id="req-g1", user_id="alice", project_id="p1")
+    ctx = RequestContext.new(global_request_id="req-g1", user_id="alice", project_id="p1")
     caplog.set_level(logging.INFO)
     assert client.call(host, "stop_instance", "6.0", ctx, timeout=30, instance="u1") == {
         "stopped": "u1"}
@@ -96,10 +96,10 @@ def test_refused_call_gets_a_failure_and_cast_one_line(served, caplog, method, v
                                                        reason):
     host, endpoint, server, client, transport = served
     with pytest.raises(RemoteError, match=reason):
-        client.call(host, method, version, wire.RequestContext.new(), timeout=30, **args)
+        client.call(host, method, version, RequestContext.new(), timeout=30, **args)
     caplog.set_level(logging.WARNING, logger="agent.rpc.server")
     caplog.clear()
-    ctx = wire.RequestContext.new()
+    ctx = RequestContext.new()
     client.cast(host, method, version, ctx, **args)
     wait_for(lambda: any(reason in r.getMessage() for r in caplog.records
                          if r.name == "agent.rpc.server"), what="the refusal line")
@@ -113,8 +113,8 @@ def test_refused_call_gets_a_failure_and_cast_one_line(served, caplog, method, v
 def test_a_failing_method_is_a_failure_reply_and_the_server_lives(served):
     host, endpoint, server, client, _ = served
     with pytest.raises(RemoteError, match="RuntimeError: the driver said no"):
-        client.call(host, "boom", "6.0", wire.RequestContext.new(), timeout=30)
-    assert client.call(host, "stop_instance", "6.0", wire.RequestContext.new(), timeout=30,
+        client.call(host, "boom", "6.0", RequestContext.new(), timeout=30)
+    assert client.call(host, "stop_instance", "6.0", RequestContext.new(), timeout=30,
                        instance="u3") == {"stopped": "u3"}
 
 
@@ -134,14 +134,14 @@ def test_malformed_message_is_dropped_with_one_line(served, caplog, body, reason
              what="the drop line")
     assert len([r for r in caplog.records if r.name == "agent.rpc.server"]) == 1
     wait_for(lambda: queue_counts(transport, server.queue_name) == 0, what="the ack")
-    assert client.call(host, "stop_instance", "6.0", wire.RequestContext.new(), timeout=30,
+    assert client.call(host, "stop_instance", "6.0", RequestContext.new(), timeout=30,
                        instance="after") == {"stopped": "after"}
 
 
 def test_acknowledged_only_after_the_method_returns(served):
     host, endpoint, server, client, transport = served
     endpoint.gate.clear()
-    client.cast(host, "stop_instance", "6.0", wire.RequestContext.new(), instance="u4")
+    client.cast(host, "stop_instance", "6.0", RequestContext.new(), instance="u4")
     assert endpoint.entered.wait(30)
     with transport.connection() as conn:
         conn.ensure_connection()
@@ -170,7 +170,7 @@ def test_broker_connections_closed_reconnects_and_consumes_again(served, caplog,
     wait_for(lambda: not server.consuming.is_set(), what="the loss")
     wait_for(lambda: server.consuming.is_set(), what="the reconnection")
     client.close()
-    assert client.call(host, "stop_instance", "6.0", wire.RequestContext.new(), timeout=30,
+    assert client.call(host, "stop_instance", "6.0", RequestContext.new(), timeout=30,
                        instance="u5") == {"stopped": "u5"}
     messages = [r.getMessage() for r in caplog.records if r.name == "agent.rpc.server"]
     assert len([m for m in messages if "unreachable" in m]) == 1
@@ -194,7 +194,7 @@ def test_one_server_serves_many_hosts_each_through_its_own_dispatcher(rabbit_vho
         wait_for(lambda: server.queues_consumed == 3, what="the added host's queue")
         with RpcClient(transport) as client:
             for host in hosts:
-                client.cast(host, "stop_instance", "6.0", wire.RequestContext.new(),
+                client.cast(host, "stop_instance", "6.0", RequestContext.new(),
                             instance=f"on-{host}")
             wait_for(lambda: all(e.calls for e in endpoints.values()), what="the casts")
             assert {h: [c[1] for c in e.calls] for h, e in endpoints.items()} == {
@@ -203,7 +203,7 @@ def test_one_server_serves_many_hosts_each_through_its_own_dispatcher(rabbit_vho
             wait_for(lambda: not server.consuming.is_set(), what="the loss")
             wait_for(lambda: server.consuming.is_set(), what="the reconnection")
             client.close()
-            assert client.call(hosts[2], "stop_instance", "6.0", wire.RequestContext.new(),
+            assert client.call(hosts[2], "stop_instance", "6.0", RequestContext.new(),
                                timeout=30, instance="again") == {"stopped": "again"}
         assert [c[1] for c in endpoints[hosts[2]].calls] == [f"on-{hosts[2]}", "again"]
         assert server.queues_consumed == 3

@@ -3,7 +3,8 @@ functions and under TYPE_CHECKING alike) goes to the same floor or a lower one, 
 imports comes back to where it started.
 
 Floors, lowest first:
-  0 foundation  words and tools every layer uses: agent.vocabulary, errors, config, display, ...
+  0 foundation  words and tools every layer uses: agent.vocabulary, errors, config, display,
+                the request context, ...
   1 parts       the database (agent.db), the hypervisor (agent.virt, fakevirt), the firewall
                 (agent.network), the periodic job runner, the message transport (agent.rpc)
   2 domain      the service registry and liveness, the compute host's work (agent.compute), the
@@ -27,7 +28,7 @@ FLOORS = {
     "agent": 0, "agent.vocabulary": 0, "agent.errors": 0, "agent.display": 0,
     "agent.redact": 0, "agent.files": 0, "agent.progress": 0, "agent.options": 0,
     "agent.config": 0, "agent.log": 0, "agent.failure_log": 0, "agent.cli_help": 0,
-    "agent.systemd": 0, "agent.values": 0,
+    "agent.systemd": 0, "agent.values": 0, "agent.context": 0,
     "agent.db": 1, "agent.virt": 1, "fakevirt": 1, "agent.network": 1, "agent.periodic": 1,
     "agent.rpc": 1, "agent.rpc.transport": 0,
     "agent.liveness": 2, "agent.service_owner": 2, "agent.registry": 2, "agent.heartbeat": 2,
@@ -115,6 +116,22 @@ def test_db_imports_nothing_from_compute_or_above():
     offending = sorted(f"{m} imports {t}" for m, targets in GRAPH.items()
                        if m == "agent.db" or m.startswith("agent.db.")
                        for t in targets if not (t.startswith("agent.db") or floor_of(t) == 0))
+    assert not offending, "\n".join(offending)
+
+
+def _package_of(module: str, packages: tuple[str, ...]) -> str | None:
+    return next((p for p in packages if module == p or module.startswith(p + ".")), None)
+
+
+# The control plane is shared by the command line and the API and is handed its RPC client
+# (control.casts.Caster): it imports neither of them nor the transport below the client.
+ABOVE_CONTROL = ("agent.rpc", "agent.api", "agent.commands", "agent.cli")
+
+
+def test_control_imports_nothing_from_rpc_api_or_commands():
+    offending = sorted(f"{m} imports {t}" for m, targets in GRAPH.items()
+                       if _package_of(m, ("agent.control",))
+                       for t in targets if _package_of(t, ABOVE_CONTROL))
     assert not offending, "\n".join(offending)
 
 

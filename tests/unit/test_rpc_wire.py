@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from agent.context import RequestContext
 from agent.rpc import wire
 from agent.rpc.transport import TransportURLError, parse, url_for
 
@@ -41,20 +42,20 @@ def test_nova_cast_decodes_with_its_context():
 
 def test_context_flattened_back_is_the_one_received():
     ctx = wire.decode_request(nova_cast_body()).context
-    flat = ctx.to_wire()
+    flat = wire.context_to_wire(ctx)
     assert flat["_context_auth_token"] == "tok" and flat["_context_read_only"] is False
-    assert wire.RequestContext.from_wire(flat) == ctx
-    assert wire.RequestContext.from_wire(flat).extra == ctx.extra
+    assert wire.context_from_wire(flat) == ctx
+    assert wire.context_from_wire(flat).extra == ctx.extra
 
 
 def test_context_without_request_id_gets_one():
-    ctx = wire.RequestContext.from_wire({})
+    ctx = wire.context_from_wire({})
     assert ctx.request_id.startswith("req-") and ctx.global_request_id is None
     assert ctx.log_prefix().startswith("- req-")
 
 
 def test_call_round_trip_and_reply():
-    ctx = wire.RequestContext.new(user_id="u", project_id="p")
+    ctx = RequestContext.new(user_id="u", project_id="p")
     body = wire.encode_request(ctx, "get_console", "6.0", {"x": 1}, msg_id="m1",
                                reply_q="reply_1", timeout=30)
     request = wire.decode_request(body)

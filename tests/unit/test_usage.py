@@ -5,9 +5,9 @@ import datetime as dt
 import pytest
 
 from agent import vocabulary as s
-from agent.compute.usage import (Flavor, Reserved, TrackedInstance, TrackedMigration,
-                                 allocation_ratio, compute_usage, instances_on_node,
-                                 newest_migrations)
+from agent.compute.usage import (Flavor, Reserved, TrackedInstance, allocation_ratio,
+                                 compute_usage, instances_on_node, newest_migrations)
+from agent.db.records import MigrationRecord
 
 HOST, NODE = "cmp1", "node1"
 SMALL = Flavor(vcpus=1, memory_mb=512, root_gb=1, ephemeral_gb=0, swap=0)
@@ -22,11 +22,11 @@ def inst(uuid, vm=s.ACTIVE, task=None, flavor=SMALL, host=HOST, node=NODE, proje
 
 
 def mig(mid, uuid, src=HOST, dst="other", status="migrating", kind="migration", age=0):
-    return TrackedMigration(id=mid, instance_uuid=uuid, source_compute=src, dest_compute=dst,
-                            source_node=NODE if src == HOST else "n-" + src,
-                            dest_node=NODE if dst == HOST else "n-" + dst,
-                            migration_type=kind, status=status,
-                            created_at=dt.datetime(2026, 1, 1) + dt.timedelta(minutes=age))
+    return MigrationRecord(id=mid, uuid=f"mig-{mid}", instance_uuid=uuid, source_compute=src,
+                           dest_compute=dst, source_node=NODE if src == HOST else "n-" + src,
+                           dest_node=NODE if dst == HOST else "n-" + dst,
+                           migration_type=kind, status=status,
+                           created_at=dt.datetime(2026, 1, 1) + dt.timedelta(minutes=age))
 
 
 def usage(instances, migrations=(), reserved=Reserved(memory_mb=512), extra=()):
