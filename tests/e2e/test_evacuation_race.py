@@ -2,8 +2,8 @@
 (`agent --once`) with many instances in a task that start-up acts on (`powering-off` with the
 guest running, `rebooting` with the guest running, `powering-on` with the guest shut down, an
 `error` instance `rebooting_hard`); `agent evacuate` commits while its start-up is under way.
-Afterwards no row that is now the destination's carries the source's writes, the source has powered off none of the guests it no longer owns, and its log says it
-lost the race.
+Afterwards no row that is now the destination's carries the source's writes, the source has
+powered off none of the guests it no longer owns, and its log says it lost the race.
 
 Deterministic: the source's fakevirt pauses at a barrier (FAKEVIRT_PAUSE) on its first guest
 read, after it has read the instances and before any guest is changed; the evacuation runs
