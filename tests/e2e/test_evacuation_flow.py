@@ -137,7 +137,8 @@ def test_evacuation_of_a_dead_host_to_another_across_two_agents(postgresql_url, 
             src2.log_text()
         log = src2.log_text()
         for uuid in uuids:
-            assert f"of instance {uuid}" in log and "it was evacuated" in log
+            assert f"instance {uuid} was evacuated (migration " in log, log
+        assert log.count("here is to be destroyed, with its disks") == len(uuids), log
         assert wait_for(lambda: rows.running_vms(SRC) == 0), src2.log_text()
         assert wait_for(lambda: rows.running_vms(DST) == 3), dst.log_text()
         assert rows.instances() == [(u, DST, DST) for u in uuids]
