@@ -52,18 +52,24 @@ class Call:
     def object_body(self, *allowed: str, required: tuple[str, ...] = ()) -> dict:
         """The body as a JSON object with only `allowed` keys and every `required` one;
         ApiError 400 (nova's schema refusal) otherwise."""
-        body = self.body
-        if not isinstance(body, dict):
-            raise ApiError(400, "Invalid input for field/attribute body. The request body "
-                                "must be a JSON object.")
-        unknown = sorted(set(body) - set(allowed))
-        if unknown:
-            raise ApiError(400, "Additional properties are not allowed ("
-                                + ", ".join(repr(k) for k in unknown) + " was unexpected)")
-        for key in required:
-            if key not in body:
-                raise ApiError(400, f"'{key}' is a required property")
-        return body
+        return schema_object(self.body, "body", "The request body", allowed, required)
+
+
+def schema_object(value: object, field: str, shown: str, allowed, required=()) -> dict:
+    """`value` as a JSON object with only `allowed` keys and every `required` one (nova's
+    schema rules for one object of a body: `field` names it in the refusal, `shown` in its
+    sentence); ApiError 400 with nova's text otherwise."""
+    if not isinstance(value, dict):
+        raise ApiError(400, f"Invalid input for field/attribute {field}. {shown} must be a "
+                            "JSON object.")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ApiError(400, "Additional properties are not allowed ("
+                            + ", ".join(repr(k) for k in unknown) + " was unexpected)")
+    for key in required:
+        if key not in value:
+            raise ApiError(400, f"'{key}' is a required property")
+    return value
 
 
 def string_field(body: Mapping, key: str, *, max_length: int = 255,

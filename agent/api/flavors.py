@@ -45,11 +45,8 @@ def _listed(call: Call, collection: str, view) -> dict:
     flavorid), with `flavors_links`: agent.api.paging's rules, one SELECT."""
     page = paging.requested_page(call)
     found = flavor_queries.page_flavors(call.session, page.size, page.marker)
-    if found is None:
-        raise paging.marker_not_found(page.marker or "")
-    entries = [view(call, flavor) for flavor in found]
-    return paging.with_links({"flavors": entries}, "flavors",
-                             paging.next_links(call, collection, page, entries))
+    return paging.page_answer(call, "flavors", collection, page, found,
+                              lambda flavors: [view(call, flavor) for flavor in flavors])
 
 
 def show(call: Call, flavorid: str) -> tuple[int, dict]:

@@ -93,11 +93,9 @@ def _listed(call: Call, collection: str, *, with_detail: bool) -> dict:
         return {"hypervisors": hypervisors(call, rows, db_now, with_detail=with_detail)}
     page = paging.requested_page(call, single=call.version.at_least(*ID_AS_UUID))
     found = q.list_nodes_with_services(call.session, limit=page.size, after=page.marker)
-    if found is None:
-        raise paging.marker_not_found(page.marker or "")
-    entries = hypervisors(call, found[1], found[0], with_detail=with_detail)
-    return paging.with_links({"hypervisors": entries}, "hypervisors",
-                             paging.next_links(call, collection, page, entries))
+    return paging.page_answer(call, "hypervisors", collection, page, found,
+                              lambda read: hypervisors(call, read[1], read[0],
+                                                       with_detail=with_detail))
 
 
 def show(call: Call, hypervisor_id: str) -> tuple[int, dict]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlencode
 
 from agent.api.context import Call
@@ -90,6 +91,17 @@ def _query_lists(call: Call) -> dict[str, list[str]]:
     if call.query_lists:
         return dict(call.query_lists)
     return {key: [value] for key, value in call.query.items()}
+
+
+def page_answer(call: Call, name: str, collection: str, page: Page, found,
+                entries_of: Callable[[object], list[dict]]) -> dict:
+    """The answer to one page of a list: `{name: entries}` with `<name>_links` when the page
+    is full. `found` is what the resource read for `page` (None: its marker names nothing, a
+    400), `entries_of(found)` the answer's entries."""
+    if found is None:
+        raise marker_not_found(page.marker or "")
+    entries = entries_of(found)
+    return with_links({name: entries}, name, next_links(call, collection, page, entries))
 
 
 def with_links(body: dict, name: str, links: list[dict]) -> dict:

@@ -16,7 +16,7 @@ import uuid as uuidlib
 
 from agent import vocabulary as states
 from agent.api import paging
-from agent.api.context import Call, string_field
+from agent.api.context import Call, schema_object, string_field
 from agent.api.faults import ApiError
 from agent.control import errors as e
 from agent.control import flavors as flavor_control
@@ -118,11 +118,8 @@ def _listed(call: Call, collection: str, view) -> dict:
     agent.api.paging's rules, one SELECT."""
     page = paging.requested_page(call)
     found = server_queries.page_servers(call.session, page.size, page.marker)
-    if found is None:
-        raise paging.marker_not_found(page.marker or "")
-    entries = [view(call, server) for server in found]
-    return paging.with_links({"servers": entries}, "servers",
-                             paging.next_links(call, collection, page, entries))
+    return paging.page_answer(call, "servers", collection, page, found,
+                              lambda servers: [view(call, server) for server in servers])
 
 
 def show(call: Call, server_id: str) -> tuple[int, dict]:
@@ -145,17 +142,8 @@ def create(call: Call) -> tuple[int, dict]:
         raise ApiError(503, "The API has no transport_url: it cannot ask compute hosts to "
                             "build servers.")
     outer = call.object_body("server", required=("server",))
-    body = outer["server"]
-    if not isinstance(body, dict):
-        raise ApiError(400, "Invalid input for field/attribute server. The server must be "
-                            "a JSON object.")
-    unknown = sorted(set(body) - set(CREATE_KEYS))
-    if unknown:
-        raise ApiError(400, "Additional properties are not allowed ("
-                            + ", ".join(repr(k) for k in unknown) + " was unexpected)")
-    for key in ("name", "flavorRef"):
-        if key not in body:
-            raise ApiError(400, f"'{key}' is a required property")
+    body = schema_object(outer["server"], "server", "The server", CREATE_KEYS,
+                         ("name", "flavorRef"))
     name = string_field(body, "name")
     ref = string_field(body, "flavorRef").rstrip("/").rsplit("/", 1)[-1]
     image = string_field(body, "imageRef") if body.get("imageRef") else None
