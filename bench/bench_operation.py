@@ -43,6 +43,24 @@ U = "77777777-7777-4777-8777-777777777777"
 STEPS = (("stop_instance", s.POWERING_OFF, "stop"), ("start_instance", s.POWERING_ON, "start"))
 
 
+def one_instance_host(workdir: Path):
+    """A migrated SQLite database in `workdir` with host HOST's one active instance U, and
+    the fakevirt driver with its running guest, started: (db, driver)."""
+    url = f"sqlite:///{workdir}/agent.sqlite"
+    db = make_database(url)
+    migrate.upgrade(db)
+    conf = load_config(None, {("DEFAULT", "host"): HOST,
+                              ("DEFAULT", "state_path"): str(workdir / "state"),
+                              ("database", "connection"): url})
+    scenario = Scenario(HostSpec(hostname=HOST, vcpus=16, memory_mb=32768, local_gb=500,
+                                 cpu_arch="x86_64"), (DomainSpec(U, "g0"),),
+                        (InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE),), ())
+    seed_database(db, scenario)
+    driver = FakeDriver(conf, scenario=scenario)
+    driver.init_host(HOST)
+    return db, driver
+
+
 def prepare(db, i: int) -> RequestContext:
     """What the control plane does before the cast: the task_state and the action."""
     method, task, action = STEPS[i % 2]
@@ -58,19 +76,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-op-"))
-    url = f"sqlite:///{workdir}/agent.sqlite"
-    db = make_database(url)
-    migrate.upgrade(db)
-    conf = load_config(None, {("DEFAULT", "host"): HOST,
-                              ("DEFAULT", "state_path"): str(workdir / "state"),
-                              ("database", "connection"): url})
-    scenario = Scenario(HostSpec(hostname=HOST, vcpus=16, memory_mb=32768, local_gb=500,
-                                 cpu_arch="x86_64"), (DomainSpec(U, "g0"),),
-                        (InstanceSeed(U, host=HOST, node=HOST, vm_state=s.ACTIVE),), ())
-    seed_database(db, scenario)
-    driver = FakeDriver(conf, scenario=scenario)
-    driver.init_host(HOST)
+    db, driver = one_instance_host(Path(tempfile.mkdtemp(prefix="bench-op-")))
     ops = InstanceOperations(db, driver, NoopFirewall(), HOST)
     commits = [0]
     event.listen(db.engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))

@@ -52,6 +52,15 @@ def ctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
+def new_vhost(port: int) -> tuple[str, str]:
+    """A virtual host of the run's own on the local broker (guest may use it): its name and
+    its transport URL. The caller deletes it (`ctl("delete_vhost", name)`)."""
+    vhost = f"bench-{uuid.uuid4().hex[:8]}"
+    ctl("add_vhost", vhost)
+    ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    return vhost, f"rabbit://guest:guest@127.0.0.1:{port}/{vhost}"
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -144,10 +153,7 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE",
                         help="sample the agent with py-spy during the latency samples")
     args = parser.parse_args()
-    vhost = f"bench-{uuid.uuid4().hex[:8]}"
-    ctl("add_vhost", vhost)
-    ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    url = f"rabbit://guest:guest@127.0.0.1:{args.port}/{vhost}"
+    vhost, url = new_vhost(args.port)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rpc-"))
     host = f"bench-{uuid.uuid4().hex[:6]}"
     uuids = [str(uuid.UUID(int=i + 1)) for i in range(args.instances)]

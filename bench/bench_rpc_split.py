@@ -24,37 +24,25 @@ import argparse
 import io
 import logging
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_operation import HOST, U, prepare  # noqa: E402
-from bench.bench_rpc import bare_round_trips, percentile  # noqa: E402
+from bench.bench_operation import HOST, U, one_instance_host, prepare  # noqa: E402
+from bench.bench_rpc import bare_round_trips, ctl, new_vhost, percentile  # noqa: E402
 
 from agent.compute.operations import METHODS, InstanceOperations  # noqa: E402
-from agent.config import load_config  # noqa: E402
-from agent.db import migrate  # noqa: E402
-from agent.db.engine import make_database  # noqa: E402
 from agent.log import RedactingFormatter, RequestIdFilter  # noqa: E402
 from agent.network.firewall import NoopFirewall  # noqa: E402
 from agent.rpc.client import RpcClient  # noqa: E402
 from agent.rpc.dispatcher import Dispatcher  # noqa: E402
 from agent.rpc.server import RpcServer  # noqa: E402
 from agent.rpc.transport import parse  # noqa: E402
-from fakevirt.driver import FakeDriver  # noqa: E402
-from fakevirt.scenario import DomainSpec, HostSpec, InstanceSeed, Scenario  # noqa: E402
-from fakevirt.seed import seed_database  # noqa: E402
-
-
-def ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
 class TimedOperations(InstanceOperations):
@@ -92,23 +80,8 @@ def main() -> None:
     handler.addFilter(RequestIdFilter())
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
-    vhost = f"bench-{uuid.uuid4().hex[:8]}"
-    ctl("add_vhost", vhost)
-    ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    url = f"rabbit://guest:guest@127.0.0.1:{args.port}/{vhost}"
-    workdir = Path(tempfile.mkdtemp(prefix="bench-rpc-split-"))
-    db_url = f"sqlite:///{workdir}/agent.sqlite"
-    db = make_database(db_url)
-    migrate.upgrade(db)
-    conf = load_config(None, {("DEFAULT", "host"): HOST,
-                              ("DEFAULT", "state_path"): str(workdir / "state"),
-                              ("database", "connection"): db_url})
-    scenario = Scenario(HostSpec(hostname=HOST, vcpus=16, memory_mb=32768, local_gb=500,
-                                 cpu_arch="x86_64"), (DomainSpec(U, "g0"),),
-                        (InstanceSeed(U, host=HOST, node=HOST, vm_state="active"),), ())
-    seed_database(db, scenario)
-    driver = FakeDriver(conf, scenario=scenario)
-    driver.init_host(HOST)
+    vhost, url = new_vhost(args.port)
+    db, driver = one_instance_host(Path(tempfile.mkdtemp(prefix="bench-rpc-split-")))
     ops = TimedOperations(db, driver, NoopFirewall(), HOST)
     server = RpcServer(parse(url), HOST, Dispatcher(ops, METHODS))
     try:
