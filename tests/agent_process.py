@@ -190,6 +190,16 @@ def ready_agent(config: Path, directory: Path, *, name: str = "agent",
         agent.stop()
         notify.close()
 
+
+def host_scenario(directory: Path, host: str) -> Path:
+    """A fakevirt scenario file for `host` with room for a few guests (8 vCPUs, 16 GiB,
+    200 GiB) and none yet."""
+    path = directory / "scenario.toml"
+    path.write_text(f'[host]\nhostname = "{host}"\nvcpus = 8\nmemory_mb = 16384\n'
+                    "local_gb = 200\n", encoding="utf-8")
+    return path
+
+
 def compute_node_saved(directory: Path) -> bool:
     """Whether the agent whose SQLite state is under `directory/state` has saved its compute
     node (its first audit done)."""

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from tests.agent_process import (DEADLINE, REPO_ROOT, AgentProcess, NotifySocket,
-                                 service_row, wait_for, write_config)
+from tests.agent_process import (DEADLINE, REPO_ROOT, AgentProcess, ready_agent, service_row,
+                                 wait_for, write_config)
 from tests.conftest import require_tier
 
 CLIENTS = REPO_ROOT / ".venv-clients" / "bin"
@@ -60,25 +60,19 @@ def api_stack(directory: Path, host: str, **options: object) -> Iterator[dict]:
         with config.open("a", encoding="utf-8") as conf:
             conf.write("\n[api]\n" + "".join(f"{k} = {v}\n" for k, v in api_options.items()))
     url = f"sqlite:///{directory}/state/agent.sqlite"
-    notify = NotifySocket(directory / "notify")
-    agent = AgentProcess(config, directory / "agent.log", env={"NOTIFY_SOCKET": notify.path})
-    api = None
-    try:
-        assert notify.receive_until("READY=1") is not None, agent.log_text()
+    with ready_agent(config, directory) as agent:
         assert wait_for(lambda: (row := service_row(url, host)) and row.last_seen_up), \
             agent.log_text()
         port = free_port()
         api = AgentProcess(config, directory / "api.log",
                            args=["api", "--bind", f"127.0.0.1:{port}"])
-        endpoint = f"http://127.0.0.1:{port}/v2.1"
-        assert wait_for(lambda: answers(endpoint)), api.log_text()
-        yield {"endpoint": endpoint, "url": url, "home": directory, "config": config,
-               "api": api, "agent": agent}
-    finally:
-        for process in (api, agent):
-            if process is not None:
-                process.stop()
-        notify.close()
+        try:
+            endpoint = f"http://127.0.0.1:{port}/v2.1"
+            assert wait_for(lambda: answers(endpoint)), api.log_text()
+            yield {"endpoint": endpoint, "url": url, "home": directory, "config": config,
+                   "api": api, "agent": agent}
+        finally:
+            api.stop()
 
 
 def run(stack: dict, argv: list[str], env=()) -> subprocess.CompletedProcess:

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from agent.db.engine import make_database
 from agent.db.models import Instance
-from tests.agent_process import wait_for
+from tests.agent_process import host_scenario, wait_for
 from tests.api_clients import api_stack, openstack, sdk
 from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
 
@@ -36,11 +36,8 @@ from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
 def stack(rabbit_vhost, tmp_path_factory):
     directory = tmp_path_factory.mktemp("api-servers")
     host = unique_host("api")
-    scenario = directory / "scenario.toml"
-    scenario.write_text(f'[host]\nhostname = "{host}"\nvcpus = 8\nmemory_mb = 16384\n'
-                        "local_gb = 200\n", encoding="utf-8")
     with api_stack(directory, host, transport_url=rabbit_vhost[1],
-                   scenario=scenario) as running:
+                   scenario=host_scenario(directory, host)) as running:
         running["host"] = host
         db = make_database(running["url"])
         running["db"] = db

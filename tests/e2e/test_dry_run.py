@@ -15,8 +15,7 @@ from agent.config import load_config
 from agent.db.models import Base
 from agent.service import AgentService
 from agent.systemd import Notifier
-from tests.agent_process import (REPO_ROOT, AgentProcess, NotifySocket, agent_command,
-                                 write_config)
+from tests.agent_process import REPO_ROOT, agent_command, ready_agent, write_config
 from tests.conftest import import_libvirt
 
 HOST = "dry-1"
@@ -44,14 +43,8 @@ def file_digests(directory) -> dict[str, str]:
 def daemon(tmp_path):
     """A running agent daemon for HOST, started (READY=1) and then quiet."""
     config = write_config(tmp_path, host=HOST, **QUIET)
-    sock = NotifySocket(tmp_path / "notify.sock")
-    agent = AgentProcess(config, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": sock.path})
-    try:
-        assert sock.receive_until("READY=1") is not None, agent.log_text()
+    with ready_agent(config, tmp_path, name="daemon"):
         yield config
-    finally:
-        agent.stop()
-        sock.close()
 
 
 def dry_run(config, *args):

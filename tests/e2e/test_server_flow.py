@@ -10,8 +10,8 @@ import json
 import pytest
 
 from agent.db.engine import make_database
-from tests.agent_process import (agent_command, compute_node_saved, ready_agent, wait_for,
-                                 write_config)
+from tests.agent_process import (agent_command, compute_node_saved, host_scenario, ready_agent,
+                                 wait_for, write_config)
 from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
 
 
@@ -19,11 +19,8 @@ from tests.rabbit import rabbit_vhost, unique_host  # noqa: F401  (fixture)
 def running(rabbit_vhost, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server-flow")
     host = unique_host("flow")
-    sc = tmp / "scenario.toml"
-    sc.write_text(f'[host]\nhostname = "{host}"\nvcpus = 8\nmemory_mb = 16384\n'
-                  "local_gb = 200\n", encoding="utf-8")
     config = write_config(tmp, host=host, transport_url=rabbit_vhost[1], service_down_time=30,
-                          scenario=sc)
+                          scenario=host_scenario(tmp, host))
     with ready_agent(config, tmp) as agent:
         assert wait_for(lambda: compute_node_saved(tmp)), agent.log_text()
         yield host, agent, config
