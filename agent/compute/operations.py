@@ -144,10 +144,9 @@ class InstanceOperations:
         LOG.error("instance %s: %s failed: %s; vm_state %s, task_state reverted", rec.uuid,
                   rule.action, exc, values.get("vm_state", rec.vm_state))
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        if power is not None and power in states.ACTIVE_POWER_STATES:
-            self._follow_firewall(rec, power)
-        elif power is None:
-            self._follow_firewall(rec, PowerState.NOSTATE)
+        # The rules follow the guest as it is after the failure: kept while it runs, removed
+        # once it is off or gone.
+        self._follow_firewall(rec, PowerState.NOSTATE if power is None else power)
         self._save(rec, expected, values, event, traceback_text=tb,
                    fault_message=str(exc) or type(exc).__name__)
 
