@@ -86,10 +86,7 @@ def server_actions(session: Session, key: str
     events: what happened to it and which request did it."""
     found = [r for r in q.find_servers(session, key, deleted=True) if r.uuid == key]
     server = found[0] if found else find_server(session, key)
-    listed = actions.list_actions(session, server.uuid)
-    full = [actions.get_action(session, server.uuid, a.request_id) or a
-            for a in reversed(listed)]
-    return server, full
+    return server, list(reversed(actions.list_actions_with_events(session, server.uuid)))
 
 
 def instance_object(server: InstanceRecord, **changes: Any) -> dict[str, Any]:

@@ -59,3 +59,26 @@ def test_newest_fault_is_the_one_shown_and_messages_fit_the_column(db):
         assert aq.latest_fault(s, "i-2") is None
     assert fault.code == 500 and fault.details == "tb"
     assert len(fault.message) == 255 and fault.message.endswith("...")
+
+
+def test_every_action_with_its_events_in_two_statements(any_db):
+    """`agent server events` and os-instance-actions read an instance's whole history in two
+    SELECTs, however many actions it has, each action with its own events in order."""
+    from tests.functional.statement_counter import count_statements
+
+    with any_db.sessions.begin() as s:
+        for n in range(5):
+            aq.start_action(s, instance_uuid="i-9", action=f"a{n}", request_id=f"req-{n}")
+            for step in ("first", "second"):
+                eid = aq.start_event(s, instance_uuid="i-9", request_id=f"req-{n}",
+                                     event=f"{step}-{n}", host="h")
+                aq.finish_event(s, eid, result=aq.EVENT_SUCCESS)
+        aq.start_action(s, instance_uuid="other", action="x", request_id="req-x")
+    with count_statements(any_db.engine) as counter, any_db.sessions() as s:
+        listed = aq.list_actions_with_events(s, "i-9")
+    assert counter.statements == 2
+    assert sorted(a.request_id for a in listed) == [f"req-{n}" for n in range(5)]
+    assert all([e.event for e in a.events] == [f"first-{a.action[1:]}", f"second-{a.action[1:]}"]
+               for a in listed)
+    with any_db.sessions() as s:
+        assert listed == [aq.get_action(s, "i-9", a.request_id) for a in listed]
